@@ -1,0 +1,31 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'vbp_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='vbp_ros maintainers',
+    maintainer_email='maintainers@vbp-ros.dev',
+    description='Live VisualBackProp masks for end-to-end steering networks (ROS 2).',
+    license='Apache-2.0',
+    extras_require={'test': ['pytest']},
+    entry_points={
+        'console_scripts': [
+            'vbp-import-t7 = vbp_ros.tools.import_t7:main',
+            'vbp-figure2 = vbp_ros.tools.figure2:main',
+            'vbp-bench = vbp_ros.tools.bench:main',
+        ],
+    },
+)

@@ -1,0 +1,38 @@
+"""Shared fixtures: the paper authors' reference model and images (../shared/reference)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get(
+    'VBP_REFERENCE_DIR', REPOSITORY.parent / 'shared' / 'reference' / 'visualbackprop-authors'))
+
+
+@pytest.fixture(scope='session')
+def reference_dir() -> Path:
+    if not (REFERENCE / 'model.t7b').is_file():
+        pytest.fail(f'reference data not found at {REFERENCE}; set VBP_REFERENCE_DIR')
+    return REFERENCE
+
+
+@pytest.fixture(scope='session')
+def reference_images(reference_dir: Path) -> list[np.ndarray]:
+    """The 22 demo images, 8-bit grayscale 125x640, in numeric order."""
+    paths = [reference_dir / 'images' / f'img{i}.jpg' for i in range(1, 23)]
+    return [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths]
+
+
+@pytest.fixture(scope='session')
+def authors_checkpoint(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The authors' model converted by the vbp-import-t7 tool."""
+    from vbp_ros.tools import import_t7
+
+    target = tmp_path_factory.mktemp('models') / 'authors.safetensors'
+    assert import_t7.main([str(reference_dir / 'model.t7b'), str(target)]) == 0
+    return target

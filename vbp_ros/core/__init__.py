@@ -1,0 +1,1 @@
+"""ROS-free core: VisualBackProp, networks, checkpoints (torch and numpy only)."""

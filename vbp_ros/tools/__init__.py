@@ -1,0 +1,1 @@
+"""Command-line tools (console scripts): ROS-free, built on the core and engine layers."""
