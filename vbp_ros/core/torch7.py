@@ -8,6 +8,7 @@ The file is a ``nn.Sequential`` of a convolutional part (``cudnn.SpatialBatchNor
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ def load_torch7_model(path: str | Path) -> SteeringCNN:
 
     try:
         root = torchfile.load(str(path))
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except (torchfile.T7ReaderException, OSError, ValueError, TypeError, KeyError, EOFError,
+            struct.error) as error:
         raise CheckpointError(f'{path}: not a readable Torch7 file ({error})') from None
     parts = _children(root, str(path))
     if len(parts) != 2:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from safetensors import SafetensorError
 
 from ..core.checkpoint import CheckpointError, save_checkpoint
 from ..core.torch7 import AUTHORS_SPEC, load_torch7_model
@@ -19,7 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as error:
         print(f'vbp-import-t7: {error}', file=sys.stderr)
         return 1
-    save_checkpoint(args.output, model, AUTHORS_SPEC)
+    output = Path(args.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(output, model, AUTHORS_SPEC)
+    except (OSError, SafetensorError) as error:
+        print(f'vbp-import-t7: cannot write {output}: {error}', file=sys.stderr)
+        return 1
     print(f'wrote {args.output} ({sum(p.numel() for p in model.parameters())} parameters)')
     return 0
 

@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine with Python 3.11:
+#   make drive   set up .venv, then run the main job on its built-in defaults
+#   make test    set up .venv, then run the test suite
+# Other targets: make bench (timings), make clean.
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+REFERENCE ?= $(abspath $(CURDIR)/../shared/reference/visualbackprop-authors)
+RUNS ?= $(CURDIR)/runs
+
+# What the PyPI ROS 2 wheels need: ament_index_python looks up packages under this prefix.
+export AMENT_PREFIX_PATH := $(VENV)
+export VBP_REFERENCE_DIR := $(REFERENCE)
+
+PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
+	-not -name '*.pyc' 2>/dev/null)
+
+.PHONY: drive test bench clean
+
+drive: $(VENV)/.package
+	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
+	$(BIN)/vbp-figure2 --model $(RUNS)/models/authors.safetensors --out $(RUNS)/figure2 \
+		$(REFERENCE)/images
+	@echo "Figure 2 renderings: $(RUNS)/figure2"
+
+test: $(VENV)/.package
+	cd $(CURDIR) && $(BIN)/python -m pytest -q test
+
+bench: $(VENV)/.package
+	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8
+
+# Pinned dependencies; re-run when requirements.txt changes.
+$(VENV)/.deps: requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), sys.version' || \
+		{ echo "Python 3.10 or newer is needed (set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+# The package itself, installed (not editable) so that data_files reach .venv/share, where
+# the ament index finds them; re-installed whenever a package file changes.
+$(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
+	$(BIN)/python -m pip install --no-deps --force-reinstall .
+	rm -rf build *.egg-info
+	touch $@
+
+# Debian and Ubuntu ship venv/ensurepip separately.
+python-venv:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y python3-venv; \
+	else sudo apt-get update && sudo apt-get install -y python3-venv; fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(RUNS)

@@ -1,0 +1,76 @@
+"""The ament_python package is complete and the layers import only what they may."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PACKAGE = REPOSITORY / 'vbp_ros'
+
+
+def test_package_xml_declares_the_runtime_dependencies() -> None:
+    root = ElementTree.parse(REPOSITORY / 'package.xml').getroot()
+    assert root.get('format') == '3'
+    assert root.findtext('name') == 'vbp_ros'
+    exec_depends = {e.text for e in root.iter('exec_depend')}
+    assert {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'launch_ros',
+            'python3-numpy'} <= exec_depends
+    assert 'python3-pytest' in {e.text for e in root.iter('test_depend')}
+    assert root.find('export/build_type').text == 'ament_python'
+
+
+def test_setup_cfg_puts_executables_where_ros2_run_looks() -> None:
+    config = configparser.ConfigParser()
+    config.read(REPOSITORY / 'setup.cfg')
+    assert config['develop']['script_dir'] == '$base/lib/vbp_ros'
+    assert config['install']['install_scripts'] == '$base/lib/vbp_ros'
+    assert (REPOSITORY / 'resource' / 'vbp_ros').is_file()
+
+
+def test_console_scripts_point_at_callable_mains() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e for e in entry_points(group='console_scripts')
+               if e.value.startswith('vbp_ros.')}
+    assert {'vbp-import-t7', 'vbp-figure2', 'vbp-bench'} <= set(scripts)
+    for script in scripts.values():
+        assert callable(script.load())
+
+
+def test_ament_index_finds_the_installed_package() -> None:
+    from ament_index_python.packages import get_package_share_directory
+
+    if 'AMENT_PREFIX_PATH' not in os.environ:
+        pytest.fail('AMENT_PREFIX_PATH is not set: run the tests through the README command')
+    share = Path(get_package_share_directory('vbp_ros'))
+    assert (share / 'package.xml').is_file()
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split('.')[0])
+    return names
+
+
+def test_core_imports_torch_and_numpy_only() -> None:
+    allowed = {'__future__', 'collections', 'dataclasses', 'json', 'pathlib', 'struct', 'typing',
+               'numpy', 'torch', 'safetensors', 'torchfile'}
+    for path in (PACKAGE / 'core').glob('*.py'):
+        assert imported_modules(path) <= allowed, path.name
+
+
+def test_only_the_ros_adapters_import_rclpy() -> None:
+    for path in PACKAGE.rglob('*.py'):
+        if 'ros' not in path.relative_to(PACKAGE).parts[:-1]:
+            assert not imported_modules(path) & {'rclpy', 'sensor_msgs', 'std_msgs'}, path
