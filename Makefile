@@ -28,7 +28,9 @@ test: $(VENV)/.package
 	cd $(CURDIR) && $(BIN)/python -m pytest -q test
 
 bench: $(VENV)/.package
-	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8
+	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8 --json $(RUNS)/bench.json
+	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
+	$(BIN)/vbp-agreement --model $(RUNS)/models/authors.safetensors $(REFERENCE)/images
 
 # Pinned dependencies; re-run when requirements.txt changes.
 $(VENV)/.deps: requirements.txt

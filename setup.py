@@ -26,6 +26,7 @@ setup(
             'vbp-import-t7 = vbp_ros.tools.import_t7:main',
             'vbp-figure2 = vbp_ros.tools.figure2:main',
             'vbp-bench = vbp_ros.tools.bench:main',
+            'vbp-agreement = vbp_ros.tools.agreement:main',
         ],
     },
 )

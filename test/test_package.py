@@ -38,7 +38,7 @@ def test_console_scripts_point_at_callable_mains() -> None:
 
     scripts = {e.name: e for e in entry_points(group='console_scripts')
                if e.value.startswith('vbp_ros.')}
-    assert {'vbp-import-t7', 'vbp-figure2', 'vbp-bench'} <= set(scripts)
+    assert {'vbp-import-t7', 'vbp-figure2', 'vbp-bench', 'vbp-agreement'} <= set(scripts)
     for script in scripts.values():
         assert callable(script.load())
 
@@ -64,7 +64,8 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_core_imports_torch_and_numpy_only() -> None:
-    allowed = {'__future__', 'collections', 'dataclasses', 'json', 'pathlib', 'struct', 'typing',
+    allowed = {'__future__', 'collections', 'dataclasses', 'json', 'math', 'pathlib', 'struct',
+               'typing',
                'numpy', 'torch', 'safetensors', 'torchfile'}
     for path in (PACKAGE / 'core').glob('*.py'):
         assert imported_modules(path) <= allowed, path.name

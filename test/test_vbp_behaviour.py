@@ -78,6 +78,7 @@ def test_deep_network_does_not_underflow() -> None:
     model = nn.Sequential(*layers)
     x = torch.rand(1, 2, 12, 14)
     with VisualBackProp(model) as vbp:
+        vbp(torch.rand_like(x))
         explanation = vbp.explain(x)
     assert max(float(m.max()) for m in explanation.averaged_maps[5:]) < 1e-2
     expected = loop_vbp(model, x)
@@ -116,12 +117,16 @@ def test_buffers_are_built_once_per_input_shape() -> None:
     x = torch.rand(2, 1, 24, 32)
     with VisualBackProp(small_net()) as vbp:
         vbp(x)
-        plan = vbp._plan(x)
-        buffers = [level.rows.full.data_ptr() for level in plan.levels]
+        (plan,) = vbp._plans.values()
+
+        def addresses() -> list[int]:
+            return ([m.data_ptr() for m in plan.maps]
+                    + [level.cols.full.data_ptr() for level in plan.levels])
+
+        before = addresses()
         for _ in range(3):
             vbp(torch.rand(2, 1, 24, 32))
-        assert vbp._plan(x) is plan
-        assert [level.rows.full.data_ptr() for level in plan.levels] == buffers
+        assert list(vbp._plans.values()) == [plan] and addresses() == before
         _, other = vbp(torch.rand(2, 1, 25, 33))
         assert other.shape == (2, 1, 25, 33)
         assert len(vbp._plans) == 2

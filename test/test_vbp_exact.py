@@ -102,6 +102,7 @@ def test_matches_loop_reference_on_random_networks(seed: int) -> None:
     model.eval()
     expected = loop_vbp(model[:-2], x)
     with VisualBackProp(model) as vbp:
+        vbp(torch.rand_like(x))  # the first call traces; later ones fill prebuilt buffers
         output, mask = vbp(x)
     assert mask.shape == (batch, 1, height, width)
     assert mask.dtype == torch.float32

@@ -61,6 +61,7 @@ class ConvStage:
     relu: nn.ReLU
     relu_event: int
     geometry: ConvGeometry
+    channels: int
 
 
 def leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -100,7 +101,7 @@ def find_conv_stages(events: Sequence[tuple[str, nn.Module, object, object]]
             if pending is not None:
                 conv_name, conv = pending
                 stages.append(ConvStage(conv_name, name, module, index,
-                                        ConvGeometry.of(conv_name, conv)))
+                                        ConvGeometry.of(conv_name, conv), conv.out_channels))
                 pending = None
             elif in_conv_part:
                 raise UnsupportedModelError(

@@ -1,7 +1,9 @@
 """VisualBackProp (Bojarski et al.): which input pixels a CNN's prediction rests on.
 
 One ordinary forward pass keeps the channel average of every convolutional layer's post-ReLU
-feature map (forward hooks on the ReLU modules). Starting from the deepest average, each level is
+feature map (forward hooks on the ReLU modules; they keep channel sums, the averages times a
+positive per-layer constant that the final normalization removes, written straight into
+buffers made once per input shape). Starting from the deepest average, each level is
 scaled up to the next-shallower map's size by a transposed convolution whose one-channel kernel is
 all ones (kernel size, stride, padding and dilation of the convolution that produced the deeper
 map, plus the output padding that makes the sizes match exactly) and multiplied pointwise by that
@@ -82,66 +84,77 @@ class _Level:
     """Scale-up of one level's mask to the next-shallower size, then the pointwise product."""
 
     def __init__(self, source: Tensor, geometry: ConvGeometry, target_hw: tuple[int, int],
-                 product: Tensor | None) -> None:
+                 shallower_map: Tensor | None, rescale: bool) -> None:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
             geometry.kernel, geometry.stride, geometry.padding, geometry.dilation)
-        self.rows = _OnesTransposedConv1d(source, 2, kh, sh, ph, dh, target_hw[0])
-        self.cols = _OnesTransposedConv1d(self.rows.result, 3, kw, sw, pw, dw, target_hw[1])
-        self.product = product
+        # Columns first: their strided writes are the slow part, so do them on fewer rows.
+        self.cols = _OnesTransposedConv1d(source, 3, kw, sw, pw, dw, target_hw[1])
+        self.rows = _OnesTransposedConv1d(self.cols.result, 2, kh, sh, ph, dh, target_hw[0])
+        self.shallower_map = shallower_map
+        self.product = None if shallower_map is None else torch.zeros_like(shallower_map)
+        self.rescale = rescale
 
-    def run(self, shallower_map: Tensor | None) -> Tensor:
-        self.rows.run()
-        scaled = self.cols.run()
+    def run(self) -> Tensor:
+        self.cols.run()
+        scaled = self.rows.run()
         if self.product is None:
             return scaled
-        torch.mul(scaled, shallower_map, out=self.product)
-        peak = self.product.amax(dim=(2, 3), keepdim=True).clamp_min_(_TINY)
-        return self.product.div_(peak)
+        torch.mul(scaled, self.shallower_map, out=self.product)
+        if self.rescale:
+            _divide_by_peak(self.product)
+        return self.product
+
+
+def _divide_by_peak(mask: Tensor) -> None:
+    """Divide each image by its maximum: a positive per-image constant, so the final min-max
+    is unchanged, while products of many small maps stay clear of float32 underflow."""
+    mask.div_(mask.amax(dim=(2, 3), keepdim=True).clamp_min_(_TINY))
 
 
 class _Plan:
-    """Buffers and views for one input shape and device: built once, reused every call."""
+    """Buffers and views for one input shape and device: built once, reused every call.
 
-    def __init__(self, stages: Sequence[ConvStage], map_shapes: Sequence[torch.Size],
-                 input_hw: tuple[int, int], device: torch.device) -> None:
-        batch = map_shapes[0][0]
-        self.deepest = torch.zeros(map_shapes[-1], device=device)
+    ``maps`` are the averaged-map buffers, shallow to deep, which the forward hooks fill.
+    """
+
+    def __init__(self, stages: Sequence[ConvStage], maps: Sequence[Tensor],
+                 input_hw: tuple[int, int]) -> None:
+        self.maps = [m.clone() for m in maps]
         self.levels: list[_Level] = []
-        source = self.deepest
+        source = self.maps[-1]
         for index in range(len(stages) - 1, -1, -1):
             if index > 0:
-                target_hw = tuple(map_shapes[index - 1][2:])
-                product = torch.zeros(map_shapes[index - 1], device=device)
+                target_hw, shallower = tuple(self.maps[index - 1].shape[2:]), self.maps[index - 1]
             else:
-                target_hw, product = input_hw, None
-            level = _Level(source, stages[index].geometry, target_hw, product)
+                target_hw, shallower = input_hw, None
+            # The layer-0 product is only summed once more before the final min-max.
+            level = _Level(source, stages[index].geometry, target_hw, shallower,
+                           rescale=index > 1)
             self.levels.append(level)
-            source = product
-        self.final = torch.zeros((batch, 1, *input_hw), device=device)
+            source = level.product
+        self.final = torch.zeros((maps[0].shape[0], 1, *input_hw), device=maps[0].device)
 
-    def run(self, maps: Sequence[Tensor], gamma: Tensor | None) -> Tensor:
-        """Mask from the averaged maps (shallow to deep); returns a fresh normalized tensor."""
-        deepest = maps[-1]
-        self.deepest.copy_(deepest)
-        peak = self.deepest.amax(dim=(2, 3), keepdim=True).clamp_min_(_TINY)
-        self.deepest.div_(peak)
-        current = self.deepest
-        count = len(maps)
-        for step, level in enumerate(self.levels):
-            index = count - 1 - step
-            current = level.run(maps[index - 1] if index > 0 else None)
+    def run(self, gamma: Tensor | None) -> Tensor:
+        """The mask from the filled map buffers; a fresh normalized tensor."""
+        _divide_by_peak(self.maps[-1])
+        for level in self.levels:
+            current = level.run()
         if gamma is not None:
-            torch.mul(current, gamma, out=self.final)
-            current = self.final
+            current = torch.mul(current, gamma, out=self.final)
         return _normalize(current)
+
+    def intermediate_masks(self) -> list[Tensor]:
+        """Products at each layer's resolution, shallow to deep (copies)."""
+        products = [level.product.clone() for level in reversed(self.levels[:-1])]
+        return products + [self.maps[-1].clone()]
 
 
 def _normalize(mask: Tensor) -> Tensor:
     """Per-image min-max to [0, 1]; a constant mask becomes all zeros."""
-    low = mask.amin(dim=(2, 3), keepdim=True)
-    span = mask.amax(dim=(2, 3), keepdim=True) - low
+    low, high = torch.aminmax(mask.flatten(1), dim=1)
+    span = high - low
     scale = torch.where(span > 0, span.reciprocal(), torch.zeros_like(span))
-    return (mask - low).mul_(scale)
+    return (mask - low.view(-1, 1, 1, 1)).mul_(scale.view(-1, 1, 1, 1))
 
 
 class VisualBackProp:
@@ -167,7 +180,8 @@ class VisualBackProp:
         self.model = model
         self.input_factor = input_factor
         self._stages: list[ConvStage] | None = None
-        self._maps: list[Tensor | None] = []
+        self._maps: list[Tensor | None] = []  # averaged maps before a plan exists for the shape
+        self._targets: list[Tensor] | None = None  # plan buffers the hooks fill this call
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._plans: dict[tuple, _Plan] = {}
 
@@ -184,12 +198,10 @@ class VisualBackProp:
     def explain(self, x: Tensor) -> VBPExplanation:
         """Like calling the object, and also return the averaged maps and intermediate masks."""
         output = self._forward(x)
-        maps = [m.clone() for m in self._maps]
+        maps = tuple(m / stage.channels for m, stage in zip(self._filled_maps(), self._stages))
         mask = self._mask(x)
-        plan = self._plan(x)
-        intermediates = [level.product.clone() for level in reversed(plan.levels[:-1])]
-        intermediates.append(plan.deepest.clone())
-        return VBPExplanation(output, mask, self.layer_names, tuple(maps), tuple(intermediates))
+        intermediates = tuple(self._plans[_plan_key(x)].intermediate_masks())
+        return VBPExplanation(output, mask, self.layer_names, maps, intermediates)
 
     def remove(self) -> None:
         """Detach every hook from the model; the object can no longer be called."""
@@ -209,17 +221,19 @@ class VisualBackProp:
             return self._trace(x)
         if not self._handles:
             raise RuntimeError('VisualBackProp hooks were removed; create a new VisualBackProp')
+        plan = self._plans.get(_plan_key(x))
+        self._targets = plan.maps if plan is not None else None
         return self.model(x)
 
     def _trace(self, x: Tensor) -> Tensor:
         """First call: record the execution order of leaf modules and find the conv stages."""
-        events: list[tuple[str, nn.Module, Tensor, Tensor]] = []
+        events: list[tuple[str, nn.Module, object, object]] = []
         relu_maps: dict[int, Tensor] = {}
 
         def record(name: str) -> Callable:
             def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
                 if isinstance(module, nn.ReLU) and isinstance(output, Tensor):
-                    relu_maps[len(events)] = _channel_mean(output)
+                    relu_maps[len(events)] = _channel_sum(output)
                 events.append((name, module, args[0] if args else None, output))
             return hook
 
@@ -239,24 +253,36 @@ class VisualBackProp:
 
     def _keeper(self, index: int) -> Callable:
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            self._maps[index] = _channel_mean(output)
+            if self._targets is None:
+                self._maps[index] = _channel_sum(output)
+            else:
+                torch.sum(output.detach(), dim=1, keepdim=True, dtype=torch.float32,
+                          out=self._targets[index])
         return hook
 
-    def _plan(self, x: Tensor) -> _Plan:
-        shapes = tuple(m.shape for m in self._maps)
-        key = (x.shape[0], tuple(x.shape[2:]), x.device, shapes)
-        plan = self._plans.get(key)
-        if plan is None:
-            with torch.inference_mode(False), torch.no_grad():
-                plan = _Plan(self._stages, shapes, tuple(x.shape[2:]), x.device)
-            self._plans[key] = plan
-        return plan
+    def _filled_maps(self) -> list[Tensor]:
+        """The averaged maps of the last forward pass (plan buffers once a plan exists)."""
+        return self._targets if self._targets is not None else self._maps
 
     def _mask(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            gamma = _channel_mean(x) if self.input_factor else None
-            return self._plan(x).run(self._maps, gamma)
+            key = _plan_key(x)
+            plan = self._plans.get(key)
+            if plan is None or self._targets is None:
+                if plan is None:
+                    with torch.inference_mode(False):
+                        plan = _Plan(self._stages, self._maps, tuple(x.shape[2:]))
+                    self._plans[key] = plan
+                for buffer, values in zip(plan.maps, self._maps):
+                    buffer.copy_(values)
+            self._targets = None
+            gamma = _channel_sum(x) if self.input_factor else None
+            return plan.run(gamma)
 
 
-def _channel_mean(t: Tensor) -> Tensor:
-    return t.detach().mean(dim=1, keepdim=True, dtype=torch.float32)
+def _plan_key(x: Tensor) -> tuple:
+    return tuple(x.shape), x.device
+
+
+def _channel_sum(t: Tensor) -> Tensor:
+    return t.detach().sum(dim=1, keepdim=True, dtype=torch.float32)

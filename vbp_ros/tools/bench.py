@@ -1,4 +1,5 @@
-"""vbp-bench: time the forward pass alone and the forward pass plus the VisualBackProp mask.
+"""vbp-bench: time the forward pass alone and with each mask method: VisualBackProp, the own
+LRP-epsilon, captum's LRP-epsilon (the reference library) and captum's Grad-CAM.
 
 Methods are timed interleaved (one repetition of each in turn) so that load from other processes
 affects all of them alike; medians and 90th percentiles are over the warmed-up repetitions.
@@ -11,62 +12,143 @@ import argparse
 import json
 import sys
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..core.checkpoint import ModelSpec
+from ..core.lrp import LRPEpsilon
 from ..core.networks import build_network
 from ..core.vbp import VisualBackProp
+from ..engine import VBPEngine
+from .reference import ReferenceGradCam, ReferenceLRP
 
 NETWORKS = ('netsvf', 'nethvf', 'authors')
+METHODS = ('forward', 'vbp', 'lrp', 'lrp_reference', 'gradcam')
+NETSVF_CAMERA = ModelSpec('netsvf', 1, 125, 640, crop=(230, 0, 250, 640))
 
 
-def time_methods(methods: dict[str, Callable[[], object]], repeats: int, warmup: int
-                 ) -> dict[str, np.ndarray]:
-    """Milliseconds per call of each method, interleaved."""
-    times = {name: [] for name in methods}
+def time_methods(methods: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                 budget_s: float = 10.0) -> dict[str, np.ndarray]:
+    """Milliseconds per call of each method, interleaved round by round. A slow method stops
+    early once it has spent ``budget_s`` seconds (after at least three timed calls)."""
+    spent = dict.fromkeys(methods, 0.0)
+    times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(warmup):
-        for run in methods.values():
-            run()
-    for _ in range(repeats):
         for name, run in methods.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            if spent[name] < budget_s / 4:
+                start = time.perf_counter()
+                run()
+                spent[name] += time.perf_counter() - start
+    spent = dict.fromkeys(methods, 0.0)
+
+    def wanted(name: str) -> bool:
+        count = len(times[name])
+        return count < 3 or (count < repeats and spent[name] < budget_s)
+
+    while any(wanted(name) for name in methods):
+        for name, run in methods.items():
+            if wanted(name):
+                start = time.perf_counter()
+                run()
+                elapsed = time.perf_counter() - start
+                spent[name] += elapsed
+                times[name].append(elapsed * 1e3)
     return {name: np.asarray(values) for name, values in times.items()}
 
 
-def bench_network(network: str, batch: int, repeats: int, warmup: int) -> list[dict]:
-    """Records for forward and forward+VBP of one network at one batch size on the CPU."""
-    plain = build_network(network).eval()
-    hooked = build_network(network).eval()
-    x = torch.rand(batch, plain.in_channels, *plain.input_size)
-    with VisualBackProp(hooked) as vbp, torch.inference_mode():
-        times = time_methods({'forward': lambda: plain(x), 'vbp': lambda: vbp(x)},
-                             repeats, warmup)
+def method_runners(network: str, x: torch.Tensor, methods: Sequence[str]
+                   ) -> tuple[dict[str, Callable[[], object]], list[Callable[[], None]]]:
+    """One callable per method, each on its own copy of the network, plus clean-ups."""
+    runners: dict[str, Callable[[], object]] = {}
+    cleanups: list[Callable[[], None]] = []
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_network(network).eval()
+
+    for method in methods:
+        if method == 'forward':
+            plain = fresh()
+            runners[method] = lambda plain=plain: _inference(plain, x)
+        elif method == 'vbp':
+            vbp = VisualBackProp(fresh())
+            runners[method] = lambda vbp=vbp: _inference(vbp, x)
+            cleanups.append(vbp.remove)
+        elif method == 'lrp':
+            lrp = LRPEpsilon(fresh(), epsilon=100.0)
+            runners[method] = lambda lrp=lrp: _inference(lrp, x)
+        elif method == 'lrp_reference':
+            reference = ReferenceLRP(fresh(), epsilon=100.0)
+            runners[method] = lambda reference=reference: reference(x, target=0)
+        elif method == 'gradcam':
+            cam = ReferenceGradCam(fresh())
+            runners[method] = lambda cam=cam: cam(x, target=0)
+    return runners, cleanups
+
+
+def _inference(function: Callable[[torch.Tensor], object], x: torch.Tensor) -> object:
+    with torch.inference_mode():
+        return function(x)
+
+
+def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int,
+                  warmup: int) -> list[dict]:
+    """Records for each method of one network at one batch size on the CPU."""
+    probe = build_network(network)
+    x = torch.rand(batch, probe.in_channels, *probe.input_size)
+    runners, cleanups = method_runners(network, x, methods)
+    times = time_methods(runners, repeats, warmup)
+    for cleanup in cleanups:
+        cleanup()
     return [{'network': network, 'batch': batch, 'device': 'cpu', 'method': method,
              'median_ms': float(np.median(values)), 'p90_ms': float(np.percentile(values, 90))}
             for method, values in times.items()]
 
 
+def engine_stages(frames: int) -> str:
+    """Per-stage medians of the engine on a mono8 640x480 frame with NetSVF (CPU)."""
+    engine = VBPEngine(build_network('netsvf'), NETSVF_CAMERA, device='cpu')
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640), dtype=np.uint8)
+    stages = {'preprocess': [], 'transfer': [], 'compute': [], 'postprocess': [], 'total': []}
+    overlay_total = []
+    for _ in range(frames):
+        times = engine.process(frame).times
+        for name, values in stages.items():
+            values.append(getattr(times, f'{name}_ms'))
+        overlay_total.append(engine.process(frame, overlay=True).times.postprocess_ms)
+    parts = ', '.join(f'{name} {np.median(values):.2f}' for name, values in stages.items())
+    return (f'engine, NetSVF, mono8 640x480, {engine.description}: median ms: {parts}; '
+            f'postprocess with overlay {np.median(overlay_total):.2f}')
+
+
 def format_table(records: list[dict]) -> str:
-    """Records as a text table, with the mask's cost relative to the forward pass."""
-    lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"method":>10}{"median ms":>12}'
-             f'{"p90 ms":>10}{"vs forward":>12}']
-    forward = {(r['network'], r['batch'], r['device']): r['median_ms'] for r in records
-               if r['method'] == 'forward'}
+    """Records as a text table, with each mask's own cost (median minus the forward median) and
+    how many times VisualBackProp's mask cost that is."""
+    lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"method":>15}{"median ms":>11}'
+             f'{"p90 ms":>10}{"mask ms":>10}{"x VBP mask":>12}']
+    medians = {(r['network'], r['batch'], r['device'], r['method']): r['median_ms']
+               for r in records}
     for r in records:
-        base = forward.get((r['network'], r['batch'], r['device']))
-        extra = (f'{100.0 * (r["median_ms"] / base - 1.0):+.1f}%'
-                 if base and r['method'] != 'forward' else '')
-        lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["method"]:>10}'
-                     f'{r["median_ms"]:>12.2f}{r["p90_ms"]:>10.2f}{extra:>12}')
+        key = (r['network'], r['batch'], r['device'])
+        forward, vbp = medians.get((*key, 'forward')), medians.get((*key, 'vbp'))
+        mask = r['median_ms'] - forward if forward is not None and r['method'] != 'forward' else None
+        mask_text = f'{mask:.2f}' if mask is not None else ''
+        ratio = (f'{mask / (vbp - forward):.0f}x' if mask is not None and vbp is not None
+                 and r['method'] != 'vbp' and vbp > forward else '')
+        lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["method"]:>15}'
+                     f'{r["median_ms"]:>11.2f}{r["p90_ms"]:>10.2f}{mask_text:>10}{ratio:>12}')
     return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='vbp-bench', description=__doc__)
+    parser.add_argument('--methods', default=','.join(METHODS),
+                        help='comma-separated, from %(default)s')
+    parser.add_argument('--engine-frames', type=int, default=30,
+                        help='frames for the engine stage breakdown (0: skip)')
     parser.add_argument('--networks', default='netsvf',
                         help=f'comma-separated, from {",".join(NETWORKS)} (%(default)s)')
     parser.add_argument('--batches', default='1,8', help='comma-separated (%(default)s)')
@@ -82,11 +164,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown networks: {", ".join(unknown)}')
     if args.threads:
         torch.set_num_threads(args.threads)
+    methods = args.methods.split(',')
+    if set(methods) - set(METHODS):
+        parser.error(f'unknown methods: {", ".join(sorted(set(methods) - set(METHODS)))}')
     records = [record for network in networks for batch in map(int, args.batches.split(','))
-               for record in bench_network(network, batch, args.repeats, args.warmup)]
+               for record in bench_network(network, batch, methods, args.repeats, args.warmup)]
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
     print(format_table(records))
+    if args.engine_frames:
+        print(engine_stages(args.engine_frames))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w', encoding='utf-8') as handle:
             json.dump(records, handle, indent=2)
     return 0

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import CheckpointError, load_checkpoint
-from ..core.overlay import red_overlay
+from ..overlay import red_overlay
 from ..core.vbp import VBPExplanation, VisualBackProp
-from ..preprocess import FrameError, prepare_frame
+from ..preprocess import FrameError, Preprocessor
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
 LABEL_HEIGHT = 18
@@ -99,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
+    preprocess = Preprocessor(spec)
     with VisualBackProp(model) as vbp, torch.inference_mode():
         for path in image_paths(args.images):
             try:
-                network_input = prepare_frame(read_image(path), spec)
+                network_input = preprocess(read_image(path))
             except FrameError as error:
                 print(f'vbp-figure2: skipped {error}', file=sys.stderr)
                 failures += 1

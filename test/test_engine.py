@@ -1,0 +1,207 @@
+"""The ROS-free engine: same masks as the core, every frame layout, crops, deadlines, the
+newest-frame mailbox, and flat memory."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vbp_ros import ModelSpec, VisualBackProp, authors_net
+from vbp_ros.engine import LatestFrameMailbox, VBPEngine, resolve_device
+from vbp_ros.preprocess import FrameError, Preprocessor
+
+CROPPED = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
+
+
+@pytest.fixture(scope='module')
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    network = authors_net().eval()
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(0.0, 0.3)
+                module.running_var.uniform_(0.5, 1.5)
+    return network
+
+
+@pytest.fixture(scope='module')
+def engine(model) -> VBPEngine:
+    return VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=1000.0)
+
+
+@pytest.fixture(scope='module')
+def frame() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 80, (480, 640), dtype=np.uint8)
+    image[300:460, 100:120] = 255  # a bright marking inside the crop
+    return image
+
+
+def test_mask_and_angle_equal_the_core_on_the_same_input(engine, model, frame) -> None:
+    result = engine.process(frame, stamp=42)
+    network_input = torch.from_numpy(Preprocessor(CROPPED)(frame))[None]
+    with VisualBackProp(copy.deepcopy(model)) as vbp, torch.inference_mode():
+        output, mask = vbp(network_input)
+    assert result.stamp == 42
+    assert result.angle == pytest.approx(float(output[0, 0]), abs=1e-6)
+    np.testing.assert_array_equal(result.mask, mask[0, 0].numpy())
+    assert result.mask.dtype == np.float32 and result.mask.shape == (125, 640)
+    assert result.frame_mask is None and result.overlay is None
+
+
+def layouts(gray: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full_like(gray, 255)[:, :, None]], axis=2)
+    return {
+        'mono8': (gray, 'rgb'), 'mono8 HxWx1': (gray[:, :, None], 'rgb'),
+        'mono16': (gray.astype(np.uint16) * 257, 'rgb'),
+        'rgb8': (rgb, 'rgb'), 'bgr8': (rgb[:, :, ::-1].copy(), 'bgr'),
+        'rgba8': (rgba, 'rgb'), 'bgra8': (rgba[:, :, [2, 1, 0, 3]].copy(), 'bgr'),
+        'float32': (gray.astype(np.float32) / 255.0, 'rgb'),
+    }
+
+
+@pytest.mark.parametrize('layout', list(layouts(np.zeros((2, 2), np.uint8))))
+def test_every_frame_layout_gives_the_gray_result(engine, frame, layout: str) -> None:
+    expected = engine.process(frame)
+    image, order = layouts(frame)[layout]
+    result = engine.process(image, order=order)
+    np.testing.assert_allclose(result.mask, expected.mask, atol=2e-3)
+    assert result.angle == pytest.approx(expected.angle, abs=1e-4)
+
+
+def test_colour_order_matters_for_colour_frames(engine) -> None:
+    rng = np.random.default_rng(2)
+    colour = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    as_rgb = engine.process(colour, order='rgb')
+    as_bgr = engine.process(colour[:, :, ::-1].copy(), order='bgr')
+    swapped = engine.process(colour, order='bgr')
+    np.testing.assert_allclose(as_bgr.mask, as_rgb.mask, atol=1e-6)
+    assert not np.allclose(swapped.mask, as_rgb.mask)
+
+
+def test_mask_placed_back_into_the_frame_and_red_overlay(engine, frame) -> None:
+    result = engine.process(frame, frame_mask=True, overlay=True)
+    assert result.frame_mask.shape == frame.shape
+    assert not result.frame_mask[:200].any() and not result.frame_mask[450:].any()
+    assert result.frame_mask[200:450].max() > 0.9
+    assert result.overlay.shape == (480, 640, 3) and result.overlay.dtype == np.uint8
+    outside = result.overlay[:200]
+    np.testing.assert_array_equal(outside[:, :, 0], frame[:200])  # untouched outside the crop
+    peak = np.unravel_index(np.argmax(result.frame_mask), frame.shape)
+    red, green, _ = result.overlay[peak].astype(int)
+    assert red - green > 100
+
+
+@pytest.mark.parametrize('bad, message', [
+    (np.zeros((100, 640), np.uint8), 'smaller than the crop'),
+    (np.zeros((0, 640), np.uint8), 'empty frame'),
+    (np.zeros((480, 640), np.int32), 'unsupported pixel type'),
+    (np.zeros((480, 640, 2), np.uint8), 'unsupported frame shape'),
+    (np.full((480, 640), np.nan, np.float32), 'NaN or infinite'),
+    (np.full((480, 640), np.inf, np.float32), 'NaN or infinite'),
+])
+def test_bad_frames_raise_frame_error_and_the_next_frame_works(engine, frame, bad, message
+                                                               ) -> None:
+    with pytest.raises(FrameError, match=message):
+        engine.process(bad)
+    assert engine.process(frame, stamp='next').stamp == 'next'
+
+
+def test_deadline_bookkeeping(model, frame) -> None:
+    strict = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=1e-6)
+    relaxed = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=0.0)
+    assert not strict.process(frame).deadline_met
+    result = relaxed.process(frame)
+    assert result.deadline_met
+    times = result.times
+    assert times.total_ms >= times.preprocess_ms + times.compute_ms + times.postprocess_ms - 0.5
+    assert times.transfer_ms == 0.0 and times.compute_ms > 0
+
+
+def test_submit_and_collect_keep_order(engine, frame) -> None:
+    with pytest.raises(RuntimeError, match='no frame'):
+        engine.collect()
+    engine.submit(frame, stamp=1)
+    with pytest.raises(RuntimeError, match='collect'):
+        engine.submit(frame, stamp=2)
+    assert engine.collect().stamp == 1
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'device': 'tpu'}, 'device'), ({'device': 'cuda:7'}, 'CUDA|does not exist'),
+    ({'precision': 'fp8'}, 'precision'), ({'deadline_ms': -1.0}, 'deadline_ms'),
+    ({'overlay_alpha': 2.0}, 'overlay_alpha'),
+])
+def test_invalid_settings_are_refused(model, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VBPEngine(copy.deepcopy(model), CROPPED, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only answer')
+def test_auto_device_is_the_cpu_without_cuda() -> None:
+    assert resolve_device('auto') == torch.device('cpu')
+    with pytest.raises(ValueError, match='CUDA is not available'):
+        resolve_device('cuda')
+
+
+def resident_mib() -> float:
+    with open('/proc/self/statm', encoding='ascii') as handle:
+        pages = int(handle.read().split()[1])
+    return pages * 4096 / 2**20
+
+
+def test_memory_stays_flat_and_nothing_is_rebuilt_over_1000_frames(model, frame) -> None:
+    engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu')
+    for _ in range(100):
+        engine.process(frame)
+    plans = dict(engine.vbp._plans)
+    before = resident_mib()
+    for index in range(1000):
+        engine.process(frame, stamp=index)
+    growth = resident_mib() - before
+    assert engine.vbp._plans == plans
+    assert growth < 8.0, f'resident memory grew by {growth:.1f} MiB'
+
+
+def test_mailbox_keeps_only_the_newest_and_counts_drops() -> None:
+    mailbox = LatestFrameMailbox()
+    received = []
+
+    def consumer() -> None:
+        while (item := mailbox.get(timeout=2.0)) is not None:
+            received.append(item)
+            time.sleep(0.005)  # a slow worker
+
+    worker = threading.Thread(target=consumer)
+    worker.start()
+    for index in range(500):  # a producer much faster than the worker
+        mailbox.put(index)
+        time.sleep(0.0002)
+    time.sleep(0.05)
+    mailbox.close()
+    worker.join(timeout=5.0)
+    assert not worker.is_alive()
+    assert received[-1] == 499, 'the newest frame always reaches the worker'
+    assert received == sorted(received)
+    assert mailbox.offered == 500
+    assert mailbox.dropped == 500 - len(received)
+    assert mailbox.dropped > 250
+
+
+def test_mailbox_get_times_out_and_close_wakes_waiters() -> None:
+    mailbox = LatestFrameMailbox()
+    start = time.monotonic()
+    assert mailbox.get(timeout=0.05) is None
+    assert time.monotonic() - start >= 0.05
+    waiter = threading.Thread(target=mailbox.get)
+    waiter.start()
+    mailbox.close()
+    waiter.join(timeout=2.0)
+    assert not waiter.is_alive()

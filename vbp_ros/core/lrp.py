@@ -1,0 +1,178 @@
+"""Layer-wise relevance propagation, epsilon rule (Bach et al. 2015; Samek et al. 2017, Eq. 6).
+
+For every linear layer ``z = layer(a)`` (``nn.Conv2d``, ``nn.Linear`` and, as captum does,
+``nn.BatchNorm2d`` in eval mode as a per-channel affine map) the relevance ``R`` of ``z`` is
+passed to ``a`` as
+
+    s = R / (z + epsilon * sign(z)),  sign(0) = +1
+    R_a = a * (J^T s),                J = dz/da (the layer's weights)
+
+Biases take part in ``z``, so the relevance they absorb is lost, and so is what epsilon absorbs.
+ReLU, Flatten, Dropout and Identity layers pass relevance through unchanged (Flatten reshapes).
+The relevance starts at the network output: the output itself for a one-output network, the
+target output (one-hot) otherwise.
+
+One forward pass keeps each linear layer's input and output; one backward pass applies the
+transposed layers explicitly (the input gradient of each convolution, ``s @ W`` for linear
+layers), without autograd, so it runs under ``torch.inference_mode``. With a large epsilon the
+relevance shrinks at every layer and would underflow float32 (to slow subnormals, then zero) in
+deep networks; it is therefore carried divided by a per-image power of two, rescaled after each
+layer, which is exact (the rule is linear in R), and the scale is applied once at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .layout import ConvGeometry, leaf_modules
+
+__all__ = ['LRPEpsilon', 'normalize_relevance']
+
+_LINEAR = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+_PASSTHROUGH = (nn.ReLU, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
+_TRAIN_DEPENDENT = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)
+
+
+class LRPEpsilon:
+    """LRP-epsilon relevance of the input pixels, from the same forward pass that gives the output.
+
+    >>> lrp = LRPEpsilon(model, epsilon=100.0)
+    >>> output, relevance = lrp(x)   # relevance: (B, 1, H, W) float32, summed over channels
+
+    ``model`` must be a plain chain: its forward applies its leaf modules (``nn.Conv2d``,
+    ``nn.Linear``, ``nn.BatchNorm2d``, ``nn.ReLU``, ``nn.Flatten``, ``nn.Dropout``,
+    ``nn.Identity``) once each, in registration order, each to the previous one's output. Other
+    layer types raise ``ValueError`` naming the layer; the first call checks the chain's output
+    against ``model(x)`` and raises ``ValueError`` if they differ. Batch normalization and dropout
+    must be in eval mode (batch normalization with running statistics).
+
+    Args:
+        model: the network.
+        epsilon: the stabilizer added to every denominator (100, as in the VisualBackProp paper).
+    """
+
+    def __init__(self, model: nn.Module, epsilon: float = 100.0) -> None:
+        self.model = model
+        self.epsilon = float(epsilon)
+        self.layers: list[tuple[str, nn.Module]] = list(leaf_modules(model))
+        if not self.layers:
+            raise ValueError('the model has no layers')
+        self._geometry: dict[str, ConvGeometry] = {}
+        for name, layer in self.layers:
+            if not isinstance(layer, _LINEAR + _PASSTHROUGH):
+                raise ValueError(f"layer '{name}' ({type(layer).__name__}) is not supported "
+                                 'by LRPEpsilon; supported: '
+                                 + ', '.join(t.__name__ for t in _LINEAR + _PASSTHROUGH))
+            if isinstance(layer, nn.Conv2d):
+                if layer.padding_mode != 'zeros':
+                    raise ValueError(f"layer '{name}': padding_mode={layer.padding_mode!r} is "
+                                     "not supported; use 'zeros'")
+                self._geometry[name] = ConvGeometry.of(name, layer)
+        self._checked = False
+
+    def __call__(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None, *,
+                 normalize: bool = False) -> tuple[Tensor, Tensor]:
+        """Return the model output and the (B, 1, H, W) float32 input relevance.
+
+        Args:
+            x: input batch (B, C, H, W).
+            target: for a multi-output network, the output index whose relevance is explained,
+                one for all images or one per image; default: each image's largest output.
+                Ignored for a one-output network, where the relevance starts at the output.
+            normalize: return each image's relevance divided by its largest absolute value
+                (see :func:`normalize_relevance`), taken before the scale is applied, so it
+                stays exact where the unnormalized relevance underflows float32.
+        """
+        with torch.no_grad():
+            output, kept = self._forward(x)
+            if not self._checked:
+                reference = self.model(x.clone())
+                if reference.shape != output.shape or not torch.allclose(
+                        reference, output, rtol=1e-5, atol=1e-6):
+                    raise ValueError("the model's forward is not the chain of its leaf modules "
+                                     'in registration order; LRPEpsilon cannot follow it')
+                self._checked = True
+            relevance, exponent = _rescale(_start(output, target))
+            for (name, layer), (a, z) in zip(reversed(self.layers), reversed(kept)):
+                if isinstance(layer, nn.Flatten):
+                    relevance = relevance.reshape(a.shape)
+                elif a is not None:
+                    relevance, shift = _rescale(self._backward(name, layer, a, z, relevance))
+                    exponent += shift
+            relevance = relevance.sum(dim=1, keepdim=True)
+            if normalize:
+                return output, normalize_relevance(relevance).float()
+            scale = exponent.reshape(-1, *(1,) * (relevance.dim() - 1))
+            return output, torch.ldexp(relevance.double(), scale).float()
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
+        """Run the chain; keep (input, output) of linear layers and the input of Flatten."""
+        kept: list[tuple[Tensor | None, Tensor | None]] = []
+        a = x
+        for name, layer in self.layers:
+            if isinstance(layer, nn.ReLU):
+                out = torch.relu(a)  # never in place: the layer before keeps its output
+            elif isinstance(layer, _TRAIN_DEPENDENT) and (
+                    layer.training or getattr(layer, 'running_var', 0) is None):
+                raise ValueError(f"layer '{name}' ({type(layer).__name__}) must be in eval mode"
+                                 ' (call model.eval()); batch norm needs running statistics')
+            else:
+                out = layer(a)
+            linear = isinstance(layer, _LINEAR)
+            kept.append((a if linear or isinstance(layer, nn.Flatten) else None,
+                         out if linear else None))
+            a = out
+        return a, kept
+
+    def _backward(self, name: str, layer: nn.Module, a: Tensor, z: Tensor, relevance: Tensor
+                  ) -> Tensor:
+        """The epsilon rule through one linear layer: relevance of its output -> of its input."""
+        # z + epsilon * sign(z), sign(+0) = +1 (at z = -0.0 the relevance is 0 in these chains)
+        denominator = z.abs().add_(self.epsilon).copysign_(z)
+        s = torch.div(relevance, denominator, out=denominator)
+        if isinstance(layer, nn.Linear):
+            c = s @ layer.weight
+        elif isinstance(layer, nn.Conv2d):
+            g = self._geometry[name]
+            c = torch.ops.aten.convolution_backward(  # what torch.nn.grad.conv2d_input calls
+                s, a, layer.weight, None, g.stride, g.padding, g.dilation, False, (0, 0),
+                layer.groups, (True, False, False))[0]
+        else:  # BatchNorm2d in eval mode: z = a * scale + shift per channel
+            scale = torch.rsqrt(layer.running_var + layer.eps)
+            if layer.weight is not None:
+                scale = scale * layer.weight
+            c = s.mul_(scale.reshape(1, -1, 1, 1))
+        return c.mul_(a)
+
+
+def _start(output: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
+    """Initial relevance: the output (one output per image) or the one-hot target output."""
+    flat = output.reshape(output.shape[0], -1)
+    if flat.shape[1] == 1:
+        return output.clone()
+    if target is None:
+        index = flat.argmax(dim=1)
+    else:
+        index = torch.as_tensor(target, device=output.device).reshape(-1).expand(flat.shape[0])
+    relevance = torch.zeros_like(flat)
+    rows = torch.arange(flat.shape[0], device=output.device)
+    relevance[rows, index] = flat[rows, index]
+    return relevance.reshape(output.shape)
+
+
+def _rescale(relevance: Tensor) -> tuple[Tensor, Tensor]:
+    """``relevance / 2**e`` with each image's largest absolute value in [0.5, 1), and ``e``."""
+    peak = relevance.abs().amax(dim=tuple(range(1, relevance.dim())))
+    limit = int(torch.finfo(relevance.dtype).max).bit_length() - 2  # keeps 2**-e finite
+    exponent = torch.frexp(peak).exponent.clamp_(-limit, limit)  # 0 for an all-zero image
+    scale = exponent.neg().reshape(-1, *(1,) * (relevance.dim() - 1))
+    return relevance.mul_(torch.ldexp(torch.ones_like(peak).reshape(scale.shape), scale)), exponent
+
+
+def normalize_relevance(relevance: Tensor) -> Tensor:
+    """Per-image division by the largest absolute relevance, into [-1, 1] (zeros stay zeros)."""
+    peak = relevance.abs().amax(dim=tuple(range(1, relevance.dim())), keepdim=True)
+    return relevance / torch.where(peak > 0, peak, torch.ones_like(peak))
