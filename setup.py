@@ -23,6 +23,7 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'vbp_node = vbp_ros.ros.vbp_node:main',
             'vbp-import-t7 = vbp_ros.tools.import_t7:main',
             'vbp-figure2 = vbp_ros.tools.figure2:main',
             'vbp-bench = vbp_ros.tools.bench:main',

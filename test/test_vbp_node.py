@@ -1,0 +1,365 @@
+"""vbp_node over real DDS: the console script in its own process, a test publisher and subscriber.
+
+The processes share a ROS domain of their own, discovery limited to this host, and the package's
+Fast DDS profile (config/fastdds.xml), as a deployment would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(sys.executable).parent
+os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
+
+rclpy = pytest.importorskip('rclpy')
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
+
+from vbp_ros import ModelSpec, authors_net, load_checkpoint, save_checkpoint  # noqa: E402
+from vbp_ros.engine import VBPEngine  # noqa: E402
+from vbp_ros.image_encoding import mask_to_mono8  # noqa: E402
+
+SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
+RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('node') / 'model.safetensors'
+    save_checkpoint(path, authors_net().eval(), SPEC)
+    return path
+
+
+def start_node(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([str(SCRIPTS / 'vbp_node'), '--ros-args', *arguments],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class Harness:
+    """A test node with camera publishers and subscribers to every vbp_node output."""
+
+    def __init__(self) -> None:
+        self.node = rclpy.create_node('vbp_test_harness')
+        self.best_effort = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.reliable = self.node.create_publisher(Image, 'image', RELIABLE)
+        self.compressed = self.node.create_publisher(CompressedImage, 'image/compressed',
+                                                     qos_profile_sensor_data)
+        self.masks: dict[int, Image] = {}
+        self.overlays: dict[int, Image] = {}
+        self.angles: list[float] = []
+        self.latencies: list[float] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(Image, 'vbp/mask', self._keep(self.masks), 10)
+        self.node.create_subscription(Float32, 'steering_angle',
+                                      lambda m: self.angles.append(m.data), 10)
+        self.node.create_subscription(Float32, 'debug/pipeline_latency_ms',
+                                      lambda m: self.latencies.append(m.data), 10)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics',
+                                      self.diagnostics.append, 10)
+        self.set_client = self.node.create_client(SetParameters, '/vbp/set_parameters')
+        self.get_client = self.node.create_client(GetParameters, '/vbp/get_parameters')
+        self.next_stamp = 1000
+
+    @staticmethod
+    def _keep(store: dict) -> Callable[[Image], None]:
+        return lambda message: store.__setitem__(message.header.stamp.sec, message)
+
+    def subscribe_overlay(self) -> None:
+        self.node.create_subscription(Image, 'vbp/overlay', self._keep(self.overlays), 10)
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+        return condition()
+
+    def stamp(self, message: Image | CompressedImage) -> int:
+        self.next_stamp += 1
+        message.header.stamp.sec = self.next_stamp
+        message.header.frame_id = 'camera_optical'
+        return self.next_stamp
+
+    def send(self, message: Image | CompressedImage, publisher=None, timeout: float = 10.0
+             ) -> Image | None:
+        """Publish (again, until answered) and return the mask for this frame's stamp."""
+        stamp = self.stamp(message)
+        publisher = publisher or (self.compressed if isinstance(message, CompressedImage)
+                                  else self.best_effort)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            publisher.publish(message)
+            if self.spin_until(lambda: stamp in self.masks, 0.5):
+                return self.masks[stamp]
+        return None
+
+    def invalid_count(self) -> int:
+        values = self.latest_diagnostics()
+        return int(values['dropped (invalid)']) if values else 0
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == 'vbp: pipeline':
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def set_parameter(self, name: str, value: object) -> tuple[bool, str]:
+        assert self.set_client.wait_for_service(timeout_sec=10.0)
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        future = self.set_client.call_async(request)
+        assert self.spin_until(future.done, 20.0)
+        result = future.result().results[0]
+        return result.successful, result.reason
+
+    def get_parameter(self, name: str) -> object:
+        assert self.get_client.wait_for_service(timeout_sec=10.0)
+        future = self.get_client.call_async(GetParameters.Request(names=[name]))
+        assert self.spin_until(future.done, 10.0)
+        value = future.result().values[0]
+        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=value)).value
+
+
+def raw(frame: np.ndarray, encoding: str = 'mono8') -> Image:
+    height, width = frame.shape[:2]
+    return Image(height=height, width=width, encoding=encoding, step=frame.strides[0],
+                 data=np.ascontiguousarray(frame).tobytes())
+
+
+@pytest.fixture(scope='module')
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope='module')
+def node_process(ros, checkpoint):
+    process = start_node('-p', f'model:={checkpoint}', '-p', 'deadline_ms:=1000.0')
+    yield process
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope='module')
+def harness(node_process) -> Harness:
+    harness = Harness()
+    frame = camera_frame(0)
+    assert harness.send(raw(frame), timeout=60.0) is not None, 'vbp_node did not answer'
+    yield harness
+    harness.node.destroy_node()
+
+
+def camera_frame(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 90, (480, 640), dtype=np.uint8)
+    frame[260:440, 150 + 20 * seed:170 + 20 * seed] = 255
+    return frame
+
+
+def test_mask_and_angle_equal_the_engine_for_a_known_frame(harness, checkpoint) -> None:
+    frame = camera_frame(1)
+    angles_before = len(harness.angles)
+    mask = harness.send(raw(frame))
+    model, spec = load_checkpoint(checkpoint)
+    expected = VBPEngine(model, spec, device='cpu').process(frame)
+    assert (mask.encoding, mask.width, mask.height, mask.step) == ('mono8', 640, 125, 640)
+    received = np.frombuffer(mask.data, np.uint8).reshape(125, 640)
+    np.testing.assert_array_equal(received, mask_to_mono8(expected.mask))
+    # Float32 has no header: the frame's angle is among those received since it was sent
+    # (a repeat of an earlier frame may still arrive in between).
+    assert harness.spin_until(lambda: any(
+        abs(angle - np.float32(expected.angle)) < 1e-6 for angle in harness.angles[angles_before:]),
+        5.0)
+    assert mask.header.frame_id == 'camera_optical'
+
+
+def test_overlay_only_when_subscribed_with_the_input_header(harness) -> None:
+    harness.send(raw(camera_frame(2)))
+    harness.spin_until(lambda: harness.latest_diagnostics(), 3.0)
+    assert harness.latest_diagnostics()['overlays published'] == '0'
+    harness.subscribe_overlay()
+    frame = camera_frame(3)
+    deadline = time.monotonic() + 10.0
+    stamp = None
+    while time.monotonic() < deadline and stamp not in harness.overlays:
+        message = raw(frame)
+        harness.send(message)
+        stamp = message.header.stamp.sec
+        harness.spin_until(lambda: stamp in harness.overlays, 0.5)
+    overlay = harness.overlays[stamp]
+    assert (overlay.encoding, overlay.width, overlay.height) == ('rgb8', 640, 480)
+    assert overlay.header.frame_id == 'camera_optical'
+    pixels = np.frombuffer(overlay.data, np.uint8).reshape(480, 640, 3)
+    np.testing.assert_array_equal(pixels[:200, :, 1], frame[:200])  # above the crop: untouched
+
+
+def test_reliable_bag_playback_qos(harness) -> None:
+    assert harness.set_parameter('input_qos', 'reliable') == (True, '')
+    assert harness.send(raw(camera_frame(4)), publisher=harness.reliable) is not None
+    assert harness.set_parameter('input_qos', 'sensor_data') == (True, '')
+    assert harness.send(raw(camera_frame(5))) is not None
+
+
+BAD_RAW = {
+    'unsupported encoding': dict(encoding='bayer_rggb8', height=480, width=640, step=640,
+                                 data=bytes(480 * 640)),
+    'data too short': dict(encoding='mono8', height=480, width=640, step=640,
+                           data=bytes(480 * 640 - 7)),
+    'data too long': dict(encoding='mono8', height=480, width=640, step=640,
+                          data=bytes(480 * 640 + 640)),
+    'zero width': dict(encoding='mono8', height=480, width=0, step=0, data=b''),
+    'zero height': dict(encoding='mono8', height=0, width=640, step=640, data=b''),
+    'step below width x channels': dict(encoding='rgb8', height=480, width=640, step=640,
+                                        data=bytes(480 * 640)),
+    'NaN in a float image': dict(encoding='32FC1', height=480, width=640, step=2560,
+                                 data=np.full((480, 640), np.nan, np.float32).tobytes()),
+    'infinity in a float image': dict(encoding='32FC1', height=480, width=640, step=2560,
+                                      data=np.full((480, 640), np.inf, np.float32).tobytes()),
+    'smaller than the crop': dict(encoding='mono8', height=300, width=640, step=640,
+                                  data=bytes(300 * 640)),
+}
+
+
+def drop_then_recover(harness: Harness, bad: Image | CompressedImage, good: Image | CompressedImage
+                      ) -> None:
+    before = harness.invalid_count()
+    harness.stamp(bad)
+    publisher = harness.compressed if isinstance(bad, CompressedImage) else harness.best_effort
+    assert harness.spin_until(
+        lambda: publisher.publish(bad) or harness.invalid_count() > before, 10.0), \
+        'the bad frame was not counted as invalid'
+    assert harness.send(good) is not None, 'the next good frame was not processed'
+
+
+@pytest.mark.parametrize('case', list(BAD_RAW))
+def test_bad_raw_frames_are_dropped_and_counted(harness, case: str) -> None:
+    drop_then_recover(harness, Image(**BAD_RAW[case]), raw(camera_frame(6)))
+
+
+def jpeg(frame: np.ndarray) -> bytes:
+    return cv2.imencode('.jpg', frame)[1].tobytes()
+
+
+def test_compressed_input_and_bad_compressed_frames(harness) -> None:
+    assert harness.set_parameter('input_transport', 'compressed') == (True, '')
+    try:
+        good = CompressedImage(format='jpeg', data=jpeg(camera_frame(7)))
+        assert harness.send(good) is not None
+        png = CompressedImage(format='png', data=cv2.imencode('.png', camera_frame(8))[1].tobytes())
+        assert harness.send(png) is not None
+        for data in (jpeg(camera_frame(9))[:3000], b'\x00garbage' * 100,
+                     b'\x89PNG\r\n\x1a\n' + b'\x00' * 50):
+            drop_then_recover(harness, CompressedImage(format='jpeg', data=data), good)
+    finally:
+        assert harness.set_parameter('input_transport', 'raw') == (True, '')
+
+
+def test_mask_encoding_32fc1_gives_the_float_mask(harness, checkpoint) -> None:
+    assert harness.set_parameter('mask_encoding', '32FC1') == (True, '')
+    try:
+        frame = camera_frame(10)
+        mask = harness.send(raw(frame))
+        assert (mask.encoding, mask.step) == ('32FC1', 640 * 4)
+        model, spec = load_checkpoint(checkpoint)
+        expected = VBPEngine(model, spec, device='cpu').process(frame).mask
+        np.testing.assert_array_equal(np.frombuffer(mask.data, np.float32).reshape(125, 640),
+                                      expected)
+    finally:
+        assert harness.set_parameter('mask_encoding', 'mono8') == (True, '')
+
+
+@pytest.mark.parametrize('name, value, reason', [
+    ('mask_encoding', 'rgb8', 'mask_encoding must be one of'),
+    ('input_qos', 'fastest', 'input_qos must be one of'),
+    ('precision', 'fp64', 'precision must be one of'),
+    ('device', 'tpu', 'device'),
+    ('device', 'cuda', 'CUDA is not available'),
+    ('cuda_graphs', True, 'cuda_graphs needs a CUDA device'),
+    ('model', '/nonexistent/model.safetensors', 'no such checkpoint file'),
+    ('deadline_ms', -5.0, ''),
+    ('overlay_alpha', 1.5, ''),
+])
+def test_invalid_parameter_changes_are_refused(harness, name: str, value: object,
+                                               reason: str) -> None:
+    if name == 'device' and value == 'cuda' and torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    before = harness.get_parameter(name)
+    successful, message = harness.set_parameter(name, value)
+    assert not successful
+    assert reason in message
+    assert harness.get_parameter(name) == before
+    assert harness.send(raw(camera_frame(11))) is not None
+
+
+def test_valid_runtime_changes_take_effect(harness, checkpoint) -> None:
+    assert harness.set_parameter('max_age_ms', 50.0) == (True, '')
+    try:
+        old = raw(camera_frame(12))  # stamped seconds after 1970: far older than 50 ms
+        before = int(harness.latest_diagnostics().get('dropped (stale)', 0))
+        harness.stamp(old)
+        assert harness.spin_until(lambda: harness.best_effort.publish(old) or int(
+            harness.latest_diagnostics().get('dropped (stale)', 0)) > before, 10.0)
+    finally:
+        assert harness.set_parameter('max_age_ms', 0.0) == (True, '')
+    assert harness.set_parameter('model', str(checkpoint)) == (True, '')  # reload
+    assert harness.set_parameter('device', 'CPU ') == (True, '')  # normalised to 'cpu'
+    assert harness.get_parameter('device') == 'cpu'
+    assert harness.send(raw(camera_frame(13))) is not None
+
+
+def test_diagnostics_report_the_pipeline(harness) -> None:
+    harness.send(raw(camera_frame(14)))
+    count = len(harness.diagnostics)
+    assert harness.spin_until(lambda: len(harness.diagnostics) > count, 3.0)
+    values = harness.latest_diagnostics()
+    assert int(values['frames processed']) > 0
+    assert int(values['frames received']) >= int(values['frames processed'])
+    assert int(values['dropped (invalid)']) >= len(BAD_RAW)
+    assert float(values['pipeline latency p50 (ms)']) > 0
+    assert values['device'].startswith('cpu') and values['model'].endswith('.safetensors')
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_clean_exit_on_signal(ros, checkpoint, sig: signal.Signals) -> None:
+    process = start_node('-p', f'model:={checkpoint}', '-r', '__ns:=/signal_test')
+    try:
+        deadline = time.monotonic() + 60.0
+        output = ''
+        while time.monotonic() < deadline and 'ready' not in output:
+            output += process.stdout.readline()
+        assert 'ready' in output, output
+        process.send_signal(sig)
+        remaining, _ = process.communicate(timeout=15)
+    finally:
+        process.kill() if process.poll() is None else None
+    assert process.returncode == 0, remaining
+    assert 'Traceback' not in remaining
+
+
+def test_missing_model_is_a_clear_error(ros) -> None:
+    result = subprocess.run([str(SCRIPTS / 'vbp_node')], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "no model given: set the 'model' parameter" in result.stdout + result.stderr

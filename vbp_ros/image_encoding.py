@@ -1,0 +1,115 @@
+"""Raw and compressed camera images to numpy frames, and masks to image bytes (ROS-free).
+
+The meaning of each encoding follows sensor_msgs/image_encodings and cv_bridge: ``data`` holds
+``height`` rows of ``step`` bytes each (the row may be padded past ``width * pixel size``),
+multi-byte pixels are big-endian when ``is_bigendian`` is set, and ``yuv422``/``uyvy`` is
+U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0. cv_bridge itself is not used (it
+does not work with numpy 2).
+
+Every problem raises :class:`~vbp_ros.preprocess.FrameError` with a message naming it, so a
+caller can drop the frame and count it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .preprocess import FrameError
+
+MAX_PIXELS = 8192 * 8192  # larger frames are refused (8K UHD, 7680x4320, is accepted)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Layout of one encoding: bytes per channel sample, channels, channel order, decoder."""
+
+    dtype: str
+    channels: int
+    order: str = 'rgb'
+    yuv_code: int | None = None
+
+
+ENCODINGS = {
+    'mono8': Encoding('u1', 1), 'mono16': Encoding('u2', 1),
+    '8UC1': Encoding('u1', 1), '16UC1': Encoding('u2', 1),
+    'rgb8': Encoding('u1', 3), 'bgr8': Encoding('u1', 3, 'bgr'),
+    'rgba8': Encoding('u1', 4), 'bgra8': Encoding('u1', 4, 'bgr'),
+    '8UC3': Encoding('u1', 3, 'bgr'), '8UC4': Encoding('u1', 4, 'bgr'),
+    '32FC1': Encoding('f4', 1),
+    'yuv422': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_UYVY),
+    'uyvy': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_YUYV),
+    'yuyv': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_YUYV),
+}
+
+
+def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool,
+               data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
+    """A frame (HxW or HxWxC, uint8/uint16/float32) and its channel order from Image fields.
+
+    The returned array may share memory with ``data`` (no copy for native-endian layouts).
+    """
+    layout = ENCODINGS.get(encoding)
+    if layout is None:
+        raise FrameError(f'unsupported encoding {encoding!r}; supported: '
+                         f'{", ".join(sorted(ENCODINGS))}')
+    if height <= 0 or width <= 0:
+        raise FrameError(f'empty image ({width}x{height})')
+    if height * width > MAX_PIXELS:
+        raise FrameError(f'image {width}x{height} exceeds the {MAX_PIXELS}-pixel limit')
+    sample = np.dtype(layout.dtype)
+    row_bytes = width * layout.channels * sample.itemsize
+    if layout.yuv_code is not None and width % 2:
+        raise FrameError(f'{encoding} needs an even width, got {width}')
+    if step < row_bytes:
+        raise FrameError(f'step {step} is smaller than width x pixel size ({row_bytes})')
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    buffer = buffer.reshape(-1)
+    if buffer.size != step * height:
+        raise FrameError(f'data holds {buffer.size} bytes, step x height is {step * height}')
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    order = ('>' if is_bigendian else '<') if sample.itemsize > 1 else '|'
+    pixels = _as_samples(rows, np.dtype(order + layout.dtype))
+    pixels = pixels.reshape(height, width, layout.channels)
+    if layout.yuv_code is not None:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), layout.yuv_code), 'rgb'
+    if layout.channels == 1:
+        pixels = pixels[:, :, 0]
+    return pixels, layout.order
+
+
+def _as_samples(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Reinterpret byte rows as samples in native byte order."""
+    if not rows.flags.c_contiguous and dtype.itemsize > 1:
+        rows = np.ascontiguousarray(rows)  # padded rows: view() needs contiguous samples
+    samples = rows.view(dtype)
+    return samples if dtype.isnative else samples.astype(dtype.newbyteorder('='))
+
+
+def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
+    """A frame from JPEG or PNG bytes (gray stays gray, colour comes back as BGR)."""
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    if buffer.size == 0:
+        raise FrameError('empty compressed image')
+    header = bytes(buffer[:8])
+    if not (header.startswith(b'\xff\xd8') or header.startswith(b'\x89PNG')):
+        raise FrameError('compressed image is neither JPEG nor PNG')
+    if header.startswith(b'\xff\xd8') and bytes(buffer[-2:]) != b'\xff\xd9':
+        raise FrameError('truncated JPEG (no end-of-image marker)')
+    try:
+        frame = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise FrameError(f'cannot decode compressed image: {error}') from None
+    if frame is None:
+        raise FrameError('cannot decode compressed image (corrupt data)')
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return frame, 'bgr'
+    return frame, 'bgr' if frame.ndim == 3 else 'rgb'
+
+
+def mask_to_mono8(mask: np.ndarray) -> np.ndarray:
+    """A [0, 1] float mask as 8-bit gray (0 to 255, rounded)."""
+    return cv2.convertScaleAbs(mask, alpha=255.0)

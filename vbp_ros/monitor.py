@@ -1,0 +1,69 @@
+"""Counters, rates and latency percentiles of the pipeline, for diagnostics (ROS-free)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+COUNTERS = ('received', 'processed', 'dropped_superseded', 'dropped_stale', 'dropped_invalid',
+            'deadline_misses', 'overlays')
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Totals since start, rates since the previous snapshot, and recent latency percentiles."""
+
+    totals: dict[str, int]
+    rates_hz: dict[str, float]
+    latency_ms: dict[str, float]
+    processing_ms: dict[str, float]
+
+
+class PipelineMonitor:
+    """Thread-safe counts and a rolling window of per-frame latencies.
+
+    Args:
+        window: number of recent frames the percentiles cover.
+    """
+
+    def __init__(self, window: int = 300) -> None:
+        self._lock = threading.Lock()
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._previous = dict(self._totals)
+        self._previous_time = time.monotonic()
+        self._latency: deque[float] = deque(maxlen=window)
+        self._processing: deque[float] = deque(maxlen=window)
+
+    def count(self, counter: str, amount: int = 1) -> None:
+        with self._lock:
+            self._totals[counter] += amount
+
+    def frame_done(self, processing_ms: float, latency_ms: float, deadline_met: bool) -> None:
+        """Record one processed frame."""
+        with self._lock:
+            self._totals['processed'] += 1
+            self._totals['deadline_misses'] += not deadline_met
+            self._processing.append(processing_ms)
+            self._latency.append(latency_ms)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            now = time.monotonic()
+            elapsed = max(now - self._previous_time, 1e-9)
+            rates = {name: (self._totals[name] - self._previous[name]) / elapsed
+                     for name in ('received', 'processed')}
+            self._previous, self._previous_time = dict(self._totals), now
+            return Snapshot(dict(self._totals), rates, _percentiles(self._latency),
+                            _percentiles(self._processing))
+
+
+def _percentiles(values: deque[float]) -> dict[str, float]:
+    if not values:
+        return {'p50': float('nan'), 'p99': float('nan'), 'max': float('nan')}
+    array = np.fromiter(values, float)
+    p50, p99 = np.percentile(array, [50, 99])
+    return {'p50': float(p50), 'p99': float(p99), 'max': float(array.max())}

@@ -1,0 +1,1 @@
+"""ROS 2 adapters: the only place rclpy and message packages are imported; no computing here."""

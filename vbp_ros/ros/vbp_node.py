@@ -1,0 +1,379 @@
+"""vbp_node: camera images in; steering angle, VisualBackProp mask and overlay out.
+
+A thin ROS 2 adapter around :class:`vbp_ros.engine.VBPEngine`: parameters, QoS, messages,
+publishing and diagnostics. The subscription callback only stores the newest frame in a one-slot
+mailbox; one worker thread decodes it, runs the engine and publishes, so the executor (parameter
+services, diagnostics) stays responsive and latency never piles up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32
+
+from ..core.checkpoint import CheckpointError, load_checkpoint
+from ..engine import PRECISIONS, LatestFrameMailbox, VBPEngine, resolve_device
+from ..image_encoding import decode_compressed, decode_raw, mask_to_mono8
+from ..monitor import PipelineMonitor
+from ..preprocess import FrameError
+
+CHOICES = {
+    'input_transport': ('raw', 'compressed'),
+    'input_qos': ('sensor_data', 'reliable', 'auto'),
+    'mask_encoding': ('mono8', '32FC1'),
+    'precision': tuple(PRECISIONS),
+}
+ENGINE_PARAMETERS = ('model', 'device', 'precision', 'cuda_graphs')
+SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')
+OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
+WARN_PERIOD_S = 5.0
+
+
+def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
+              low: float | None = None, high: float | None = None) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(type=kind, description=text)
+    if choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(choices)
+    if low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    return descriptor
+
+
+PARAMETERS = {
+    'model': ('', _describe(ParameterType.PARAMETER_STRING,
+                            'checkpoint path (vbp_ros safetensors); required for now')),
+    'device': ('auto', _describe(ParameterType.PARAMETER_STRING,
+                                 'auto (CUDA when present), cpu, cuda or cuda:N')),
+    'precision': ('fp32', _describe(ParameterType.PARAMETER_STRING, 'network precision',
+                                    CHOICES['precision'])),
+    'input_transport': ('raw', _describe(ParameterType.PARAMETER_STRING,
+                                         "subscribe 'image' (raw) or 'image/compressed'",
+                                         CHOICES['input_transport'])),
+    'input_qos': ('sensor_data', _describe(
+        ParameterType.PARAMETER_STRING, 'input QoS: best effort depth 1, reliable, or auto '
+        '(reliable when every publisher is reliable)', CHOICES['input_qos'])),
+    'deadline_ms': (33.3, _describe(ParameterType.PARAMETER_DOUBLE,
+                                    'per-frame processing budget; 0 disables', low=0.0,
+                                    high=10000.0)),
+    'max_age_ms': (0.0, _describe(ParameterType.PARAMETER_DOUBLE,
+                                  'drop frames whose header stamp is older than this; 0 off',
+                                  low=0.0, high=60000.0)),
+    'publish_overlay': (True, _describe(ParameterType.PARAMETER_BOOL,
+                                        'publish vbp/overlay (only while subscribed)')),
+    'mask_encoding': ('mono8', _describe(ParameterType.PARAMETER_STRING, 'vbp/mask encoding',
+                                         CHOICES['mask_encoding'])),
+    'overlay_alpha': (0.8, _describe(ParameterType.PARAMETER_DOUBLE, 'strength of the red mask',
+                                     low=0.0, high=1.0)),
+    'cuda_graphs': (False, _describe(ParameterType.PARAMETER_BOOL,
+                                     'capture network and mask as a CUDA graph (CUDA only)')),
+}
+
+
+@dataclass(frozen=True)
+class _Frame:
+    message: Image | CompressedImage
+    compressed: bool
+
+
+class VBPNode(Node):
+    """The node ``vbp``: see the package README for topics and parameters."""
+
+    def __init__(self) -> None:
+        super().__init__('vbp')
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self.monitor = PipelineMonitor()
+        self.mailbox = LatestFrameMailbox()
+        self.engine = self._build_engine(self._settings())
+        self._engine_update: dict | None = None
+        self._subscription = None
+        self._subscribe()
+        self.angle_pub = self.create_publisher(Float32, 'steering_angle', OUTPUT_QOS)
+        self.mask_pub = self.create_publisher(Image, 'vbp/mask', OUTPUT_QOS)
+        self.overlay_pub = self.create_publisher(Image, 'vbp/overlay', OUTPUT_QOS)
+        self.processing_pub = self.create_publisher(Float32, 'debug/processing_time_ms', 10)
+        self.latency_pub = self.create_publisher(Float32, 'debug/pipeline_latency_ms', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.add_pre_set_parameters_callback(self._normalize_parameters)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='vbp_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(f'ready: model {self._param("model")} on '
+                               f'{self.engine.description}')
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def _param(self, name: str) -> object:
+        return self.get_parameter(name).value
+
+    def _settings(self, changes: dict | None = None) -> dict:
+        settings = {name: self._param(name) for name in ENGINE_PARAMETERS}
+        settings.update(changes or {})
+        return settings
+
+    def _build_engine(self, settings: dict) -> VBPEngine:
+        if not settings['model']:
+            raise CheckpointError(
+                "no model given: set the 'model' parameter to a vbp_ros checkpoint, e.g. "
+                '--ros-args -p model:=/path/to/model.safetensors')
+        model, spec = load_checkpoint(settings['model'])
+        return VBPEngine(model, spec, device=settings['device'],
+                         precision=settings['precision'], cuda_graphs=settings['cuda_graphs'],
+                         deadline_ms=self._param('deadline_ms'),
+                         overlay_alpha=self._param('overlay_alpha'))
+
+    def _normalize_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Pre-set: enumerated strings are matched without regard to case or spaces."""
+        normalized = []
+        for parameter in parameters:
+            if parameter.name in CHOICES or parameter.name == 'device':
+                if parameter.type_ == Parameter.Type.STRING:
+                    value = parameter.value.strip()
+                    if parameter.name != 'mask_encoding':
+                        value = value.lower()
+                    parameter = Parameter(parameter.name, Parameter.Type.STRING, value)
+            normalized.append(parameter)
+        return normalized
+
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """On-set: refuse invalid values with a reason; the old values stay."""
+        changes = {p.name: p.value for p in parameters}
+        for name, value in changes.items():
+            if name in CHOICES and value not in CHOICES[name]:
+                return _refuse(f'{name} must be one of {", ".join(CHOICES[name])}, '
+                               f'not {value!r}')
+        if set(changes) & set(ENGINE_PARAMETERS):
+            settings = self._settings(changes)
+            try:
+                device = resolve_device(settings['device'])
+                if settings['cuda_graphs'] and device.type != 'cuda':
+                    return _refuse('cuda_graphs needs a CUDA device')
+                if 'model' in changes:
+                    load_checkpoint(settings['model'])
+            except (ValueError, CheckpointError) as error:
+                return _refuse(str(error))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        """Post-set: take the accepted values into use."""
+        names = {p.name for p in parameters}
+        if names & set(SUBSCRIPTION_PARAMETERS):
+            self._subscribe()
+        self.engine.deadline_ms = self._param('deadline_ms')
+        self.engine.overlay_alpha = self._param('overlay_alpha')
+        if names & set(ENGINE_PARAMETERS):
+            self._engine_update = self._settings()
+            self.get_logger().info('engine settings changed; rebuilding before the next frame')
+
+    # -- input --------------------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        compressed = self._param('input_transport') == 'compressed'
+        topic, kind = ('image/compressed', CompressedImage) if compressed else ('image', Image)
+        qos = self._input_qos(topic)
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+        self._subscription = self.create_subscription(
+            kind, topic, lambda message: self._on_frame(message, compressed), qos)
+        reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
+            else 'best effort'
+        self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} ({reliability})')
+
+    def _input_qos(self, topic: str) -> QoSProfile:
+        choice = self._param('input_qos')
+        if choice == 'reliable':
+            return QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
+        if choice == 'auto':
+            publishers = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+            if publishers and all(p.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+                                  for p in publishers):
+                return QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
+        return qos_profile_sensor_data
+
+    def _on_frame(self, message: Image | CompressedImage, compressed: bool) -> None:
+        self.monitor.count('received')
+        self.mailbox.put(_Frame(message, compressed))
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        seen_drops = 0
+        while self._running:
+            frame = self.mailbox.get(timeout=0.1)
+            drops = self.mailbox.dropped
+            if drops != seen_drops:
+                self.monitor.count('dropped_superseded', drops - seen_drops)
+                seen_drops = drops
+            if frame is None:
+                continue
+            if self._engine_update is not None:
+                self._rebuild_engine()
+            try:
+                self._process(frame)
+            except FrameError as error:
+                self.monitor.count('dropped_invalid')
+                self.get_logger().warning(f'dropped frame: {error}',
+                                          throttle_duration_sec=WARN_PERIOD_S)
+            except Exception as error:  # keep serving; report what went wrong
+                if not rclpy.ok():
+                    return
+                self.monitor.count('dropped_invalid')
+                self.get_logger().error(f'frame failed: {type(error).__name__}: {error}',
+                                        throttle_duration_sec=WARN_PERIOD_S)
+
+    def _rebuild_engine(self) -> None:
+        settings, self._engine_update = self._engine_update, None
+        try:
+            self.engine = self._build_engine(settings)
+            self.get_logger().info(f'engine rebuilt: {settings["model"]} on '
+                                   f'{self.engine.description}')
+        except (ValueError, CheckpointError, RuntimeError) as error:
+            self.get_logger().error(f'engine rebuild failed, keeping the previous one: {error}')
+
+    def _process(self, frame: _Frame) -> None:
+        start = time.perf_counter()
+        header = frame.message.header
+        max_age_ms = self._param('max_age_ms')
+        if max_age_ms > 0 and (header.stamp.sec or header.stamp.nanosec):
+            age_ms = self._age_ms(header)
+            if age_ms > max_age_ms:
+                self.monitor.count('dropped_stale')
+                self.get_logger().warning(f'dropped stale frame ({age_ms:.0f} ms old)',
+                                          throttle_duration_sec=WARN_PERIOD_S)
+                return
+        message = frame.message
+        if frame.compressed:
+            image, order = decode_compressed(message.data)
+        else:
+            image, order = decode_raw(message.encoding, message.height, message.width,
+                                      message.step, bool(message.is_bigendian), message.data)
+        overlay = (self._param('publish_overlay')
+                   and self.overlay_pub.get_subscription_count() > 0)
+        result = self.engine.process(image, order=order, overlay=overlay)
+        processing_ms = (time.perf_counter() - start) * 1e3
+        self.angle_pub.publish(Float32(data=result.angle))
+        self.mask_pub.publish(self._mask_message(header, result.mask))
+        if result.overlay is not None:
+            self.overlay_pub.publish(_image(header, result.overlay, 'rgb8'))
+            self.monitor.count('overlays')
+        latency_ms = self._age_ms(header)
+        self.processing_pub.publish(Float32(data=processing_ms))
+        self.latency_pub.publish(Float32(data=latency_ms))
+        self.monitor.frame_done(processing_ms, latency_ms, result.deadline_met)
+
+    def _age_ms(self, header: object) -> float:
+        now = self.get_clock().now().nanoseconds
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        return (now - stamp) / 1e6
+
+    def _mask_message(self, header: object, mask: object) -> Image:
+        if self._param('mask_encoding') == '32FC1':
+            return _image(header, mask, '32FC1')
+        return _image(header, mask_to_mono8(mask), 'mono8')
+
+    # -- diagnostics --------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        snapshot = self.monitor.snapshot()
+        totals = snapshot.totals
+        level = DiagnosticStatus.OK
+        message = 'ok'
+        if totals['received'] and not snapshot.rates_hz['processed'] and \
+                snapshot.rates_hz['received']:
+            level, message = DiagnosticStatus.WARN, 'receiving frames but processing none'
+        elif totals['deadline_misses'] or totals['dropped_invalid']:
+            level, message = DiagnosticStatus.WARN, 'deadline misses or invalid frames seen'
+        values = {
+            'frames received': totals['received'], 'frames processed': totals['processed'],
+            'dropped (superseded by a newer frame)': totals['dropped_superseded'],
+            'dropped (stale)': totals['dropped_stale'],
+            'dropped (invalid)': totals['dropped_invalid'],
+            'deadline misses': totals['deadline_misses'],
+            'overlays published': totals['overlays'],
+            'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
+            'output rate (Hz)': f'{snapshot.rates_hz["processed"]:.1f}',
+            'pipeline latency p50 (ms)': f'{snapshot.latency_ms["p50"]:.2f}',
+            'pipeline latency p99 (ms)': f'{snapshot.latency_ms["p99"]:.2f}',
+            'processing time p50 (ms)': f'{snapshot.processing_ms["p50"]:.2f}',
+            'processing time p99 (ms)': f'{snapshot.processing_ms["p99"]:.2f}',
+            'deadline (ms)': self._param('deadline_ms'),
+            'device': self.engine.description, 'model': self._param('model'),
+        }
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: pipeline',
+                                  message=message, hardware_id=self.engine.description,
+                                  values=[KeyValue(key=k, value=str(v))
+                                          for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+    def stop(self) -> None:
+        """Stop the worker (it finishes the frame in hand)."""
+        self._running = False
+        self.mailbox.close()
+        self._worker.join(timeout=5.0)
+
+
+def _refuse(reason: str) -> SetParametersResult:
+    return SetParametersResult(successful=False, reason=reason)
+
+
+def _image(header: object, pixels: np.ndarray, encoding: str) -> Image:
+    pixels = np.ascontiguousarray(pixels)
+    height, width = pixels.shape[:2]
+    return Image(header=header, height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=pixels.strides[0], data=pixels.tobytes())
+
+
+def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
+    """Spin until SIGINT/SIGTERM or shutdown. A signal that shuts the context down while the
+    executor builds its wait set surfaces as RCLError; that is a clean stop, not a failure."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except _rclpy.RCLError:
+        if rclpy.ok():
+            raise
+
+
+def main(args: list[str] | None = None) -> int:
+    try:
+        with rclpy.init(args=args):
+            executor = SingleThreadedExecutor()  # before the node: a signal may come any time
+            try:
+                node = VBPNode()
+            except (CheckpointError, ValueError) as error:
+                get_logger('vbp').fatal(str(error))
+                return 1
+            try:
+                executor.add_node(node)
+                spin_until_shutdown(executor)
+            finally:
+                node.stop()
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
