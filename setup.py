@@ -12,7 +12,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -24,6 +24,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vbp_node = vbp_ros.ros.vbp_node:main',
+            'vbp-latency = vbp_ros.ros.latency_bench:main',
             'vbp-import-t7 = vbp_ros.tools.import_t7:main',
             'vbp-figure2 = vbp_ros.tools.figure2:main',
             'vbp-bench = vbp_ros.tools.bench:main',

@@ -75,3 +75,58 @@ def test_only_the_ros_adapters_import_rclpy() -> None:
     for path in PACKAGE.rglob('*.py'):
         if 'ros' not in path.relative_to(PACKAGE).parts[:-1]:
             assert not imported_modules(path) & {'rclpy', 'sensor_msgs', 'std_msgs'}, path
+
+
+def test_parameter_file_matches_the_node_defaults() -> None:
+    import yaml
+
+    from vbp_ros.ros.vbp_node import PARAMETERS
+
+    document = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
+    (key, section), = document.items()
+    assert key.endswith('vbp')
+    values = section['ros__parameters']
+    assert values == {name: default for name, (default, _) in PARAMETERS.items()}
+
+
+def launch_calls(path: Path) -> dict[str, list[ast.Call]]:
+    calls: dict[str, list[ast.Call]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            calls.setdefault(node.func.id, []).append(node)
+    return calls
+
+
+def keyword(call: ast.Call, name: str) -> object:
+    value = next(k.value for k in call.keywords if k.arg == name)
+    return ast.literal_eval(value) if isinstance(value, ast.Constant) else value
+
+
+def test_launch_file_names_what_exists() -> None:
+    import yaml
+
+    path = REPOSITORY / 'launch' / 'vbp.launch.py'
+    compile(path.read_text(encoding='utf-8'), str(path), 'exec')
+    calls = launch_calls(path)
+    setup = (REPOSITORY / 'setup.py').read_text(encoding='utf-8')
+    for node in calls['Node']:
+        assert keyword(node, 'package') == 'vbp_ros'
+        assert f"'{keyword(node, 'executable')} = " in setup
+    for join in calls['PathJoinSubstitution']:
+        parts = [ast.literal_eval(e) for e in join.args[0].elts[1:]]
+        assert (REPOSITORY.joinpath(*parts)).is_file(), parts
+    arguments = {ast.literal_eval(call.args[0]): keyword(call, 'default_value')
+                 for call in calls['DeclareLaunchArgument']}
+    node_defaults = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
+    (section,) = node_defaults.values()
+    assert arguments['device'] == section['ros__parameters']['device']
+    assert arguments['model'] == section['ros__parameters']['model']
+
+
+def test_fastdds_profile_enlarges_shared_memory() -> None:
+    root = ElementTree.parse(REPOSITORY / 'config' / 'fastdds.xml').getroot()
+    namespace = {'dds': 'http://www.eprosima.com'}
+    sizes = [int(e.text) for e in root.iterfind('.//dds:segment_size', namespace)]
+    assert sizes and min(sizes) >= 8 * 2**20
+    profile = root.find('.//dds:participant', namespace)
+    assert profile.get('is_default_profile') == 'true'

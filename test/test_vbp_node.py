@@ -156,7 +156,8 @@ def ros():
 
 @pytest.fixture(scope='module')
 def node_process(ros, checkpoint):
-    process = start_node('-p', f'model:={checkpoint}', '-p', 'deadline_ms:=1000.0')
+    process = start_node('--params-file', str(REPOSITORY / 'config' / 'vbp.yaml'),
+                         '-p', f'model:={checkpoint}', '-p', 'deadline_ms:=1000.0')
     yield process
     process.send_signal(signal.SIGINT)
     process.wait(timeout=15)
@@ -363,3 +364,23 @@ def test_missing_model_is_a_clear_error(ros) -> None:
                             timeout=60)
     assert result.returncode == 1
     assert "no model given: set the 'model' parameter" in result.stdout + result.stderr
+
+
+def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path) -> None:
+    text = (REPOSITORY / 'config' / 'vbp.yaml').read_text()
+    assert 'deadline_ms: 33.3' in text
+    params = tmp_path / 'vbp.yaml'
+    params.write_text(text.replace('deadline_ms: 33.3', 'deadline_ms: 12.5'))
+    process = start_node('--params-file', str(params), '-p', f'model:={checkpoint}',
+                         '-r', '__ns:=/params_test')
+    node = rclpy.create_node('params_probe')
+    try:
+        client = node.create_client(GetParameters, '/params_test/vbp/get_parameters')
+        assert client.wait_for_service(timeout_sec=60.0)
+        future = client.call_async(GetParameters.Request(names=['deadline_ms']))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
+        assert future.result().values[0].double_value == 12.5
+    finally:
+        node.destroy_node()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)

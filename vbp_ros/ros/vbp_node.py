@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, ParameterDescriptor, ParameterType,
-                                SetParametersResult)
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
@@ -79,6 +79,11 @@ PARAMETERS = {
                                          CHOICES['mask_encoding'])),
     'overlay_alpha': (0.8, _describe(ParameterType.PARAMETER_DOUBLE, 'strength of the red mask',
                                      low=0.0, high=1.0)),
+    'cpu_threads': (0, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER, read_only=True,
+        description='torch CPU threads (read at start); 0 keeps torch\'s default, one per '
+                    'physical core',
+        integer_range=[IntegerRange(from_value=0, to_value=256, step=1)])),
     'cuda_graphs': (False, _describe(ParameterType.PARAMETER_BOOL,
                                      'capture network and mask as a CUDA graph (CUDA only)')),
 }
@@ -138,7 +143,8 @@ class VBPNode(Node):
         return VBPEngine(model, spec, device=settings['device'],
                          precision=settings['precision'], cuda_graphs=settings['cuda_graphs'],
                          deadline_ms=self._param('deadline_ms'),
-                         overlay_alpha=self._param('overlay_alpha'))
+                         overlay_alpha=self._param('overlay_alpha'),
+                         threads=self._param('cpu_threads'))
 
     def _normalize_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
         """Pre-set: enumerated strings are matched without regard to case or spaces."""

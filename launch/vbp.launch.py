@@ -1,0 +1,39 @@
+"""Launch vbp_node with the package's parameter file and Fast DDS profile.
+
+    ros2 launch vbp_ros vbp.launch.py model:=/path/to/model.safetensors \
+        image_topic:=/camera/image_raw
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare('vbp_ros')
+    image_topic = LaunchConfiguration('image_topic')
+    return LaunchDescription([
+        DeclareLaunchArgument('model', default_value='',
+                              description='vbp_ros checkpoint (safetensors)'),
+        DeclareLaunchArgument('image_topic', default_value='/camera/image_raw',
+                              description='camera topic; its /compressed sibling is used when '
+                                          'input_transport is compressed'),
+        DeclareLaunchArgument('params_file',
+                              default_value=PathJoinSubstitution([share, 'config', 'vbp.yaml']),
+                              description='vbp_node parameters (ROS 2 parameter file)'),
+        DeclareLaunchArgument('device', default_value='auto',
+                              description='auto, cpu, cuda or cuda:N'),
+        DeclareLaunchArgument('namespace', default_value='',
+                              description='namespace of the node and its topics'),
+        # Camera-sized images need a larger shared-memory segment than Fast DDS's default.
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                               PathJoinSubstitution([share, 'config', 'fastdds.xml'])),
+        Node(package='vbp_ros', executable='vbp_node', name='vbp',
+             namespace=LaunchConfiguration('namespace'), output='screen',
+             parameters=[LaunchConfiguration('params_file'),
+                         {'model': LaunchConfiguration('model'),
+                          'device': LaunchConfiguration('device')}],
+             remappings=[('image', image_topic), ('image/compressed', [image_topic, '/compressed'])]),
+    ])

@@ -1,0 +1,157 @@
+"""vbp-latency: end-to-end latency of vbp_node over DDS, publisher and node in separate processes.
+
+Starts ``vbp_node`` (its console script) with the package's Fast DDS profile, publishes mono8
+camera frames at a fixed rate stamped with the publish time, and measures for every mask
+received: mask received - frame published. The node's own figures come from its debug topics:
+processing time per frame, and the frame's age when processing started (pipeline latency minus
+processing time). Without ``--model`` it times NetSVF (Table 1) with initial weights on the
+lower 640x250 of the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32
+
+from ..core.checkpoint import ModelSpec, save_checkpoint
+from ..core.networks import net_svf
+from .paths import share
+
+NETSVF_CAMERA = ModelSpec('netsvf', 1, 125, 640, crop=(230, 0, 250, 640))
+
+
+class Probe(Node):
+    """Publishes frames and records what comes back."""
+
+    def __init__(self) -> None:
+        super().__init__('vbp_latency_probe')
+        self.publisher = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.latencies_ms: list[float] = []
+        self.processing_ms: list[float] = []
+        self.pipeline_ms: list[float] = []
+        self.create_subscription(Image, 'vbp/mask', self._on_mask, 10)
+        self.create_subscription(Float32, 'debug/processing_time_ms',
+                                 lambda m: self.processing_ms.append(m.data), 100)
+        self.create_subscription(Float32, 'debug/pipeline_latency_ms',
+                                 lambda m: self.pipeline_ms.append(m.data), 100)
+
+    def _on_mask(self, message: Image) -> None:
+        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        self.latencies_ms.append((time.time_ns() - stamp) / 1e6)
+
+    def publish_frame(self, image: Image) -> None:
+        now = time.time_ns()
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        self.publisher.publish(image)
+
+
+def run(model: str, rate: float, duration: float, width: int, height: int,
+        node_parameters: list[str]) -> dict:
+    """Start the node, stream frames, and return the figures."""
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(share('config', 'fastdds.xml'))
+    node = subprocess.Popen([str(Path(sys.executable).parent / 'vbp_node'), '--ros-args',
+                             '-p', f'model:={model}', '-p', f'deadline_ms:={1000.0 / rate}',
+                             *[arg for p in node_parameters for arg in ('-p', p)]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    probe = Probe()
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    frame = np.random.default_rng(0).integers(0, 255, (height, width), dtype=np.uint8)
+    image = Image(height=height, width=width, encoding='mono8', step=width,
+                  data=frame.tobytes())
+    image.header.frame_id = 'camera'
+    try:
+        deadline = time.monotonic() + 60.0
+        while not probe.latencies_ms and time.monotonic() < deadline:  # start-up, discovery
+            probe.publish_frame(image)
+            time.sleep(0.2)
+        if not probe.latencies_ms:
+            raise RuntimeError('vbp_node did not answer within 60 s')
+        time.sleep(1.0)
+        for store in (probe.latencies_ms, probe.processing_ms, probe.pipeline_ms):
+            store.clear()
+        period = 1.0 / rate
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < duration:
+            probe.publish_frame(image)
+            sent += 1
+            time.sleep(max(0.0, start + sent * period - time.monotonic()))
+        time.sleep(0.5)
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=15)
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown()
+    count = min(len(probe.processing_ms), len(probe.pipeline_ms))
+    age_at_start = np.subtract(probe.pipeline_ms[:count], probe.processing_ms[:count])
+    return {'sent': sent, 'received': len(probe.latencies_ms), 'period_ms': 1000.0 * period,
+            'latency_ms': np.asarray(probe.latencies_ms),
+            'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start}
+
+
+def report(figures: dict) -> str:
+    latency, processing = figures['latency_ms'], figures['processing_ms']
+    age, period = figures['age_at_start_ms'], figures['period_ms']
+    median_gap = np.median(latency) - np.median(processing)
+    p99_gap = np.percentile(latency, 99) - np.median(processing)
+    lines = [
+        f'frames sent {figures["sent"]}, masks received {figures["received"]}',
+        f'mask received - frame published: median {np.median(latency):.2f} ms, '
+        f'p99 {np.percentile(latency, 99):.2f} ms, max {latency.max():.2f} ms',
+        f'node processing time: median {np.median(processing):.2f} ms, '
+        f'p99 {np.percentile(processing, 99):.2f} ms',
+        f'frame age at processing start: median {np.median(age):.2f} ms, max {age.max():.2f} ms',
+        f'target median latency <= processing median + 3 ms: {median_gap:+.2f} ms '
+        f'({"met" if median_gap <= 3.0 else "MISSED"})',
+        f'target p99 latency <= processing median + one period ({period:.1f} ms): '
+        f'{p99_gap:+.2f} ms ({"met" if p99_gap <= period else "MISSED"})',
+        f'target frame age at start always < one period: max {age.max():.2f} ms '
+        f'({"met" if age.max() < period else "MISSED"})',
+    ]
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='vbp-latency', description=__doc__)
+    parser.add_argument('--model', help='checkpoint (default: NetSVF with initial weights)')
+    parser.add_argument('--rate', type=float, default=30.0, help='frames per second (%(default)s)')
+    parser.add_argument('--duration', type=float, default=30.0, help='seconds (%(default)s)')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='extra vbp_node parameter (repeatable)')
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        model = args.model
+        if model is None:
+            model = str(Path(folder) / 'netsvf.safetensors')
+            save_checkpoint(model, net_svf().eval(), NETSVF_CAMERA)
+        figures = run(model, args.rate, args.duration, args.width, args.height, args.param)
+    print(f'vbp_node, mono8 {args.width}x{args.height} at {args.rate:g} Hz for '
+          f'{args.duration:g} s')
+    print(report(figures))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
