@@ -205,3 +205,30 @@ def test_mailbox_get_times_out_and_close_wakes_waiters() -> None:
     mailbox.close()
     waiter.join(timeout=2.0)
     assert not waiter.is_alive()
+
+
+def test_reduced_precision_on_the_cpu(model, frame) -> None:
+    reference = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu').process(frame)
+    result = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu',
+                       precision='bf16').process(frame)
+    assert result.mask.dtype == np.float32
+    assert np.corrcoef(result.mask.ravel(), reference.mask.ravel())[0, 1] > 0.95
+    assert result.angle == pytest.approx(reference.angle, abs=0.05)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@needs_cuda
+@pytest.mark.parametrize('graphs', [False, True])
+def test_cuda_engine_matches_the_cpu_and_pipelines(model, frame, graphs: bool) -> None:
+    cpu = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu').process(frame)
+    engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cuda', cuda_graphs=graphs)
+    engine.submit(frame, stamp=1)
+    engine.submit(np.ascontiguousarray(frame[:, ::-1]), stamp=2)  # copy overlaps compute
+    first, second = engine.collect(), engine.collect()
+    assert (first.stamp, second.stamp) == (1, 2)
+    np.testing.assert_allclose(first.mask, cpu.mask, atol=1e-4)
+    assert first.angle == pytest.approx(cpu.angle, abs=1e-4)
+    assert first.times.transfer_ms > 0 and first.times.compute_ms > 0
+    assert not np.allclose(second.mask, first.mask)

@@ -384,3 +384,12 @@ def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path
         node.destroy_node()
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
+
+
+def test_8k_frame_is_processed_without_stalling(harness) -> None:
+    """Rule: frames up to 8192x8192 pixels are processed (crop first, then one resize);
+    8K UHD mono8 (33 MB) fits the shipped Fast DDS profile's shared-memory segment."""
+    frame = np.zeros((4320, 7680), np.uint8)
+    frame[200:450, :640] = camera_frame(15)[200:450]
+    assert harness.send(raw(frame), timeout=30.0) is not None
+    assert harness.send(raw(camera_frame(16))) is not None

@@ -180,6 +180,8 @@ class VBPEngine:
         self._pending: deque[_Pending] = deque()
         self._next_slot = 0
         self._cpu_result: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cpu_cast = (torch.empty(shape, dtype=self.dtype)
+                          if not self._cuda and self.dtype != torch.float32 else None)
         self._lock = threading.Lock()
         if self._cuda:
             self._cuda_setup(shape, slots, cuda_graphs)
@@ -227,8 +229,11 @@ class VBPEngine:
         if self._cuda:
             self._launch(slot)
         else:
+            network_input = self._host_inputs[slot]
+            if self._cpu_cast is not None:
+                network_input = self._cpu_cast.copy_(network_input)
             with torch.inference_mode():
-                self._cpu_result = self.vbp(self._host_inputs[slot])
+                self._cpu_result = self.vbp(network_input)
         self._pending.append(_Pending(slot, stamp, keep, order, want_frame_mask, want_overlay,
                                       start, preprocess_ms))
         self._next_slot = (slot + 1) % len(self._host_inputs)
@@ -299,7 +304,7 @@ class VBPEngine:
         for event in self._copied:
             event.record(self._copy_stream)
         self._device_inputs = [torch.empty(shape, device=device) for _ in range(slots)]
-        self._network_input = torch.empty(shape, device=device, dtype=self.dtype)
+        self._network_input = torch.zeros(shape, device=device, dtype=self.dtype)
         self._host_outputs = [torch.empty((1, 1), pin_memory=True) for _ in range(slots)]
         self._host_masks = [torch.empty((1, 1, *shape[2:]), pin_memory=True)
                             for _ in range(slots)]
