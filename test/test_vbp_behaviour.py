@@ -94,6 +94,7 @@ def test_half_precision_models_give_float32_masks(dtype: torch.dtype) -> None:
     with VisualBackProp(model) as vbp:
         reference = vbp(x)[1]
     with VisualBackProp(model.to(dtype)) as vbp:
+        vbp(torch.rand_like(x).to(dtype))  # trace; the next call fills prebuilt buffers
         output, mask = vbp(x.to(dtype))
     assert output.dtype == dtype
     assert mask.dtype == torch.float32

@@ -151,10 +151,10 @@ class _Plan:
 
 def _normalize(mask: Tensor) -> Tensor:
     """Per-image min-max to [0, 1]; a constant mask becomes all zeros."""
-    low, high = torch.aminmax(mask.flatten(1), dim=1)
-    span = high - low
+    low = mask.amin(dim=(2, 3), keepdim=True)  # (torch.aminmax over a flattened dim is slower)
+    span = mask.amax(dim=(2, 3), keepdim=True) - low
     scale = torch.where(span > 0, span.reciprocal(), torch.zeros_like(span))
-    return (mask - low.view(-1, 1, 1, 1)).mul_(scale.view(-1, 1, 1, 1))
+    return (mask - low).mul_(scale)
 
 
 class VisualBackProp:

@@ -26,6 +26,7 @@ from ..engine import VBPEngine
 from .reference import ReferenceGradCam, ReferenceLRP
 
 NETWORKS = ('netsvf', 'nethvf', 'authors')
+RECORD_KEYS = ('network', 'batch', 'device', 'method', 'median_ms', 'p90_ms')
 METHODS = ('forward', 'vbp', 'lrp', 'lrp_reference', 'gradcam')
 NETSVF_CAMERA = ModelSpec('netsvf', 1, 125, 640, crop=(230, 0, 250, 640))
 
@@ -104,8 +105,18 @@ def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int
     for cleanup in cleanups:
         cleanup()
     return [{'network': network, 'batch': batch, 'device': 'cpu', 'method': method,
-             'median_ms': float(np.median(values)), 'p90_ms': float(np.percentile(values, 90))}
+             'median_ms': float(np.median(values)), 'p90_ms': float(np.percentile(values, 90)),
+             'mask_ms': paired_extra_ms(values, times.get('forward'))}
             for method, values in times.items()]
+
+
+def paired_extra_ms(values: np.ndarray, forward: np.ndarray | None) -> float | None:
+    """Median over rounds of (method - forward) timed back to back: the mask's own cost, far
+    less disturbed by slow drifts of the machine than a difference of two medians."""
+    if forward is None or values is forward:
+        return None
+    rounds = min(len(values), len(forward))
+    return float(np.median(values[:rounds] - forward[:rounds]))
 
 
 def engine_stages(frames: int) -> str:
@@ -125,21 +136,25 @@ def engine_stages(frames: int) -> str:
 
 
 def format_table(records: list[dict]) -> str:
-    """Records as a text table, with each mask's own cost (median minus the forward median) and
-    how many times VisualBackProp's mask cost that is."""
+    """Records as a text table, with each mask's own cost (paired against the forward pass),
+    that cost relative to the forward pass, and how many times VisualBackProp's it is."""
     lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"method":>15}{"median ms":>11}'
-             f'{"p90 ms":>10}{"mask ms":>10}{"x VBP mask":>12}']
-    medians = {(r['network'], r['batch'], r['device'], r['method']): r['median_ms']
-               for r in records}
+             f'{"p90 ms":>10}{"mask ms":>10}{"vs fwd":>9}{"x VBP mask":>12}']
+    by_key = {(r['network'], r['batch'], r['device'], r['method']): r for r in records}
     for r in records:
         key = (r['network'], r['batch'], r['device'])
-        forward, vbp = medians.get((*key, 'forward')), medians.get((*key, 'vbp'))
-        mask = r['median_ms'] - forward if forward is not None and r['method'] != 'forward' else None
-        mask_text = f'{mask:.2f}' if mask is not None else ''
-        ratio = (f'{mask / (vbp - forward):.0f}x' if mask is not None and vbp is not None
-                 and r['method'] != 'vbp' and vbp > forward else '')
+        forward, vbp = by_key.get((*key, 'forward')), by_key.get((*key, 'vbp'))
+        mask = r.get('mask_ms')
+        columns = ['', '', '']
+        if mask is not None:
+            columns[0] = f'{mask:.2f}'
+            if forward:
+                columns[1] = f'{100.0 * mask / forward["median_ms"]:+.1f}%'
+            if vbp and r is not vbp and vbp['mask_ms'] and vbp['mask_ms'] > 0:
+                columns[2] = f'{mask / vbp["mask_ms"]:.0f}x'
         lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["method"]:>15}'
-                     f'{r["median_ms"]:>11.2f}{r["p90_ms"]:>10.2f}{mask_text:>10}{ratio:>12}')
+                     f'{r["median_ms"]:>11.2f}{r["p90_ms"]:>10.2f}{columns[0]:>10}'
+                     f'{columns[1]:>9}{columns[2]:>12}')
     return '\n'.join(lines)
 
 
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w', encoding='utf-8') as handle:
-            json.dump(records, handle, indent=2)
+            json.dump([{key: r[key] for key in RECORD_KEYS} for r in records], handle, indent=2)
     return 0
 
 
