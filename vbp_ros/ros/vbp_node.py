@@ -106,6 +106,7 @@ class VBPNode(Node):
         self.mailbox = LatestFrameMailbox()
         self.engine = self._build_engine(self._settings())
         self._engine_update: dict | None = None
+        self._read_output_settings()
         self._subscription = None
         self._subscribe()
         self.angle_pub = self.create_publisher(Float32, 'steering_angle', OUTPUT_QOS)
@@ -185,9 +186,16 @@ class VBPNode(Node):
             self._subscribe()
         self.engine.deadline_ms = self._param('deadline_ms')
         self.engine.overlay_alpha = self._param('overlay_alpha')
+        self._read_output_settings()
         if names & set(ENGINE_PARAMETERS):
             self._engine_update = self._settings()
             self.get_logger().info('engine settings changed; rebuilding before the next frame')
+
+    def _read_output_settings(self) -> None:
+        """Values the worker reads every frame, kept as plain attributes."""
+        self._max_age_ms = self._param('max_age_ms')
+        self._publish_overlay = self._param('publish_overlay')
+        self._mask_float = self._param('mask_encoding') == '32FC1'
 
     # -- input --------------------------------------------------------------------------------
 
@@ -257,10 +265,9 @@ class VBPNode(Node):
     def _process(self, frame: _Frame) -> None:
         start = time.perf_counter()
         header = frame.message.header
-        max_age_ms = self._param('max_age_ms')
-        if max_age_ms > 0 and (header.stamp.sec or header.stamp.nanosec):
+        if self._max_age_ms > 0 and (header.stamp.sec or header.stamp.nanosec):
             age_ms = self._age_ms(header)
-            if age_ms > max_age_ms:
+            if age_ms > self._max_age_ms:
                 self.monitor.count('dropped_stale')
                 self.get_logger().warning(f'dropped stale frame ({age_ms:.0f} ms old)',
                                           throttle_duration_sec=WARN_PERIOD_S)
@@ -271,8 +278,7 @@ class VBPNode(Node):
         else:
             image, order = decode_raw(message.encoding, message.height, message.width,
                                       message.step, bool(message.is_bigendian), message.data)
-        overlay = (self._param('publish_overlay')
-                   and self.overlay_pub.get_subscription_count() > 0)
+        overlay = self._publish_overlay and self.overlay_pub.get_subscription_count() > 0
         result = self.engine.process(image, order=order, overlay=overlay)
         processing_ms = (time.perf_counter() - start) * 1e3
         self.angle_pub.publish(Float32(data=result.angle))
@@ -291,7 +297,7 @@ class VBPNode(Node):
         return (now - stamp) / 1e6
 
     def _mask_message(self, header: object, mask: object) -> Image:
-        if self._param('mask_encoding') == '32FC1':
+        if self._mask_float:
             return _image(header, mask, '32FC1')
         return _image(header, mask_to_mono8(mask), 'mono8')
 
