@@ -8,6 +8,7 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test']),
+    package_data={package_name: ['models/*.safetensors']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -29,6 +30,8 @@ setup(
             'vbp-figure2 = vbp_ros.tools.figure2:main',
             'vbp-bench = vbp_ros.tools.bench:main',
             'vbp-agreement = vbp_ros.tools.agreement:main',
+            'vbp-ingest = vbp_ros.tools.ingest:main',
+            'vbp-train = vbp_ros.tools.train:main',
         ],
     },
 )

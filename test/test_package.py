@@ -64,7 +64,8 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_core_imports_torch_and_numpy_only() -> None:
-    allowed = {'__future__', 'collections', 'dataclasses', 'json', 'math', 'pathlib', 'struct',
+    allowed = {'__future__', 'collections', 'dataclasses', 'importlib', 'json', 'math',
+               'pathlib', 'struct',
                'typing',
                'numpy', 'torch', 'safetensors', 'torchfile'}
     for path in (PACKAGE / 'core').glob('*.py'):

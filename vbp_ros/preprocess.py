@@ -58,21 +58,30 @@ class Preprocessor:
     def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
                  ) -> np.ndarray:
         """The network input for ``frame`` (channels in ``order``), written into ``out``."""
-        check_frame(frame)
-        if order not in CHANNEL_ORDERS:
-            raise ValueError(f'channel order must be one of {CHANNEL_ORDERS}, not {order!r}')
-        region = self.crop(frame)
-        if region.shape[1::-1] != self.size:
-            shrinking = region.shape[0] > self.size[1]
-            region = cv2.resize(region, self.size,
-                                interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        region = self._convert_color(region, order)
-        planes = region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
+        planes = self.planes(frame, order)
         if out is None:
             out = np.empty(self.shape, np.float32)
         scale = np.float32(self.spec.pixel_scale * _TO_8BIT[frame.dtype])
         np.multiply(planes, scale, out=out, casting='unsafe')
         return out
+
+    def planes(self, frame: np.ndarray, order: str = 'rgb') -> np.ndarray:
+        """Cropped, resized and colour-converted (C, H, W) pixels, in the frame's own type:
+        the network input before scaling (what training sets store)."""
+        check_frame(frame)
+        if order not in CHANNEL_ORDERS:
+            raise ValueError(f'channel order must be one of {CHANNEL_ORDERS}, not {order!r}')
+        region = self.resize(self.crop(frame))
+        region = self._convert_color(region, order)
+        return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
+
+    def resize(self, region: np.ndarray) -> np.ndarray:
+        """A cropped region at the network input size (area interpolation when shrinking)."""
+        if region.shape[1::-1] == self.size:
+            return region
+        shrinking = region.shape[0] > self.size[1]
+        return cv2.resize(region, self.size,
+                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         """The part of the frame the network sees (a view; the whole frame without a crop)."""

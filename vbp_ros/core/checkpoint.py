@@ -7,6 +7,7 @@ header is validated before any network is built.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,11 @@ class ModelSpec:
     def build(self) -> nn.Module:
         """A freshly initialised network of this architecture."""
         return build_network(self.architecture, **self.arguments)
+
+
+def default_model_path() -> Path:
+    """The bundled default steering model (trained by vbp-train on synthetic roads)."""
+    return Path(str(resources.files('vbp_ros') / 'models' / 'default.safetensors'))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None:

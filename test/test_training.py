@@ -1,0 +1,80 @@
+"""vbp-train and vbp-eval on small synthetic runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vbp_ros import load_checkpoint
+from vbp_ros.tools import evaluate, train
+from vbp_ros.tools.datasets import synthetic_set, synthetic_spec
+
+SMALL = ['--train-frames', '48', '--val-frames', '16', '--batch-size', '16', '--quiet']
+
+
+@pytest.fixture(scope='module')
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp('train')
+    assert train.main(['--out', str(out), '--epochs', '3', *SMALL]) == 0
+    return out
+
+
+def test_training_lowers_the_loss_and_writes_checkpoints(short_run: Path) -> None:
+    record = json.loads((short_run / 'history.json').read_text())
+    losses = [epoch['train_loss'] for epoch in record['history']]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    model, spec = load_checkpoint(short_run / 'best.safetensors')
+    assert spec.output_unit == 'rad' and spec.crop == (230, 0, 250, 640)
+    assert '--epochs 3' in spec.description  # the command that made it
+
+
+def test_checkpoint_outputs_radians(short_run: Path) -> None:
+    """The target scale is folded into the last layer: the checkpoint's RMSE in radians is the
+    one vbp-train reported."""
+    model, spec = load_checkpoint(short_run / 'model.safetensors')
+    record = json.loads((short_run / 'history.json').read_text())
+    validation = synthetic_set(1, 0, 16, spec)
+    with torch.inference_mode():
+        predicted = model(validation.inputs(slice(None), spec)).squeeze(1)
+    rmse = float((predicted - torch.from_numpy(validation.angles)).square().mean().sqrt())
+    assert rmse == pytest.approx(record['history'][-1]['val_rmse_rad'], rel=1e-4)
+
+
+def test_figure5_masks_at_fractional_epochs(short_run: Path) -> None:
+    saved = sorted(p.name for p in (short_run / 'figure5').glob('*.png'))
+    assert saved == ['fraction_0.1.png', 'fraction_0.5.png', 'fraction_1.png']
+    assert (short_run / 'figure5_strip.png').stat().st_size > 0
+
+
+def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'resumed'
+    assert train.main(['--out', str(out), '--epochs', '2', *SMALL]) == 0
+    assert train.main(['--out', str(out), '--epochs', '3', '--resume', *SMALL]) == 0
+    resumed = json.loads((out / 'history.json').read_text())['history']
+    straight = json.loads((short_run / 'history.json').read_text())['history']
+    assert [e['epoch'] for e in resumed] == [1, 2, 3]
+    assert resumed[-1]['train_loss'] == pytest.approx(straight[-1]['train_loss'], rel=0.05)
+
+
+def test_eval_reports_every_method(short_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / 'eval.json'
+    assert evaluate.main(['--model', str(short_run / 'model.safetensors'), '--frames', '8',
+                          '--seed', '5', '--json', str(target)]) == 0
+    report = json.loads(target.read_text())
+    assert set(report) >= {'vbp', 'lrp', 'gradcam', 'rmse_rad', 'angle_std_rad'}
+    for method in ('vbp', 'lrp', 'gradcam'):
+        values = report[method]
+        assert {'lane_mass_ratio', 'pointing_game', 'aopc'} <= set(values)
+        assert np.isfinite(values['lane_mass_ratio']) and 0 <= values['pointing_game'] <= 1
+
+
+def test_synthetic_regions_follow_the_network_crop() -> None:
+    data = synthetic_set(3, 0, 4, synthetic_spec(), regions=True)
+    assert data.pixels.shape == (4, 1, 125, 640) and data.lanes.shape == (4, 1, 125, 640)
+    marking = data.pixels[data.lanes].astype(float).mean()
+    road = data.pixels[~data.lanes & ~data.distractors].astype(float).mean()
+    assert marking > road + 40

@@ -1,0 +1,79 @@
+"""Network-ready steering sets: synthetic roads (with ground-truth regions) or an ingested
+Udacity-format set, stored as 8-bit network pixels and scaled per batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..core.checkpoint import ModelSpec
+from ..data.synthetic import SyntheticRoads
+from ..preprocess import Preprocessor
+
+SYNTHETIC_CROP = SyntheticRoads().crop_region
+
+
+def synthetic_spec(architecture: str = 'authors') -> ModelSpec:
+    """The camera set-up of the synthetic roads: a 640x480 frame, the road below the horizon
+    resized to the 640x125 network input."""
+    return ModelSpec(architecture=architecture, input_channels=1, input_height=125,
+                     input_width=640, color='gray', crop=SYNTHETIC_CROP, pixel_scale=1.0 / 255.0,
+                     output_unit='rad',
+                     description='trained by vbp-train on vbp_ros synthetic roads')
+
+
+@dataclass
+class SteeringSet:
+    """Network pixels (N, C, H, W) uint8, angles (N,) float32 rad, and for synthetic sets the
+    lane and distractor regions (N, 1, H, W) bool at network resolution."""
+
+    pixels: np.ndarray
+    angles: np.ndarray
+    lanes: np.ndarray | None = None
+    distractors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.angles)
+
+    def inputs(self, indices: np.ndarray | slice, spec: ModelSpec) -> torch.Tensor:
+        """Float32 network inputs for ``indices``, scaled as the engine scales camera frames."""
+        return torch.from_numpy(self.pixels[indices]).float().mul_(spec.pixel_scale)
+
+
+def synthetic_set(seed: int, start: int, count: int, spec: ModelSpec,
+                  regions: bool = False) -> SteeringSet:
+    """Frames ``start`` to ``start + count - 1`` of the synthetic roads of ``seed``."""
+    roads = SyntheticRoads(seed=seed)
+    preprocess = Preprocessor(spec)
+    shape = (count, *preprocess.shape)
+    pixels = np.empty(shape, np.uint8)
+    angles = np.empty(count, np.float32)
+    lanes = np.empty((count, 1, *shape[2:]), bool) if regions else None
+    distractors = np.empty_like(lanes) if regions else None
+    for offset in range(count):
+        frame = roads.frame(start + offset)
+        pixels[offset] = preprocess.planes(frame.image)
+        angles[offset] = frame.angle
+        if regions:
+            lanes[offset, 0] = network_region(preprocess, frame.lane_mask)
+            distractors[offset, 0] = network_region(preprocess, frame.distractor_mask)
+    return SteeringSet(pixels, angles, lanes, distractors)
+
+
+def network_region(preprocess: Preprocessor, region: np.ndarray) -> np.ndarray:
+    """A full-frame boolean region at network resolution: a network pixel belongs to it when
+    at least a quarter of its area does (thin distant markings survive the downscaling)."""
+    coverage = preprocess.resize(preprocess.crop(region.astype(np.uint8) * 255))
+    return coverage >= 64
+
+
+def npz_set(path: str, spec: ModelSpec) -> SteeringSet:
+    """A training set written by vbp-ingest (frames already at the network input size)."""
+    with np.load(path) as data:
+        frames, angles = data['frames'], data['angles'].astype(np.float32)
+    expected = (spec.input_height, spec.input_width)
+    if frames.shape[1:] != expected:
+        raise ValueError(f'{path}: frames are {frames.shape[1:]}, the network takes {expected}')
+    return SteeringSet(frames[:, None], angles)
