@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.image_encoding import decode_compressed, decode_raw, mask_to_mono8
-from vbp_ros.preprocess import FrameError
+from vbp_ros.data.image_encoding import (FrameError, decode_compressed, decode_raw,
+                                         mask_to_mono8)
 
 RNG = np.random.default_rng(0)
 COLOUR = RNG.integers(0, 255, (6, 10, 3), dtype=np.uint8)
@@ -73,6 +73,15 @@ def test_yuv422_byte_orders(encoding: str, code: int) -> None:
     assert order == 'rgb'
 
 
+def test_bayer_rggb8_demosaics_to_rgb() -> None:
+    """A pure red scene under an RGGB mosaic: red photosites at even rows and columns."""
+    mosaic = np.zeros((8, 8), np.uint8)
+    mosaic[0::2, 0::2] = 255
+    frame, order = decode_raw('bayer_rggb8', 8, 8, 8, False, mosaic.tobytes())
+    centre = frame[2:6, 2:6].reshape(-1, 3).astype(int)
+    assert order == 'rgb' and (centre[:, 0] > 200).all() and (centre[:, 1:] < 60).all()
+
+
 def test_uyvy_luma_is_the_odd_bytes() -> None:
     """UYVY carries Y at odd byte positions: U=V=128 with Y=200 is a grey of video-range luma
     (200 - 16) * 255 / 219 = 214, where reading U as luma would give 130."""
@@ -84,7 +93,7 @@ def test_uyvy_luma_is_the_odd_bytes() -> None:
 
 
 @pytest.mark.parametrize('fields, message', [
-    (('bayer_rggb8', 4, 4, 4, False, bytes(16)), 'unsupported encoding'),
+    (('bayer_rggb16', 4, 4, 8, False, bytes(32)), 'unsupported encoding'),
     (('mono8', 0, 4, 4, False, b''), 'empty image'),
     (('mono8', 4, 0, 0, False, b''), 'empty image'),
     (('mono8', 4, 4, 4, False, bytes(15)), 'data holds 15 bytes'),

@@ -179,7 +179,7 @@ def test_rggb_pure_red_mosaic_decodes_to_red() -> None:
     mosaic = bayer_rggb(np.dstack([np.full((8, 8), 200, np.uint8)] + [np.zeros((8, 8), np.uint8)]
                                   * 2))
     assert (cv2.cvtColor(mosaic, cv2.COLOR_BayerBG2RGB)[2:6, 2:6] == (200, 0, 0)).all()
-    message = SimpleNamespace(encoding='bayer_rggb8', height=8, width=8, step=8,
+    message = SimpleNamespace(encoding='bayer_rggb8', height=8, width=8, step=8, is_bigendian=0,
                               data=mosaic.reshape(-1))
     assert (image_to_gray(message)[2:6, 2:6] == round(0.299 * 200)).all()
 
@@ -206,7 +206,8 @@ def test_ros1_bag_counts_pairs_and_frames(ros1_bag: Path) -> None:
         report_ms = nearest_report_ms(IMAGE_TIMES_MS[index])
         assert result.angles[row] == np.float32(report_angle(report_ms))
         assert result.speeds[row] == np.float32(report_speed(report_ms))
-        np.testing.assert_array_equal(result.frames[row], network_input(encoded(index)[2]))
+        # Bayer frames are demosaiced to colour first: two gray levels of rounding either way
+        np.testing.assert_allclose(result.frames[row], network_input(encoded(index)[2]), atol=2)
     assert result.meta['image_topics'] == [IMAGE_TOPIC]
     assert result.meta['crop'] == list(CROP) and result.meta['size'] == list(SIZE)
 
@@ -224,7 +225,7 @@ def test_other_crop_and_size(ros1_bag: Path) -> None:
     top, left, height, width = crop
     expected = cv2.resize(encoded(index)[2][top:top + height, left:left + width], size,
                           interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(result.frames[0], expected)
+    np.testing.assert_allclose(result.frames[0], expected, atol=2)
 
 
 def test_crop_must_fit_the_images(ros1_bag: Path) -> None:
@@ -248,7 +249,10 @@ def test_ros2_mcap_bag_with_compressed_jpeg(ros2_bag: Path) -> None:
     assert result.meta['image_topics'] == [COMPRESSED_IMAGE_TOPIC]
     for row, index in enumerate(expected_kept()):
         gray = cv2.imdecode(np.frombuffer(jpeg(index), np.uint8), cv2.IMREAD_GRAYSCALE)
-        np.testing.assert_array_equal(result.frames[row], network_input(gray))
+        # decoded to colour, then gray (as vbp_node does): libjpeg's own gray path differs by
+        # chroma upsampling rounding, a few levels at saturated edges
+        difference = np.abs(result.frames[row].astype(int) - network_input(gray))
+        assert difference.max() <= 8 and difference.mean() < 0.5
         assert result.angles[row] == np.float32(report_angle(
             nearest_report_ms(IMAGE_TIMES_MS[index])))
 

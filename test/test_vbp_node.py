@@ -36,7 +36,7 @@ from std_msgs.msg import Float32  # noqa: E402
 
 from vbp_ros import ModelSpec, authors_net, load_checkpoint, save_checkpoint  # noqa: E402
 from vbp_ros.engine import VBPEngine  # noqa: E402
-from vbp_ros.image_encoding import mask_to_mono8  # noqa: E402
+from vbp_ros.data.image_encoding import mask_to_mono8  # noqa: E402
 
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -224,8 +224,8 @@ def test_reliable_bag_playback_qos(harness) -> None:
 
 
 BAD_RAW = {
-    'unsupported encoding': dict(encoding='bayer_rggb8', height=480, width=640, step=640,
-                                 data=bytes(480 * 640)),
+    'unsupported encoding': dict(encoding='bayer_rggb16', height=480, width=640, step=1280,
+                                 data=bytes(480 * 1280)),
     'data too short': dict(encoding='mono8', height=480, width=640, step=640,
                            data=bytes(480 * 640 - 7)),
     'data too long': dict(encoding='mono8', height=480, width=640, step=640,
@@ -359,11 +359,18 @@ def test_clean_exit_on_signal(ros, checkpoint, sig: signal.Signals) -> None:
     assert 'Traceback' not in remaining
 
 
-def test_missing_model_is_a_clear_error(ros) -> None:
-    result = subprocess.run([str(SCRIPTS / 'vbp_node')], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 1
-    assert "no model given: set the 'model' parameter" in result.stdout + result.stderr
+def test_without_a_model_the_bundled_default_is_used(ros) -> None:
+    process = start_node('-r', '__ns:=/default_model_test')
+    try:
+        deadline = time.monotonic() + 60.0
+        output = ''
+        while time.monotonic() < deadline and 'ready' not in output:
+            output += process.stdout.readline()
+        assert 'ready' in output and 'default.safetensors' in output, output
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
 
 
 def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .core.checkpoint import ModelSpec
+from .data.image_encoding import FrameError
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 _TO_8BIT = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0,
@@ -23,10 +24,6 @@ _TO_GRAY = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
             ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
 _TO_RGB = {('rgb', 3): None, ('bgr', 3): cv2.COLOR_BGR2RGB,
            ('rgb', 4): cv2.COLOR_RGBA2RGB, ('bgr', 4): cv2.COLOR_BGRA2RGB}
-
-
-class FrameError(ValueError):
-    """A frame that cannot be turned into a network input (the message names the problem)."""
 
 
 def check_frame(frame: np.ndarray) -> None:

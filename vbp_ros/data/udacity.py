@@ -35,6 +35,8 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from .image_encoding import FrameError, decode_compressed, decode_raw, to_gray
+
 IMAGE_TOPIC = '/center_camera/image_color'
 COMPRESSED_IMAGE_TOPIC = '/center_camera/image_color/compressed'
 STEERING_TOPIC = '/vehicle/steering_report'
@@ -58,22 +60,8 @@ STEERING_REPORT_MSG = '\n'.join([
 DEFAULT_SIZE = (640, 125)
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
-# OpenCV names a Bayer pattern after its second row, so ROS bayer_rggb8 is OpenCV's BayerBG.
-BAYER_TO_GRAY = {
-    'bayer_rggb8': cv2.COLOR_BayerBG2GRAY,
-    'bayer_bggr8': cv2.COLOR_BayerRG2GRAY,
-    'bayer_gbrg8': cv2.COLOR_BayerGR2GRAY,
-    'bayer_grbg8': cv2.COLOR_BayerGB2GRAY,
-}
-COLOUR_TO_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY}
-
-
 class IngestError(Exception):
     """A bag cannot be ingested (missing, unreadable, lacking a topic, crop too large)."""
-
-
-class UndecodableFrame(Exception):
-    """An image message whose pixels cannot be decoded."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +180,7 @@ class _Collector:
               speed: float) -> None:
         try:
             gray = pixels()
-        except UndecodableFrame:
+        except FrameError:
             self.counts.undecodable += 1
             return
         cropped = self.crop.apply(gray)
@@ -233,35 +221,18 @@ def message_decoder(reader: AnyReader, fallback: Typestore) -> Callable[[Connect
 
 
 def image_to_gray(message: Any) -> np.ndarray:
-    """The (H, W) uint8 gray image of a sensor_msgs/Image (mono8, rgb8, bgr8, bayer_*8)."""
-    encoding = message.encoding.lower()
-    channels = 3 if encoding in COLOUR_TO_GRAY else 1
-    if encoding not in COLOUR_TO_GRAY and encoding not in BAYER_TO_GRAY and encoding != 'mono8':
-        raise UndecodableFrame(f'unsupported image encoding {message.encoding!r}')
-    row_bytes = message.width * channels
-    data = np.asarray(message.data, dtype=np.uint8)
-    if message.step < row_bytes or data.size < message.step * message.height:
-        raise UndecodableFrame('image data shorter than height x step')
-    rows = data[:message.step * message.height].reshape(message.height, message.step)
-    pixels = np.ascontiguousarray(rows[:, :row_bytes]).reshape(message.height, message.width,
-                                                                channels)
-    if encoding in COLOUR_TO_GRAY:
-        return cv2.cvtColor(pixels, COLOUR_TO_GRAY[encoding])
-    if encoding in BAYER_TO_GRAY:
-        return cv2.cvtColor(pixels[:, :, 0], BAYER_TO_GRAY[encoding])
-    return pixels[:, :, 0]
+    """The (H, W) gray image of a sensor_msgs/Image (any encoding vbp_node accepts, Bayer
+    mosaics included)."""
+    frame, order = decode_raw(message.encoding, message.height, message.width, message.step,
+                              bool(message.is_bigendian), np.asarray(message.data, np.uint8))
+    if frame.dtype != np.uint8:
+        raise FrameError(f'{message.encoding} is not an 8-bit camera encoding')
+    return to_gray(frame, order)
 
 
 def compressed_to_gray(message: Any) -> np.ndarray:
-    """The (H, W) uint8 gray image of a sensor_msgs/CompressedImage (JPEG, PNG)."""
-    data = np.asarray(message.data, dtype=np.uint8)
-    try:
-        gray = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    except cv2.error as error:
-        raise UndecodableFrame(str(error)) from error
-    if gray is None:
-        raise UndecodableFrame(f'cannot decode {message.format!r} image data')
-    return gray
+    """The (H, W) gray image of a sensor_msgs/CompressedImage (JPEG, PNG)."""
+    return to_gray(*decode_compressed(np.asarray(message.data, np.uint8)))
 
 
 def message_stamp(message: Any, record_time: int) -> int:
@@ -335,12 +306,7 @@ def _add_image(collector: _Collector, decode: Callable[[Connection, bytes], Any]
         collector.add_undecodable()
         return
 
-    def pixels() -> np.ndarray:
-        try:
-            return to_gray(message)
-        except (ValueError, cv2.error) as error:
-            raise UndecodableFrame(str(error)) from error
-    collector.add(message_stamp(message, record_time), pixels, steering)
+    collector.add(message_stamp(message, record_time), lambda: to_gray(message), steering)
 
 
 def ingest_bags(paths: Sequence[str | Path],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -26,11 +27,10 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
-from ..core.checkpoint import CheckpointError, load_checkpoint
+from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoint
 from ..engine import PRECISIONS, LatestFrameMailbox, VBPEngine, resolve_device
-from ..image_encoding import decode_compressed, decode_raw, mask_to_mono8
+from ..data.image_encoding import FrameError, decode_compressed, decode_raw, mask_to_mono8
 from ..monitor import PipelineMonitor
-from ..preprocess import FrameError
 
 CHOICES = {
     'input_transport': ('raw', 'compressed'),
@@ -56,7 +56,8 @@ def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
 
 PARAMETERS = {
     'model': ('', _describe(ParameterType.PARAMETER_STRING,
-                            'checkpoint path (vbp_ros safetensors); required for now')),
+                            "checkpoint path (vbp_ros safetensors); '' for the bundled default "
+                            'model')),
     'device': ('auto', _describe(ParameterType.PARAMETER_STRING,
                                  'auto (CUDA when present), cpu, cuda or cuda:N')),
     'precision': ('fp32', _describe(ParameterType.PARAMETER_STRING, 'network precision',
@@ -122,7 +123,7 @@ class VBPNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name='vbp_worker', daemon=True)
         self._worker.start()
-        self.get_logger().info(f'ready: model {self._param("model")} on '
+        self.get_logger().info(f'ready: model {_model_path(self._param("model"))} on '
                                f'{self.engine.description}')
 
     # -- parameters ---------------------------------------------------------------------------
@@ -136,11 +137,7 @@ class VBPNode(Node):
         return settings
 
     def _build_engine(self, settings: dict) -> VBPEngine:
-        if not settings['model']:
-            raise CheckpointError(
-                "no model given: set the 'model' parameter to a vbp_ros checkpoint, e.g. "
-                '--ros-args -p model:=/path/to/model.safetensors')
-        model, spec = load_checkpoint(settings['model'])
+        model, spec = load_checkpoint(_model_path(settings['model']))
         return VBPEngine(model, spec, device=settings['device'],
                          precision=settings['precision'], cuda_graphs=settings['cuda_graphs'],
                          deadline_ms=self._param('deadline_ms'),
@@ -174,7 +171,7 @@ class VBPNode(Node):
                 if settings['cuda_graphs'] and device.type != 'cuda':
                     return _refuse('cuda_graphs needs a CUDA device')
                 if 'model' in changes:
-                    load_checkpoint(settings['model'])
+                    load_checkpoint(_model_path(settings['model']))
             except (ValueError, CheckpointError) as error:
                 return _refuse(str(error))
         return SetParametersResult(successful=True)
@@ -327,7 +324,8 @@ class VBPNode(Node):
             'processing time p50 (ms)': f'{snapshot.processing_ms["p50"]:.2f}',
             'processing time p99 (ms)': f'{snapshot.processing_ms["p99"]:.2f}',
             'deadline (ms)': self._param('deadline_ms'),
-            'device': self.engine.description, 'model': self._param('model'),
+            'device': self.engine.description,
+            'model': self._param('model') or 'bundled default',
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: pipeline',
                                   message=message, hardware_id=self.engine.description,
@@ -342,6 +340,18 @@ class VBPNode(Node):
         self._running = False
         self.mailbox.close()
         self._worker.join(timeout=5.0)
+
+
+def _model_path(model: str) -> Path:
+    """The checkpoint to load: the given path, or the bundled default model for ''."""
+    if model:
+        return Path(model)
+    default = default_model_path()
+    if not default.is_file():
+        raise CheckpointError(
+            "no model given and no bundled default model: set the 'model' parameter to a "
+            'vbp_ros checkpoint, e.g. --ros-args -p model:=/path/to/model.safetensors')
+    return default
 
 
 def _refuse(reason: str) -> SetParametersResult:

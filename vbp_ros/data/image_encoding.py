@@ -3,11 +3,11 @@
 The meaning of each encoding follows sensor_msgs/image_encodings and cv_bridge: ``data`` holds
 ``height`` rows of ``step`` bytes each (the row may be padded past ``width * pixel size``),
 multi-byte pixels are big-endian when ``is_bigendian`` is set, and ``yuv422``/``uyvy`` is
-U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0. cv_bridge itself is not used (it
+U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB. cv_bridge itself is not used (it
 does not work with numpy 2).
 
-Every problem raises :class:`~vbp_ros.preprocess.FrameError` with a message naming it, so a
-caller can drop the frame and count it.
+Every problem raises :class:`FrameError` with a message naming it, so a caller can drop the
+frame and count it. Data layer: numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import FrameError
 
 MAX_PIXELS = 8192 * 8192  # larger frames are refused (8K UHD, 7680x4320, is accepted)
+
+
+class FrameError(ValueError):
+    """A frame that cannot be turned into a network input (the message names the problem)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Encoding:
     dtype: str
     channels: int
     order: str = 'rgb'
-    yuv_code: int | None = None
+    colour_code: int | None = None  # demosaicing or YUV conversion to 8-bit colour
 
 
 ENCODINGS = {
@@ -39,10 +42,15 @@ ENCODINGS = {
     'rgba8': Encoding('u1', 4), 'bgra8': Encoding('u1', 4, 'bgr'),
     '8UC3': Encoding('u1', 3, 'bgr'), '8UC4': Encoding('u1', 4, 'bgr'),
     '32FC1': Encoding('f4', 1),
-    'yuv422': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_UYVY),
-    'uyvy': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_UYVY),
-    'yuv422_yuy2': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_YUYV),
-    'yuyv': Encoding('u1', 2, yuv_code=cv2.COLOR_YUV2RGB_YUYV),
+    'yuv422': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
+    'uyvy': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_YUYV),
+    'yuyv': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_YUYV),
+    # OpenCV names a Bayer pattern after its second row: ROS rggb is OpenCV's BG.
+    'bayer_rggb8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerBG2RGB),
+    'bayer_bggr8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerRG2RGB),
+    'bayer_gbrg8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerGR2RGB),
+    'bayer_grbg8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerGB2RGB),
 }
 
 
@@ -62,7 +70,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
         raise FrameError(f'image {width}x{height} exceeds the {MAX_PIXELS}-pixel limit')
     sample = np.dtype(layout.dtype)
     row_bytes = width * layout.channels * sample.itemsize
-    if layout.yuv_code is not None and width % 2:
+    if layout.colour_code is not None and width % 2:
         raise FrameError(f'{encoding} needs an even width, got {width}')
     if step < row_bytes:
         raise FrameError(f'step {step} is smaller than width x pixel size ({row_bytes})')
@@ -74,10 +82,10 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     order = ('>' if is_bigendian else '<') if sample.itemsize > 1 else '|'
     pixels = _as_samples(rows, np.dtype(order + layout.dtype))
     pixels = pixels.reshape(height, width, layout.channels)
-    if layout.yuv_code is not None:
-        return cv2.cvtColor(np.ascontiguousarray(pixels), layout.yuv_code), 'rgb'
     if layout.channels == 1:
         pixels = pixels[:, :, 0]
+    if layout.colour_code is not None:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), layout.colour_code), 'rgb'
     return pixels, layout.order
 
 
@@ -108,6 +116,15 @@ def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tupl
     if frame.ndim == 3 and frame.shape[2] == 4:
         return frame, 'bgr'
     return frame, 'bgr' if frame.ndim == 3 else 'rgb'
+
+
+def to_gray(frame: np.ndarray, order: str) -> np.ndarray:
+    """An 8-bit-range gray picture of a decoded frame (1, 3 or 4 channels)."""
+    if frame.ndim == 2:
+        return frame
+    codes = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
+             ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
+    return cv2.cvtColor(frame, codes[order, frame.shape[2]])
 
 
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:
