@@ -174,8 +174,8 @@ def train(args: argparse.Namespace) -> dict:
     for fraction in FIGURE5_EPOCHS:
         if fraction <= args.epochs:
             marks.setdefault(max(1, math.ceil(fraction * steps_per_epoch)), []).append(fraction)
-    checkpoint_spec = replace(spec, description=f'{spec.description}: ' + ' '.join(
-        f'--{k.replace("_", "-")} {v}' for k, v in record['arguments'].items()))
+    checkpoint_spec = replace(spec, description=f'{spec.description}: vbp-train '
+                              + command_line(record['arguments']))
     for epoch in range(record['epoch'], args.epochs):
         started = time.perf_counter()
         loss = run_epoch(model, optimizer, train_set, spec, target_scale, epoch, args,
@@ -223,6 +223,15 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Steering
         for fraction in figure5_marks(step):
             figure5.record(model, fraction)
     return total / max(batches, 1)
+
+
+def command_line(arguments: dict) -> str:
+    """The vbp-train options that reproduce a run."""
+    options = [f'--{name.replace("_", "-")} {value}' for name, value in arguments.items()
+               if not isinstance(value, bool)]
+    if not arguments['augment']:
+        options.append('--no-augment')
+    return ' '.join(options)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
