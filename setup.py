@@ -32,6 +32,7 @@ setup(
             'vbp-agreement = vbp_ros.tools.agreement:main',
             'vbp-ingest = vbp_ros.tools.ingest:main',
             'vbp-train = vbp_ros.tools.train:main',
+            'vbp-eval = vbp_ros.tools.evaluate:main',
         ],
     },
 )
