@@ -13,15 +13,13 @@ import cv2
 import numpy as np
 
 from .core.checkpoint import ModelSpec
-from .data.image_encoding import FrameError
+from .data.image_encoding import FrameError, to_gray
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 _TO_8BIT = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0,
             np.dtype(np.float32): 255.0}
 
 
-_TO_GRAY = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
-            ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
 _TO_RGB = {('rgb', 3): None, ('bgr', 3): cv2.COLOR_BGR2RGB,
            ('rgb', 4): cv2.COLOR_RGBA2RGB, ('bgr', 4): cv2.COLOR_BGRA2RGB}
 
@@ -91,11 +89,7 @@ class Preprocessor:
         return frame[top:top + height, left:left + width]
 
     def _convert_color(self, region: np.ndarray, order: str) -> np.ndarray:
-        if self.spec.color == 'rgb':
-            return _as_rgb(region, order)
-        if region.ndim == 2 or region.shape[2] == 1:
-            return region.reshape(region.shape[:2])
-        return cv2.cvtColor(region, _TO_GRAY[order, region.shape[2]])
+        return _as_rgb(region, order) if self.spec.color == 'rgb' else to_gray(region, order)
 
 
 def frame_to_rgb8(frame: np.ndarray, order: str = 'rgb') -> np.ndarray:

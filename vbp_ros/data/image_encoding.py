@@ -119,9 +119,10 @@ def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tupl
 
 
 def to_gray(frame: np.ndarray, order: str) -> np.ndarray:
-    """An 8-bit-range gray picture of a decoded frame (1, 3 or 4 channels)."""
-    if frame.ndim == 2:
-        return frame
+    """A gray picture of a decoded frame (HxW, or HxWxC with 1, 3 or 4 channels in ``order``),
+    in the frame's own pixel type."""
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return frame.reshape(frame.shape[:2])
     codes = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
              ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
     return cv2.cvtColor(frame, codes[order, frame.shape[2]])
