@@ -39,7 +39,7 @@ def test_console_scripts_point_at_callable_mains() -> None:
     scripts = {e.name: e for e in entry_points(group='console_scripts')
                if e.value.startswith('vbp_ros.')}
     assert {'vbp-import-t7', 'vbp-figure2', 'vbp-bench', 'vbp-agreement', 'vbp-ingest',
-            'vbp-train', 'vbp-eval', 'vbp-latency', 'vbp_node'} <= set(scripts)
+            'vbp-train', 'vbp-eval', 'vbp-latency', 'vbp_node', 'road_camera'} <= set(scripts)
     for script in scripts.values():
         assert callable(script.load())
 

@@ -1,0 +1,85 @@
+"""road_camera as its console script, over real DDS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+CAMERA = str(Path(sys.executable).parent / 'road_camera')
+
+
+@pytest.fixture(scope='module')
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def receive(arguments: list[str], count: int, namespace: str) -> list[Image]:
+    process = subprocess.Popen([CAMERA, '--ros-args', '-r', f'__ns:={namespace}', *arguments],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = rclpy.create_node('camera_probe', namespace=namespace)
+    received: list[Image] = []
+    node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data)
+    try:
+        deadline = time.monotonic() + 60.0
+        while len(received) < count and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        node.destroy_node()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0 and 'Traceback' not in output, output
+    return received
+
+
+def stamps(messages: list[Image]) -> list[int]:
+    return [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in messages]
+
+
+def test_synthetic_roads_at_the_configured_rate(ros) -> None:
+    messages = receive(['-p', 'rate:=20.0', '-p', 'frame_id:=front_camera'], 8, '/cam_a')
+    assert len(messages) == 8
+    assert all((m.encoding, m.width, m.height) == ('mono8', 640, 480) for m in messages)
+    assert all(m.header.frame_id == 'front_camera' for m in messages)
+    times = np.diff(stamps(messages)) / 1e9
+    assert (times > 0).all() and 0.02 < np.median(times) < 0.2
+
+
+def test_image_folder_in_name_order(ros, tmp_path: Path) -> None:
+    gray = np.full((48, 64), 10, np.uint8)
+    colour = np.zeros((48, 64, 3), np.uint8)
+    colour[:, :, 2] = 200  # red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / 'a.png'), gray)
+    cv2.imwrite(str(tmp_path / 'b.png'), colour)
+    (tmp_path / 'c.png').write_bytes(b'not an image')
+    messages = receive(['-p', 'source:=images', '-p', f'path:={tmp_path}', '-p', 'rate:=20.0'],
+                       4, '/cam_b')
+    encodings = [m.encoding for m in messages]
+    start = encodings.index('mono8')
+    assert encodings[start:start + 2] == ['mono8', 'rgb8']
+    red = np.frombuffer(messages[start + 1].data, np.uint8).reshape(48, 64, 3)
+    assert (red[:, :, 0] == 200).all() and not red[:, :, 1:].any()
+
+
+def test_bad_source_is_a_clear_error(ros) -> None:
+    result = subprocess.run([CAMERA, '--ros-args', '-p', 'source:=video'], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "need 'path'" in result.stdout + result.stderr

@@ -1,0 +1,91 @@
+"""road_camera: publishes camera frames (synthetic roads, a video or a folder of images) as
+sensor_msgs/Image on ``image`` at ``rate`` Hz, with camera-driver QoS (best effort, depth 1),
+the configured frame_id and the publishing time as stamp."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
+from .vbp_node import spin_until_shutdown
+
+SOURCES = ('synthetic', 'video', 'images')
+
+
+class RoadCamera(Node):
+    """The node ``road_camera``."""
+
+    def __init__(self) -> None:
+        super().__init__('road_camera')
+        string, double, integer = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                                   ParameterType.PARAMETER_INTEGER)
+        self.declare_parameter('source', 'synthetic', ParameterDescriptor(
+            type=string, read_only=True, description='synthetic, video or images',
+            additional_constraints='one of: ' + ', '.join(SOURCES)))
+        self.declare_parameter('path', '', ParameterDescriptor(
+            type=string, read_only=True, description='video file or image folder'))
+        self.declare_parameter('rate', 30.0, ParameterDescriptor(
+            type=double, read_only=True, description='frames per second',
+            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=1000.0)]))
+        self.declare_parameter('frame_id', 'camera', ParameterDescriptor(
+            type=string, description='header frame_id'))
+        self.declare_parameter('seed', 0, ParameterDescriptor(
+            type=integer, read_only=True, description='synthetic roads seed'))
+        self.declare_parameter('loop', True, ParameterDescriptor(
+            type=ParameterType.PARAMETER_BOOL, read_only=True,
+            description='start a video or image folder over at its end'))
+        self.frames = self._open_source()
+        self.publisher = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.create_timer(1.0 / self.get_parameter('rate').value, self._publish)
+
+    def _open_source(self) -> Iterator[Frame]:
+        source = self.get_parameter('source').value
+        path = self.get_parameter('path').value
+        loop = self.get_parameter('loop').value
+        if source == 'synthetic':
+            return synthetic_frames(self.get_parameter('seed').value)
+        if source not in SOURCES or not path:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)} (video and images "
+                             f"need 'path'), not {source!r} with path {path!r}")
+        return video_frames(path, loop) if source == 'video' else image_frames(path, loop)
+
+    def _publish(self) -> None:
+        frame = next(self.frames, None)
+        if frame is None:
+            self.get_logger().info('end of the source', once=True)
+            return
+        pixels, encoding = frame
+        message = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+                        step=pixels.strides[0], data=pixels.tobytes())
+        message.header.stamp = self.get_clock().now().to_msg()
+        message.header.frame_id = self.get_parameter('frame_id').value
+        self.publisher.publish(message)
+
+
+def main(args: list[str] | None = None) -> int:
+    try:
+        with rclpy.init(args=args):
+            executor = SingleThreadedExecutor()
+            try:
+                node = RoadCamera()
+            except ValueError as error:
+                get_logger('road_camera').fatal(str(error))
+                return 1
+            executor.add_node(node)
+            spin_until_shutdown(executor)
+            node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
