@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
-from .vbp_node import spin_until_shutdown
+from .runner import run_node
 
 SOURCES = ('synthetic', 'video', 'images')
 
@@ -71,20 +68,7 @@ class RoadCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    try:
-        with rclpy.init(args=args):
-            executor = SingleThreadedExecutor()
-            try:
-                node = RoadCamera()
-            except ValueError as error:
-                get_logger('road_camera').fatal(str(error))
-                return 1
-            executor.add_node(node)
-            spin_until_shutdown(executor)
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(RoadCamera, 'road_camera', args)
 
 
 if __name__ == '__main__':

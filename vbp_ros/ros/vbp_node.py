@@ -18,9 +18,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -31,6 +28,7 @@ from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoi
 from ..engine import PRECISIONS, LatestFrameMailbox, VBPEngine, resolve_device
 from ..data.image_encoding import FrameError, decode_compressed, decode_raw, mask_to_mono8
 from ..monitor import PipelineMonitor
+from .runner import run_node
 
 CHOICES = {
     'input_transport': ('raw', 'compressed'),
@@ -335,11 +333,12 @@ class VBPNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
-    def stop(self) -> None:
-        """Stop the worker (it finishes the frame in hand)."""
+    def destroy_node(self) -> None:
+        """Stop the worker (it finishes the frame in hand), then the node."""
         self._running = False
         self.mailbox.close()
         self._worker.join(timeout=5.0)
+        super().destroy_node()
 
 
 def _model_path(model: str) -> Path:
@@ -365,36 +364,8 @@ def _image(header: object, pixels: np.ndarray, encoding: str) -> Image:
                  is_bigendian=0, step=pixels.strides[0], data=pixels.tobytes())
 
 
-def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
-    """Spin until SIGINT/SIGTERM or shutdown. A signal that shuts the context down while the
-    executor builds its wait set surfaces as RCLError; that is a clean stop, not a failure."""
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except _rclpy.RCLError:
-        if rclpy.ok():
-            raise
-
-
 def main(args: list[str] | None = None) -> int:
-    try:
-        with rclpy.init(args=args):
-            executor = SingleThreadedExecutor()  # before the node: a signal may come any time
-            try:
-                node = VBPNode()
-            except (CheckpointError, ValueError) as error:
-                get_logger('vbp').fatal(str(error))
-                return 1
-            try:
-                executor.add_node(node)
-                spin_until_shutdown(executor)
-            finally:
-                node.stop()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(VBPNode, 'vbp', args)
 
 
 if __name__ == '__main__':
