@@ -1,0 +1,170 @@
+"""vbp_record: records topics into a rosbag2 directory (MCAP storage, metadata.yaml) for review.
+
+Each topic is subscribed once a publisher for it appears, with the publishers' QoS (reliable
+only when every publisher is, as rosbag2 does), and receives messages still serialized: the
+callback stamps and queues the bytes, and :class:`vbp_ros.data.recording.BagRecording` writes
+them on its own thread. SIGINT and SIGTERM close the bag; after SIGKILL it is readable up to
+its last completed chunk (at most ``chunk_period_s`` is lost).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.topic_endpoint_info import TopicEndpointInfo
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
+
+from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
+from .runner import run_node
+
+# vbp_node's outputs, as config/record.yaml lists them.
+DEFAULT_TOPICS = ('steering_angle', 'vbp/mask', 'vbp/overlay', 'debug/processing_time_ms',
+                  'debug/pipeline_latency_ms', '/diagnostics')
+DISCOVERY_PERIOD_S = 0.5
+SUBSCRIPTION_DEPTH = 100
+
+
+class Recorder(Node):
+    """The node ``vbp_record``."""
+
+    def __init__(self) -> None:
+        super().__init__('vbp_record')
+        self._declare_parameters()
+        bag_dir = self.get_parameter('bag_dir').value
+        self.recording = BagRecording(
+            Path(bag_dir) if bag_dir else default_bag_dir(),
+            compression=self.get_parameter('compression').value,
+            chunk_period_s=self.get_parameter('chunk_period_s').value,
+            queue_limit_bytes=int(self.get_parameter('queue_limit_mb').value * (1 << 20)))
+        self._waiting = {self.resolve_topic_name(topic)
+                         for topic in self.get_parameter('topics').value}
+        self.get_logger().info(f'recording {", ".join(sorted(self._waiting))} into '
+                               f'{self.recording.path}')
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(DISCOVERY_PERIOD_S, self._discover)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    def _declare_parameters(self) -> None:
+        read_only = partial(ParameterDescriptor, read_only=True)
+        self.declare_parameter('topics', list(DEFAULT_TOPICS), read_only(
+            type=ParameterType.PARAMETER_STRING_ARRAY,
+            description='topics to record (relative names resolve in the namespace)'))
+        self.declare_parameter('bag_dir', '', read_only(
+            type=ParameterType.PARAMETER_STRING,
+            description='new bag directory; empty: rosbag2_YYYY_MM_DD-HH_MM_SS'))
+        self.declare_parameter('compression', 'none', read_only(
+            type=ParameterType.PARAMETER_STRING, description='MCAP chunk compression',
+            additional_constraints='one of: ' + ', '.join(COMPRESSIONS)))
+        self.declare_parameter('chunk_period_s', 1.0, read_only(
+            type=ParameterType.PARAMETER_DOUBLE,
+            description='a chunk reaches the file at least this often',
+            floating_point_range=[FloatingPointRange(from_value=0.01, to_value=60.0)]))
+        self.declare_parameter('queue_limit_mb', 512.0, read_only(
+            type=ParameterType.PARAMETER_DOUBLE,
+            description='messages waiting for the disk beyond this are dropped and counted',
+            floating_point_range=[FloatingPointRange(from_value=1.0, to_value=65536.0)]))
+        if not [topic for topic in self.get_parameter('topics').value if topic]:
+            raise ValueError("parameter 'topics' names no topic to record")
+
+    def _discover(self) -> None:
+        """Subscribe every awaited topic that has a publisher now."""
+        for topic, types in self.get_topic_names_and_types():
+            if topic not in self._waiting:
+                continue
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:
+                continue
+            self._waiting.discard(topic)
+            try:
+                self._subscribe(topic, types[0], publishers)
+            except (ValueError, ImportError, AttributeError) as error:
+                self.get_logger().error(f'not recording {topic}: {error}')
+
+    def _subscribe(self, topic: str, msgtype: str, publishers: list[TopicEndpointInfo]) -> None:
+        self.recording.add_topic(topic, msgtype, [_bag_qos(p.qos_profile) for p in publishers])
+        self.create_subscription(_message_class(msgtype), topic, partial(self._on_message, topic),
+                                 _subscription_qos(publishers), raw=True)
+        self.get_logger().info(f'recording {topic} ({msgtype})')
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        if not self.recording.write(topic, self.get_clock().now().nanoseconds, data):
+            self.get_logger().warning(f'dropped a {topic} message: {self._drop_reason()}',
+                                      throttle_duration_sec=5.0)
+
+    def _drop_reason(self) -> str:
+        if self.recording.error is not None:
+            return f'the bag cannot be written ({self.recording.error})'
+        return 'the disk is not keeping up (queue_limit_mb reached)'
+
+    def _publish_diagnostics(self) -> None:
+        stats = self.recording.stats()
+        error = self.recording.error
+        level = DiagnosticStatus.ERROR if error else (
+            DiagnosticStatus.WARN if stats.dropped else DiagnosticStatus.OK)
+        values = {'bag': str(self.recording.path), 'MB written': f'{stats.bytes_written / 1e6:.1f}',
+                  'MB queued': f'{stats.queued_bytes / 1e6:.1f}',
+                  'topics awaiting a publisher': ', '.join(sorted(self._waiting))}
+        values.update({f'written {topic}': count for topic, count in stats.written.items()})
+        values.update({f'dropped {topic}': count for topic, count in stats.dropped.items()})
+        status = DiagnosticStatus(
+            level=level, name=f'{self.get_name()}: recording', hardware_id=str(self.recording.path),
+            message=str(error) if error else ('dropping messages' if stats.dropped else 'ok'),
+            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        """Stop receiving, then write what is queued and close the bag."""
+        for subscription in list(self.subscriptions):
+            self.destroy_subscription(subscription)
+        stats = self.recording.close()
+        super().destroy_node()
+        # Logged after the node is gone: its rosout publisher may be shut down already.
+        summary = ', '.join(f'{topic} {count}' for topic, count in sorted(stats.written.items()))
+        dropped = f'; dropped {stats.dropped}' if stats.dropped else ''
+        self.get_logger().info(f'closed {self.recording.path}: {summary or "no messages"}{dropped}')
+
+
+def _message_class(msgtype: str) -> type:
+    """The Python class of e.g. ``sensor_msgs/msg/Image``."""
+    package, interface, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.{interface}'), name)
+
+
+def _subscription_qos(publishers: list[TopicEndpointInfo]) -> QoSProfile:
+    """Reliable and transient-local only where every publisher offers it, as rosbag2 does."""
+    offered = [p.qos_profile for p in publishers]
+    reliable = all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
+    latched = all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=SUBSCRIPTION_DEPTH,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+def _bag_qos(profile: QoSProfile) -> Qos:
+    """A publisher's QoS as rosbag2 metadata, so ``ros2 bag play`` offers it again."""
+    def duration(value: object) -> QosTime:
+        seconds, nanoseconds = divmod(value.nanoseconds, 1_000_000_000)
+        return QosTime(seconds, nanoseconds)
+    return Qos(QosHistory(int(profile.history)), profile.depth,
+               QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
+               duration(profile.deadline), duration(profile.lifespan),
+               QosLiveliness(int(profile.liveliness)), duration(profile.liveliness_lease_duration),
+               profile.avoid_ros_namespace_conventions)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Recorder, 'vbp_record', args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
