@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib
 import os
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -89,6 +90,30 @@ def test_parameter_file_matches_the_node_defaults() -> None:
     assert key.endswith('vbp')
     values = section['ros__parameters']
     assert values == {name: default for name, (default, _) in PARAMETERS.items()}
+
+
+def declared_defaults(module: object) -> dict[str, object]:
+    """Name and default of every ``declare_parameter`` call in ``module``."""
+    defaults = {}
+    for call in ast.walk(ast.parse(Path(module.__file__).read_text(encoding='utf-8'))):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
+                call.func.attr == 'declare_parameter':
+            default = compile(ast.Expression(call.args[1]), module.__file__, 'eval')
+            defaults[ast.literal_eval(call.args[0])] = eval(default, vars(module))  # noqa: S307
+    return defaults
+
+
+@pytest.mark.parametrize('module_name, params_file, node_name', [
+    ('vbp_ros.ros.road_camera', 'road_camera.yaml', 'road_camera'),
+    ('vbp_ros.ros.recorder', 'record.yaml', 'vbp_record'),
+])
+def test_camera_and_recorder_parameter_files_match_their_defaults(
+        module_name: str, params_file: str, node_name: str) -> None:
+    from vbp_ros.ros.drive_plan import node_parameters
+
+    module = importlib.import_module(module_name)
+    assert node_parameters(REPOSITORY / 'config' / params_file, node_name) == \
+        declared_defaults(module)
 
 
 def launch_calls(path: Path) -> dict[str, list[ast.Call]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,3 +84,26 @@ def test_bad_source_is_a_clear_error(ros) -> None:
                             text=True, timeout=60)
     assert result.returncode == 1
     assert "need 'path'" in result.stdout + result.stderr
+
+
+def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
+    process = subprocess.Popen([CAMERA, '--ros-args', '-r', '__ns:=/cam_c', '-p', 'rate:=20.0',
+                                '-p', 'wait_for_subscribers:=1'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = rclpy.create_node('camera_probe', namespace='/cam_c')
+    try:
+        time.sleep(2.0)  # a camera that did not wait would publish 40 frames into the void
+        received: list[Image] = []
+        node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data)
+        deadline = time.monotonic() + 60.0
+        while len(received) < 10 and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15)
+        for _ in range(10):
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        node.destroy_node()
+        process.kill()
+    published = int(re.search(r'published (\d+) frames', output).group(1))
+    assert 10 <= published <= len(received) + 1  # SIGINT may land between publish and count

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -39,7 +40,12 @@ class RoadCamera(Node):
         self.declare_parameter('loop', True, ParameterDescriptor(
             type=ParameterType.PARAMETER_BOOL, read_only=True,
             description='start a video or image folder over at its end'))
+        self.declare_parameter('wait_for_subscribers', 0, ParameterDescriptor(
+            type=integer, read_only=True, description='publish the first frame once this many '
+            'subscribers are matched (0: at once), so that a pipeline starts with frame one',
+            integer_range=[IntegerRange(from_value=0, to_value=100)]))
         self.frames = self._open_source()
+        self.published = 0
         self.publisher = self.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.create_timer(1.0 / self.get_parameter('rate').value, self._publish)
 
@@ -55,6 +61,9 @@ class RoadCamera(Node):
         return video_frames(path, loop) if source == 'video' else image_frames(path, loop)
 
     def _publish(self) -> None:
+        if not self.published and self.publisher.get_subscription_count() < \
+                self.get_parameter('wait_for_subscribers').value:
+            return
         frame = next(self.frames, None)
         if frame is None:
             self.get_logger().info('end of the source', once=True)
@@ -65,6 +74,12 @@ class RoadCamera(Node):
         message.header.stamp = self.get_clock().now().to_msg()
         message.header.frame_id = self.get_parameter('frame_id').value
         self.publisher.publish(message)
+        self.published += 1
+
+    def destroy_node(self) -> None:
+        super().destroy_node()
+        # Logged after the node is gone: its rosout publisher may be shut down already.
+        self.get_logger().info(f'published {self.published} frames')
 
 
 def main(args: list[str] | None = None) -> int:
