@@ -6,6 +6,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -57,13 +58,14 @@ class PipelineMonitor:
             rates = {name: (self._totals[name] - self._previous[name]) / elapsed
                      for name in ('received', 'processed')}
             self._previous, self._previous_time = dict(self._totals), now
-            return Snapshot(dict(self._totals), rates, _percentiles(self._latency),
-                            _percentiles(self._processing))
+            return Snapshot(dict(self._totals), rates, percentiles(self._latency),
+                            percentiles(self._processing))
 
 
-def _percentiles(values: deque[float]) -> dict[str, float]:
-    if not values:
-        return {'p50': float('nan'), 'p99': float('nan'), 'max': float('nan')}
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    """p50, p99 and max of ``values``; NaN when there are none."""
     array = np.fromiter(values, float)
+    if not array.size:
+        return {'p50': float('nan'), 'p99': float('nan'), 'max': float('nan')}
     p50, p99 = np.percentile(array, [50, 99])
     return {'p50': float(p50), 'p99': float(p99), 'max': float(array.max())}
