@@ -27,6 +27,7 @@ setup(
             'vbp_node = vbp_ros.ros.vbp_node:main',
             'road_camera = vbp_ros.ros.road_camera:main',
             'vbp_record = vbp_ros.ros.recorder:main',
+            'vbp-drive = vbp_ros.ros.drive:main',
             'vbp-latency = vbp_ros.ros.latency_bench:main',
             'vbp-import-t7 = vbp_ros.tools.import_t7:main',
             'vbp-figure2 = vbp_ros.tools.figure2:main',
