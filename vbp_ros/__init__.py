@@ -5,15 +5,25 @@ The package's face is the ROS-free core::
     from vbp_ros import VisualBackProp
     with VisualBackProp(model) as vbp:
         output, mask = vbp(x)
+
+The names below are imported on first use, so that the executables that do not compute
+(camera, recorder, launch files) start without loading PyTorch.
 """
 
-from .core.checkpoint import CheckpointError, ModelSpec, load_checkpoint, save_checkpoint
-from .core.layout import UnsupportedModelError
-from .core.networks import authors_net, build_network, net_hvf, net_svf, traffic_sign_net
-from .core.vbp import VBPExplanation, VisualBackProp
+from importlib import import_module
 
-__all__ = [
-    'CheckpointError', 'ModelSpec', 'UnsupportedModelError', 'VBPExplanation', 'VisualBackProp',
-    'authors_net', 'build_network', 'load_checkpoint', 'net_hvf', 'net_svf', 'save_checkpoint',
-    'traffic_sign_net',
-]
+_EXPORTS = {
+    'CheckpointError': 'core.checkpoint', 'ModelSpec': 'core.checkpoint',
+    'load_checkpoint': 'core.checkpoint', 'save_checkpoint': 'core.checkpoint',
+    'UnsupportedModelError': 'core.layout',
+    'authors_net': 'core.networks', 'build_network': 'core.networks', 'net_hvf': 'core.networks',
+    'net_svf': 'core.networks', 'traffic_sign_net': 'core.networks',
+    'VBPExplanation': 'core.vbp', 'VisualBackProp': 'core.vbp',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(import_module(f'.{_EXPORTS[name]}', __name__), name)
