@@ -59,7 +59,7 @@ class Recorder(Node):
         self.declare_parameter('bag_dir', '', read_only(
             type=ParameterType.PARAMETER_STRING,
             description='new bag directory; empty: rosbag2_YYYY_MM_DD-HH_MM_SS'))
-        self.declare_parameter('compression', 'none', read_only(
+        self.declare_parameter('compression', 'zstd', read_only(
             type=ParameterType.PARAMETER_STRING, description='MCAP chunk compression',
             additional_constraints='one of: ' + ', '.join(COMPRESSIONS)))
         self.declare_parameter('chunk_period_s', 1.0, read_only(
