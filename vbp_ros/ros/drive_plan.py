@@ -18,6 +18,10 @@ VBP_PARAMS = 'vbp.yaml'
 RECORD_PARAMS = 'record.yaml'
 FASTDDS_PROFILE = 'fastdds.xml'
 RVIZ_CONFIG = 'vbp.rviz'
+# road_camera's sources, and 'topic': an existing camera publishes the image topic.
+CAMERA_SOURCES = ('synthetic', 'video', 'images', 'topic')
+# auto: rosbag2 where it can run, else the package's vbp_record.
+RECORDERS = ('auto', 'rosbag2', 'vbp_record')
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict:
@@ -29,6 +33,12 @@ def node_parameters(params_file: Path, node_name: str) -> dict:
         if key.lstrip('/') in (node_name, f'**/{node_name}', '**'):
             parameters.update((entry or {}).get('ros__parameters', {}))
     return parameters
+
+
+def record_bag_dir(params_file: Path, bag_dir: str) -> str:
+    """The bag directory of a recording: ``bag_dir`` when given, else the parameter file's
+    (``''``: the recorder names it)."""
+    return bag_dir or str(node_parameters(params_file, 'vbp_record').get('bag_dir', ''))
 
 
 def record_topics(params_file: Path) -> list[str]:
@@ -60,9 +70,29 @@ def rosbag2_available() -> bool:
     return True
 
 
-def ros2_bag_record_command(topics: list[str], bag_dir: str, namespace: str) -> list[str]:
-    """``ros2 bag record`` of ``topics`` (resolved in ``namespace``) into ``bag_dir`` as MCAP;
-    an empty ``bag_dir`` lets rosbag2 name it."""
+def chosen_recorder(recorder: str) -> str:
+    """The recorder a drive starts for ``recorder`` (one of RECORDERS): 'rosbag2' or
+    'vbp_record'; 'auto' picks rosbag2 where it can run."""
+    if recorder != 'auto':
+        return recorder
+    return 'rosbag2' if rosbag2_available() else 'vbp_record'
+
+
+def ros2_bag_record_command(params_file: Path, bag_dir: str, namespace: str,
+                            use_sim_time: bool = False) -> list[str]:
+    """``ros2 bag record`` as MCAP of what vbp_record would record with ``params_file``: its
+    topics (resolved in ``namespace``) and its compression (zstd: the zstd_fast preset).
+    An empty ``bag_dir`` lets rosbag2 name the bag; ``use_sim_time`` stamps with /clock."""
+    parameters = node_parameters(params_file, 'vbp_record')
     output = ['-o', bag_dir] if bag_dir else []
-    return ['ros2', 'bag', 'record', '-s', 'mcap', *output,
-            *(resolve_topic(topic, namespace) for topic in topics)]
+    clock = ['--use-sim-time'] if use_sim_time else []
+    preset = ['--storage-preset-profile', 'zstd_fast'] \
+        if parameters.get('compression') == 'zstd' else []
+    return ['ros2', 'bag', 'record', '-s', 'mcap', *preset, *output, *clock,
+            *(resolve_topic(topic, namespace) for topic in parameters.get('topics', []))]
+
+
+def rviz_remappings() -> list[tuple[str, str]]:
+    """rviz2 remappings that move the vbp_node topics config/vbp.rviz shows (absolute names
+    there) into rviz2's namespace, where vbp_node publishes them."""
+    return [(resolve_topic(topic, ''), topic) for topic in ('vbp/overlay', 'vbp/mask')]

@@ -1,6 +1,6 @@
 """road_camera: publishes camera frames (synthetic roads, a video or a folder of images) as
-sensor_msgs/Image on ``image`` at ``rate`` Hz, with camera-driver QoS (best effort, depth 1),
-the configured frame_id and the publishing time as stamp."""
+sensor_msgs/Image on ``image`` at ``rate`` Hz, with camera-driver QoS (sensor data: best
+effort, keep last 5), the configured frame_id and the publishing time as stamp."""
 
 from __future__ import annotations
 
