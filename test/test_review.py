@@ -1,0 +1,328 @@
+"""vbp-review on small bags written here like the vbp node's recordings (MCAP and SQLite 3)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from vbp_ros.data.bags import open_bag
+from vbp_ros.tools import review
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+IMAGE, FLOAT32 = 'sensor_msgs/msg/Image', 'std_msgs/msg/Float32'
+MS = 1_000_000
+T0 = 1_700_000_000 * 1000 * MS  # first camera header stamp, ns
+PERIOD = 50 * MS  # 20 Hz
+RECEIVED = 30 * MS  # bag receive time lags the header stamp
+FRAMES, WIDTH, HEIGHT = 40, 64, 48
+MASK_WIDTH, MASK_HEIGHT = 64, 16
+
+
+def ramp_angle(index: int) -> float:
+    return float(np.float32(-0.2 + 0.01 * index))
+
+
+def latency_ms(index: int) -> float:
+    return float(np.float32(5.0 + 0.1 * index))
+
+
+def red_level(index: int) -> int:
+    """Overlay content encodes the frame index in its red channel."""
+    return 20 + 5 * index
+
+
+def overlay_pixels(index: int) -> np.ndarray:
+    rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    rgb[:, :, 0], rgb[:, :, 1] = red_level(index), 90
+    return rgb
+
+
+def image(stamp: int, encoding: str, pixels: np.ndarray, step: int | None = None) -> object:
+    rows = pixels.reshape(pixels.shape[0], -1).view(np.uint8)
+    header = TYPESTORE.types['std_msgs/msg/Header'](
+        stamp=TYPESTORE.types['builtin_interfaces/msg/Time'](sec=stamp // 10**9,
+                                                             nanosec=stamp % 10**9),
+        frame_id='camera')
+    return TYPESTORE.types[IMAGE](
+        header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+        is_bigendian=0, step=rows.shape[1] if step is None else step, data=rows.reshape(-1))
+
+
+def frame_messages(index: int, bad: bool) -> list[tuple[str, str, int, object]]:
+    """What the node publishes for one camera frame: (topic suffix, type, receive time, msg)."""
+    stamp = T0 + index * PERIOD
+    received = stamp + RECEIVED
+    mask = np.full((MASK_HEIGHT, MASK_WIDTH), index / FRAMES, np.float32)
+    overlay = image(stamp, 'rgb8', overlay_pixels(index), step=WIDTH * 3 + 5 if bad else None)
+    float32 = TYPESTORE.types[FLOAT32]
+    return [('steering_angle', FLOAT32, received, float32(data=ramp_angle(index))),
+            ('vbp/mask', IMAGE, received + 10_000, image(stamp, '32FC1', mask)),
+            ('vbp/overlay', IMAGE, received + 20_000, overlay),
+            ('debug/processing_time_ms', FLOAT32, received + 30_000, float32(data=3.0)),
+            ('debug/pipeline_latency_ms', FLOAT32, received + 40_000,
+             float32(data=latency_ms(index)))]
+
+
+def write_bag(path: Path, storage: StoragePlugin = StoragePlugin.MCAP,
+              namespaces: tuple[str, ...] = ('',), bad: tuple[int, ...] = (),
+              skip: tuple[str, ...] = (), chunk_every: int = 0, angle_every: int = 1) -> Path:
+    """A bag of FRAMES frames per namespace; ``skip`` leaves topic suffixes out,
+    ``chunk_every`` closes an MCAP chunk every so many frames (as the package's recorder does)
+    and ``angle_every`` publishes the steering angle for every so many frames only."""
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        connections = {}
+        for index in range(FRAMES):
+            for namespace in namespaces:
+                for suffix, msgtype, received, message in frame_messages(index, index in bad):
+                    if suffix in skip or (suffix == 'steering_angle' and index % angle_every):
+                        continue
+                    topic = f'{namespace}/{suffix}'
+                    if topic not in connections:
+                        connections[topic] = writer.add_connection(topic, msgtype,
+                                                                   typestore=TYPESTORE)
+                    writer.write(connections[topic], received,
+                                 TYPESTORE.serialize_cdr(message, msgtype))
+            if chunk_every and index % chunk_every == chunk_every - 1:
+                writer.storage.close_chunk()
+    return path
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    code = review.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def video_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as RGB."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame[:, :, ::-1])
+    capture.release()
+    return frames
+
+
+def corner_red(frame: np.ndarray) -> float:
+    """Mean red of the bottom-left corner, where neither the text nor the indicator is drawn."""
+    return float(frame[-12:, :12, 0].mean())
+
+
+def sheet_band(columns: int, rows: int, paired: bool = True) -> int:
+    """Height of the label band above each contact sheet overlay (WIDTH x HEIGHT, full size)."""
+    labels = [f't={i * PERIOD / 1e9:.1f} s '
+              + review.angle_text(ramp_angle(i) if paired else math.nan)
+              for i in review.sheet_indices(FRAMES, columns * rows)]
+    scale = review.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
+    return cv2.getTextSize('0', review.FONT, scale, 1)[0][1] + round(10 * scale) + 2
+
+
+def sheet_shape(columns: int, rows: int, paired: bool = True,
+                with_masks: bool = True) -> tuple[int, int]:
+    """Contact sheet (height, width) for WIDTH x HEIGHT overlays at full size."""
+    height = (sheet_band(columns, rows, paired) + HEIGHT + (MASK_HEIGHT if with_masks else 0)
+              + review.SHEET_GAP)
+    return rows * height, columns * (WIDTH + review.SHEET_GAP)
+
+
+@pytest.fixture(scope='module')
+def mcap_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_bag(tmp_path_factory.mktemp('mcap') / 'drive')
+
+
+def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run(capsys, mcap_bag)
+    assert code == 0, err
+    folder = mcap_bag.with_name('drive_review')
+    summary = json.loads((folder / 'summary.json').read_text())
+    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in review.TOPICS.values()}
+    assert (summary['overlays'], summary['masks'], summary['angles'],
+            summary['overlays_with_angle']) == (FRAMES, FRAMES, FRAMES, FRAMES)
+    assert summary['bad_frames_skipped'] == {'overlays': 0, 'masks': 0}
+    assert summary['namespace'] == '/' and summary['frame_size'] == [WIDTH, HEIGHT]
+    assert (summary['first_stamp_ns'], summary['last_stamp_ns']) == (
+        T0, T0 + (FRAMES - 1) * PERIOD)
+    assert summary['frame_rate_hz'] == pytest.approx(20.0)
+    assert summary['pair_tolerance_ms'] == pytest.approx(25.0)
+    degrees = [math.degrees(ramp_angle(i)) for i in range(FRAMES)]
+    assert summary['angle_deg'] == pytest.approx(
+        {'min': degrees[0], 'max': degrees[-1], 'mean': float(np.mean(degrees))})
+    latencies = [latency_ms(i) for i in range(FRAMES)]
+    assert summary['pipeline_latency_ms'] == pytest.approx(
+        {'p50': np.percentile(latencies, 50), 'p99': np.percentile(latencies, 99),
+         'max': latencies[-1]})
+    assert summary['files'] == {'video': 'overlays.mp4', 'plot': 'steering_angle.png',
+                                'contact_sheet': 'contact_sheet.png', 'summary': 'summary.json'}
+    frames = video_frames(folder / 'overlays.mp4')
+    assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, WIDTH, 3)
+    assert [corner_red(f) for f in frames] == pytest.approx(
+        [red_level(i) for i in range(FRAMES)], abs=8)
+    sheet = cv2.imread(str(folder / 'contact_sheet.png'))[:, :, ::-1]
+    assert sheet.shape[:2] == sheet_shape(4, 4)
+    cell_h, cell_w, band = sheet.shape[0] // 4, WIDTH + review.SHEET_GAP, sheet_band(4, 4)
+    for cell, index in enumerate(review.sheet_indices(FRAMES, 16)):
+        top, left = cell // 4 * cell_h + band, cell % 4 * cell_w
+        assert corner_red(sheet[top:top + HEIGHT, left:left + WIDTH]) == red_level(index)
+        mask = sheet[top + HEIGHT:top + HEIGHT + MASK_HEIGHT, left:left + WIDTH]
+        assert mask.mean() == pytest.approx(255 * index / FRAMES, abs=1)
+    plot = cv2.imread(str(folder / 'steering_angle.png'))
+    assert plot is not None and plot.shape[0] > plot.shape[1] / 2  # two subplots
+    assert f'{FRAMES} overlays' in out and 'overlays.mp4' in out
+
+
+def test_first_pass_reads_the_ramp_and_pairs_every_overlay(mcap_bag: Path) -> None:
+    with open_bag(mcap_bag) as reader:
+        namespace, topics = review.find_topics(reader.connections, None)
+        index = review.index_bag(reader, topics)
+    assert namespace == ''
+    angle = index.series['angle']
+    np.testing.assert_array_equal(angle.values, [ramp_angle(i) for i in range(FRAMES)])
+    nearest = review.pair_nearest(index.overlay_log_ns, angle.log_ns,
+                                  review.default_tolerance_ns(index.overlay_stamp_ns))
+    np.testing.assert_array_equal(nearest, np.arange(FRAMES))
+
+
+def test_pair_nearest_respects_the_tolerance() -> None:
+    reference = np.array([100, 200, 400], np.int64)
+    times = np.array([0, 100, 149, 151, 310, 389, 1000], np.int64)
+    np.testing.assert_array_equal(review.pair_nearest(times, reference, 50),
+                                  [-1, 0, 0, 1, -1, 2, -1])
+    np.testing.assert_array_equal(review.pair_nearest(times, reference[:0], 50), [-1] * 7)
+
+
+def test_topics_match_by_suffix_at_a_slash() -> None:
+    assert review.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
+    assert review.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
+    assert review.topic_namespace('/my_steering_angle', 'steering_angle') is None
+    assert review.normalise_namespace('car1/') == '/car1' and review.normalise_namespace('/') == ''
+
+
+def test_indicator_tilts_left_for_positive_angles() -> None:
+    frame = np.zeros((100, 200, 3), np.uint8)
+
+    def green_columns(angle: float) -> np.ndarray:
+        picture = review.annotate(frame, angle, 1.0, gain=10.0)
+        return np.nonzero((picture[40:, :, 1] == 255) & (picture[40:, :, 0] == 0))[1]
+
+    assert green_columns(0.05).mean() < 95 and green_columns(-0.05).mean() > 105
+    assert not len(green_columns(math.nan))
+
+
+def test_sqlite_bag_with_namespaces_stride_and_unpaired_angles(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / 'two_cars', StoragePlugin.SQLITE3, namespaces=('/car1', '/car2'))
+    code, _, err = run(capsys, bag)
+    assert code == 2 and 'several namespaces' in err and '--namespace' in err
+    assert run(capsys, bag, '--namespace', 'car3')[0] == 2
+    out = tmp_path / 'review'
+    code, _, err = run(capsys, bag, '--namespace', 'car2', '--stride', '3', '--out', out,
+                       '--pair-tolerance-ms', '0.001', '--sheet-cols', '3', '--sheet-rows', '2')
+    assert code == 0, err
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['namespace'] == '/car2' and summary['topics']['/car1/vbp/overlay'] == FRAMES
+    assert summary['overlays'] == FRAMES and summary['overlays_with_angle'] == 0
+    frames = video_frames(out / 'overlays.mp4')
+    assert len(frames) == math.ceil(FRAMES / 3) == summary['video_frames']
+    assert [corner_red(f) for f in frames] == pytest.approx(
+        [red_level(i) for i in range(0, FRAMES, 3)], abs=8)
+    assert cv2.imread(str(out / 'contact_sheet.png')).shape[:2] == sheet_shape(3, 2, False)
+
+
+def test_gif_and_a_bag_without_masks_or_latency(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / 'bare', skip=('vbp/mask', 'debug/pipeline_latency_ms'),
+                    angle_every=2)
+    code, _, err = run(capsys, bag, '--gif', '--sheet-cols', '2', '--sheet-rows', '2')
+    assert code == 0, err
+    folder = tmp_path / 'bare_review'
+    assert not (folder / 'overlays.mp4').exists()
+    with Image.open(folder / 'overlays.gif') as gif:
+        assert (gif.n_frames, gif.size) == (FRAMES, (WIDTH, HEIGHT))
+    summary = json.loads((folder / 'summary.json').read_text())
+    assert summary['masks'] == 0 and summary['pipeline_latency_ms'] is None
+    assert summary['angles'] == summary['overlays_with_angle'] == FRAMES // 2
+    assert summary['files']['video'] == 'overlays.gif'
+    sheet = cv2.imread(str(folder / 'contact_sheet.png'))
+    assert sheet.shape[0] % 2 == 0 and sheet.shape[1] == 2 * (WIDTH + review.SHEET_GAP)
+    assert sheet.shape[0] // 2 > HEIGHT + review.SHEET_GAP + 8
+
+
+def test_falls_back_to_gif_when_opencv_cannot_write_mp4(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    class ClosedWriter:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return False
+
+    monkeypatch.setattr(review.cv2, 'VideoWriter', ClosedWriter)
+    bag = write_bag(tmp_path / 'no_mp4', skip=('vbp/mask',))
+    code, _, err = run(capsys, bag, '--stride', '10')
+    assert code == 0 and 'cannot write overlays.mp4' in err
+    with Image.open(tmp_path / 'no_mp4_review' / 'overlays.gif') as gif:
+        assert gif.n_frames == FRAMES // 10
+
+
+def test_bag_cut_short_is_reviewed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / 'killed', chunk_every=10)
+    (bag / 'metadata.yaml').unlink()
+    file = bag / 'killed.mcap'
+    with file.open('r+b') as stream:
+        stream.truncate(file.stat().st_size * 6 // 10)
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    summary = json.loads((tmp_path / 'killed_review' / 'summary.json').read_text())
+    assert 0 < summary['overlays'] < FRAMES and summary['overlays'] % 10 == 0
+    assert summary['overlays_with_angle'] == summary['overlays']
+    frames = video_frames(tmp_path / 'killed_review' / 'overlays.mp4')
+    assert len(frames) == summary['overlays']
+
+
+def test_bad_frames_are_counted_and_skipped(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / 'bad', bad=(5, 17))
+    code, _, err = run(capsys, bag / 'bad.mcap')
+    assert code == 0, err
+    assert err.count('warning: skipped') == 2 and 'step' in err
+    folder = bag / 'bad_review'  # beside the .mcap file, named after it
+    summary = json.loads((folder / 'summary.json').read_text())
+    assert summary['bad_frames_skipped'] == {'overlays': 2, 'masks': 0}
+    assert summary['overlays'] == summary['overlays_with_angle'] == FRAMES - 2
+    frames = video_frames(folder / 'overlays.mp4')
+    kept = [i for i in range(FRAMES) if i not in (5, 17)]
+    assert [corner_red(f) for f in frames] == pytest.approx([red_level(i) for i in kept], abs=8)
+
+
+def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run(capsys, tmp_path / 'nowhere')
+    assert code == 2 and 'does not exist' in err and err.count('\n') == 1
+    assert not (tmp_path / 'nowhere_review').exists()
+    bag = write_bag(tmp_path / 'angles_only', skip=('vbp/overlay',))
+    code, _, err = run(capsys, bag)
+    assert code == 2 and 'vbp/overlay' in err and '/steering_angle' in err
+    assert 'Traceback' not in err and err.count('\n') == 1
+
+
+def test_existing_review_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / 'again', skip=('vbp/mask',))
+    out = tmp_path / 'out'
+    assert run(capsys, bag, '--out', out)[0] == 0
+    before = (out / 'summary.json').stat().st_mtime_ns
+    code, _, err = run(capsys, bag, '--out', out)
+    assert code == 2 and '--force' in err
+    assert (out / 'summary.json').stat().st_mtime_ns == before
+    assert run(capsys, bag, '--out', out, '--force', '--gif')[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        'contact_sheet.png', 'overlays.gif', 'steering_angle.png', 'summary.json']
