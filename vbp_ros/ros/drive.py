@@ -2,7 +2,7 @@
 
 Starts ``vbp_record``, ``vbp_node`` and ``road_camera`` as their own processes, with the same
 parameter files and topic wiring as drive.launch.py (vbp_ros.ros.drive_plan), prints a status
-line every second (frame rates, pipeline latency p50/p99, drops, MB recorded) and, after
+line every second (frame rates, pipeline latency p50/p99, drops, messages recorded) and, after
 ``--duration`` seconds or Ctrl-C, stops them in data-flow order (camera, node, recorder, so
 the bag gets every processed frame), reads the bag back and prints a summary.
 
@@ -295,10 +295,11 @@ def _print_status(monitor: DriveMonitor, elapsed: float, previous: tuple[int, in
     latency = percentiles(monitor.latencies_ms[-STATUS_WINDOW:])
     vbp = monitor.node_status('vbp')
     drops = sum(int(value) for key, value in vbp.items() if key.startswith('dropped'))
-    recorded = monitor.node_status('vbp_record').get('MB written', '-')
+    recorded = sum(int(value) for key, value in monitor.node_status('vbp_record').items()
+                   if key.startswith('written '))
     line = (f't={elapsed:5.1f} s  camera {counts[0] - previous[0]:3d} fps  vbp '
             f'{counts[1] - previous[1]:3d} fps  latency p50 {latency["p50"]:6.1f} ms p99 '
-            f'{latency["p99"]:6.1f} ms  drops {drops}  recorded {recorded} MB')
+            f'{latency["p99"]:6.1f} ms  drops {drops}  recorded {recorded} messages')
     print(line, end='\r' if sys.stdout.isatty() else '\n', flush=True)
     return counts
 

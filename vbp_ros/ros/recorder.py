@@ -108,8 +108,9 @@ class Recorder(Node):
         error = self.recording.error
         level = DiagnosticStatus.ERROR if error else (
             DiagnosticStatus.WARN if stats.dropped else DiagnosticStatus.OK)
-        values = {'bag': str(self.recording.path), 'MB written': f'{stats.bytes_written / 1e6:.1f}',
-                  'MB queued': f'{stats.queued_bytes / 1e6:.1f}',
+        values = {'bag': str(self.recording.path),
+                  'MB of messages written': f'{stats.bytes_written / 1e6:.1f}',
+                  'MB of messages queued': f'{stats.queued_bytes / 1e6:.1f}',
                   'topics awaiting a publisher': ', '.join(sorted(self._waiting))}
         values.update({f'written {topic}': count for topic, count in stats.written.items()})
         values.update({f'dropped {topic}': count for topic, count in stats.dropped.items()})
