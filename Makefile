@@ -1,13 +1,17 @@
 # Two commands do everything on a fresh Debian/Ubuntu machine with Python 3.11:
-#   make drive   set up .venv, then run the main job on its built-in defaults
+#   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
+#                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make bench (timings), make clean.
+# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 REFERENCE ?= $(abspath $(CURDIR)/../shared/reference/visualbackprop-authors)
 RUNS ?= $(CURDIR)/runs
+DRIVE_SECONDS ?= 20
+DRIVE_ARGS ?=
+DRIVE_DIR := $(RUNS)/drive/$(shell date +%Y%m%d-%H%M%S)
 
 # What the PyPI ROS 2 wheels need: ament_index_python looks up packages under this prefix.
 export AMENT_PREFIX_PATH := $(VENV)
@@ -16,9 +20,14 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive test bench clean
+.PHONY: drive figure2 test bench clean
 
 drive: $(VENV)/.package
+	$(BIN)/vbp-drive --duration $(DRIVE_SECONDS) --bag-dir $(DRIVE_DIR)/bag $(DRIVE_ARGS)
+	$(BIN)/vbp-review $(DRIVE_DIR)/bag
+	@echo "bag, logs and review: $(DRIVE_DIR)"
+
+figure2: $(VENV)/.package
 	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
 	$(BIN)/vbp-figure2 --model $(RUNS)/models/authors.safetensors --out $(RUNS)/figure2 \
 		$(REFERENCE)/images
