@@ -1,4 +1,5 @@
-"""Shared fixtures: the paper authors' reference model and images (../shared/reference)."""
+"""Shared fixtures: the paper authors' reference model and images (../shared/reference); and
+the DDS settings of every test that starts ROS 2 processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# The ROS 2 tests talk over DDS on this host only, in a domain of their own, with the package's
+# Fast DDS profile (camera-sized images); the processes they start inherit this.
+os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
 REFERENCE = Path(os.environ.get(
     'VBP_REFERENCE_DIR', REPOSITORY.parent / 'shared' / 'reference' / 'visualbackprop-authors'))
 

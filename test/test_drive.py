@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,9 +13,6 @@ import pytest
 
 from vbp_ros.data.bags import open_bag
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 pytest.importorskip('rclpy')
 DRIVE = str(Path(sys.executable).parent / 'vbp-drive')
 

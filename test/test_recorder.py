@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,10 +14,6 @@ import pytest
 from vbp_ros.data.bags import BagError, open_bag, repair_mcap
 from vbp_ros.data.recording import BagRecording
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,10 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402

@@ -6,7 +6,6 @@ Fast DDS profile (config/fastdds.xml), as a deployment would.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,9 +20,6 @@ import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(sys.executable).parent
-os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPOSITORY / 'config' / 'fastdds.xml')
 
 rclpy = pytest.importorskip('rclpy')
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
