@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.data.synthetic import (Car, DistractorRates, RoadFrame, SceneParams, Shadow,
+from vbp_ros.data.synthetic import (DASH_PERIOD, DRIVE_SPEED, SCENE_SECONDS, Car,
+                                    DistractorRates, RoadFrame, SceneParams, Shadow,
                                     SyntheticRoads, crop, steering_angle)
 
 CURVE = 1.0 / 150.0
@@ -170,3 +171,31 @@ def test_generates_a_batch_of_default_frames(roads: SyntheticRoads) -> None:
     frames = roads.frames(100, 50)
     assert len(frames) == 50
     assert len({frame.angle for frame in frames}) == 50
+
+
+def test_a_drive_changes_smoothly_within_a_scene(roads: SyntheticRoads) -> None:
+    rate = 30.0
+    drive = [roads.drive_params(index, rate) for index in range(90)]
+    angles = [steering_angle(p.curvature, p.lateral_offset, p.heading) for p in drive]
+    independent = [roads.frame(index).angle for index in range(90)]
+    assert np.abs(np.diff(angles)).max() < 0.1 * np.abs(np.diff(independent)).mean()
+    assert {(p.left_marking, p.right_marking, p.detail_seed) for p in drive} == {
+        (drive[0].left_marking, drive[0].right_marking, drive[0].detail_seed)}
+    assert all(abs(p.curvature) <= roads.max_curvature and abs(p.lateral_offset) <=
+               roads.max_offset and abs(p.heading) <= roads.max_heading for p in drive)
+
+
+def test_a_drive_moves_the_road_towards_the_camera() -> None:
+    roads = SyntheticRoads(seed=3)
+    scene = next(i for i in range(200) if roads.sample_params(i).stop_line is not None)
+    rate = 10.0
+    first = round(SCENE_SECONDS * rate) * scene
+    before, after = roads.drive_params(first, rate), roads.drive_params(first + 1, rate)
+    assert after.stop_line == pytest.approx(before.stop_line - DRIVE_SPEED / rate)
+    assert (before.dash_phase - after.dash_phase) % DASH_PERIOD == \
+        pytest.approx(DRIVE_SPEED / rate % DASH_PERIOD)
+    far_ahead = roads.drive_params(first + round(SCENE_SECONDS * rate) - 1, rate)
+    assert far_ahead.stop_line is None  # passed: 8 s at 15 m/s is beyond any stop line
+    next_scene = roads.drive_params(first + round(SCENE_SECONDS * rate), rate)
+    assert next_scene.detail_seed == roads.sample_params(scene + 1).detail_seed
+    assert roads.drive_params(first, rate) == before  # a function of (seed, index) only

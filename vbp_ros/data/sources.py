@@ -19,11 +19,15 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
 Frame = tuple[np.ndarray, str]
 
 
-def synthetic_frames(seed: int = 0, width: int = 640, height: int = 480) -> Iterator[Frame]:
-    """Synthetic road frames 0, 1, 2, ... of ``seed`` (mono8)."""
+def synthetic_frames(seed: int = 0, drive_rate_hz: float | None = None, width: int = 640,
+                     height: int = 480) -> Iterator[Frame]:
+    """Synthetic road frames 0, 1, 2, ... of ``seed`` (mono8): a drive filmed at
+    ``drive_rate_hz``, or independent frames (as in training) when it is None."""
     roads = SyntheticRoads(seed=seed, width=width, height=height)
     for index in count():
-        yield roads.frame(index).image, 'mono8'
+        params = roads.sample_params(index) if drive_rate_hz is None else \
+            roads.drive_params(index, drive_rate_hz)
+        yield roads.render(params).image, 'mono8'
 
 
 def video_frames(path: str, loop: bool = True) -> Iterator[Frame]:

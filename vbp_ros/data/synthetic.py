@@ -28,6 +28,11 @@ further markings); ``distractor_mask`` holds stop lines and crosswalk stripes, m
 of a lane marking. Pixels hidden by a car belong to neither mask. Shadows darken markings but
 leave them in the mask.
 
+Drives: :meth:`SyntheticRoads.drive_params` makes frames a camera would see from a car at
+``DRIVE_SPEED``: one scene (markings, distractors, textures) for ``SCENE_SECONDS``, then the
+next, while curvature, lateral offset and heading sway as slow sine waves within the sampled
+ranges, and dashes, stop lines and crosswalks come closer.
+
 Network crop: :attr:`SyntheticRoads.crop_region` (``(230, 0, 250, 640)`` by default: 30 m of
 road ahead down to the bottom row) is the part a PilotNet-like network sees, e.g. resized to
 640x125; :func:`crop` takes it from an image or a mask.
@@ -69,6 +74,10 @@ SHIFT = 3  # fractional bits of the polygon vertices handed to OpenCV
 SHADE_SHIFT = 2  # shadows are drawn at 1/4 resolution, then blurred and scaled up
 TEXTURE_PAD = 128
 NOISE_STD = 32.0
+DRIVE_SPEED = 15.0  # m/s
+SCENE_SECONDS = 8.0
+# Periods (s) and amplitudes (fractions of the sampling limits) of a drive's sway.
+SWAY = {'curvature': (11.0, 1.0), 'lateral_offset': (6.0, 0.5), 'heading': (4.0, 0.5)}
 
 
 @dataclass(frozen=True)
@@ -244,6 +253,7 @@ class SyntheticRoads:
         self._noise = np.clip(tables.normal(128.0, NOISE_STD, (height + TEXTURE_PAD,
                                                                width + TEXTURE_PAD)),
                               0, 255).astype(np.uint8)
+        self._sway_phases = dict(zip(SWAY, tables.uniform(0.0, 2 * math.pi, len(SWAY))))
 
     @property
     def horizon_row(self) -> float:
@@ -293,6 +303,24 @@ class SyntheticRoads:
             blur_sigma=float(rng.uniform(0.5, 1.5)) if rng.random() < rates.blur else 0.0,
             noise_sigma=float(rng.uniform(2.0, 8.0)) if rng.random() < rates.noise else 0.0,
             detail_seed=int(rng.integers(2**31)))
+
+    def drive_params(self, index: int, rate_hz: float) -> SceneParams:
+        """The scene parameters of frame ``index`` of a drive filmed at ``rate_hz`` (see the
+        module docstring); like :meth:`sample_params`, a function of (seed, index) only."""
+        if rate_hz <= 0:
+            raise ValueError(f'rate must be positive, not {rate_hz}')
+        scene, step = divmod(index, max(1, round(SCENE_SECONDS * rate_hz)))
+        params = self.sample_params(scene)
+        seconds = index / rate_hz
+        limits = {'curvature': self.max_curvature, 'lateral_offset': self.max_offset,
+                  'heading': self.max_heading}
+        sway = {name: amplitude * limits[name] * math.sin(
+                    2 * math.pi * seconds / period + self._sway_phases[name])
+                for name, (period, amplitude) in SWAY.items()}
+        travelled = DRIVE_SPEED * step / rate_hz
+        return replace(params, **sway, dash_phase=(params.dash_phase - travelled) % DASH_PERIOD,
+                       stop_line=_approach(params.stop_line, travelled),
+                       crosswalk=_approach(params.crosswalk, travelled))
 
     def render(self, params: SceneParams) -> RoadFrame:
         """The frame that ``params`` describe."""
@@ -495,6 +523,13 @@ def _wrapped_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndar
     noise = np.pad(rng.standard_normal((size, size)).astype(np.float32), pad, mode='wrap')
     smooth = cv2.GaussianBlur(noise, (0, 0), sigma)[pad:pad + size, pad:pad + size]
     return smooth / smooth.std()
+
+
+def _approach(distance: float | None, travelled: float) -> float | None:
+    """A marking ``distance`` ahead after driving ``travelled``; None once passed."""
+    if distance is None or distance - travelled < NEAREST:
+        return None
+    return distance - travelled
 
 
 def _sample_shadows(rng: np.random.Generator) -> tuple[Shadow, ...]:

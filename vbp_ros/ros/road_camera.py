@@ -16,6 +16,7 @@ from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
 from .runner import run_node
 
 SOURCES = ('synthetic', 'video', 'images')
+SYNTHETIC_MODES = ('drive', 'independent')
 
 
 class RoadCamera(Node):
@@ -37,6 +38,10 @@ class RoadCamera(Node):
             type=string, description='header frame_id'))
         self.declare_parameter('seed', 0, ParameterDescriptor(
             type=integer, read_only=True, description='synthetic roads seed'))
+        self.declare_parameter('synthetic_mode', 'drive', ParameterDescriptor(
+            type=string, read_only=True, description='drive: a continuous drive at rate Hz, a '
+            'new scene every 8 s; independent: unrelated frames, as in training',
+            additional_constraints='one of: ' + ', '.join(SYNTHETIC_MODES)))
         self.declare_parameter('loop', True, ParameterDescriptor(
             type=ParameterType.PARAMETER_BOOL, read_only=True,
             description='start a video or image folder over at its end'))
@@ -54,7 +59,12 @@ class RoadCamera(Node):
         path = self.get_parameter('path').value
         loop = self.get_parameter('loop').value
         if source == 'synthetic':
-            return synthetic_frames(self.get_parameter('seed').value)
+            mode = self.get_parameter('synthetic_mode').value
+            if mode not in SYNTHETIC_MODES:
+                raise ValueError(f"synthetic_mode must be one of {', '.join(SYNTHETIC_MODES)}, "
+                                 f'not {mode!r}')
+            rate = self.get_parameter('rate').value if mode == 'drive' else None
+            return synthetic_frames(self.get_parameter('seed').value, rate)
         if source not in SOURCES or not path:
             raise ValueError(f"source must be one of {', '.join(SOURCES)} (video and images "
                              f"need 'path'), not {source!r} with path {path!r}")
