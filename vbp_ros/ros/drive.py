@@ -342,8 +342,10 @@ def _recorded(bag: Path, camera_stamps: set[int]) -> dict:
 
 def _print_summary(summary: dict) -> None:
     latency = summary['pipeline latency ms']
-    print(f"camera frames seen {summary['camera frames seen']}, steering angles seen "
-          f"{summary['steering angles seen']}")
+    seen, processed = summary['camera frames seen'], summary['steering angles seen']
+    print(f'camera frames seen {seen}, processed (steering angles seen) {processed}, not '
+          f'processed {seen - processed} (superseded, stale or invalid: see vbp_node.log and '
+          '/diagnostics)')
     print(f"pipeline latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max "
           f"{latency['max']:.1f} ms over {summary['latency samples']} frames")
     if 'recorded' in summary:
