@@ -74,11 +74,13 @@ def test_image_folder_in_name_order(ros, tmp_path: Path) -> None:
     assert (red[:, :, 0] == 200).all() and not red[:, :, 1:].any()
 
 
-def test_bad_source_is_a_clear_error(ros) -> None:
-    result = subprocess.run([CAMERA, '--ros-args', '-p', 'source:=video'], capture_output=True,
+@pytest.mark.parametrize('parameter, message', [
+    ('source:=video', "need 'path'"), ('synthetic_mode:=replay', 'synthetic_mode must be')])
+def test_bad_source_is_a_clear_error(ros, parameter: str, message: str) -> None:
+    result = subprocess.run([CAMERA, '--ros-args', '-p', parameter], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1
-    assert "need 'path'" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
 
 
 def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
