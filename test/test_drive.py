@@ -13,6 +13,7 @@ import pytest
 
 from vbp_ros.data.bags import open_bag
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 pytest.importorskip('rclpy')
 DRIVE = str(Path(sys.executable).parent / 'vbp-drive')
 
@@ -26,8 +27,11 @@ def header_stamps(bag: Path, topic: str) -> list[int]:
 
 def test_drive_records_every_processed_frame_with_camera_stamps(tmp_path: Path) -> None:
     bag = tmp_path / 'bag'
+    record_params = tmp_path / 'record.yaml'  # the package's, plus the camera
+    record_params.write_text((REPOSITORY / 'config' / 'record.yaml').read_text().replace(
+        '      - /diagnostics\n', '      - /diagnostics\n      - /camera/image_raw\n'))
     result = subprocess.run([DRIVE, '--duration', '4', '--bag-dir', str(bag),
-                             '--namespace', 'car1'],
+                             '--namespace', 'car1', '--record-params-file', str(record_params)],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'latency p50' in result.stdout  # the live status line
@@ -39,10 +43,14 @@ def test_drive_records_every_processed_frame_with_camera_stamps(tmp_path: Path) 
     assert messages['/car1/vbp/mask'] == overlays == messages['/car1/steering_angle']
     assert overlays >= 0.9 * summary['camera frames seen']
     assert summary['recorded']['images with a camera frame stamp'] == {
-        '/car1/vbp/mask': overlays, '/car1/vbp/overlay': overlays}
+        '/car1/vbp/mask': overlays, '/car1/vbp/overlay': overlays,
+        '/camera/image_raw': messages['/camera/image_raw']}
     assert (bag / 'metadata.yaml').exists()
     stamps = header_stamps(bag, '/car1/vbp/overlay')
     assert stamps == sorted(stamps) and len(set(stamps)) == overlays
+    camera = header_stamps(bag, '/camera/image_raw')
+    assert set(stamps) <= set(camera)
+    assert camera[0] == stamps[0]  # frame one was recorded and processed
     assert summary['latency samples'] == summary['steering angles seen']
     assert 0 < summary['pipeline latency ms']['p50'] < 1000
 

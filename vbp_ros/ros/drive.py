@@ -118,9 +118,6 @@ class DriveMonitor(Node):
         return any(info.node_name == node
                    for info in self.get_subscriptions_info_by_topic(self.resolve_topic_name(topic)))
 
-    def published(self, topic: str) -> bool:
-        return bool(self.get_publishers_info_by_topic(self.resolve_topic_name(topic)))
-
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
@@ -198,12 +195,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _children(options: argparse.Namespace, bag: Path | None, log_dir: Path) -> list[Child]:
-    """The processes in data-flow order: camera, node, recorder."""
-    common = ['--ros-args', '-r', f'__ns:=/{options.namespace.strip("/")}']
+    """The processes in data-flow order: camera, node, recorder. The camera's first frame
+    waits for vbp_node and vbp-drive, and for the recorder when it records the camera."""
+    namespace = options.namespace
+    common = ['--ros-args', '-r', f'__ns:=/{namespace.strip("/")}']
     topic = options.image_topic
+    records_camera = bag is not None and drive_plan.resolve_topic(topic, namespace) in {
+        drive_plan.resolve_topic(recorded, namespace)
+        for recorded in drive_plan.record_topics(options.record_params_file)}
     camera = [*common, '--params-file', str(options.camera_params_file), '-r', f'image:={topic}']
     camera += _overrides(source=options.source, path=options.path,
-                         wait_for_subscribers=2)  # vbp_node and vbp-drive: frame one is seen
+                         wait_for_subscribers=2 + records_camera)
     node = [*common, '--params-file', str(options.params_file), '-r', f'image:={topic}',
             '-r', f'image/compressed:={topic}/compressed']
     node += _overrides(model=options.model, device=options.device)
@@ -237,16 +239,20 @@ def _executable(name: str) -> str:
 
 def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
            record_params: Path) -> str | None:
-    """Start recorder and node, wait until they listen, then start the camera, so that no
-    frame goes unprocessed or unrecorded for want of a subscriber. An error text on failure."""
+    """Start recorder and node, wait until the node subscribes to the camera and the recorder
+    to the node's outputs it records, then start the camera, so that no frame goes
+    unprocessed or unrecorded for want of a subscriber. An error text on failure."""
     camera, *listeners = children
     for child in listeners:
         child.start()
     print('vbp-drive: waiting for vbp_node' + (' and vbp_record' if len(listeners) > 1 else ''))
-    recorded = [topic for topic in drive_plan.record_topics(record_params)
-                if topic != '/diagnostics']
+    recorded = {monitor.resolve_topic_name(topic) for topic in drive_plan.record_topics(
+        record_params)} if len(listeners) > 1 else set()
+    awaited = [topic for topic in drive_plan.VBP_OUTPUTS
+               if monitor.resolve_topic_name(topic) in recorded]
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not _listening(monitor, listeners, recorded):
+    while not (monitor.subscribed_by(monitor.image_topic, 'vbp') and
+               all(monitor.subscribed_by(topic, 'vbp_record') for topic in awaited)):
         executor.spin_once(timeout_sec=0.1)
         for child in listeners:
             if not child.running():
@@ -255,15 +261,6 @@ def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreade
             return f'vbp_node or vbp_record not ready after {STARTUP_TIMEOUT_S:.0f} s'
     camera.start()
     return None
-
-
-def _listening(monitor: DriveMonitor, listeners: list[Child], recorded: list[str]) -> bool:
-    if not monitor.subscribed_by(monitor.image_topic, 'vbp'):
-        return False
-    if len(listeners) == 1:
-        return True
-    return all(monitor.published(topic) and monitor.subscribed_by(topic, 'vbp_record')
-               for topic in recorded)
 
 
 def _run(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,

@@ -13,6 +13,9 @@ from pathlib import Path
 import yaml
 
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
+# What vbp_node publishes per frame (relative names).
+VBP_OUTPUTS = ('steering_angle', 'vbp/mask', 'vbp/overlay', 'debug/processing_time_ms',
+               'debug/pipeline_latency_ms')
 CAMERA_PARAMS = 'road_camera.yaml'
 VBP_PARAMS = 'vbp.yaml'
 RECORD_PARAMS = 'record.yaml'

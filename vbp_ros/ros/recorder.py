@@ -22,11 +22,10 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
+from .drive_plan import VBP_OUTPUTS
 from .runner import run_node
 
-# vbp_node's outputs, as config/record.yaml lists them.
-DEFAULT_TOPICS = ('steering_angle', 'vbp/mask', 'vbp/overlay', 'debug/processing_time_ms',
-                  'debug/pipeline_latency_ms', '/diagnostics')
+DEFAULT_TOPICS = (*VBP_OUTPUTS, '/diagnostics')  # as config/record.yaml lists them
 DISCOVERY_PERIOD_S = 0.5
 SUBSCRIPTION_DEPTH = 100
 
