@@ -120,6 +120,7 @@ class DriveMonitor(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a drive; exit code 0, 1 when a process failed, 2 when the bag directory exists."""
     options = _parse(argv)
     os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(share('config', 'fastdds.xml')))
     bag = None if options.no_record else (options.bag_dir or default_bag_dir())
