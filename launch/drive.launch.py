@@ -43,7 +43,7 @@ def _arguments() -> list[DeclareLaunchArgument]:
     """The launch arguments, with their defaults and, where the set is closed, choices."""
     return [
         DeclareLaunchArgument('source', default_value='synthetic',
-                              choices=list(drive_plan.CAMERA_SOURCES),
+                              choices=list(drive_plan.LAUNCH_SOURCES),
                               description="road_camera's frames: synthetic roads, a video, a "
                                           'folder of images, or topic: an existing camera '
                                           'publishes image_topic (no road_camera)'),

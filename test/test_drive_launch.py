@@ -23,7 +23,6 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 from test_package import keyword, launch_calls
 from vbp_ros.ros import drive_plan
-from vbp_ros.ros.road_camera import SOURCES
 from vbp_ros.ros.vbp_node import OUTPUT_QOS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -234,8 +233,9 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
                 'model': '', 'device': 'auto', 'record': 'false', 'bag_dir': '',
                 'recorder': 'auto', 'rviz': 'false', 'namespace': '', 'use_sim_time': 'false',
                 **{name: str(CONFIG / file) for name, file in config_file.items()}}
-    choices = {'source': [*SOURCES, 'topic'], 'record': BOOLEAN, 'rviz': BOOLEAN,
-               'use_sim_time': BOOLEAN, 'recorder': ['auto', 'rosbag2', 'vbp_record']}
+    choices = {'source': ['synthetic', 'video', 'images', 'topic'], 'record': BOOLEAN,
+               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN,
+               'recorder': ['auto', 'rosbag2', 'vbp_record']}
     assert set(declared) == set(defaults)
     for name, argument in declared.items():
         assert evaluate(argument.kwargs['default_value'], {}) == defaults[name], name
@@ -249,7 +249,6 @@ def test_defaults_agree_with_config() -> None:
     assert ('synthetic', '') == (camera['source'], camera['path'])
     assert ('', 'auto') == (vbp['model'], vbp['device'])
     assert '' == parameters_of(CONFIG / drive_plan.RECORD_PARAMS, 'vbp_record')['bag_dir']
-    assert drive_plan.CAMERA_SOURCES == (*SOURCES, 'topic')
     assert rviz_images()['Camera']['Topic']['Value'] == drive_plan.DEFAULT_IMAGE_TOPIC
     assert drive_plan.DEFAULT_IMAGE_TOPIC == '/camera/image_raw'
 

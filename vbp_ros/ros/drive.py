@@ -172,7 +172,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--no-record', action='store_true', help='do not start the recorder')
     parser.add_argument('--log-dir', type=Path,
                         help="the processes' logs and summary.json (default BAG_DIR_logs)")
-    parser.add_argument('--source', default=None, choices=('synthetic', 'video', 'images'),
+    parser.add_argument('--source', default=None, choices=drive_plan.CAMERA_SOURCES,
                         help="road_camera source (default: the camera parameter file's)")
     parser.add_argument('--path', default=None, help='video file or image folder')
     parser.add_argument('--model', default=None, help='vbp_ros checkpoint; default: bundled')
@@ -311,7 +311,8 @@ def _summary(monitor: DriveMonitor, bag: Path | None, codes: dict[str, int | Non
         'steering angles seen': monitor.angles,
         'vbp_node at its last diagnostics': {key: vbp[key] for key in vbp
                                              if key.startswith(('frames', 'dropped'))},
-        'pipeline latency ms': percentiles(monitor.latencies_ms),
+        'pipeline latency ms': percentiles(monitor.latencies_ms) if monitor.latencies_ms
+                               else None,  # JSON has no NaN
         'latency samples': len(monitor.latencies_ms),
         'exit codes': codes,
         'logs': str(log_dir),
@@ -344,8 +345,9 @@ def _print_summary(summary: dict) -> None:
     print(f'camera frames seen {seen}, processed (steering angles seen) {processed}, not '
           f'processed {seen - processed} (superseded, stale or invalid: see vbp_node.log and '
           '/diagnostics)')
-    print(f"pipeline latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max "
-          f"{latency['max']:.1f} ms over {summary['latency samples']} frames")
+    if latency:
+        print(f"pipeline latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max "
+              f"{latency['max']:.1f} ms over {summary['latency samples']} frames")
     if 'recorded' in summary:
         recorded = summary['recorded']
         print(f"recorded into {summary['bag']} ({recorded['MB']} MB):")

@@ -21,8 +21,10 @@ VBP_PARAMS = 'vbp.yaml'
 RECORD_PARAMS = 'record.yaml'
 FASTDDS_PROFILE = 'fastdds.xml'
 RVIZ_CONFIG = 'vbp.rviz'
-# road_camera's sources, and 'topic': an existing camera publishes the image topic.
-CAMERA_SOURCES = ('synthetic', 'video', 'images', 'topic')
+# road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the
+# image topic.
+CAMERA_SOURCES = ('synthetic', 'video', 'images')
+LAUNCH_SOURCES = (*CAMERA_SOURCES, 'topic')
 # auto: rosbag2 where it can run, else the package's vbp_record.
 RECORDERS = ('auto', 'rosbag2', 'vbp_record')
 

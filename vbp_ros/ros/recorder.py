@@ -13,7 +13,7 @@ import importlib
 from functools import partial
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
@@ -22,6 +22,7 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
+from .diagnostics import diagnostic_array
 from .drive_plan import VBP_OUTPUTS
 from .runner import run_node
 
@@ -113,13 +114,9 @@ class Recorder(Node):
                   'topics awaiting a publisher': ', '.join(sorted(self._waiting))}
         values.update({f'written {topic}': count for topic, count in stats.written.items()})
         values.update({f'dropped {topic}': count for topic, count in stats.dropped.items()})
-        status = DiagnosticStatus(
-            level=level, name=f'{self.get_name()}: recording', hardware_id=str(self.recording.path),
-            message=str(error) if error else ('dropping messages' if stats.dropped else 'ok'),
-            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(array)
+        message = str(error) if error else ('dropping messages' if stats.dropped else 'ok')
+        self.diagnostics_pub.publish(diagnostic_array(
+            self, 'recording', level, message, str(self.recording.path), values))
 
     def destroy_node(self) -> None:
         """Stop receiving, then write what is queued and close the bag."""

@@ -13,9 +13,9 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
+from .drive_plan import CAMERA_SOURCES
 from .runner import run_node
 
-SOURCES = ('synthetic', 'video', 'images')
 SYNTHETIC_MODES = ('drive', 'independent')
 
 
@@ -28,7 +28,7 @@ class RoadCamera(Node):
                                    ParameterType.PARAMETER_INTEGER)
         self.declare_parameter('source', 'synthetic', ParameterDescriptor(
             type=string, read_only=True, description='synthetic, video or images',
-            additional_constraints='one of: ' + ', '.join(SOURCES)))
+            additional_constraints='one of: ' + ', '.join(CAMERA_SOURCES)))
         self.declare_parameter('path', '', ParameterDescriptor(
             type=string, read_only=True, description='video file or image folder'))
         self.declare_parameter('rate', 30.0, ParameterDescriptor(
@@ -68,9 +68,9 @@ class RoadCamera(Node):
                                  f'not {mode!r}')
             rate = self.get_parameter('rate').value if mode == 'drive' else None
             return synthetic_frames(self.get_parameter('seed').value, rate)
-        if source not in SOURCES or not path:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)} (video and images "
-                             f"need 'path'), not {source!r} with path {path!r}")
+        if source not in CAMERA_SOURCES or not path:
+            raise ValueError(f"source must be one of {', '.join(CAMERA_SOURCES)} (video and "
+                             f"images need 'path'), not {source!r} with path {path!r}")
         return video_frames(path, loop) if source == 'video' else image_frames(path, loop)
 
     def _publish(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.node import Node
@@ -28,6 +28,7 @@ from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoi
 from ..engine import PRECISIONS, LatestFrameMailbox, VBPEngine, resolve_device
 from ..data.image_encoding import FrameError, decode_compressed, decode_raw, mask_to_mono8
 from ..monitor import PipelineMonitor
+from .diagnostics import diagnostic_array
 from .runner import run_node
 
 CHOICES = {
@@ -325,13 +326,8 @@ class VBPNode(Node):
             'device': self.engine.description,
             'model': self._param('model') or 'bundled default',
         }
-        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: pipeline',
-                                  message=message, hardware_id=self.engine.description,
-                                  values=[KeyValue(key=k, value=str(v))
-                                          for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(array)
+        self.diagnostics_pub.publish(diagnostic_array(
+            self, 'pipeline', level, message, self.engine.description, values))
 
     def destroy_node(self) -> None:
         """Stop the worker (it finishes the frame in hand), then the node."""

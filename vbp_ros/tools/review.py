@@ -39,6 +39,7 @@ from rosbags.interfaces import Connection
 
 from ..data.bags import BagError, open_bag
 from ..data.image_encoding import FrameError, decode_raw, mask_to_mono8
+from ..monitor import percentiles
 
 IMAGE, FLOAT32 = 'sensor_msgs/msg/Image', 'std_msgs/msg/Float32'
 TOPICS = {  # role: (topic suffix, message type)
@@ -423,12 +424,9 @@ def plot_series(path: Path, series: dict[str, Series], title: str) -> None:
     figure.savefig(path, dpi=100)
 
 
-def percentiles(values: np.ndarray) -> dict[str, float] | None:
-    """p50, p99 and max of a series, None when it is empty."""
-    if not len(values):
-        return None
-    p50, p99 = np.percentile(values, [50, 99])
-    return {'p50': float(p50), 'p99': float(p99), 'max': float(values.max())}
+def series_percentiles(values: np.ndarray) -> dict[str, float] | None:
+    """p50, p99 and max of a series, None (JSON null) when it is empty."""
+    return percentiles(values) if len(values) else None
 
 
 def summarise(bag: Path, namespace: str, index: BagIndex, plan: Plan, fps: float,
@@ -447,8 +445,8 @@ def summarise(bag: Path, namespace: str, index: BagIndex, plan: Plan, fps: float
         'pair_tolerance_ms': tolerance_ns / 1e6, 'frame_size': list(index.frame_size),
         'angle_deg': {'min': float(angles_deg.min()), 'max': float(angles_deg.max()),
                       'mean': float(angles_deg.mean())} if len(angles_deg) else None,
-        'pipeline_latency_ms': percentiles(index.series['latency'].values),
-        'processing_time_ms': percentiles(index.series['processing'].values),
+        'pipeline_latency_ms': series_percentiles(index.series['latency'].values),
+        'processing_time_ms': series_percentiles(index.series['processing'].values),
         'stride': plan.stride, 'files': files,
     }
 
