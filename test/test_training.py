@@ -50,14 +50,31 @@ def test_figure5_masks_at_fractional_epochs(short_run: Path) -> None:
     assert (short_run / 'figure5_strip.png').stat().st_size > 0
 
 
-def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3-epoch run interrupted (Ctrl-C) in its last epoch and resumed ends where the
+    uninterrupted run ended: same schedule, same frame order, same weights."""
     out = tmp_path / 'resumed'
-    assert train.main(['--out', str(out), '--epochs', '2', *SMALL]) == 0
+    run_epoch = train.run_epoch
+
+    def interrupted(*args: object, **kwargs: object) -> float:
+        if args[5] == 2:  # the third epoch
+            raise KeyboardInterrupt
+        return run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, 'run_epoch', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(['--out', str(out), '--epochs', '3', *SMALL])
+    monkeypatch.setattr(train, 'run_epoch', run_epoch)
     assert train.main(['--out', str(out), '--epochs', '3', '--resume', *SMALL]) == 0
     resumed = json.loads((out / 'history.json').read_text())['history']
     straight = json.loads((short_run / 'history.json').read_text())['history']
     assert [e['epoch'] for e in resumed] == [1, 2, 3]
-    assert resumed[-1]['train_loss'] == pytest.approx(straight[-1]['train_loss'], rel=0.05)
+    for resumed_epoch, straight_epoch in zip(resumed, straight):
+        assert resumed_epoch['train_loss'] == pytest.approx(straight_epoch['train_loss'],
+                                                            rel=1e-4)
+        assert resumed_epoch['val_rmse_rad'] == pytest.approx(straight_epoch['val_rmse_rad'],
+                                                              rel=1e-4)
 
 
 def test_eval_reports_every_method(short_run: Path, tmp_path: Path) -> None:
