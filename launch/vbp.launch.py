@@ -10,6 +10,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from vbp_ros import interface
+
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare('vbp_ros')
@@ -17,11 +19,11 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument('model', default_value='',
                               description='vbp_ros checkpoint (safetensors)'),
-        DeclareLaunchArgument('image_topic', default_value='/camera/image_raw',
+        DeclareLaunchArgument('image_topic', default_value=interface.DEFAULT_CAMERA_TOPIC,
                               description='camera topic; its /compressed sibling is used when '
                                           'input_transport is compressed'),
         DeclareLaunchArgument('params_file',
-                              default_value=PathJoinSubstitution([share, 'config', 'vbp.yaml']),
+                              default_value=PathJoinSubstitution([share, 'config', interface.VBP_PARAMS]),
                               description='vbp_node parameters (ROS 2 parameter file)'),
         DeclareLaunchArgument('device', default_value='auto',
                               description='auto, cpu, cuda or cuda:N'),
@@ -29,11 +31,12 @@ def generate_launch_description() -> LaunchDescription:
                               description='namespace of the node and its topics'),
         # Camera-sized images need a larger shared-memory segment than Fast DDS's default.
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                               PathJoinSubstitution([share, 'config', 'fastdds.xml'])),
-        Node(package='vbp_ros', executable='vbp_node', name='vbp',
+                               PathJoinSubstitution([share, 'config', interface.FASTDDS_PROFILE])),
+        Node(package='vbp_ros', executable='vbp_node', name=interface.VBP_NODE,
              namespace=LaunchConfiguration('namespace'), output='screen',
              parameters=[LaunchConfiguration('params_file'),
                          {'model': LaunchConfiguration('model'),
                           'device': LaunchConfiguration('device')}],
-             remappings=[('image', image_topic), ('image/compressed', [image_topic, '/compressed'])]),
+             remappings=[(interface.IMAGE_TOPIC, image_topic),
+                         (interface.COMPRESSED_IMAGE_TOPIC, [image_topic, '/compressed'])]),
     ])

@@ -1,5 +1,5 @@
 """launch/drive.launch.py starts what its arguments say, names what setup.py installs and agrees
-with config/ (vbp.rviz included); drive_plan, which holds its plain Python, is tested here too.
+with config/ (vbp.rviz included); vbp_ros.drive.plan, its plain Python, is tested here too.
 
 launch and launch_ros are not installable here: the launch file runs against stand-in modules
 whose classes keep their constructor arguments, and a small evaluator plays the part of the
@@ -22,7 +22,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 
 from test_package import keyword, launch_calls
-from vbp_ros.ros import drive_plan
+from vbp_ros import interface
+from vbp_ros.drive import plan
 from vbp_ros.ros.vbp_node import OUTPUT_QOS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -150,10 +151,10 @@ class Drive:
         """Where that node resolves topic ``name``: the first matching remapping applies and
         relative names expand in the node's namespace, as in rcl."""
         node, namespace = self.nodes()[executable]
-        resolved = drive_plan.resolve_topic(name, namespace)
+        resolved = interface.resolve_topic(name, namespace)
         for source, target in node.kwargs.get('remappings', []):
-            if drive_plan.resolve_topic(evaluate(source, self.configs), namespace) == resolved:
-                return drive_plan.resolve_topic(evaluate(target, self.configs), namespace)
+            if interface.resolve_topic(evaluate(source, self.configs), namespace) == resolved:
+                return interface.resolve_topic(evaluate(target, self.configs), namespace)
         return resolved
 
     def parameters(self, executable: str) -> list[Any]:
@@ -204,7 +205,7 @@ def parameters_of(path: Path, node_name: str) -> dict[str, Any]:
 
 def rviz_images() -> dict[str, dict]:
     """The Image displays of config/vbp.rviz by name."""
-    document = yaml.safe_load((CONFIG / drive_plan.RVIZ_CONFIG).read_text())
+    document = yaml.safe_load((CONFIG / interface.RVIZ_CONFIG).read_text())
     displays = document['Visualization Manager']['Displays']
     return {display['Name']: display for display in displays
             if display['Class'] == 'rviz_default_plugins/Image'}
@@ -244,13 +245,13 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
 
 
 def test_defaults_agree_with_config() -> None:
-    camera = parameters_of(CONFIG / drive_plan.CAMERA_PARAMS, 'road_camera')
-    vbp = parameters_of(CONFIG / drive_plan.VBP_PARAMS, 'vbp')
+    camera = parameters_of(CONFIG / interface.CAMERA_PARAMS, 'road_camera')
+    vbp = parameters_of(CONFIG / interface.VBP_PARAMS, 'vbp')
     assert ('synthetic', '') == (camera['source'], camera['path'])
     assert ('', 'auto') == (vbp['model'], vbp['device'])
-    assert '' == parameters_of(CONFIG / drive_plan.RECORD_PARAMS, 'vbp_record')['bag_dir']
-    assert rviz_images()['Camera']['Topic']['Value'] == drive_plan.DEFAULT_IMAGE_TOPIC
-    assert drive_plan.DEFAULT_IMAGE_TOPIC == '/camera/image_raw'
+    assert '' == parameters_of(CONFIG / interface.RECORD_PARAMS, 'vbp_record')['bag_dir']
+    assert rviz_images()['Camera']['Topic']['Value'] == interface.DEFAULT_CAMERA_TOPIC
+    assert interface.DEFAULT_CAMERA_TOPIC == '/camera/image_raw'
 
 
 def test_config_files_it_names_exist_and_are_installed(description: Recorded,
@@ -320,7 +321,7 @@ def test_namespace_moves_nodes_and_rviz_follows(description: Recorded) -> None:
     ('rosbag2', False, 'rosbag2'), ('vbp_record', True, 'vbp_record')])
 def test_recorder_is_chosen_at_run_time(description: Recorded, monkeypatch: pytest.MonkeyPatch,
                                         recorder: str, rosbag2: bool, expected: str) -> None:
-    monkeypatch.setattr(drive_plan, 'rosbag2_available', lambda: rosbag2)
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: rosbag2)
     drive = Drive(description, record='true', recorder=recorder, namespace='car1')
     assert ('vbp_record' in drive.nodes()) == (expected == 'vbp_record')
     assert len(drive.processes()) == (expected == 'rosbag2')
@@ -369,20 +370,20 @@ RVIZ_POLICIES = {
 
 
 def test_rviz_config_is_an_rviz2_document() -> None:
-    document = yaml.safe_load((CONFIG / drive_plan.RVIZ_CONFIG).read_text())
+    document = yaml.safe_load((CONFIG / interface.RVIZ_CONFIG).read_text())
     assert {'Panels', 'Visualization Manager', 'Window Geometry'} <= set(document)
     manager = document['Visualization Manager']
     assert manager['Class'] == '' and {'Displays', 'Tools', 'Views'} <= set(manager)
-    frame_id = parameters_of(CONFIG / drive_plan.CAMERA_PARAMS, 'road_camera')['frame_id']
+    frame_id = parameters_of(CONFIG / interface.CAMERA_PARAMS, 'road_camera')['frame_id']
     assert manager['Global Options']['Fixed Frame'] == frame_id == 'camera'
 
 
 def test_rviz_shows_the_node_topics() -> None:
     images = rviz_images()
     assert {name: image['Topic']['Value'] for name, image in images.items()} == {
-        'Camera': drive_plan.DEFAULT_IMAGE_TOPIC,
-        'VBP overlay': drive_plan.resolve_topic('vbp/overlay', ''),
-        'VBP mask': drive_plan.resolve_topic('vbp/mask', '')}
+        'Camera': interface.DEFAULT_CAMERA_TOPIC,
+        'VBP overlay': interface.resolve_topic('vbp/overlay', ''),
+        'VBP mask': interface.resolve_topic('vbp/mask', '')}
     assert all(image['Enabled'] for image in images.values())
 
 
@@ -396,7 +397,7 @@ def test_rviz_subscriptions_match_the_publishers_qos(name: str, publisher: QoSPr
     assert topic['Depth'] == publisher.depth
 
 
-# --- drive_plan -------------------------------------------------------------------------------
+# --- plan -----------------------------------------------------------------------------------
 
 def test_node_parameters_reads_every_key_form_in_order(tmp_path: Path) -> None:
     path = tmp_path / 'params.yaml'
@@ -406,55 +407,55 @@ def test_node_parameters_reads_every_key_form_in_order(tmp_path: Path) -> None:
         'road_camera': {'ros__parameters': {'loop': False}},
         '/**/vbp': {'ros__parameters': {'rate': 9.0}},
         '/road_camera': {'ros__parameters': {'seed': 3}}}))
-    assert drive_plan.node_parameters(path, 'road_camera') == {
+    assert plan.node_parameters(path, 'road_camera') == {
         'rate': 2.0, 'seed': 3, 'loop': False}
-    assert drive_plan.node_parameters(path, 'vbp_record') == {'rate': 1.0, 'seed': 1}
+    assert plan.node_parameters(path, 'vbp_record') == {'rate': 1.0, 'seed': 1}
 
 
 def test_record_topics_and_bag_dir_come_from_the_record_file(tmp_path: Path) -> None:
-    path = CONFIG / drive_plan.RECORD_PARAMS
-    assert drive_plan.record_topics(path) == parameters_of(path, 'vbp_record')['topics']
-    assert drive_plan.record_bag_dir(path, '') == ''
-    assert drive_plan.record_bag_dir(path, '/data/run1') == '/data/run1'
+    path = CONFIG / interface.RECORD_PARAMS
+    assert plan.record_topics(path) == parameters_of(path, 'vbp_record')['topics']
+    assert plan.record_bag_dir(path, '') == ''
+    assert plan.record_bag_dir(path, '/data/run1') == '/data/run1'
     own = tmp_path / 'record.yaml'
     own.write_text('/**/vbp_record:\n  ros__parameters:\n    bag_dir: /data/mine\n')
-    assert drive_plan.record_bag_dir(own, '') == '/data/mine'
-    assert drive_plan.record_bag_dir(own, '/data/run1') == '/data/run1'
+    assert plan.record_bag_dir(own, '') == '/data/mine'
+    assert plan.record_bag_dir(own, '/data/run1') == '/data/run1'
 
 
 @pytest.mark.parametrize('topic, namespace, resolved', [
     ('vbp/mask', '', '/vbp/mask'), ('vbp/mask', 'car1', '/car1/vbp/mask'),
     ('vbp/mask', '/car1/', '/car1/vbp/mask'), ('/diagnostics', 'car1', '/diagnostics')])
 def test_resolve_topic(topic: str, namespace: str, resolved: str) -> None:
-    assert drive_plan.resolve_topic(topic, namespace) == resolved
+    assert interface.resolve_topic(topic, namespace) == resolved
 
 
 def test_ros2_bag_record_command(tmp_path: Path) -> None:
     params_file = tmp_path / 'record.yaml'
     params_file.write_text('/**/vbp_record:\n  ros__parameters:\n'
                            '    topics: [steering_angle, /diagnostics]\n')
-    assert drive_plan.ros2_bag_record_command(params_file, '', '') == [
+    assert plan.ros2_bag_record_command(params_file, '', '') == [
         'ros2', 'bag', 'record', '-s', 'mcap', '/steering_angle', '/diagnostics']
-    assert drive_plan.ros2_bag_record_command(params_file, 'run1', 'car1', use_sim_time=True) == [
+    assert plan.ros2_bag_record_command(params_file, 'run1', 'car1', use_sim_time=True) == [
         'ros2', 'bag', 'record', '-s', 'mcap', '-o', 'run1', '--use-sim-time',
         '/car1/steering_angle', '/diagnostics']
     params_file.write_text(params_file.read_text() + '    compression: zstd\n')
-    assert drive_plan.ros2_bag_record_command(params_file, '', '')[5:7] == [
+    assert plan.ros2_bag_record_command(params_file, '', '')[5:7] == [
         '--storage-preset-profile', 'zstd_fast']
 
 
 def test_auto_recorder_is_vbp_record_without_ros2(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     monkeypatch.setenv('PATH', str(tmp_path))
-    assert not drive_plan.rosbag2_available()
-    assert drive_plan.chosen_recorder('auto') == 'vbp_record'
-    assert [drive_plan.chosen_recorder(r) for r in ('rosbag2', 'vbp_record')] == [
+    assert not plan.rosbag2_available()
+    assert plan.chosen_recorder('auto') == 'vbp_record'
+    assert [plan.chosen_recorder(r) for r in ('rosbag2', 'vbp_record')] == [
         'rosbag2', 'vbp_record']
-    assert drive_plan.RECORDERS == ('auto', 'rosbag2', 'vbp_record')
+    assert interface.RECORDERS == ('auto', 'rosbag2', 'vbp_record')
 
 
 def test_rviz_remappings_lead_to_vbp_node_outputs() -> None:
-    remappings = drive_plan.rviz_remappings()
+    remappings = plan.rviz_remappings()
     assert remappings == [('/vbp/overlay', 'vbp/overlay'), ('/vbp/mask', 'vbp/mask')]
     assert {source for source, _ in remappings} < {
         image['Topic']['Value'] for image in rviz_images().values()}

@@ -13,7 +13,10 @@ from PIL import Image
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from vbp_ros.data import sessions
 from vbp_ros.data.bags import open_bag
+from vbp_ros.data.pairing import pair_nearest
+from vbp_ros.render import pictures
 from vbp_ros.tools import review
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -122,18 +125,18 @@ def corner_red(frame: np.ndarray) -> float:
 def sheet_band(columns: int, rows: int, paired: bool = True) -> int:
     """Height of the label band above each contact sheet overlay (WIDTH x HEIGHT, full size)."""
     labels = [f't={i * PERIOD / 1e9:.1f} s '
-              + review.angle_text(ramp_angle(i) if paired else math.nan)
+              + pictures.angle_text(ramp_angle(i) if paired else math.nan)
               for i in review.sheet_indices(FRAMES, columns * rows)]
-    scale = review.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
-    return cv2.getTextSize('0', review.FONT, scale, 1)[0][1] + round(10 * scale) + 2
+    scale = pictures.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
+    return cv2.getTextSize('0', pictures.FONT, scale, 1)[0][1] + round(10 * scale) + 2
 
 
 def sheet_shape(columns: int, rows: int, paired: bool = True,
                 with_masks: bool = True) -> tuple[int, int]:
     """Contact sheet (height, width) for WIDTH x HEIGHT overlays at full size."""
     height = (sheet_band(columns, rows, paired) + HEIGHT + (MASK_HEIGHT if with_masks else 0)
-              + review.SHEET_GAP)
-    return rows * height, columns * (WIDTH + review.SHEET_GAP)
+              + pictures.SHEET_GAP)
+    return rows * height, columns * (WIDTH + pictures.SHEET_GAP)
 
 
 @pytest.fixture(scope='module')
@@ -146,7 +149,7 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
     assert code == 0, err
     folder = mcap_bag.with_name('drive_review')
     summary = json.loads((folder / 'summary.json').read_text())
-    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in review.TOPICS.values()}
+    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in sessions.TOPICS.values()}
     assert (summary['overlays'], summary['masks'], summary['angles'],
             summary['overlays_with_angle']) == (FRAMES, FRAMES, FRAMES, FRAMES)
     assert summary['bad_frames_skipped'] == {'overlays': 0, 'masks': 0}
@@ -170,7 +173,7 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
         [red_level(i) for i in range(FRAMES)], abs=8)
     sheet = cv2.imread(str(folder / 'contact_sheet.png'))[:, :, ::-1]
     assert sheet.shape[:2] == sheet_shape(4, 4)
-    cell_h, cell_w, band = sheet.shape[0] // 4, WIDTH + review.SHEET_GAP, sheet_band(4, 4)
+    cell_h, cell_w, band = sheet.shape[0] // 4, WIDTH + pictures.SHEET_GAP, sheet_band(4, 4)
     for cell, index in enumerate(review.sheet_indices(FRAMES, 16)):
         top, left = cell // 4 * cell_h + band, cell % 4 * cell_w
         assert corner_red(sheet[top:top + HEIGHT, left:left + WIDTH]) == red_level(index)
@@ -183,36 +186,36 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_first_pass_reads_the_ramp_and_pairs_every_overlay(mcap_bag: Path) -> None:
     with open_bag(mcap_bag) as reader:
-        namespace, topics = review.find_topics(reader.connections, None)
-        index = review.index_bag(reader, topics)
+        namespace, topics = sessions.find_topics(reader.connections, None)
+        index = sessions.index_session(reader, topics)
     assert namespace == ''
     angle = index.series['angle']
     np.testing.assert_array_equal(angle.values, [ramp_angle(i) for i in range(FRAMES)])
-    nearest = review.pair_nearest(index.overlay_log_ns, angle.log_ns,
-                                  review.default_tolerance_ns(index.overlay_stamp_ns))
+    nearest = pair_nearest(index.overlay_log_ns, angle.log_ns,
+                                  sessions.default_tolerance_ns(index.overlay_stamp_ns))
     np.testing.assert_array_equal(nearest, np.arange(FRAMES))
 
 
 def test_pair_nearest_respects_the_tolerance() -> None:
     reference = np.array([100, 200, 400], np.int64)
     times = np.array([0, 100, 149, 151, 310, 389, 1000], np.int64)
-    np.testing.assert_array_equal(review.pair_nearest(times, reference, 50),
+    np.testing.assert_array_equal(pair_nearest(times, reference, 50),
                                   [-1, 0, 0, 1, -1, 2, -1])
-    np.testing.assert_array_equal(review.pair_nearest(times, reference[:0], 50), [-1] * 7)
+    np.testing.assert_array_equal(pair_nearest(times, reference[:0], 50), [-1] * 7)
 
 
 def test_topics_match_by_suffix_at_a_slash() -> None:
-    assert review.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
-    assert review.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
-    assert review.topic_namespace('/my_steering_angle', 'steering_angle') is None
-    assert review.normalise_namespace('car1/') == '/car1' and review.normalise_namespace('/') == ''
+    assert sessions.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
+    assert sessions.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
+    assert sessions.topic_namespace('/my_steering_angle', 'steering_angle') is None
+    assert sessions.normalise_namespace('car1/') == '/car1' and sessions.normalise_namespace('/') == ''
 
 
 def test_indicator_tilts_left_for_positive_angles() -> None:
     frame = np.zeros((100, 200, 3), np.uint8)
 
     def green_columns(angle: float) -> np.ndarray:
-        picture = review.annotate(frame, angle, 1.0, gain=10.0)
+        picture = pictures.annotate(frame, angle, 1.0, gain=10.0)
         return np.nonzero((picture[40:, :, 1] == 255) & (picture[40:, :, 0] == 0))[1]
 
     assert green_columns(0.05).mean() < 95 and green_columns(-0.05).mean() > 105
@@ -254,8 +257,8 @@ def test_gif_and_a_bag_without_masks_or_latency(tmp_path: Path,
     assert summary['angles'] == summary['overlays_with_angle'] == FRAMES // 2
     assert summary['files']['video'] == 'overlays.gif'
     sheet = cv2.imread(str(folder / 'contact_sheet.png'))
-    assert sheet.shape[0] % 2 == 0 and sheet.shape[1] == 2 * (WIDTH + review.SHEET_GAP)
-    assert sheet.shape[0] // 2 > HEIGHT + review.SHEET_GAP + 8
+    assert sheet.shape[0] % 2 == 0 and sheet.shape[1] == 2 * (WIDTH + pictures.SHEET_GAP)
+    assert sheet.shape[0] // 2 > HEIGHT + pictures.SHEET_GAP + 8
 
 
 def test_falls_back_to_gif_when_opencv_cannot_write_mp4(

@@ -31,8 +31,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
 from vbp_ros import ModelSpec, authors_net, load_checkpoint, save_checkpoint  # noqa: E402
-from vbp_ros.engine import VBPEngine  # noqa: E402
-from vbp_ros.data.image_encoding import mask_to_mono8  # noqa: E402
+from vbp_ros.engine.engine import VBPEngine  # noqa: E402
+from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)

@@ -22,11 +22,11 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
+from ..interface import DIAGNOSTICS_TOPIC, RECORDER_NODE, VBP_OUTPUTS
 from .diagnostics import diagnostic_array
-from .drive_plan import VBP_OUTPUTS
 from .runner import run_node
 
-DEFAULT_TOPICS = (*VBP_OUTPUTS, '/diagnostics')  # as config/record.yaml lists them
+DEFAULT_TOPICS = (*VBP_OUTPUTS, DIAGNOSTICS_TOPIC)  # as config/record.yaml lists them
 DISCOVERY_PERIOD_S = 0.5
 SUBSCRIPTION_DEPTH = 100
 
@@ -35,7 +35,7 @@ class Recorder(Node):
     """The node ``vbp_record``."""
 
     def __init__(self) -> None:
-        super().__init__('vbp_record')
+        super().__init__(RECORDER_NODE)
         self._declare_parameters()
         bag_dir = self.get_parameter('bag_dir').value
         self.recording = BagRecording(
@@ -47,7 +47,7 @@ class Recorder(Node):
                          for topic in self.get_parameter('topics').value}
         self.get_logger().info(f'recording {", ".join(sorted(self._waiting))} into '
                                f'{self.recording.path}')
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_timer(DISCOVERY_PERIOD_S, self._discover)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -160,7 +160,7 @@ def _bag_qos(profile: QoSProfile) -> Qos:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(Recorder, 'vbp_record', args)
+    return run_node(Recorder, RECORDER_NODE, args)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
-from .drive_plan import CAMERA_SOURCES
+from ..interface import CAMERA_NODE, CAMERA_SOURCES, IMAGE_TOPIC
+from .messages import image_message
 from .runner import run_node
 
 SYNTHETIC_MODES = ('drive', 'independent')
@@ -23,7 +24,7 @@ class RoadCamera(Node):
     """The node ``road_camera``."""
 
     def __init__(self) -> None:
-        super().__init__('road_camera')
+        super().__init__(CAMERA_NODE)
         string, double, integer = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
                                    ParameterType.PARAMETER_INTEGER)
         self.declare_parameter('source', 'synthetic', ParameterDescriptor(
@@ -54,7 +55,7 @@ class RoadCamera(Node):
         # the first timer period, which would make the second frame follow the first at once.
         self.next_frame = next(self.frames, None)
         self.published = 0
-        self.publisher = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
         self.create_timer(1.0 / self.get_parameter('rate').value, self._publish)
 
     def _open_source(self) -> Iterator[Frame]:
@@ -81,9 +82,7 @@ class RoadCamera(Node):
         if frame is None:
             self.get_logger().info('end of the source', once=True)
             return
-        pixels, encoding = frame
-        message = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
-                        step=pixels.strides[0], data=pixels.tobytes())
+        message = image_message(*frame)
         message.header.stamp = self.get_clock().now().to_msg()
         message.header.frame_id = self.get_parameter('frame_id').value
         self.publisher.publish(message)
@@ -97,7 +96,7 @@ class RoadCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(RoadCamera, 'road_camera', args)
+    return run_node(RoadCamera, CAMERA_NODE, args)
 
 
 if __name__ == '__main__':

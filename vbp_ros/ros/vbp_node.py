@@ -1,9 +1,12 @@
 """vbp_node: camera images in; steering angle, VisualBackProp mask and overlay out.
 
-A thin ROS 2 adapter around :class:`vbp_ros.engine.VBPEngine`: parameters, QoS, messages,
-publishing and diagnostics. The subscription callback only stores the newest frame in a one-slot
-mailbox; one worker thread decodes it, runs the engine and publishes, so the executor (parameter
-services, diagnostics) stays responsive and latency never piles up.
+A thin ROS 2 adapter around :class:`vbp_ros.engine.engine.VBPEngine`: parameters, QoS,
+messages, publishing and diagnostics. The subscription callback only stores the newest frame
+(with its receipt time) in a one-slot mailbox; one worker thread decodes it, runs the engine
+and publishes, so the executor (parameter services, diagnostics) stays responsive and latency
+never piles up. The worker is the only thread that touches the engine: parameter callbacks hand
+it immutable :class:`Settings`, which it takes up before its next frame. The processing time,
+the deadline and /diagnostics share one clock: from receipt to the last publish.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
 from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoint
-from ..engine import PRECISIONS, LatestFrameMailbox, VBPEngine, resolve_device
-from ..data.image_encoding import FrameError, decode_compressed, decode_raw, mask_to_mono8
-from ..monitor import PipelineMonitor
+from ..engine.engine import PRECISIONS, VBPEngine, resolve_device
+from ..engine.mailbox import LatestFrameMailbox
+from ..engine.monitor import PipelineMonitor
+from ..interface import (COMPRESSED_IMAGE_TOPIC, DIAGNOSTICS_TOPIC, IMAGE_TOPIC, MASK_TOPIC,
+                         OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC,
+                         STEERING_TOPIC, VBP_NODE)
+from ..pixels.encodings import mask_to_mono8
+from ..pixels.frames import FrameError
 from .diagnostics import diagnostic_array
+from .messages import frame_of, header_ns, image_message
 from .runner import run_node
 
 CHOICES = {
@@ -90,31 +99,43 @@ PARAMETERS = {
 
 
 @dataclass(frozen=True)
+class Settings:
+    """What the worker reads per frame, replaced as a whole when parameters change."""
+
+    engine: tuple  # values of ENGINE_PARAMETERS: a new tuple means a new engine
+    overlay_alpha: float
+    deadline_ms: float
+    max_age_ms: float
+    publish_overlay: bool
+    mask_float: bool
+
+
+@dataclass(frozen=True)
 class _Frame:
     message: Image | CompressedImage
-    compressed: bool
+    received: float  # time.perf_counter() at receipt
 
 
 class VBPNode(Node):
     """The node ``vbp``: see the package README for topics and parameters."""
 
     def __init__(self) -> None:
-        super().__init__('vbp')
+        super().__init__(VBP_NODE)
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         self.monitor = PipelineMonitor()
         self.mailbox = LatestFrameMailbox()
-        self.engine = self._build_engine(self._settings())
-        self._engine_update: dict | None = None
-        self._read_output_settings()
+        self.settings = self._read_settings()
+        self.engine = self._build_engine(self.settings.engine)
+        self._engine_settings = self.settings.engine
         self._subscription = None
         self._subscribe()
-        self.angle_pub = self.create_publisher(Float32, 'steering_angle', OUTPUT_QOS)
-        self.mask_pub = self.create_publisher(Image, 'vbp/mask', OUTPUT_QOS)
-        self.overlay_pub = self.create_publisher(Image, 'vbp/overlay', OUTPUT_QOS)
-        self.processing_pub = self.create_publisher(Float32, 'debug/processing_time_ms', 10)
-        self.latency_pub = self.create_publisher(Float32, 'debug/pipeline_latency_ms', 10)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.angle_pub = self.create_publisher(Float32, STEERING_TOPIC, OUTPUT_QOS)
+        self.mask_pub = self.create_publisher(Image, MASK_TOPIC, OUTPUT_QOS)
+        self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, OUTPUT_QOS)
+        self.processing_pub = self.create_publisher(Float32, PROCESSING_TIME_TOPIC, 10)
+        self.latency_pub = self.create_publisher(Float32, PIPELINE_LATENCY_TOPIC, 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(self._normalize_parameters)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -130,17 +151,19 @@ class VBPNode(Node):
     def _param(self, name: str) -> object:
         return self.get_parameter(name).value
 
-    def _settings(self, changes: dict | None = None) -> dict:
-        settings = {name: self._param(name) for name in ENGINE_PARAMETERS}
-        settings.update(changes or {})
-        return settings
+    def _read_settings(self) -> Settings:
+        return Settings(engine=tuple(self._param(name) for name in ENGINE_PARAMETERS),
+                        overlay_alpha=self._param('overlay_alpha'),
+                        deadline_ms=self._param('deadline_ms'),
+                        max_age_ms=self._param('max_age_ms'),
+                        publish_overlay=self._param('publish_overlay'),
+                        mask_float=self._param('mask_encoding') == '32FC1')
 
-    def _build_engine(self, settings: dict) -> VBPEngine:
+    def _build_engine(self, engine_settings: tuple) -> VBPEngine:
+        settings = dict(zip(ENGINE_PARAMETERS, engine_settings))
         model, spec = load_checkpoint(_model_path(settings['model']))
         return VBPEngine(model, spec, device=settings['device'],
                          precision=settings['precision'], cuda_graphs=settings['cuda_graphs'],
-                         deadline_ms=self._param('deadline_ms'),
-                         overlay_alpha=self._param('overlay_alpha'),
                          threads=self._param('cpu_threads'))
 
     def _normalize_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
@@ -163,8 +186,8 @@ class VBPNode(Node):
             if name in CHOICES and value not in CHOICES[name]:
                 return _refuse(f'{name} must be one of {", ".join(CHOICES[name])}, '
                                f'not {value!r}')
-        if set(changes) & set(ENGINE_PARAMETERS):
-            settings = self._settings(changes)
+        if set(changes) & {'model', 'device', 'cuda_graphs'}:
+            settings = {name: changes.get(name, self._param(name)) for name in ENGINE_PARAMETERS}
             try:
                 device = resolve_device(settings['device'])
                 if settings['cuda_graphs'] and device.type != 'cuda':
@@ -176,33 +199,24 @@ class VBPNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
-        """Post-set: take the accepted values into use."""
+        """Post-set: hand the worker the new settings (one assignment: it sees all or none)."""
         names = {p.name for p in parameters}
         if names & set(SUBSCRIPTION_PARAMETERS):
             self._subscribe()
-        self.engine.deadline_ms = self._param('deadline_ms')
-        self.engine.overlay_alpha = self._param('overlay_alpha')
-        self._read_output_settings()
-        if names & set(ENGINE_PARAMETERS):
-            self._engine_update = self._settings()
+        self.settings = self._read_settings()
+        if self.settings.engine != self._engine_settings:
             self.get_logger().info('engine settings changed; rebuilding before the next frame')
-
-    def _read_output_settings(self) -> None:
-        """Values the worker reads every frame, kept as plain attributes."""
-        self._max_age_ms = self._param('max_age_ms')
-        self._publish_overlay = self._param('publish_overlay')
-        self._mask_float = self._param('mask_encoding') == '32FC1'
 
     # -- input --------------------------------------------------------------------------------
 
     def _subscribe(self) -> None:
         compressed = self._param('input_transport') == 'compressed'
-        topic, kind = ('image/compressed', CompressedImage) if compressed else ('image', Image)
+        topic, kind = ((COMPRESSED_IMAGE_TOPIC, CompressedImage) if compressed
+                       else (IMAGE_TOPIC, Image))
         qos = self._input_qos(topic)
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
-        self._subscription = self.create_subscription(
-            kind, topic, lambda message: self._on_frame(message, compressed), qos)
+        self._subscription = self.create_subscription(kind, topic, self._on_frame, qos)
         reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
             else 'best effort'
         self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} ({reliability})')
@@ -218,9 +232,9 @@ class VBPNode(Node):
                 return QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
         return qos_profile_sensor_data
 
-    def _on_frame(self, message: Image | CompressedImage, compressed: bool) -> None:
+    def _on_frame(self, message: Image | CompressedImage) -> None:
         self.monitor.count('received')
-        self.mailbox.put(_Frame(message, compressed))
+        self.mailbox.put(_Frame(message, time.perf_counter()))
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -234,10 +248,12 @@ class VBPNode(Node):
                 seen_drops = drops
             if frame is None:
                 continue
-            if self._engine_update is not None:
-                self._rebuild_engine()
+            settings = self.settings
+            if settings.engine != self._engine_settings:
+                self._rebuild_engine(settings.engine)
+            self.engine.overlay_alpha = settings.overlay_alpha
             try:
-                self._process(frame)
+                self._process(frame, settings)
             except FrameError as error:
                 self.monitor.count('dropped_invalid')
                 self.get_logger().warning(f'dropped frame: {error}',
@@ -249,53 +265,46 @@ class VBPNode(Node):
                 self.get_logger().error(f'frame failed: {type(error).__name__}: {error}',
                                         throttle_duration_sec=WARN_PERIOD_S)
 
-    def _rebuild_engine(self) -> None:
-        settings, self._engine_update = self._engine_update, None
+    def _rebuild_engine(self, engine_settings: tuple) -> None:
+        self._engine_settings = engine_settings
         try:
-            self.engine = self._build_engine(settings)
-            self.get_logger().info(f'engine rebuilt: {settings["model"]} on '
-                                   f'{self.engine.description}')
+            self.engine = self._build_engine(engine_settings)
+            self.get_logger().info(f'engine rebuilt: {engine_settings[0] or "bundled default"} '
+                                   f'on {self.engine.description}')
         except (ValueError, CheckpointError, RuntimeError) as error:
             self.get_logger().error(f'engine rebuild failed, keeping the previous one: {error}')
 
-    def _process(self, frame: _Frame) -> None:
-        start = time.perf_counter()
+    def _process(self, frame: _Frame, settings: Settings) -> None:
         header = frame.message.header
-        if self._max_age_ms > 0 and (header.stamp.sec or header.stamp.nanosec):
+        if settings.max_age_ms > 0 and header_ns(header):
             age_ms = self._age_ms(header)
-            if age_ms > self._max_age_ms:
+            if age_ms > settings.max_age_ms:
                 self.monitor.count('dropped_stale')
                 self.get_logger().warning(f'dropped stale frame ({age_ms:.0f} ms old)',
                                           throttle_duration_sec=WARN_PERIOD_S)
                 return
-        message = frame.message
-        if frame.compressed:
-            image, order = decode_compressed(message.data)
-        else:
-            image, order = decode_raw(message.encoding, message.height, message.width,
-                                      message.step, bool(message.is_bigendian), message.data)
-        overlay = self._publish_overlay and self.overlay_pub.get_subscription_count() > 0
+        image, order = frame_of(frame.message)
+        overlay = settings.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         result = self.engine.process(image, order=order, overlay=overlay)
-        processing_ms = (time.perf_counter() - start) * 1e3
         self.angle_pub.publish(Float32(data=result.angle))
-        self.mask_pub.publish(self._mask_message(header, result.mask))
+        self.mask_pub.publish(self._mask_message(header, result.mask, settings.mask_float))
         if result.overlay is not None:
-            self.overlay_pub.publish(_image(header, result.overlay, 'rgb8'))
+            self.overlay_pub.publish(image_message(result.overlay, 'rgb8', header))
             self.monitor.count('overlays')
         latency_ms = self._age_ms(header)
+        processing_ms = (time.perf_counter() - frame.received) * 1e3
         self.processing_pub.publish(Float32(data=processing_ms))
         self.latency_pub.publish(Float32(data=latency_ms))
-        self.monitor.frame_done(processing_ms, latency_ms, result.deadline_met)
+        self.monitor.frame_done(processing_ms, latency_ms, settings.deadline_ms)
 
     def _age_ms(self, header: object) -> float:
-        now = self.get_clock().now().nanoseconds
-        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        return (now - stamp) / 1e6
+        return (self.get_clock().now().nanoseconds - header_ns(header)) / 1e6
 
-    def _mask_message(self, header: object, mask: object) -> Image:
-        if self._mask_float:
-            return _image(header, mask, '32FC1')
-        return _image(header, mask_to_mono8(mask), 'mono8')
+    @staticmethod
+    def _mask_message(header: object, mask: np.ndarray, as_float: bool) -> Image:
+        if as_float:
+            return image_message(mask, '32FC1', header)
+        return image_message(mask_to_mono8(mask), 'mono8', header)
 
     # -- diagnostics --------------------------------------------------------------------------
 
@@ -309,6 +318,7 @@ class VBPNode(Node):
             level, message = DiagnosticStatus.WARN, 'receiving frames but processing none'
         elif totals['deadline_misses'] or totals['dropped_invalid']:
             level, message = DiagnosticStatus.WARN, 'deadline misses or invalid frames seen'
+        latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
         values = {
             'frames received': totals['received'], 'frames processed': totals['processed'],
             'dropped (superseded by a newer frame)': totals['dropped_superseded'],
@@ -318,11 +328,11 @@ class VBPNode(Node):
             'overlays published': totals['overlays'],
             'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
             'output rate (Hz)': f'{snapshot.rates_hz["processed"]:.1f}',
-            'pipeline latency p50 (ms)': f'{snapshot.latency_ms["p50"]:.2f}',
-            'pipeline latency p99 (ms)': f'{snapshot.latency_ms["p99"]:.2f}',
-            'processing time p50 (ms)': f'{snapshot.processing_ms["p50"]:.2f}',
-            'processing time p99 (ms)': f'{snapshot.processing_ms["p99"]:.2f}',
-            'deadline (ms)': self._param('deadline_ms'),
+            'pipeline latency p50 (ms)': _milliseconds(latency.get('p50')),
+            'pipeline latency p99 (ms)': _milliseconds(latency.get('p99')),
+            'processing time p50 (ms)': _milliseconds(processing.get('p50')),
+            'processing time p99 (ms)': _milliseconds(processing.get('p99')),
+            'deadline (ms)': self.settings.deadline_ms,
             'device': self.engine.description,
             'model': self._param('model') or 'bundled default',
         }
@@ -335,6 +345,10 @@ class VBPNode(Node):
         self.mailbox.close()
         self._worker.join(timeout=5.0)
         super().destroy_node()
+
+
+def _milliseconds(value: float | None) -> str:
+    return 'nan' if value is None else f'{value:.2f}'
 
 
 def _model_path(model: str) -> Path:
@@ -351,13 +365,6 @@ def _model_path(model: str) -> Path:
 
 def _refuse(reason: str) -> SetParametersResult:
     return SetParametersResult(successful=False, reason=reason)
-
-
-def _image(header: object, pixels: np.ndarray, encoding: str) -> Image:
-    pixels = np.ascontiguousarray(pixels)
-    height, width = pixels.shape[:2]
-    return Image(header=header, height=height, width=width, encoding=encoding,
-                 is_bigendian=0, step=pixels.strides[0], data=pixels.tobytes())
 
 
 def main(args: list[str] | None = None) -> int:

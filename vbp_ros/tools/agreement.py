@@ -23,7 +23,8 @@ from ..core.checkpoint import CheckpointError, load_checkpoint
 from ..core.lrp import LRPEpsilon
 from ..core.metrics import pearson, top_fraction_overlap
 from ..core.vbp import VisualBackProp
-from ..preprocess import FrameError, Preprocessor
+from ..engine.preprocess import Preprocessor
+from ..pixels.frames import FrameError
 from .figure2 import image_paths, read_image
 
 

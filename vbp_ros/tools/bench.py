@@ -22,7 +22,7 @@ from ..core.checkpoint import ModelSpec
 from ..core.lrp import LRPEpsilon
 from ..core.networks import build_network
 from ..core.vbp import VisualBackProp
-from ..engine import VBPEngine
+from ..engine.engine import VBPEngine
 from .reference import ReferenceGradCam, ReferenceLRP
 
 NETWORKS = ('netsvf', 'nethvf', 'authors')

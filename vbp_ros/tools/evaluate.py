@@ -29,7 +29,7 @@ from ..core.explanation_metrics import (deletion_insertion, lane_mass_ratio, mas
                                         pointing_game, shift_test)
 from ..core.lrp import LRPEpsilon
 from ..core.vbp import VisualBackProp
-from .datasets import SteeringSet, synthetic_set
+from ..data.datasets import SteeringSet, synthetic_set
 from .reference import ReferenceGradCam
 
 METHODS = ('vbp', 'lrp', 'gradcam')

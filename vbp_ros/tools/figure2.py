@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import CheckpointError, load_checkpoint
-from ..overlay import red_overlay
+from ..pixels.overlay import red_overlay
 from ..core.vbp import VBPExplanation, VisualBackProp
-from ..preprocess import FrameError, Preprocessor
+from ..engine.preprocess import Preprocessor
+from ..pixels.frames import FrameError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
 LABEL_HEIGHT = 18

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from ..core.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from ..core.vbp import VisualBackProp
-from ..overlay import red_overlay
-from .datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
+from ..pixels.overlay import red_overlay
+from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
 
 FIGURE5_EPOCHS = (0.1, 0.5, 1.0, 4.0, 16.0, 32.0)
 FIGURE5_FRAMES = 4

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .frames import as_rgb, to_uint8
+
 
 def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """An rgb8 image: the mask added to the red channel and subtracted from green and blue
@@ -17,10 +19,7 @@ def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.n
     """
     if image.shape[:2] != mask.shape:
         raise ValueError(f'image {image.shape[:2]} and mask {mask.shape} differ in size')
-    if image.dtype != np.uint8:
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    image = as_rgb(to_uint8(image), 'rgb')
     shift = cv2.convertScaleAbs(mask.astype(np.float32, copy=False), alpha=255.0 * alpha)
     red, green, blue = cv2.split(image)
     return cv2.merge([cv2.add(red, shift), cv2.subtract(green, shift),

@@ -1,28 +1,37 @@
-"""Raw and compressed camera images to numpy frames, and masks to image bytes (ROS-free).
+"""Raw and compressed camera images to numpy frames, and masks to 8-bit pictures (ROS-free).
 
 The meaning of each encoding follows sensor_msgs/image_encodings and cv_bridge: ``data`` holds
 ``height`` rows of ``step`` bytes each (the row may be padded past ``width * pixel size``),
 multi-byte pixels are big-endian when ``is_bigendian`` is set, and ``yuv422``/``uyvy`` is
-U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB. cv_bridge itself is not used (it
-does not work with numpy 2).
+U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB.
+cv_bridge itself is not used (it does not work with numpy 2).
 
-Every problem raises :class:`FrameError` with a message naming it, so a caller can drop the
-frame and count it. Data layer: numpy and OpenCV only.
+Every problem raises :class:`~vbp_ros.pixels.frames.FrameError` with a message naming it, so a
+caller can drop the frame and count it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from .frames import FrameError, check_pixel_count
 
-MAX_PIXELS = 8192 * 8192  # larger frames are refused (8K UHD, 7680x4320, is accepted)
+Buffer = bytes | bytearray | memoryview | np.ndarray
 
 
-class FrameError(ValueError):
-    """A frame that cannot be turned into a network input (the message names the problem)."""
+class ImageFields(Protocol):
+    """sensor_msgs/Image as rclpy and rosbags both deliver it."""
+
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: int
+    data: object
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,14 @@ ENCODINGS = {
 }
 
 
+def decode_image(message: ImageFields) -> tuple[np.ndarray, str]:
+    """A frame and its channel order from a sensor_msgs/Image (rclpy or rosbags message)."""
+    return decode_raw(message.encoding, message.height, message.width, message.step,
+                      bool(message.is_bigendian), message.data)
+
+
 def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool,
-               data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
+               data: Buffer) -> tuple[np.ndarray, str]:
     """A frame (HxW or HxWxC, uint8/uint16/float32) and its channel order from Image fields.
 
     The returned array may share memory with ``data`` (no copy for native-endian layouts).
@@ -64,18 +79,14 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     if layout is None:
         raise FrameError(f'unsupported encoding {encoding!r}; supported: '
                          f'{", ".join(sorted(ENCODINGS))}')
-    if height <= 0 or width <= 0:
-        raise FrameError(f'empty image ({width}x{height})')
-    if height * width > MAX_PIXELS:
-        raise FrameError(f'image {width}x{height} exceeds the {MAX_PIXELS}-pixel limit')
+    check_pixel_count(width, height)
     sample = np.dtype(layout.dtype)
     row_bytes = width * layout.channels * sample.itemsize
     if layout.colour_code is not None and width % 2:
         raise FrameError(f'{encoding} needs an even width, got {width}')
     if step < row_bytes:
         raise FrameError(f'step {step} is smaller than width x pixel size ({row_bytes})')
-    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
-    buffer = buffer.reshape(-1)
+    buffer = _bytes(data)
     if buffer.size != step * height:
         raise FrameError(f'data holds {buffer.size} bytes, step x height is {step * height}')
     rows = buffer.reshape(height, step)[:, :row_bytes]
@@ -97,9 +108,16 @@ def _as_samples(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return samples if dtype.isnative else samples.astype(dtype.newbyteorder('='))
 
 
-def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
+def _bytes(data: Buffer) -> np.ndarray:
+    """The bytes of a message's data field as a flat uint8 array (no copy)."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, np.uint8)
+
+
+def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
     """A frame from JPEG or PNG bytes (gray stays gray, colour comes back as BGR)."""
-    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    buffer = _bytes(data)
     if buffer.size == 0:
         raise FrameError('empty compressed image')
     header = bytes(buffer[:8])
@@ -116,16 +134,6 @@ def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tupl
     if frame.ndim == 3 and frame.shape[2] == 4:
         return frame, 'bgr'
     return frame, 'bgr' if frame.ndim == 3 else 'rgb'
-
-
-def to_gray(frame: np.ndarray, order: str) -> np.ndarray:
-    """A gray picture of a decoded frame (HxW, or HxWxC with 1, 3 or 4 channels in ``order``),
-    in the frame's own pixel type."""
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return frame.reshape(frame.shape[:2])
-    codes = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
-             ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
-    return cv2.cvtColor(frame, codes[order, frame.shape[2]])
 
 
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Image message fields to numpy, with cv_bridge's meaning of each encoding."""
+"""Image message fields to numpy, with cv_bridge's meaning of each encoding; frames and crops."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.data.image_encoding import (FrameError, decode_compressed, decode_raw,
-                                         mask_to_mono8)
+from vbp_ros.pixels.encodings import decode_compressed, decode_raw, mask_to_mono8
+from vbp_ros.pixels.frames import FrameError
 
 RNG = np.random.default_rng(0)
 COLOUR = RNG.integers(0, 255, (6, 10, 3), dtype=np.uint8)

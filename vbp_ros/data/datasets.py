@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import ModelSpec
-from ..data.synthetic import SyntheticRoads
-from ..preprocess import Preprocessor
+from ..engine.preprocess import Preprocessor
+from .synthetic import SyntheticRoads
 
-SYNTHETIC_CROP = SyntheticRoads().crop_region
+SYNTHETIC_CROP = SyntheticRoads().crop_region.as_tuple()
 
 
 def synthetic_spec(architecture: str = 'authors') -> ModelSpec:

@@ -1,14 +1,16 @@
-"""The real-time engine: camera frame in; steering angle, VisualBackProp mask and timings out.
+"""The real-time engine: camera frames in; network outputs, VisualBackProp masks and timings out.
 
 ROS-free. Everything that decides speed lives here: preprocessing into a preallocated staging
 buffer, device placement, CUDA streams and events, optional CUDA-graph capture, reduced
-precision, and deadline bookkeeping. The network's forward pass and the mask come from one call
-(:class:`~vbp_ros.core.vbp.VisualBackProp`).
+precision and batching. The network's forward pass and the mask come from one call
+(:class:`~vbp_ros.core.vbp.VisualBackProp`). Deadlines are judged by the caller, which knows
+when a frame arrived and when its results left (:class:`~vbp_ros.engine.monitor.PipelineMonitor`).
 
-On CUDA, :meth:`VBPEngine.submit` stages a frame in pinned memory, copies it to the device on a
-copy stream and queues the network on a compute stream behind an event, so the copy of frame N+1
-overlaps the compute of frame N; :meth:`VBPEngine.collect` waits on that frame's event only.
-On the CPU the same calls run synchronously and make no CUDA calls.
+On CUDA, :meth:`VBPEngine.submit` stages frames in pinned memory, copies them to the device on a
+copy stream and queues the network on a compute stream behind an event, so the copy of
+submission N+1 overlaps the compute of submission N; :meth:`VBPEngine.collect` waits on that
+submission's event only. On the CPU the same calls run synchronously and make no CUDA calls.
+Several frames (up to ``max_batch``, e.g. one per camera) go through the network as one batch.
 """
 
 from __future__ import annotations
@@ -17,56 +19,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from .core.checkpoint import ModelSpec
-from .overlay import red_overlay
-from .core.vbp import VisualBackProp
-from .preprocess import Preprocessor, frame_to_rgb8
-
-class LatestFrameMailbox:
-    """A single-slot hand-over between a producer and one worker: the worker always gets the
-    newest item; an item replaced before the worker took it is counted as dropped.
-
-    ``put`` never blocks (a camera callback must not wait on inference); ``get`` blocks until an
-    item arrives, the timeout passes (returns None) or the mailbox is closed (returns None).
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._item: object = None
-        self._full = False
-        self._closed = False
-        self.offered = 0
-        self.dropped = 0
-
-    def put(self, item: object) -> None:
-        with self._condition:
-            self.offered += 1
-            if self._full:
-                self.dropped += 1
-            self._item, self._full = item, True
-            self._condition.notify()
-
-    def get(self, timeout: float | None = None) -> object | None:
-        with self._condition:
-            if not self._condition.wait_for(lambda: self._full or self._closed, timeout):
-                return None
-            if not self._full:
-                return None
-            item, self._item, self._full = self._item, None, False
-            return item
-
-    def close(self) -> None:
-        """Wake every waiting ``get``; later ones return None at once unless an item waits."""
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-
+from ..core.checkpoint import ModelSpec
+from ..core.vbp import VisualBackProp
+from ..pixels.frames import to_rgb8
+from ..pixels.overlay import red_overlay
+from .preprocess import Preprocessor
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -94,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class StageTimes:
-    """Milliseconds spent per stage of one frame (transfer is 0 on the CPU)."""
+    """Milliseconds spent per stage of one submission (transfer is 0 on the CPU)."""
 
     preprocess_ms: float
     transfer_ms: float
@@ -109,33 +72,45 @@ class FrameResult:
 
     Attributes:
         stamp: the caller's timestamp of the frame, passed through unchanged.
-        angle: the network output (``output_unit`` of the checkpoint; radians for steering).
+        outputs: every network output for this frame, flattened, float32.
+        angle: the first output (``output_unit`` of the checkpoint; radians for steering).
         mask: (H, W) float32 in [0, 1] at network resolution.
         frame_mask: the mask placed back into the full frame (zeros outside the crop), or None.
         overlay: HxWx3 uint8 RGB frame with the mask in red, or None.
-        times: per-stage timings.
-        deadline_met: whether ``times.total_ms`` stayed within the engine's deadline.
+        times: per-stage timings of the submission the frame was part of.
     """
 
     stamp: object
-    angle: float
+    outputs: np.ndarray
     mask: np.ndarray
     frame_mask: np.ndarray | None
     overlay: np.ndarray | None
     times: StageTimes
-    deadline_met: bool
+
+    @property
+    def angle(self) -> float:
+        """The first network output."""
+        return float(self.outputs[0])
 
 
-@dataclass
-class _Pending:
-    slot: int
+@dataclass(frozen=True)
+class _Job:
+    """One frame of a submission, as collect() needs it."""
+
     stamp: object
     frame: np.ndarray | None  # kept only when a full-frame mask or overlay is asked for
     order: str
     want_frame_mask: bool
     want_overlay: bool
+
+
+@dataclass
+class _Submission:
+    slot: int
+    jobs: list[_Job]
     start: float
     preprocess_ms: float
+    result: tuple[torch.Tensor, torch.Tensor] | None = None  # CPU: (outputs, masks)
 
 
 class VBPEngine:
@@ -147,18 +122,20 @@ class VBPEngine:
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         precision: 'fp32', 'fp16' or 'bf16' for the network; masks are float32 regardless.
         cuda_graphs: capture network and mask as one CUDA graph (CUDA only).
-        deadline_ms: per-frame budget from submit to result; 0 means no deadline.
         overlay_alpha: strength of the red overlay, in [0, 1].
         threads: CPU threads for torch (0 keeps torch's default: one per physical core).
+        max_batch: most frames per submission (one forward pass).
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, *, device: str = 'auto',
-                 precision: str = 'fp32', cuda_graphs: bool = False, deadline_ms: float = 0.0,
-                 overlay_alpha: float = 0.8, threads: int = 0) -> None:
+                 precision: str = 'fp32', cuda_graphs: bool = False,
+                 overlay_alpha: float = 0.8, threads: int = 0, max_batch: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
-        if deadline_ms < 0 or not 0.0 <= overlay_alpha <= 1.0:
-            raise ValueError('deadline_ms must be >= 0 and overlay_alpha in [0, 1]')
+        if not 0.0 <= overlay_alpha <= 1.0:
+            raise ValueError(f'overlay_alpha must be in [0, 1], not {overlay_alpha}')
+        if max_batch < 1:
+            raise ValueError(f'max_batch must be at least 1, not {max_batch}')
         self.device = resolve_device(device)
         if cuda_graphs and self.device.type != 'cuda':
             raise ValueError('cuda_graphs needs a CUDA device')
@@ -166,20 +143,19 @@ class VBPEngine:
             torch.set_num_threads(threads)
         self.spec = spec
         self.precision = precision
-        self.deadline_ms = deadline_ms
         self.overlay_alpha = overlay_alpha
+        self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
         self.dtype = PRECISIONS[precision]
         self.model = model.to(self.device, self.dtype).eval()
         self.vbp = VisualBackProp(self.model)
         self._cuda = self.device.type == 'cuda'
         slots = 2 if self._cuda else 1
-        shape = (1, *self.preprocess.shape)
+        shape = (max_batch, *self.preprocess.shape)
         self._host_inputs = [torch.empty(shape, pin_memory=self._cuda) for _ in range(slots)]
-        self._host_views = [t.numpy()[0] for t in self._host_inputs]
-        self._pending: deque[_Pending] = deque()
+        self._host_views = [t.numpy() for t in self._host_inputs]
+        self._pending: deque[_Submission] = deque()
         self._next_slot = 0
-        self._cpu_result: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cpu_cast = (torch.empty(shape, dtype=self.dtype)
                           if not self._cuda and self.dtype != torch.float32 else None)
         self._lock = threading.Lock()
@@ -192,8 +168,19 @@ class VBPEngine:
     def process(self, frame: np.ndarray, stamp: object = None, *, order: str = 'rgb',
                 frame_mask: bool = False, overlay: bool = False) -> FrameResult:
         """Submit one frame and wait for its result (lowest latency for a single stream)."""
+        return self.process_batch([frame], [stamp], orders=[order], frame_mask=frame_mask,
+                                  overlay=overlay)[0]
+
+    def process_batch(self, frames: Sequence[np.ndarray], stamps: Sequence[object] = (),
+                      *, orders: Sequence[str] = (), frame_mask: bool = False,
+                      overlay: bool = False) -> list[FrameResult]:
+        """Run up to ``max_batch`` frames as one batch and wait for their results (in order).
+
+        ``stamps`` and ``orders`` (channel orders, default 'rgb') are per frame. A frame that
+        cannot be used raises :class:`~vbp_ros.pixels.frames.FrameError` before any work.
+        """
         with self._lock:
-            self._submit(frame, stamp, order, frame_mask, overlay)
+            self._submit(frames, stamps, orders, frame_mask, overlay)
             return self._collect()
 
     def submit(self, frame: np.ndarray, stamp: object = None, *, order: str = 'rgb',
@@ -202,12 +189,12 @@ class VBPEngine:
         with self._lock:
             if len(self._pending) == len(self._host_inputs):
                 raise RuntimeError('collect() the oldest frame before submitting another')
-            self._submit(frame, stamp, order, frame_mask, overlay)
+            self._submit([frame], [stamp], [order], frame_mask, overlay)
 
     def collect(self) -> FrameResult:
         """The result of the oldest submitted frame."""
         with self._lock:
-            return self._collect()
+            return self._collect()[0]
 
     @property
     def description(self) -> str:
@@ -217,81 +204,86 @@ class VBPEngine:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _submit(self, frame: np.ndarray, stamp: object, order: str, want_frame_mask: bool,
-                want_overlay: bool) -> None:
+    def _submit(self, frames: Sequence[np.ndarray], stamps: Sequence[object],
+                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool) -> None:
+        count = len(frames)
+        if not 1 <= count <= self.max_batch:
+            raise ValueError(f'a submission holds 1 to {self.max_batch} frames, not {count}')
+        stamps = list(stamps) or [None] * count
+        orders = list(orders) or ['rgb'] * count
         start = time.perf_counter()
         slot = self._next_slot
         if self._cuda:
             self._copied[slot].synchronize()  # the previous copy out of this staging slot
-        self.preprocess(frame, order, out=self._host_views[slot])
+        for index, (frame, order) in enumerate(zip(frames, orders)):
+            self.preprocess(frame, order, out=self._host_views[slot][index])
         preprocess_ms = (time.perf_counter() - start) * 1e3
-        keep = frame if (want_frame_mask or want_overlay) else None
+        keep = want_frame_mask or want_overlay
+        jobs = [_Job(stamp, frame if keep else None, order, want_frame_mask, want_overlay)
+                for frame, stamp, order in zip(frames, stamps, orders)]
+        submission = _Submission(slot, jobs, start, preprocess_ms)
         if self._cuda:
-            self._launch(slot)
+            self._launch(slot, count)
         else:
-            network_input = self._host_inputs[slot]
+            network_input = self._host_inputs[slot][:count]
             if self._cpu_cast is not None:
-                network_input = self._cpu_cast.copy_(network_input)
+                network_input = self._cpu_cast[:count].copy_(network_input)
             with torch.inference_mode():
-                self._cpu_result = self.vbp(network_input)
-        self._pending.append(_Pending(slot, stamp, keep, order, want_frame_mask, want_overlay,
-                                      start, preprocess_ms))
+                submission.result = self.vbp(network_input)
+        self._pending.append(submission)
         self._next_slot = (slot + 1) % len(self._host_inputs)
 
-    def _collect(self) -> FrameResult:
+    def _collect(self) -> list[FrameResult]:
         if not self._pending:
             raise RuntimeError('no frame was submitted')
-        job = self._pending.popleft()
+        submission = self._pending.popleft()
+        slot, count = submission.slot, len(submission.jobs)
         computed = time.perf_counter()
         if self._cuda:
-            self._done[job.slot].synchronize()
-            transfer_ms = self._copy_start[job.slot].elapsed_time(self._copied[job.slot])
-            compute_ms = self._compute_start[job.slot].elapsed_time(self._done[job.slot])
-            output = self._host_outputs[job.slot]
-            mask = self._host_masks[job.slot][0, 0].numpy().copy()
+            self._done[slot].synchronize()
+            transfer_ms = self._copy_start[slot].elapsed_time(self._copied[slot])
+            compute_ms = self._compute_start[slot].elapsed_time(self._done[slot])
+            outputs = self._host_outputs[slot][:count].numpy().copy()
+            masks = self._host_masks[slot][:count, 0].numpy().copy()
         else:
-            output, mask_tensor = self._cpu_result
-            self._cpu_result = None
+            output, mask = submission.result
             transfer_ms = 0.0
-            compute_ms = (computed - job.start) * 1e3 - job.preprocess_ms
-            mask = mask_tensor[0, 0].numpy()
+            compute_ms = (computed - submission.start) * 1e3 - submission.preprocess_ms
+            outputs = output.detach().float().reshape(count, -1).numpy()
+            masks = mask[:, 0].numpy()
         post_start = time.perf_counter()
-        angle = float(output.reshape(-1)[0])
-        full_mask = self._place_in_frame(mask, job.frame) if job.frame is not None else None
-        overlay = (red_overlay(frame_to_rgb8(job.frame, job.order), full_mask,
-                               self.overlay_alpha) if job.want_overlay else None)
+        pictures = [self._pictures(job, mask) for job, mask in zip(submission.jobs, masks)]
         end = time.perf_counter()
-        total_ms = (end - job.start) * 1e3
-        times = StageTimes(job.preprocess_ms, transfer_ms, compute_ms,
-                           (end - post_start) * 1e3, total_ms)
-        met = self.deadline_ms == 0 or total_ms <= self.deadline_ms
-        return FrameResult(job.stamp, angle, mask, full_mask if job.want_frame_mask else None,
-                           overlay, times, met)
+        times = StageTimes(submission.preprocess_ms, transfer_ms, compute_ms,
+                           (end - post_start) * 1e3, (end - submission.start) * 1e3)
+        return [FrameResult(job.stamp, row, mask, frame_mask, overlay, times)
+                for job, row, mask, (frame_mask, overlay)
+                in zip(submission.jobs, outputs, masks, pictures)]
 
-    def _place_in_frame(self, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """The network-resolution mask resized into the crop region of a full-size frame."""
-        height, width = frame.shape[:2]
-        top, left, crop_h, crop_w = self.spec.crop or (0, 0, height, width)
-        resized = cv2.resize(mask, (crop_w, crop_h), interpolation=cv2.INTER_LINEAR)
-        if (crop_h, crop_w) == (height, width):
-            return resized
-        full = np.zeros((height, width), np.float32)
-        full[top:top + crop_h, left:left + crop_w] = resized
-        return full
+    def _pictures(self, job: _Job, mask: np.ndarray
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The full-frame mask and the overlay of one frame, as far as they were asked for."""
+        if job.frame is None:
+            return None, None
+        full_mask = self.preprocess.region(job.frame.shape).place(mask, job.frame.shape)
+        overlay = (red_overlay(to_rgb8(job.frame, job.order), full_mask, self.overlay_alpha)
+                   if job.want_overlay else None)
+        return (full_mask if job.want_frame_mask else None), overlay
 
     def _warm_up(self) -> None:
         """Trace the layout, build VBP buffers, pick kernels: nothing is built per frame later."""
-        blank = np.zeros((self.spec.input_height, self.spec.input_width), np.uint8)
-        if self.spec.crop is not None:
-            top, left, height, width = self.spec.crop
-            blank = np.zeros((top + height, left + width), np.uint8)
-        for _ in range(3):
-            self.process(blank)
+        crop = self.preprocess.crop_region
+        shape = ((crop.top + crop.height, crop.left + crop.width) if crop is not None
+                 else (self.spec.input_height, self.spec.input_width))
+        blank = np.zeros(shape, np.uint8)
+        for count in sorted({1, self.max_batch}):
+            for _ in range(3):
+                self.process_batch([blank] * count)
 
     # -- CUDA ---------------------------------------------------------------------------------
 
     def _cuda_setup(self, shape: tuple[int, ...], slots: int, cuda_graphs: bool) -> None:
-        torch.backends.cudnn.benchmark = True  # one fixed input shape
+        torch.backends.cudnn.benchmark = True  # fixed input shapes
         device = self.device
         self._copy_stream = torch.cuda.Stream(device)
         self._compute_stream = torch.cuda.Stream(device)
@@ -305,36 +297,43 @@ class VBPEngine:
             event.record(self._copy_stream)
         self._device_inputs = [torch.empty(shape, device=device) for _ in range(slots)]
         self._network_input = torch.zeros(shape, device=device, dtype=self.dtype)
-        self._host_outputs = [torch.empty((1, 1), pin_memory=True) for _ in range(slots)]
-        self._host_masks = [torch.empty((1, 1, *shape[2:]), pin_memory=True)
+        with torch.inference_mode():
+            outputs = self.model(self._network_input).reshape(shape[0], -1).shape[1]
+        self._host_outputs = [torch.empty((shape[0], outputs), pin_memory=True)
+                              for _ in range(slots)]
+        self._host_masks = [torch.empty((shape[0], 1, *shape[2:]), pin_memory=True)
                             for _ in range(slots)]
         self._graph = None
         self._graph_outputs = None
         if cuda_graphs:
             self._capture_graph()
 
-    def _run_network(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_network(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._graph is not None:
             self._graph.replay()
-            return self._graph_outputs
-        return self.vbp(self._network_input)
+            output, mask = self._graph_outputs
+            return output[:count], mask[:count]
+        return self.vbp(self._network_input[:count])
 
-    def _launch(self, slot: int) -> None:
+    def _launch(self, slot: int, count: int) -> None:
         with torch.cuda.stream(self._copy_stream):
             self._copy_start[slot].record()
-            self._device_inputs[slot].copy_(self._host_inputs[slot], non_blocking=True)
+            self._device_inputs[slot][:count].copy_(self._host_inputs[slot][:count],
+                                                    non_blocking=True)
             self._copied[slot].record()
         with torch.cuda.stream(self._compute_stream), torch.inference_mode():
             self._compute_stream.wait_event(self._copied[slot])
             self._compute_start[slot].record()
-            self._network_input.copy_(self._device_inputs[slot])
-            output, mask = self._run_network()
-            self._host_outputs[slot].copy_(output[:, :1].float(), non_blocking=True)
-            self._host_masks[slot].copy_(mask, non_blocking=True)
+            self._network_input[:count].copy_(self._device_inputs[slot][:count])
+            output, mask = self._run_network(count)
+            self._host_outputs[slot][:count].copy_(output.reshape(count, -1).float(),
+                                                   non_blocking=True)
+            self._host_masks[slot][:count].copy_(mask, non_blocking=True)
             self._done[slot].record()
 
     def _capture_graph(self) -> None:
-        """Capture network + mask once on the compute stream; replays reuse its memory."""
+        """Capture network + mask once (at ``max_batch``) on the compute stream; replays reuse
+        its memory, and smaller submissions use the first rows of its outputs."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), torch.inference_mode():

@@ -1,0 +1,62 @@
+"""Camera frame to network input, as a checkpoint's :class:`ModelSpec` says.
+
+Work order, cheapest first: crop (a view), resize to the network input (area interpolation when
+shrinking), colour conversion, then scaling straight into the caller's buffer. Accepted frames
+are those of :func:`vbp_ros.pixels.frames.check_frame`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..core.checkpoint import ModelSpec
+from ..pixels.frames import TO_8BIT, Crop, FrameError, as_rgb, check_frame, check_order, to_gray
+
+
+class Preprocessor:
+    """Turns camera frames into float32 (C, H, W) network inputs for one :class:`ModelSpec`."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.size = (spec.input_width, spec.input_height)
+        self.shape = (spec.input_channels, spec.input_height, spec.input_width)
+        self.crop_region = Crop(*spec.crop) if spec.crop is not None else None
+        if spec.input_channels != (1 if spec.color == 'gray' else 3):
+            raise FrameError(f'{spec.input_channels} input channels do not fit colour '
+                             f'{spec.color!r}; frame stacks are not supported by the engine yet')
+
+    def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """The network input for ``frame`` (channels in ``order``), written into ``out``."""
+        planes = self.planes(frame, order)
+        if out is None:
+            out = np.empty(self.shape, np.float32)
+        scale = np.float32(self.spec.pixel_scale * TO_8BIT[frame.dtype])
+        np.multiply(planes, scale, out=out, casting='unsafe')
+        return out
+
+    def planes(self, frame: np.ndarray, order: str = 'rgb') -> np.ndarray:
+        """Cropped, resized and colour-converted (C, H, W) pixels, in the frame's own type:
+        the network input before scaling (what training sets store)."""
+        check_frame(frame)
+        check_order(order)
+        region = self.resize(self.crop(frame))
+        region = as_rgb(region, order) if self.spec.color == 'rgb' else to_gray(region, order)
+        return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
+
+    def resize(self, region: np.ndarray) -> np.ndarray:
+        """A cropped region at the network input size (area interpolation when shrinking)."""
+        if region.shape[1::-1] == self.size:
+            return region
+        shrinking = region.shape[0] > self.size[1]
+        return cv2.resize(region, self.size,
+                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        """The part of the frame the network sees (a view; the whole frame without a crop)."""
+        return frame if self.crop_region is None else self.crop_region.apply(frame)
+
+    def region(self, frame_shape: tuple[int, ...]) -> Crop:
+        """The rectangle of a frame of ``frame_shape`` that the network sees."""
+        return self.crop_region or Crop.whole(frame_shape)

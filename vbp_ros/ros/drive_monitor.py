@@ -1,0 +1,52 @@
+"""The node vbp-drive watches its pipeline with: camera frames, angles, latencies, diagnostics."""
+
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32
+
+from ..drive.summary import Observations
+from ..interface import DIAGNOSTICS_TOPIC, PIPELINE_LATENCY_TOPIC, STEERING_TOPIC, VBP_NODE
+from .messages import header_ns
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class DriveMonitor(Node):
+    """Watches the pipeline from outside; what it saw is in :attr:`seen`."""
+
+    def __init__(self, namespace: str, image_topic: str) -> None:
+        super().__init__('vbp_drive', namespace=namespace)
+        self.image_topic = self.resolve_topic_name(image_topic)
+        self.seen = Observations()
+        self.status: dict[str, dict[str, str]] = {}
+        self.create_subscription(Image, image_topic, self._on_frame, qos_profile_sensor_data)
+        self.create_subscription(Float32, STEERING_TOPIC, self._on_angle, RELIABLE)
+        self.create_subscription(Float32, PIPELINE_LATENCY_TOPIC,
+                                 lambda m: self.seen.latencies_ms.append(m.data), RELIABLE)
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics,
+                                 RELIABLE)
+
+    def _on_frame(self, message: Image) -> None:
+        self.seen.camera_stamps.append(header_ns(message.header))
+
+    def _on_angle(self, _: Float32) -> None:
+        self.seen.angles += 1
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            self.status[status.name] = {value.key: value.value for value in status.values}
+        self.seen.vbp_status = self.node_status(VBP_NODE)
+
+    def node_status(self, node: str) -> dict[str, str]:
+        """The latest diagnostic values of ``node`` (e.g. 'vbp'), empty before any."""
+        return next((values for name, values in self.status.items()
+                     if name.split(':')[0] == node), {})
+
+    def subscribed_by(self, topic: str, node: str) -> bool:
+        """Whether ``node`` subscribes ``topic`` (resolved in the monitor's namespace)."""
+        return any(info.node_name == node
+                   for info in self.get_subscriptions_info_by_topic(self.resolve_topic_name(topic)))
