@@ -1,3 +1,5 @@
+"""ament_python package vbp_ros: ``colcon build`` or ``pip install .``."""
+
 from glob import glob
 
 from setuptools import find_packages, setup

@@ -94,9 +94,10 @@ def _recorder(context: LaunchContext) -> list[Action]:
     use_sim_time = config['use_sim_time'] == 'true'
     if plan.chosen_recorder(config['recorder']) == 'rosbag2':
         command = plan.ros2_bag_record_command(params_file, bag_dir, config['namespace'],
-                                                     use_sim_time)
+                                               use_sim_time)
         return [ExecuteProcess(cmd=command, output='screen')]
-    return [Node(package='vbp_ros', executable='vbp_record', name=interface.RECORDER_NODE, output='screen',
+    return [Node(package='vbp_ros', executable='vbp_record', name=interface.RECORDER_NODE,
+                 output='screen',
                  parameters=[str(params_file),
                              {'bag_dir': bag_dir, 'use_sim_time': use_sim_time}])]
 
@@ -113,14 +114,16 @@ def generate_launch_description() -> LaunchDescription:
                                _config_file(interface.FASTDDS_PROFILE)),
         GroupAction([
             PushRosNamespace(LaunchConfiguration('namespace')),
-            Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE, output='screen',
+            Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE,
+                 output='screen',
                  parameters=[LaunchConfiguration('camera_params_file'),
                              {'source': LaunchConfiguration('source'),
                               'path': _text('path'), **sim_time}],
                  remappings=[raw_image],
                  condition=UnlessCondition(EqualsSubstitution(LaunchConfiguration('source'),
                                                               'topic'))),
-            Node(package='vbp_ros', executable='vbp_node', name=interface.VBP_NODE, output='screen',
+            Node(package='vbp_ros', executable='vbp_node', name=interface.VBP_NODE,
+                 output='screen',
                  parameters=[LaunchConfiguration('params_file'),
                              {'model': _text('model'),
                               'device': LaunchConfiguration('device'), **sim_time}],

@@ -1,7 +1,9 @@
 """Launch vbp_node with the package's parameter file and Fast DDS profile.
 
-    ros2 launch vbp_ros vbp.launch.py model:=/path/to/model.safetensors \
-        image_topic:=/camera/image_raw
+    ros2 launch vbp_ros vbp.launch.py model:=/path/to/model.safetensors
+    ros2 launch vbp_ros vbp.launch.py image_topic:=/front/image_raw namespace:=car1
+
+drive.launch.py starts a whole drive (camera, rviz2, recorder) around the same node.
 """
 
 from launch import LaunchDescription
@@ -14,6 +16,7 @@ from vbp_ros import interface
 
 
 def generate_launch_description() -> LaunchDescription:
+    """vbp_node on the camera topic, in the namespace, with its parameter file."""
     share = FindPackageShare('vbp_ros')
     image_topic = LaunchConfiguration('image_topic')
     return LaunchDescription([
@@ -23,7 +26,8 @@ def generate_launch_description() -> LaunchDescription:
                               description='camera topic; its /compressed sibling is used when '
                                           'input_transport is compressed'),
         DeclareLaunchArgument('params_file',
-                              default_value=PathJoinSubstitution([share, 'config', interface.VBP_PARAMS]),
+                              default_value=PathJoinSubstitution(
+                                  [share, 'config', interface.VBP_PARAMS]),
                               description='vbp_node parameters (ROS 2 parameter file)'),
         DeclareLaunchArgument('device', default_value='auto',
                               description='auto, cpu, cuda or cuda:N'),

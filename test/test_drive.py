@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vbp_ros.data.bags import open_bag
+from vbp_ros.interface import stamp_to_ns
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 pytest.importorskip('rclpy')
@@ -21,7 +22,7 @@ DRIVE = str(Path(sys.executable).parent / 'vbp-drive')
 def header_stamps(bag: Path, topic: str) -> list[int]:
     with open_bag(bag) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
-        return [(lambda s: s.sec * 10**9 + s.nanosec)(reader.deserialize(d, c.msgtype).header.stamp)
+        return [stamp_to_ns(reader.deserialize(d, c.msgtype).header.stamp)
                 for c, _, d in reader.messages(connections=connections)]
 
 

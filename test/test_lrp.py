@@ -22,7 +22,6 @@ from vbp_ros.core.networks import authors_net
 from vbp_ros.tools.reference import ReferenceLRP
 
 
-
 def captum_relevance(model: nn.Module, x: Tensor, epsilon: float,
                      target: int | list[int] | None = None) -> Tensor:
     """Captum's LRP-epsilon of a copy of ``model``, summed over channels."""

@@ -192,7 +192,7 @@ def test_first_pass_reads_the_ramp_and_pairs_every_overlay(mcap_bag: Path) -> No
     angle = index.series['angle']
     np.testing.assert_array_equal(angle.values, [ramp_angle(i) for i in range(FRAMES)])
     nearest = pair_nearest(index.overlay_log_ns, angle.log_ns,
-                                  sessions.default_tolerance_ns(index.overlay_stamp_ns))
+                           sessions.default_tolerance_ns(index.overlay_stamp_ns))
     np.testing.assert_array_equal(nearest, np.arange(FRAMES))
 
 
@@ -208,7 +208,8 @@ def test_topics_match_by_suffix_at_a_slash() -> None:
     assert sessions.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
     assert sessions.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
     assert sessions.topic_namespace('/my_steering_angle', 'steering_angle') is None
-    assert sessions.normalise_namespace('car1/') == '/car1' and sessions.normalise_namespace('/') == ''
+    assert sessions.normalise_namespace('car1/') == '/car1'
+    assert sessions.normalise_namespace('/') == ''
 
 
 def test_indicator_tilts_left_for_positive_angles() -> None:

@@ -123,7 +123,8 @@ class Harness:
 
     def set_parameter(self, name: str, value: object) -> tuple[bool, str]:
         assert self.set_client.wait_for_service(timeout_sec=10.0)
-        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        message = Parameter(name, value=value).to_parameter_msg()
+        request = SetParameters.Request(parameters=[message])
         future = self.set_client.call_async(request)
         assert self.spin_until(future.done, 20.0)
         result = future.result().results[0]
@@ -187,7 +188,8 @@ def test_mask_and_angle_equal_the_engine_for_a_known_frame(harness, checkpoint) 
     # Float32 has no header: the frame's angle is among those received since it was sent
     # (a repeat of an earlier frame may still arrive in between).
     assert harness.spin_until(lambda: any(
-        abs(angle - np.float32(expected.angle)) < 1e-6 for angle in harness.angles[angles_before:]),
+        abs(angle - np.float32(expected.angle)) < 1e-6
+        for angle in harness.angles[angles_before:]),
         5.0)
     assert mask.header.frame_id == 'camera_optical'
 
@@ -264,7 +266,8 @@ def test_compressed_input_and_bad_compressed_frames(harness) -> None:
     try:
         good = CompressedImage(format='jpeg', data=jpeg(camera_frame(7)))
         assert harness.send(good) is not None
-        png = CompressedImage(format='png', data=cv2.imencode('.png', camera_frame(8))[1].tobytes())
+        png = CompressedImage(format='png',
+                              data=cv2.imencode('.png', camera_frame(8))[1].tobytes())
         assert harness.send(png) is not None
         for data in (jpeg(camera_frame(9))[:3000], b'\x00garbage' * 100,
                      b'\x89PNG\r\n\x1a\n' + b'\x00' * 50):

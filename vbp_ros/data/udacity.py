@@ -63,6 +63,7 @@ STEERING_REPORT_MSG = '\n'.join([
 DEFAULT_SIZE = (640, 125)
 DEFAULT_CROP = Crop(230, 0, 250, 640)  # the road ahead in the Udacity centre camera's 640x480
 
+
 class IngestError(Exception):
     """A bag cannot be ingested (missing, unreadable, lacking a topic, crop too large)."""
 
@@ -180,8 +181,8 @@ def udacity_typestore(ros1: bool) -> Typestore:
     return typestore
 
 
-def message_decoder(reader: AnyReader, fallback: Typestore) -> Callable[[Connection, bytes],
-                                                                       Any]:
+def message_decoder(reader: AnyReader,
+                    fallback: Typestore) -> Callable[[Connection, bytes], Any]:
     """Deserialize with the bag's embedded definitions where it has them, else ``fallback``."""
     def decode(connection: Connection, raw: bytes) -> Any:
         if connection.msgtype in reader.typestore.fielddefs:

@@ -77,8 +77,9 @@ def rosbag2_available() -> bool:
 
 
 def chosen_recorder(recorder: str) -> str:
-    """The recorder a drive starts for ``recorder`` (one of :data:`vbp_ros.interface.RECORDERS`): 'rosbag2' or
-    'vbp_record'; 'auto' picks rosbag2 where it can run."""
+    """The recorder a drive starts for ``recorder`` (one of
+    :data:`vbp_ros.interface.RECORDERS`): 'rosbag2' or 'vbp_record'; 'auto' picks rosbag2
+    where it can run."""
     if recorder != 'auto':
         return recorder
     return 'rosbag2' if rosbag2_available() else 'vbp_record'

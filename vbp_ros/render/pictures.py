@@ -82,5 +82,3 @@ def contact_sheet(cells: list[Cell], columns: int, rows: int) -> np.ndarray:
 
 def _paste(canvas: np.ndarray, picture: np.ndarray, top: int, left: int) -> None:
     canvas[top:top + picture.shape[0], left:left + picture.shape[1]] = picture
-
-

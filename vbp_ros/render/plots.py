@@ -41,5 +41,3 @@ def plot_series(path: Path, series: Mapping[str, TimeSeries], title: str) -> Non
     axes[-1].set_xlabel('bag receive time since the first message (s)')
     figure.suptitle(title)
     figure.savefig(path, dpi=100)
-
-

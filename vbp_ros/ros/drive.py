@@ -181,5 +181,3 @@ def _print_status(monitor: DriveMonitor, elapsed: float, previous: tuple[int, in
             f'{latency["p99"]:6.1f} ms  drops {drops}  recorded {recorded} messages')
     print(line, end='\r' if sys.stdout.isatty() else '\n', flush=True)
     return counts
-
-

@@ -48,5 +48,5 @@ class DriveMonitor(Node):
 
     def subscribed_by(self, topic: str, node: str) -> bool:
         """Whether ``node`` subscribes ``topic`` (resolved in the monitor's namespace)."""
-        return any(info.node_name == node
-                   for info in self.get_subscriptions_info_by_topic(self.resolve_topic_name(topic)))
+        subscriptions = self.get_subscriptions_info_by_topic(self.resolve_topic_name(topic))
+        return any(info.node_name == node for info in subscriptions)

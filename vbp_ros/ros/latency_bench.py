@@ -4,8 +4,8 @@ Starts ``vbp_node`` (its console script) with the package's Fast DDS profile, pu
 camera frames at a fixed rate stamped with the publish time, and measures for every mask
 received: mask received - frame published. The node's own figures come from its debug topics:
 processing time per frame (from receipt to the last publish), and the frame's age when the
-node received it (pipeline latency minus processing time). Without ``--model`` it times NetSVF (Table 1) with initial weights on the
-lower 640x250 of the frame.
+node received it (pipeline latency minus processing time). Without ``--model`` it times NetSVF
+(Table 1) with initial weights on the synthetic camera's road crop (640x250 of 640x480).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ def report(figures: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: prints the figures; exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-latency', description=__doc__)
     parser.add_argument('--model', help='checkpoint (default: NetSVF with initial weights)')
     parser.add_argument('--rate', type=float, default=30.0, help='frames per second (%(default)s)')

@@ -127,7 +127,8 @@ class Recorder(Node):
         # Logged after the node is gone: its rosout publisher may be shut down already.
         summary = ', '.join(f'{topic} {count}' for topic, count in sorted(stats.written.items()))
         dropped = f'; dropped {stats.dropped}' if stats.dropped else ''
-        self.get_logger().info(f'closed {self.recording.path}: {summary or "no messages"}{dropped}')
+        self.get_logger().info(
+            f'closed {self.recording.path}: {summary or "no messages"}{dropped}')
 
 
 def _message_class(msgtype: str) -> type:
@@ -160,6 +161,7 @@ def _bag_qos(profile: QoSProfile) -> Qos:
 
 
 def main(args: list[str] | None = None) -> int:
+    """Entry point of ``vbp_record``."""
     return run_node(Recorder, RECORDER_NODE, args)
 
 

@@ -96,6 +96,7 @@ class RoadCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    """Entry point of ``road_camera``."""
     return run_node(RoadCamera, CAMERA_NODE, args)
 
 

@@ -368,6 +368,7 @@ def _refuse(reason: str) -> SetParametersResult:
 
 
 def main(args: list[str] | None = None) -> int:
+    """Entry point of ``vbp_node``."""
     return run_node(VBPNode, 'vbp', args)
 
 

@@ -159,6 +159,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: prints the table (and writes --json); exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-bench', description=__doc__)
     parser.add_argument('--methods', default=','.join(METHODS),
                         help='comma-separated, from %(default)s')

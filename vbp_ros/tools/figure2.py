@@ -87,6 +87,7 @@ def image_paths(sources: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: one PNG per image; exit code 1 when a model or image was unusable."""
     parser = argparse.ArgumentParser(prog='vbp-figure2', description=__doc__)
     parser.add_argument('images', nargs='+', help='image files or folders of images')
     parser.add_argument('--model', required=True, help='vbp_ros safetensors checkpoint')
