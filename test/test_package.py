@@ -71,9 +71,12 @@ LAYERS = {
 # Outside the package: what a layer may import beyond the standard library.
 THIRD_PARTY = {
     'interface': set(),
-    'core': {'numpy', 'torch', 'safetensors', 'torchfile', 'captum'},
+    # onnx: the in-graph VisualBackProp reads and extends ONNX graphs (onnx_vbp, loading);
+    # yaml: model cards.
+    'core': {'numpy', 'torch', 'safetensors', 'torchfile', 'captum', 'onnx', 'yaml'},
     'pixels': {'numpy', 'cv2'},
-    'engine': {'numpy', 'torch', 'cv2'},
+    # onnx, onnxruntime: the onnxruntime backend and the in-memory export (onnx_backend).
+    'engine': {'numpy', 'torch', 'cv2', 'onnx', 'onnxruntime'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
     'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml'},
     'drive': {'yaml', 'ament_index_python'},

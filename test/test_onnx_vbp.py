@@ -1,0 +1,348 @@
+"""VisualBackProp inside ONNX graphs: the in-graph mask equals the §2a rule.
+
+The rule's reference is test/vbp_rule.py (torch.fx, float64, written from design notes §2a);
+on plain ReLU chains, today's VisualBackProp (exact there) is compared too. Graphs come from
+torch.onnx.export, run by ONNX Runtime in one session with the network's outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vbp_ros.core.layout import UnsupportedModelError
+from vbp_ros.core.networks import authors_net, net_svf
+from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, has_visualbackprop,
+                                   plan_visualbackprop)
+from vbp_ros.core.vbp import VisualBackProp
+from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_rule import reference_mask
+
+TOLERANCE = 1e-4
+
+
+class PilotNetLike(nn.Module):
+    """NVIDIA's PilotNet layout (5x5 stride 2, then 3x3), small, with a normalization step."""
+
+    def __init__(self, activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5, 2), activation(), nn.Conv2d(6, 8, 5, 2), activation(),
+            nn.Conv2d(8, 10, 3), activation(), nn.Conv2d(10, 12, 3), activation())
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(10), nn.ReLU(), nn.Linear(10, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x / 127.5 - 1.0))
+
+
+class CommaLike(nn.Module):
+    """comma.ai's steering model: ELU, the last convolution without activation, ELU in the
+    head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 8, 4, padding=2)
+        self.conv2 = nn.Conv2d(8, 12, 5, 2, padding=2)
+        self.conv3 = nn.Conv2d(12, 16, 5, 2, padding=2)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.ELU(), nn.LazyLinear(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.elu(self.conv1(x))
+        x = F.elu(self.conv2(x))
+        return self.head(self.conv3(x))
+
+
+class PoolingNet(nn.Module):
+    """Max pooling with padding and ceil_mode, average pooling, dilation, padding='same' with
+    an even kernel, zero padding, LeakyReLU and SiLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+            nn.Conv2d(6, 8, 3, dilation=2), nn.LeakyReLU(0.1), nn.AvgPool2d(3, 2, 1),
+            nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(8, 8, 4, padding='same'), nn.SiLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block, functional ReLU and residual add."""
+
+    def __init__(self, channels_in: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or channels_in != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetLike(nn.Module):
+    """A ResNet-18-style stem (7x7 stride 2, max pool), two stages, global average pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        self.layer1 = nn.Sequential(BasicBlock(8, 8, 1), BasicBlock(8, 8, 1))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, 2), BasicBlock(16, 16, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layer2(self.layer1(self.stem(x)))), 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, depthwise 3x3, linear 1x1 projection."""
+
+    def __init__(self, channels_in: int, channels: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = channels_in * expand
+        self.residual = stride == 1 and channels_in == channels
+        self.block = nn.Sequential(
+            nn.Conv2d(channels_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileNetLike(nn.Module):
+    """A MobileNetV2-style network: ReLU6, depthwise convolutions, linear bottlenecks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+            InvertedResidual(8, 8, 1), InvertedResidual(8, 12, 2), InvertedResidual(12, 12, 1),
+            nn.Conv2d(12, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU6())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                                  nn.Linear(24, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ActivationsNet(nn.Module):
+    """Every other activation of §2a, a concat of two branches and a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.GELU())
+        self.left = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Hardswish())
+        self.right = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2), nn.Mish())
+        self.mix = nn.Sequential(nn.Conv2d(16, 8, 3, 2), nn.PReLU(8), nn.Conv2d(8, 8, 3),
+                                 nn.SELU(), nn.Conv2d(8, 8, 1), nn.CELU(), nn.Conv2d(8, 8, 3),
+                                 nn.ELU())
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([self.left(x), self.right(x)], dim=1) + torch.cat([x, x], dim=1)
+        return self.head(self.mix(x))
+
+
+NETWORKS = {
+    'pilotnet_relu': (lambda: PilotNetLike(nn.ReLU), (3, 66, 200)),
+    'pilotnet_elu': (lambda: PilotNetLike(nn.ELU), (3, 66, 200)),
+    'comma': (CommaLike, (3, 80, 160)),
+    'pooling': (PoolingNet, (1, 45, 61)),
+    'resnet': (ResNetLike, (3, 67, 131)),
+    'mobilenet': (MobileNetLike, (3, 67, 97)),
+    'activations': (ActivationsNet, (3, 41, 57)),
+}
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A network with random weights and batch-norm statistics, in eval mode."""
+    factory, shape = NETWORKS[name]
+    torch.manual_seed(sum(map(ord, name)))
+    model = factory()
+    model(torch.rand(1, *shape))  # materialise lazy layers
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    return model.eval(), shape
+
+
+def run_with_mask(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    graph = add_visualbackprop(model)
+    session = ort.InferenceSession(graph.SerializeToString(),
+                                   providers=['CPUExecutionProvider'])
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+@pytest.mark.parametrize('name', list(NETWORKS))
+def test_in_graph_mask_equals_the_rule(name: str, batch: int) -> None:
+    model, shape = build(name)
+    x = torch.rand(batch, *shape) * (255.0 if name.startswith('pilotnet') else 1.0)
+    output, mask = run_with_mask(export_onnx(model, shape), x.numpy())
+    expected_output, expected_mask = reference_mask(model, x)
+    assert mask.dtype == np.float32 and mask.shape == (batch, 1, *shape[1:])
+    np.testing.assert_allclose(output, expected_output.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mask, expected_mask.numpy(), atol=TOLERANCE)
+    assert mask.max() == pytest.approx(1.0) and mask.min() == pytest.approx(0.0)
+
+
+def test_older_opsets_give_the_same_mask() -> None:
+    """Opset 17 writes GELU in its erf form, x * (1 + erf(x / sqrt 2)) * 0.5."""
+    model, shape = build('activations')
+    graph = export_onnx(model, shape, opset=17)
+    assert 'Erf' in {node.op_type for node in graph.graph.node}
+    x = torch.rand(2, *shape)
+    _, mask = run_with_mask(graph, x.numpy())
+    np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
+    assert plan_visualbackprop(graph).kept[
+        next(iter(plan_visualbackprop(graph).kept))] == 'Gelu'
+
+
+@pytest.mark.parametrize('factory', [net_svf, authors_net])
+def test_paper_networks_keep_their_masks(factory) -> None:
+    torch.manual_seed(1)
+    model = factory(input_height=125, input_width=211).eval()
+    x = torch.rand(2, 1, 125, 211)
+    _, mask = run_with_mask(export_onnx(model, (1, 125, 211)), x.numpy())
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        _, expected = vbp(x)
+    np.testing.assert_allclose(mask, expected.numpy(), atol=1e-5)
+
+
+def test_plan_of_a_residual_network_names_kept_tensors_scale_ups_and_merges() -> None:
+    model, shape = build('resnet')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    assert list(plan.kept.values()) == ['Relu'] * 9  # stem + 2 per block
+    text = '\n'.join(plan.describe())
+    assert 'MaxPool' in text and 'merge at' in text and 'output padding' in text
+    assert plan.head and 'GlobalAveragePool' in plan.head[0]
+    # The block outputs are narrow points (every path of the mask passes them); inside a block
+    # the main path and the shortcut run side by side.
+    block_outputs = [name for name in plan.kept if name.endswith('/Relu_1_output_0')]
+    assert len(block_outputs) == 4 and set(block_outputs) <= plan.narrow
+    inside = [name for name in plan.kept if name.endswith('block/Relu_output_0')
+              or '/layer' in name and name.endswith('/Relu_output_0')]
+    assert inside and not set(inside) & plan.narrow
+
+
+def test_last_convolution_without_activation_is_kept() -> None:
+    model, shape = build('comma')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    assert list(plan.kept.values()) == ['Elu', 'Elu', 'Conv']
+
+
+def test_the_head_takes_no_part() -> None:
+    model, shape = build('pilotnet_elu')
+    x = torch.rand(1, *shape) * 255
+    _, before = run_with_mask(export_onnx(model, shape), x.numpy())
+    for module in model.head.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight)
+    _, after = run_with_mask(export_onnx(model, shape), x.numpy())
+    np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_deep_networks_do_not_underflow() -> None:
+    """30 layers whose averaged maps are about 1e-3: the product (1e-90) is far below float32;
+    rescaling at narrow points keeps the mask equal to the float64 rule."""
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(30):
+        conv = nn.Conv2d(4, 4, 3, padding=1)
+        nn.init.uniform_(conv.weight, 0.0, 0.02)
+        nn.init.constant_(conv.bias, 1e-3)
+        layers += [conv, nn.ReLU()]
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), *layers, nn.Flatten(),
+                          nn.Linear(4 * 14 * 14, 1)).eval()
+    x = torch.rand(2, 1, 16, 16)
+    _, mask = run_with_mask(export_onnx(model, (1, 16, 16)), x.numpy())
+    assert np.isfinite(mask).all()
+    np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
+
+
+def test_constant_mask_is_zeros_not_nan() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 1))
+    nn.init.zeros_(model[0].weight)
+    nn.init.zeros_(model[0].bias)
+    _, mask = run_with_mask(export_onnx(model.eval(), (1, 8, 8)), np.ones((1, 1, 8, 8),
+                                                                          np.float32))
+    np.testing.assert_array_equal(mask, 0.0)
+
+
+def test_mask_output_is_added_once_and_checked() -> None:
+    model, shape = build('mobilenet')
+    graph = add_visualbackprop(export_onnx(model, shape))
+    onnx.checker.check_model(graph, full_check=True)
+    assert has_visualbackprop(graph) and graph.graph.output[-1].name == MASK_OUTPUT
+    with pytest.raises(UnsupportedModelError, match='already has'):
+        add_visualbackprop(graph)
+
+
+def test_free_input_size_is_fixed_from_the_card() -> None:
+    model, shape = build('pilotnet_relu')
+    graph = export_onnx(model, shape)
+    for dim in graph.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = 'free'
+    with pytest.raises(UnsupportedModelError, match='fixed channels x height x width'):
+        add_visualbackprop(graph)
+    x = torch.rand(1, *shape) * 255
+    with_mask = add_visualbackprop(graph, input_hw=shape[1:])
+    session = ort.InferenceSession(with_mask.SerializeToString(),
+                                   providers=['CPUExecutionProvider'])
+    _, mask = session.run(None, {'image': x.numpy()})
+    np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
+
+
+class Upsampling(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.head = nn.Linear(2 * 12 * 12, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(torch.relu(self.conv(x)), scale_factor=2.0)
+        return self.head(x.flatten(1))
+
+
+class Tanh(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(x)).flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize('factory, message', [
+    (Upsampling, r"ONNX node '.*Resize.*' \(Resize\) in the feature part is not in the "
+                 'VisualBackProp rule table'),
+    (Tanh, r'Tanh of a feature map used other than as the gate'),
+])
+def test_unreadable_graphs_are_refused_naming_the_node(factory, message: str) -> None:
+    graph = export_onnx(factory().eval(), (1, 8, 8))
+    with pytest.raises(UnsupportedModelError, match=message):
+        add_visualbackprop(graph)
+
+
+def test_every_rule_kind_is_one_table_entry() -> None:
+    assert {RULES[op] for op in ('Relu', 'Conv', 'Add', 'Flatten', 'Shape', 'Sigmoid')} == {
+        'activation', 'spatial', 'identity', 'head', 'ignored', 'gate'}

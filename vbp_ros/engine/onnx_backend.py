@@ -1,0 +1,120 @@
+"""The ONNX Runtime backend: the network and its VisualBackProp mask in one ``session.run``.
+
+An ONNX model gets the mask nodes of :mod:`vbp_ros.core.onnx_vbp` appended (unless it already
+has them, as ``vbp-export`` writes it); a PyTorch network is first exported in memory
+(``torch.onnx.export``, the TorchScript exporter, batch dimension free). The execution provider
+follows the ``device``: ``cpu``; ``cuda`` or ``cuda:N`` (CUDAExecutionProvider, from the
+``onnxruntime-gpu`` package); ``tensorrt`` or ``tensorrt:N`` (TensorrtExecutionProvider, CUDA
+behind it); ``auto``: CUDA where the installed onnxruntime has it, else the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ..core.checkpoint import ModelSpec
+from ..core.onnx_vbp import MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input
+
+OPSET = 20
+INPUT_NAME = 'image'
+OUTPUT_NAME = 'output'
+PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',
+             'tensorrt': 'TensorrtExecutionProvider'}
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
+                opset: int = OPSET) -> onnx.ModelProto:
+    """The network as an ONNX graph (input ``image`` of (N, C, H, W), outputs ``output...``,
+    batch dimension free), exported in memory from a float32 copy in eval mode on the CPU."""
+    parameter = next(model.parameters(), None)
+    if parameter is not None and (parameter.device.type != 'cpu' or
+                                  parameter.dtype != torch.float32):
+        raise ValueError('export a float32 network on the CPU')
+    model = model.eval()
+    blank = torch.zeros(1, *input_shape)
+    with torch.inference_mode():
+        count = len(_as_list(model(blank)))
+    outputs = [OUTPUT_NAME] if count == 1 else [f'{OUTPUT_NAME}{i}' for i in range(count)]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (blank,), buffer, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=outputs,
+                          dynamic_axes={name: {0: 'batch'} for name in [INPUT_NAME, *outputs]})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _as_list(output: object) -> list:
+    return list(output) if isinstance(output, (tuple, list)) else [output]
+
+
+def onnxruntime_providers(device: str) -> list:
+    """The execution providers for a ``device`` value; ValueError names what is missing."""
+    available = ort.get_available_providers()
+    kind, _, index = device.partition(':')
+    if kind == 'auto' and not index:
+        kind = 'cuda' if PROVIDERS['cuda'] in available else 'cpu'
+    if kind not in PROVIDERS or (index and not index.isdigit()) or (kind == 'cpu' and index):
+        raise ValueError(f'unknown device {device!r} for onnxruntime; use auto, cpu, cuda[:N] '
+                         'or tensorrt[:N]')
+    if PROVIDERS[kind] not in available:
+        raise ValueError(f'device {device!r} needs the {PROVIDERS[kind]} of onnxruntime, which '
+                         f'this installation lacks (it has {", ".join(available)}; '
+                         'onnxruntime-gpu brings CUDA and TensorRT)')
+    if kind == 'cpu':
+        return [PROVIDERS['cpu']]
+    options = {'device_id': int(index or 0)}
+    chain = [(PROVIDERS['cuda'], options), PROVIDERS['cpu']]
+    return [(PROVIDERS['tensorrt'], options), *chain] if kind == 'tensorrt' else chain
+
+
+class OnnxRuntimeNetwork:
+    """An ONNX network with its in-graph mask, run by ONNX Runtime.
+
+    Args:
+        model: the graph (with or without the mask output).
+        spec: its card (input name and size).
+        device: see the module docstring.
+        threads: intra-op threads (0: onnxruntime's default, one per physical core).
+    """
+
+    def __init__(self, model: onnx.ModelProto, spec: ModelSpec, device: str = 'auto',
+                 threads: int = 0) -> None:
+        self.input_name = image_input(model, spec.input_name)
+        if not has_visualbackprop(model):
+            model = add_visualbackprop(model, self.input_name,
+                                       (spec.input_height, spec.input_width))
+        providers = onnxruntime_providers(device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options,
+                                            providers=providers)
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if self.session.get_providers()[0] != wanted:
+            raise ValueError(f'onnxruntime could not start {wanted} on device {device!r}')
+        self.provider = wanted
+        kind = next(kind for kind, provider in PROVIDERS.items() if provider == wanted)
+        self.device = kind if kind == 'cpu' else f'{kind}:{providers[0][1]["device_id"]}'
+        names = [output.name for output in self.session.get_outputs()]
+        self.output_names = [name for name in names if name != MASK_OUTPUT] + [MASK_OUTPUT]
+        batch = self.session.get_inputs()[0].shape[0] if len(self.session.get_inputs()) == 1 \
+            else next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
+        self.max_batch = batch if isinstance(batch, int) else None
+        self.graph = model
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W)."""
+        *outputs, mask = self.session.run(self.output_names, {self.input_name: x})
+        count = len(x)
+        flat = np.concatenate([np.asarray(o, np.float32).reshape(count, -1) for o in outputs],
+                              axis=1)
+        return flat, mask[:, 0]
