@@ -62,8 +62,10 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize('changes, pattern', [
-    ({'color': 'bgr'}, 'color must be'), ({'output_unit': 'deg'}, 'output_unit must be'),
-    ({'crop': (0, 0, 0, 10)}, 'crop must be'), ({'input_height': 0}, 'must be positive')])
+    ({'color': 'hsv'}, 'input.color must be'), ({'output_unit': 'mph'}, 'output.unit must be'),
+    ({'crop': (0, 0, 0, 10)}, 'input.crop must be'), ({'input_height': 0}, 'must be positive'),
+    ({'mean': (0.1, 0.2)}, 'input.mean has 2 values for 1 input channels'),
+    ({'output_index': -1}, 'output.index must not be negative')])
 def test_invalid_specs_are_refused(changes: dict, pattern: str) -> None:
     values = {'architecture': 'netsvf', 'input_channels': 1, 'input_height': 125,
               'input_width': 640, **changes}

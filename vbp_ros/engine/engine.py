@@ -11,6 +11,13 @@ copy stream and queues the network on a compute stream behind an event, so the c
 submission N+1 overlaps the compute of submission N; :meth:`VBPEngine.collect` waits on that
 submission's event only. On the CPU the same calls run synchronously and make no CUDA calls.
 Several frames (up to ``max_batch``, e.g. one per camera) go through the network as one batch.
+
+Two backends run the network and its mask: ``torch`` (eager PyTorch with
+:class:`~vbp_ros.core.vbp.VisualBackProp`; CUDA streams and graphs) and ``onnxruntime`` (the
+mask computed inside the ONNX graph, :mod:`vbp_ros.engine.onnx_backend`; ONNX models, and
+PyTorch networks exported in memory). ``auto`` takes onnxruntime for ONNX models and for
+PyTorch networks on the CPU (where it is faster), torch on CUDA, and falls back to torch where
+the export or the graph reading fails (``backend_note`` says why).
 """
 
 from __future__ import annotations
@@ -22,16 +29,20 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import onnx
 import torch
-from torch import nn
 
-from ..core.checkpoint import ModelSpec
+from ..core.checkpoint import CheckpointError, ModelSpec
+from ..core.layout import UnsupportedModelError
+from ..core.loading import Model, flatten_outputs
 from ..core.vbp import VisualBackProp
 from ..pixels.frames import to_rgb8
 from ..pixels.overlay import red_overlay
+from .onnx_backend import OnnxRuntimeNetwork, export_onnx
 from .preprocess import Preprocessor
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+BACKENDS = ('auto', 'torch', 'onnxruntime')
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,11 +84,12 @@ class FrameResult:
     Attributes:
         stamp: the caller's timestamp of the frame, passed through unchanged.
         outputs: every network output for this frame, flattened, float32.
-        angle: the first output (``output_unit`` of the checkpoint; radians for steering).
         mask: (H, W) float32 in [0, 1] at network resolution.
         frame_mask: the mask placed back into the full frame (zeros outside the crop), or None.
         overlay: HxWx3 uint8 RGB frame with the mask in red, or None.
         times: per-stage timings of the submission the frame was part of.
+        angle: the steering output (the card's ``output.index``), in radians where the card's
+            ``output.unit`` is an angle (REP 103); NaN or infinite if the network gave that.
     """
 
     stamp: object
@@ -86,11 +98,12 @@ class FrameResult:
     frame_mask: np.ndarray | None
     overlay: np.ndarray | None
     times: StageTimes
+    angle: float
 
     @property
-    def angle(self) -> float:
-        """The first network output."""
-        return float(self.outputs[0])
+    def finite(self) -> bool:
+        """Whether every output and the mask are finite numbers."""
+        return bool(np.isfinite(self.outputs).all() and np.isfinite(self.mask).all())
 
 
 @dataclass(frozen=True)
@@ -117,18 +130,26 @@ class VBPEngine:
     """Runs a steering network and VisualBackProp on camera frames.
 
     Args:
-        model: the network (moved to ``device`` and ``precision``; put in eval mode).
-        spec: the checkpoint's :class:`ModelSpec` (crop, colour, input size, scaling).
-        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        model: the network: an ``nn.Module`` (moved to ``device`` and ``precision``; put in eval
+            mode) or an ``onnx.ModelProto``.
+        spec: the model's card, a :class:`ModelSpec` (crop, colour, input size, scaling).
+        backend: 'torch', 'onnxruntime' or 'auto' (see the module docstring).
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'; with onnxruntime also 'tensorrt[:N]'.
         precision: 'fp32', 'fp16' or 'bf16' for the network; masks are float32 regardless.
         cuda_graphs: capture network and mask as one CUDA graph (CUDA only).
         overlay_alpha: strength of the red overlay, in [0, 1].
-        threads: CPU threads for torch (0 keeps torch's default: one per physical core).
+        threads: CPU threads for torch and onnxruntime (0 keeps their default: one per physical
+            core).
         max_batch: most frames per submission (one forward pass).
+
+    Raises:
+        ValueError: a setting that cannot work (the message says which);
+            :class:`~vbp_ros.core.checkpoint.CheckpointError` where the card contradicts the
+            network (e.g. ``output.index`` out of range, found in the warm-up).
     """
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, *, device: str = 'auto',
-                 precision: str = 'fp32', cuda_graphs: bool = False,
+    def __init__(self, model: Model, spec: ModelSpec, *, backend: str = 'torch',
+                 device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
                  overlay_alpha: float = 0.8, threads: int = 0, max_batch: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
@@ -136,20 +157,30 @@ class VBPEngine:
             raise ValueError(f'overlay_alpha must be in [0, 1], not {overlay_alpha}')
         if max_batch < 1:
             raise ValueError(f'max_batch must be at least 1, not {max_batch}')
-        self.device = resolve_device(device)
-        if cuda_graphs and self.device.type != 'cuda':
-            raise ValueError('cuda_graphs needs a CUDA device')
-        if threads:
-            torch.set_num_threads(threads)
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {", ".join(BACKENDS)}, not {backend!r}')
         self.spec = spec
         self.precision = precision
         self.overlay_alpha = overlay_alpha
         self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
+        self.backend_note = ''
         self.dtype = PRECISIONS[precision]
-        self.model = model.to(self.device, self.dtype).eval()
-        self.vbp = VisualBackProp(self.model)
-        self._cuda = self.device.type == 'cuda'
+        self._onnx = None
+        self.backend = self._choose_backend(model, backend, device, precision, cuda_graphs,
+                                            threads)
+        if self.backend == 'onnxruntime':
+            self._onnx = self._onnxruntime(model, device, threads)
+            self.device = torch.device('cpu')  # where the engine's inputs and outputs live
+        else:
+            self.device = resolve_device(device)
+            if cuda_graphs and self.device.type != 'cuda':
+                raise ValueError('cuda_graphs needs a CUDA device')
+            if threads:
+                torch.set_num_threads(threads)
+            self.model = model.to(self.device, self.dtype).eval()
+            self.vbp = VisualBackProp(self.model)
+        self._cuda = self.device.type == 'cuda' and self._onnx is None
         slots = 2 if self._cuda else 1
         shape = (max_batch, *self.preprocess.shape)
         self._host_inputs = [torch.empty(shape, pin_memory=self._cuda) for _ in range(slots)]
@@ -198,9 +229,48 @@ class VBPEngine:
 
     @property
     def description(self) -> str:
-        """Device and precision, e.g. for diagnostics."""
+        """Device, precision and backend, e.g. for diagnostics."""
+        if self._onnx is not None:
+            return f'{self._onnx.device} ({self._onnx.provider}), fp32, onnxruntime'
         name = torch.cuda.get_device_name(self.device) if self._cuda else 'cpu'
-        return f'{self.device} ({name}), {self.precision}'
+        return f'{self.device} ({name}), {self.precision}, torch'
+
+    # -- backends -----------------------------------------------------------------------------
+
+    def _choose_backend(self, model: Model, backend: str, device: str, precision: str,
+                        cuda_graphs: bool, threads: int) -> str:
+        if isinstance(model, onnx.ModelProto):
+            if backend == 'torch':
+                raise ValueError('backend torch runs PyTorch networks; this model is ONNX '
+                                 '(use backend onnxruntime or auto)')
+            backend = 'onnxruntime'
+        elif backend == 'auto':
+            on_cuda = device.startswith('cuda') or (device == 'auto' and
+                                                    torch.cuda.is_available())
+            backend = 'torch' if on_cuda or precision != 'fp32' or cuda_graphs \
+                else 'onnxruntime'
+            if backend == 'onnxruntime':
+                try:
+                    self._onnx = self._onnxruntime(model, device, threads)
+                except (UnsupportedModelError, RuntimeError, ValueError) as error:
+                    self.backend_note = f'onnxruntime not used: {error}'
+                    backend = 'torch'
+        if backend == 'onnxruntime' and (precision != 'fp32' or cuda_graphs):
+            raise ValueError('backend onnxruntime runs fp32 without cuda_graphs; use backend '
+                             'torch for fp16, bf16 or CUDA graphs')
+        return backend
+
+    def _onnxruntime(self, model: Model, device: str, threads: int) -> OnnxRuntimeNetwork:
+        """The onnxruntime network (a PyTorch network exported in memory first), made once."""
+        if self._onnx is not None:
+            return self._onnx
+        graph = model if isinstance(model, onnx.ModelProto) else export_onnx(
+            model.cpu().float().eval(), self.preprocess.shape)
+        network = OnnxRuntimeNetwork(graph, self.spec, device, threads)
+        if network.max_batch is not None and self.max_batch > network.max_batch:
+            raise ValueError(f'max_batch {self.max_batch} exceeds the graph\'s fixed batch size '
+                             f'{network.max_batch}')
+        return network
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -222,7 +292,9 @@ class VBPEngine:
         jobs = [_Job(stamp, frame if keep else None, order, want_frame_mask, want_overlay)
                 for frame, stamp, order in zip(frames, stamps, orders)]
         submission = _Submission(slot, jobs, start, preprocess_ms)
-        if self._cuda:
+        if self._onnx is not None:
+            submission.result = self._onnx(self._host_views[slot][:count])
+        elif self._cuda:
             self._launch(slot, count)
         else:
             network_input = self._host_inputs[slot][:count]
@@ -246,17 +318,18 @@ class VBPEngine:
             outputs = self._host_outputs[slot][:count].numpy().copy()
             masks = self._host_masks[slot][:count, 0].numpy().copy()
         else:
-            output, mask = submission.result
+            outputs, masks = submission.result
+            if self._onnx is None:
+                outputs, masks = _flat_outputs(outputs, count).numpy(), masks[:, 0].numpy()
             transfer_ms = 0.0
             compute_ms = (computed - submission.start) * 1e3 - submission.preprocess_ms
-            outputs = output.detach().float().reshape(count, -1).numpy()
-            masks = mask[:, 0].numpy()
         post_start = time.perf_counter()
         pictures = [self._pictures(job, mask) for job, mask in zip(submission.jobs, masks)]
         end = time.perf_counter()
         times = StageTimes(submission.preprocess_ms, transfer_ms, compute_ms,
                            (end - post_start) * 1e3, (end - submission.start) * 1e3)
-        return [FrameResult(job.stamp, row, mask, frame_mask, overlay, times)
+        return [FrameResult(job.stamp, row, mask, frame_mask, overlay, times,
+                            self.spec.steering_angle(row))
                 for job, row, mask, (frame_mask, overlay)
                 in zip(submission.jobs, outputs, masks, pictures)]
 
@@ -276,9 +349,29 @@ class VBPEngine:
         shape = ((crop.top + crop.height, crop.left + crop.width) if crop is not None
                  else (self.spec.input_height, self.spec.input_width))
         blank = np.zeros(shape, np.uint8)
+        outputs = self.spec.output_index + 1
         for count in sorted({1, self.max_batch}):
             for _ in range(3):
-                self.process_batch([blank] * count)
+                with self._lock:  # (the output index is checked before the angle is taken)
+                    self._submit([blank] * count, (), (), False, False)
+                    submission = self._pending[-1]
+                    outputs = self._output_count(submission)
+                    self._collect()
+        self.output_count = outputs
+
+    def _output_count(self, submission: _Submission) -> int:
+        """Outputs per image, checked against the card's output.index."""
+        if self._cuda:
+            count = self._host_outputs[submission.slot].shape[1]
+        else:
+            outputs = submission.result[0]
+            count = (outputs.shape[1] if self._onnx is not None
+                     else sum(t[0].numel() for t in flatten_outputs(outputs)))
+        if self.spec.output_index >= count:
+            self._pending.clear()
+            raise CheckpointError(f'output.index {self.spec.output_index} is out of range: the '
+                                  f'network gives {count} output{"s" * (count != 1)} per image')
+        return count
 
     # -- CUDA ---------------------------------------------------------------------------------
 
@@ -298,7 +391,7 @@ class VBPEngine:
         self._device_inputs = [torch.empty(shape, device=device) for _ in range(slots)]
         self._network_input = torch.zeros(shape, device=device, dtype=self.dtype)
         with torch.inference_mode():
-            outputs = self.model(self._network_input).reshape(shape[0], -1).shape[1]
+            outputs = _flat_outputs(self.model(self._network_input), shape[0]).shape[1]
         self._host_outputs = [torch.empty((shape[0], outputs), pin_memory=True)
                               for _ in range(slots)]
         self._host_masks = [torch.empty((shape[0], 1, *shape[2:]), pin_memory=True)
@@ -326,7 +419,7 @@ class VBPEngine:
             self._compute_start[slot].record()
             self._network_input[:count].copy_(self._device_inputs[slot][:count])
             output, mask = self._run_network(count)
-            self._host_outputs[slot][:count].copy_(output.reshape(count, -1).float(),
+            self._host_outputs[slot][:count].copy_(_flat_outputs(output, count),
                                                    non_blocking=True)
             self._host_masks[slot][:count].copy_(mask, non_blocking=True)
             self._done[slot].record()
@@ -344,3 +437,9 @@ class VBPEngine:
         with torch.inference_mode(), torch.cuda.graph(graph, stream=self._compute_stream):
             self._graph_outputs = self.vbp(self._network_input)
         self._graph = graph
+
+
+def _flat_outputs(output: object, count: int) -> torch.Tensor:
+    """A network's output (a tensor or a tuple of tensors) as (count, K) float32, in order."""
+    return torch.cat([t.detach().reshape(count, -1).float() for t in flatten_outputs(output)],
+                     dim=1)

@@ -1,8 +1,9 @@
-"""Camera frame to network input, as a checkpoint's :class:`ModelSpec` says.
+"""Camera frame to network input, as a model card (:class:`ModelSpec`) says.
 
 Work order, cheapest first: crop (a view), resize to the network input (area interpolation when
-shrinking), colour conversion, then scaling straight into the caller's buffer. Accepted frames
-are those of :func:`vbp_ros.pixels.frames.check_frame`.
+shrinking), colour conversion (gray, RGB, BGR or YUV), then scaling straight into the caller's
+buffer: ``(pixel * scale - mean) / std`` per channel, with pixels as 8-bit values whatever the
+frame's type. Accepted frames are those of :func:`vbp_ros.pixels.frames.check_frame`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..core.checkpoint import ModelSpec
-from ..pixels.frames import TO_8BIT, Crop, FrameError, as_rgb, check_frame, check_order, to_gray
+from ..pixels.frames import TO_8BIT, Crop, FrameError, check_frame, check_order, to_network_color
 
 
 class Preprocessor:
@@ -25,6 +26,12 @@ class Preprocessor:
         if spec.input_channels != (1 if spec.color == 'gray' else 3):
             raise FrameError(f'{spec.input_channels} input channels do not fit colour '
                              f'{spec.color!r}; frame stacks are not supported by the engine yet')
+        channels = spec.input_channels
+        std = np.broadcast_to(np.asarray(spec.std, np.float32), (channels,))
+        mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (channels,))
+        # input = pixel * (scale / std) - mean / std, per channel
+        self._gain = (np.float32(spec.pixel_scale) / std).reshape(channels, 1, 1)
+        self._offset = (-mean / std).reshape(channels, 1, 1) if mean.any() else None
 
     def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
                  ) -> np.ndarray:
@@ -32,8 +39,10 @@ class Preprocessor:
         planes = self.planes(frame, order)
         if out is None:
             out = np.empty(self.shape, np.float32)
-        scale = np.float32(self.spec.pixel_scale * TO_8BIT[frame.dtype])
-        np.multiply(planes, scale, out=out, casting='unsafe')
+        gain = self._gain * np.float32(TO_8BIT[frame.dtype])
+        np.multiply(planes, gain, out=out, casting='unsafe')
+        if self._offset is not None:
+            out += self._offset
         return out
 
     def planes(self, frame: np.ndarray, order: str = 'rgb') -> np.ndarray:
@@ -41,8 +50,7 @@ class Preprocessor:
         the network input before scaling (what training sets store)."""
         check_frame(frame)
         check_order(order)
-        region = self.resize(self.crop(frame))
-        region = as_rgb(region, order) if self.spec.color == 'rgb' else to_gray(region, order)
+        region = to_network_color(self.resize(self.crop(frame)), order, self.spec.color)
         return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
 
     def resize(self, region: np.ndarray) -> np.ndarray:

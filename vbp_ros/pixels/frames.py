@@ -72,6 +72,22 @@ def as_rgb(frame: np.ndarray, order: str) -> np.ndarray:
     return frame if code is None else cv2.cvtColor(frame, code)
 
 
+def to_network_color(frame: np.ndarray, order: str, color: str) -> np.ndarray:
+    """A frame (channels in ``order``) in a network's colour: 'gray' (HxW), 'rgb', 'bgr' or
+    'yuv' (HxWx3, BT.601 as OpenCV computes it, U and V centred on half the range), in the
+    frame's own pixel type."""
+    if color == 'gray':
+        return to_gray(frame, order)
+    rgb = as_rgb(frame, order)
+    if color == 'rgb':
+        return rgb
+    if color == 'bgr':
+        return rgb[..., ::-1]
+    if color == 'yuv':
+        return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV)
+    raise ValueError(f"unknown network colour {color!r}; use gray, rgb, bgr or yuv")
+
+
 def to_uint8(frame: np.ndarray) -> np.ndarray:
     """An 8-bit picture of a frame: uint16 scaled from its full range, floats from [0, 1]
     (clipped, rounded)."""

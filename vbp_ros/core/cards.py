@@ -1,0 +1,194 @@
+"""Model cards: the YAML file beside a model that says what the network is and how camera frames
+become its input.
+
+A card has the model's stem (``pilotnet.onnx`` -> ``pilotnet.yaml``) or is named explicitly.
+Its keys are those of :data:`vbp_ros.core.checkpoint.CARD_FIELDS`, nested at the dots::
+
+    architecture: my_pkg.nets:build   # safetensors weights only: the network's import path
+    arguments: {}
+    input: {color: rgb, height: 66, width: 200, crop: [200, 0, 280, 640],
+            scale: 1.0, mean: [0, 0, 0], std: [1, 1, 1]}
+    output: {index: 0, unit: rad}
+
+A card fills a :class:`~vbp_ros.core.checkpoint.ModelSpec`; what it leaves out comes from a base
+spec (a vbp_ros checkpoint's own, or what an ONNX graph says about its input). Overrides
+(node parameters, command-line options) use the same keys, nested or dotted
+(``{output.index: 1}``). Every error names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from .checkpoint import CARD_FIELDS, CARD_KEYS, COLORS, CheckpointError, ModelSpec
+
+CARD_SUFFIX = '.yaml'
+_INTEGERS = {'input_channels', 'input_height', 'input_width', 'output_index'}
+_FLOATS = {'pixel_scale', 'output_scale', 'steering_ratio'}
+_STRINGS = {'architecture', 'description', 'input_name', 'color', 'output_unit'}
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """The card beside a model: same folder, same stem, ``.yaml``."""
+    return Path(model_path).with_suffix(CARD_SUFFIX)
+
+
+def read_card(path: str | Path) -> dict[str, object]:
+    """The card's values by dotted key, checked against the known keys (not yet a spec)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding='utf-8')
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such model card') from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f'{path}: unreadable model card ({error})') from None
+    return parse_card(text, str(path))
+
+
+def parse_card(text: str, source: str = 'model card') -> dict[str, object]:
+    """Card values by dotted key from YAML text (a mapping, nested or dotted)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise CheckpointError(f'{source}: not valid YAML ({error})') from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise CheckpointError(f'{source}: a model card is a mapping of keys, not '
+                              f'{type(document).__name__}')
+    return flatten(document, source)
+
+
+def flatten(values: Mapping, source: str, prefix: str = '') -> dict[str, object]:
+    """Nested card values as {dotted key: value}; unknown keys are refused by name."""
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        dotted = f'{prefix}{key}'
+        if dotted in CARD_FIELDS:
+            flat[dotted] = value
+        elif isinstance(value, Mapping) and any(k.startswith(f'{dotted}.') for k in CARD_FIELDS):
+            flat.update(flatten(value, source, f'{dotted}.'))
+        else:
+            raise CheckpointError(f'{source}: unknown key {dotted!r}; known keys: '
+                                  f'{", ".join(CARD_FIELDS)}')
+    return flat
+
+
+def spec_from_card(values: Mapping[str, object], base: ModelSpec | Mapping | None = None,
+                   source: str = 'model card') -> ModelSpec:
+    """A spec from card values (dotted keys) over ``base`` (a spec, or partial spec fields)."""
+    if isinstance(base, ModelSpec):
+        fields = dataclasses.asdict(base)
+    else:
+        fields = dict(base or {})
+    color_given = 'input.color' in values
+    for key, value in values.items():
+        fields[CARD_FIELDS[key]] = _coerce(key, value, source)
+    if 'input.channels' not in values and (color_given or 'input_channels' not in fields):
+        fields['input_channels'] = 1 if fields.get('color', 'gray') == 'gray' else 3
+    elif 'input.channels' in values and color_given:
+        _check_channels(fields['input_channels'], fields['color'], source)
+    fields.setdefault('architecture', '')
+    missing = [CARD_KEYS[name] for name in ('input_height', 'input_width') if name not in fields]
+    if missing:
+        raise CheckpointError(f'{source}: {" and ".join(missing)} missing (the network input '
+                              'size)')
+    try:
+        return ModelSpec(**fields)
+    except CheckpointError as error:
+        raise CheckpointError(f'{source}: {error}') from None
+    except TypeError as error:
+        raise CheckpointError(f'{source}: {error}') from None
+
+
+def apply_overrides(spec: ModelSpec, overrides: Mapping | str | None,
+                    source: str = 'card overrides') -> ModelSpec:
+    """``spec`` with card values replaced (a mapping, or its YAML text; '' or None: none)."""
+    if not overrides:
+        return spec
+    values = parse_card(overrides, source) if isinstance(overrides, str) else \
+        flatten(overrides, source)
+    return spec_from_card(values, spec, source)
+
+
+def card_document(spec: ModelSpec) -> dict[str, object]:
+    """The nested card of a spec (every key, plain YAML types)."""
+    document: dict[str, object] = {}
+    for key, name in CARD_FIELDS.items():
+        value = getattr(spec, name)
+        if isinstance(value, tuple):
+            value = list(value)
+        section, _, leaf = key.rpartition('.')
+        (document.setdefault(section, {}) if section else document)[leaf or key] = value
+    return document
+
+
+def card_text(spec: ModelSpec) -> str:
+    """The YAML card of a spec."""
+    header = ('# vbp_ros model card: how camera frames become this network\'s input and what '
+              'its outputs mean.\n# Keys: see the README, "Bring your own network".\n')
+    return header + yaml.safe_dump(card_document(spec), sort_keys=False)
+
+
+def write_card(path: str | Path, spec: ModelSpec) -> Path:
+    """Write the YAML card of ``spec`` to ``path``."""
+    path = Path(path)
+    path.write_text(card_text(spec), encoding='utf-8')
+    return path
+
+
+def _check_channels(channels: int, color: str, source: str) -> None:
+    expected = 1 if color == 'gray' else 3
+    if color in COLORS and channels != expected:
+        raise CheckpointError(f'{source}: input.channels {channels} does not fit input.color '
+                              f'{color!r} ({expected} channel{"s" * (expected > 1)})')
+
+
+def _coerce(key: str, value: object, source: str) -> object:
+    """A card value as the spec field holds it; a wrong type is refused naming the key."""
+    name = CARD_FIELDS[key]
+
+    def refuse(kind: str) -> CheckpointError:
+        return CheckpointError(f'{source}: {key} must be {kind}, not {value!r}')
+
+    if name in _INTEGERS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse('an integer')
+        return value
+    if name in _FLOATS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse('a number')
+        return float(value)
+    if name in _STRINGS:
+        if value is None:
+            return ''
+        if not isinstance(value, str):
+            raise refuse('a string')
+        return value
+    if name == 'arguments':
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise refuse('a mapping of keyword arguments')
+        return dict(value)
+    if name == 'crop':
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise refuse('[top, left, height, width] in pixels')
+        return tuple(value)
+    if name in ('mean', 'std'):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 for v in values):
+            raise refuse('a number or a list of numbers, one per channel')
+        return tuple(float(v) for v in values)
+    if name == 'output_names':
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(str(v) for v in values)
+    raise AssertionError(name)

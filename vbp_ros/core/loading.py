@@ -1,0 +1,247 @@
+"""One loader for every model the package runs: vbp_ros checkpoints, the user's own PyTorch
+networks (safetensors weights of a ``state_dict`` plus a card naming the architecture) and ONNX
+files, each with its model card.
+
+The node, the engine builder, vbp-review, vbp-fleet and the tools all load through
+:func:`load_model`. Nothing is unpickled: weights are safetensors or ONNX. Loading checks the
+card against the network (input channels and size, the output index) and names the card key
+that does not fit, instead of surfacing a torch traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Mapping
+
+import onnx
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from .cards import apply_overrides, card_path_for, read_card, spec_from_card
+from .checkpoint import FORMAT, CheckpointError, ModelSpec, default_model_path
+from .layout import UnsupportedModelError
+from .onnx_vbp import image_input
+
+__all__ = ['Model', 'check_model', 'load_model', 'model_card_path']
+
+Model = nn.Module | onnx.ModelProto
+ONNX_SUFFIX = '.onnx'
+SAFETENSORS_SUFFIX = '.safetensors'
+_PICKLED = ('.pt', '.pth', '.ckpt', '.pkl', '.bin', '.tar', '.ts', '.jit')
+
+
+def model_card_path(model_path: str | Path, card: str | Path | None = None) -> Path | None:
+    """The card that applies: ``card`` if given, else the one beside the model if it exists."""
+    if card:
+        return Path(card)
+    beside = card_path_for(model_path)
+    return beside if beside.is_file() else None
+
+
+def load_model(path: str | Path | None, card: str | Path | None = None,
+               overrides: Mapping | str | None = None) -> tuple[Model, ModelSpec]:
+    """The network and its card (a :class:`ModelSpec`), checked against each other.
+
+    Args:
+        path: a ``.safetensors`` file (vbp_ros checkpoint, or a ``state_dict`` whose card names
+            the architecture) or an ``.onnx`` file; '' or None: the bundled default model.
+        card: the model card (YAML); default: the file beside the model with its stem
+            (required for ONNX files and plain state dicts; a vbp_ros checkpoint carries its
+            own, which such a card overrides).
+        overrides: card values that win over the card's (a mapping or YAML text, keys nested or
+            dotted), e.g. from node parameters.
+
+    Returns:
+        ``(model, spec)``: an ``nn.Module`` in eval mode on the CPU, or an ``onnx.ModelProto``.
+
+    Raises:
+        CheckpointError: naming the file, and the card key where the card is at fault.
+    """
+    path = Path(path) if path else default_model_path()
+    _check_regular_file(path)
+    card_file = model_card_path(path, card)
+    suffix = path.suffix.lower()
+    if suffix == ONNX_SUFFIX:
+        model = _load_onnx(path)
+        if card_file is None:
+            raise CheckpointError(
+                f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
+                "or the 'model_card' parameter (vbp-card writes a template)")
+        spec = _card_spec(card_file, _onnx_input_fields(model, path), overrides)
+    elif suffix == SAFETENSORS_SUFFIX:
+        metadata, state = _read_safetensors(path)
+        embedded = (ModelSpec.from_metadata(metadata, str(path))
+                    if metadata and metadata.get('format') == FORMAT else None)
+        if embedded is None and card_file is None:
+            raise CheckpointError(
+                f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
+                f"network need {card_path_for(path).name} beside them (or the 'model_card' "
+                'parameter) naming the architecture')
+        spec = (_card_spec(card_file, embedded, overrides) if card_file is not None
+                else apply_overrides(embedded, overrides))
+        if not spec.architecture:
+            raise CheckpointError(f'{card_file}: architecture missing: safetensors weights '
+                                  'need the network that they belong to')
+        model = _build(spec, state, path)
+    elif suffix in _PICKLED:
+        raise CheckpointError(
+            f'{path}: pickled and TorchScript files are not loaded, as loading them can run any '
+            'code; save the weights with safetensors.torch.save_file(model.state_dict(), ...) '
+            'and name the architecture in a model card, or export the network to ONNX')
+    else:
+        raise CheckpointError(f'{path}: unknown model type {suffix!r}; use .safetensors or '
+                              '.onnx')
+    check_model(model, spec, str(path))
+    return model, spec
+
+
+def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
+    """Refuse a card that contradicts the network, naming the card key: input channels, input
+    size (a forward pass on a blank input for PyTorch networks), the output index."""
+    if isinstance(model, onnx.ModelProto):
+        outputs = _check_onnx(model, spec, source)
+    else:
+        outputs = _check_torch(model, spec, source)
+    if outputs is not None and spec.output_index >= outputs:
+        raise CheckpointError(f'{source}: output.index {spec.output_index} is out of range: the '
+                              f'network gives {outputs} output{"s" * (outputs != 1)} per image')
+
+
+def _check_regular_file(path: Path) -> None:
+    try:
+        mode = os.stat(path).st_mode  # stat does not block on a FIFO, as opening it would
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such model file') from None
+    except OSError as error:
+        raise CheckpointError(f'{path}: cannot read the model file ({error})') from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f'{path}: not a regular file')
+
+
+def _card_spec(card_file: Path, base: ModelSpec | dict | None,
+               overrides: Mapping | str | None) -> ModelSpec:
+    spec = spec_from_card(read_card(card_file), base, str(card_file))
+    return apply_overrides(spec, overrides)
+
+
+def _read_safetensors(path: Path) -> tuple[dict | None, dict]:
+    try:
+        with safe_open(str(path), framework='pt') as handle:
+            metadata = handle.metadata()
+        return metadata, load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f'{path}: not a readable safetensors file ({error})') from None
+
+
+def _build(spec: ModelSpec, state: dict, path: Path) -> nn.Module:
+    try:
+        model = spec.build()
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f'{path}: cannot build {spec.architecture!r}: {error}') from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f'{path}: weights do not fit architecture {spec.architecture!r}: '
+                              f'{error}') from None
+    return model.eval()
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, OSError, ValueError) as error:
+        raise CheckpointError(f'{path}: not a valid ONNX model ({error})') from None
+    except Exception as error:  # protobuf's DecodeError for files that are not ONNX at all
+        raise CheckpointError(f'{path}: not an ONNX model ({type(error).__name__}: '
+                              f'{error})') from None
+    return model
+
+
+def _onnx_input_fields(model: onnx.ModelProto, path: Path) -> dict[str, object]:
+    """What the graph fixes about its image input: channels, height and width."""
+    try:
+        name = image_input(model)
+    except UnsupportedModelError:
+        return {}
+    dims = _input_dims(model, name)
+    fields = {'input_name': name}
+    for field_name, size in zip(('input_channels', 'input_height', 'input_width'), dims[1:]):
+        if size:
+            fields[field_name] = size
+    return fields
+
+
+def _input_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
+    info = next(i for i in model.graph.input if i.name == name)
+    return [d.dim_value if d.HasField('dim_value') else None
+            for d in info.type.tensor_type.shape.dim]
+
+
+def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
+    try:
+        name = image_input(model, spec.input_name)
+    except UnsupportedModelError as error:
+        raise CheckpointError(f'{source}: {error}') from None
+    dims = _input_dims(model, name)
+    if len(dims) != 4:
+        raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "
+                              'not 4 (batch, channels, height, width)')
+    for key, card_value, graph_value in (
+            ('input.channels', spec.input_channels, dims[1]),
+            ('input.height', spec.input_height, dims[2]),
+            ('input.width', spec.input_width, dims[3])):
+        if graph_value and graph_value != card_value:
+            raise CheckpointError(f"{source}: {key} is {card_value} but the graph's input "
+                                  f"'{name}' has {graph_value}")
+    counts = []
+    for output in model.graph.output:
+        sizes = [d.dim_value if d.HasField('dim_value') else None
+                 for d in output.type.tensor_type.shape.dim][1:]
+        if None in sizes:
+            return None
+        counts.append(int(torch.Size(sizes).numel()))
+    return sum(counts) or None
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    return next(((name, module) for name, module in model.named_modules()
+                 if isinstance(module, nn.Conv2d)), None)
+
+
+def _check_torch(model: nn.Module, spec: ModelSpec, source: str) -> int:
+    first = _first_conv(model)
+    if first is not None and first[1].in_channels != spec.input_channels:
+        raise CheckpointError(
+            f"{source}: input.channels is {spec.input_channels} but the network's first "
+            f"convolution '{first[0]}' takes {first[1].in_channels}")
+    blank = torch.zeros(1, spec.input_channels, spec.input_height, spec.input_width)
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        blank = blank.to(parameter.device, parameter.dtype)
+    try:
+        with torch.inference_mode():
+            output = model(blank)
+    except Exception as error:  # the user's forward() may fail in any way on a wrong size
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        raise CheckpointError(
+            f'{source}: the network does not take the card\'s input of {spec.input_channels}x'
+            f'{spec.input_height}x{spec.input_width} (input.channels, input.height, '
+            f'input.width): {type(error).__name__}: {reason}') from None
+    return sum(t.numel() for t in flatten_outputs(output))
+
+
+def flatten_outputs(output: object) -> list[torch.Tensor]:
+    """A network's output (a tensor, or a tuple, list or dict of tensors) as a list of tensors,
+    in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in flatten_outputs(item)]
+    raise CheckpointError(f'the network returned a {type(output).__name__}, not tensors')
