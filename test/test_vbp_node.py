@@ -30,8 +30,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
-from vbp_ros import ModelSpec, authors_net, load_checkpoint, save_checkpoint  # noqa: E402
-from vbp_ros.engine.engine import VBPEngine  # noqa: E402
+from vbp_ros import ModelSpec, authors_net, save_checkpoint  # noqa: E402
+from vbp_ros.engine.build import build_engine  # noqa: E402
 from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
@@ -180,8 +180,7 @@ def test_mask_and_angle_equal_the_engine_for_a_known_frame(harness, checkpoint) 
     frame = camera_frame(1)
     angles_before = len(harness.angles)
     mask = harness.send(raw(frame))
-    model, spec = load_checkpoint(checkpoint)
-    expected = VBPEngine(model, spec, device='cpu').process(frame)
+    expected = build_engine(checkpoint, device='cpu').process(frame)  # the node's defaults
     assert (mask.encoding, mask.width, mask.height, mask.step) == ('mono8', 640, 125, 640)
     received = np.frombuffer(mask.data, np.uint8).reshape(125, 640)
     np.testing.assert_array_equal(received, mask_to_mono8(expected.mask))
@@ -282,8 +281,7 @@ def test_mask_encoding_32fc1_gives_the_float_mask(harness, checkpoint) -> None:
         frame = camera_frame(10)
         mask = harness.send(raw(frame))
         assert (mask.encoding, mask.step) == ('32FC1', 640 * 4)
-        model, spec = load_checkpoint(checkpoint)
-        expected = VBPEngine(model, spec, device='cpu').process(frame).mask
+        expected = build_engine(checkpoint, device='cpu').process(frame).mask
         np.testing.assert_array_equal(np.frombuffer(mask.data, np.float32).reshape(125, 640),
                                       expected)
     finally:
@@ -297,7 +295,7 @@ def test_mask_encoding_32fc1_gives_the_float_mask(harness, checkpoint) -> None:
     ('device', 'tpu', 'device'),
     ('device', 'cuda', 'CUDA is not available'),
     ('cuda_graphs', True, 'cuda_graphs needs a CUDA device'),
-    ('model', '/nonexistent/model.safetensors', 'no such checkpoint file'),
+    ('model', '/nonexistent/model.safetensors', 'no such model file'),
     ('deadline_ms', -5.0, ''),
     ('overlay_alpha', 1.5, ''),
 ])

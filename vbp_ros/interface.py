@@ -20,11 +20,12 @@ DEFAULT_CAMERA_TOPIC = '/camera/image_raw'
 
 # vbp_node's outputs, published once per processed frame (relative names).
 STEERING_TOPIC = 'steering_angle'
+OUTPUTS_TOPIC = 'outputs'  # std_msgs/Float32MultiArray: every network output, flattened
 MASK_TOPIC = 'vbp/mask'
 OVERLAY_TOPIC = 'vbp/overlay'
 PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
-VBP_OUTPUTS = (STEERING_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PROCESSING_TIME_TOPIC,
+VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PROCESSING_TIME_TOPIC,
                PIPELINE_LATENCY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'
 

@@ -165,6 +165,7 @@ class VBPEngine:
         self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
         self.backend_note = ''
+        self.model_name = spec.description or spec.architecture or 'model'  # for diagnostics
         self.dtype = PRECISIONS[precision]
         self._onnx = None
         self.backend = self._choose_backend(model, backend, device, precision, cuda_graphs,

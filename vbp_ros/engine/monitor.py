@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 COUNTERS = ('received', 'processed', 'dropped_superseded', 'dropped_stale', 'dropped_invalid',
-            'deadline_misses', 'overlays')
+            'deadline_misses', 'overlays', 'nonfinite_outputs')
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import (Executor, ExternalShutdownException, MultiThreadedExecutor,
+                             SingleThreadedExecutor)
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.logging import get_logger
 from rclpy.node import Node
 
 
-def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
+def spin_until_shutdown(executor: Executor) -> None:
     """Spin until SIGINT/SIGTERM or shutdown. A signal that shuts the context down while the
     executor builds its wait set surfaces as RCLError; that is a clean stop, not a failure."""
     try:
@@ -23,12 +24,16 @@ def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
             raise
 
 
-def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -> int:
+def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None,
+             executor_threads: int = 1) -> int:
     """Create the node, spin it until a signal, destroy it. A ValueError while creating it
-    (bad parameters, missing files) is logged as fatal and gives exit code 1."""
+    (bad parameters, missing files) is logged as fatal and gives exit code 1. With more than
+    one executor thread, callbacks of different callback groups run side by side."""
     try:
         with rclpy.init(args=args):
-            executor = SingleThreadedExecutor()  # before the node: a signal may come any time
+            # Before the node: a signal may come any time.
+            executor = (MultiThreadedExecutor(num_threads=executor_threads)
+                        if executor_threads > 1 else SingleThreadedExecutor())
             try:
                 node = make_node()
             except ValueError as error:

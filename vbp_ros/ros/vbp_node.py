@@ -1,39 +1,49 @@
-"""vbp_node: camera images in; steering angle, VisualBackProp mask and overlay out.
+"""vbp_node: camera images in; steering angle, all outputs, VisualBackProp mask and overlay out.
 
 A thin ROS 2 adapter around :class:`vbp_ros.engine.engine.VBPEngine`: parameters, QoS,
 messages, publishing and diagnostics. The subscription callback only stores the newest frame
 (with its receipt time) in a one-slot mailbox; one worker thread decodes it, runs the engine
 and publishes, so the executor (parameter services, diagnostics) stays responsive and latency
-never piles up. The worker is the only thread that touches the engine: parameter callbacks hand
+never piles up. The worker is the only thread that runs the engine: parameter callbacks hand
 it immutable :class:`Settings`, which it takes up before its next frame. The processing time,
 the deadline and /diagnostics share one clock: from receipt to the last publish.
+
+Validation before acceptance: a change of ``model``, ``model_card``, ``card_overrides``,
+``backend``, ``device``, ``precision`` or ``cuda_graphs`` builds the new engine and warms it up
+on a blank frame of the card's size in a builder thread (:meth:`VBPNode._build_candidate`),
+while the old engine keeps serving frames and the node's other callbacks keep running (a
+multi-threaded executor; the parameter service waits alone). Only an engine that built is
+accepted and swapped in; otherwise the change is refused with the reason. /diagnostics names
+the model that is running.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32
+from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
 
-from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoint
-from ..engine.engine import PRECISIONS, VBPEngine, resolve_device
+from ..engine.build import build_engine
+from ..engine.engine import BACKENDS, PRECISIONS, VBPEngine
 from ..engine.mailbox import LatestFrameMailbox
 from ..engine.monitor import PipelineMonitor
 from ..interface import (COMPRESSED_IMAGE_TOPIC, DIAGNOSTICS_TOPIC, IMAGE_TOPIC, MASK_TOPIC,
-                         OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC,
-                         STEERING_TOPIC, VBP_NODE)
+                         OUTPUTS_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
+                         PROCESSING_TIME_TOPIC, STEERING_TOPIC, VBP_NODE)
 from ..pixels.encodings import mask_to_mono8
 from ..pixels.frames import FrameError
 from .diagnostics import diagnostic_array
@@ -45,11 +55,15 @@ CHOICES = {
     'input_qos': ('sensor_data', 'reliable', 'auto'),
     'mask_encoding': ('mono8', '32FC1'),
     'precision': tuple(PRECISIONS),
+    'backend': BACKENDS,
 }
-ENGINE_PARAMETERS = ('model', 'device', 'precision', 'cuda_graphs')
+ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device', 'precision',
+                     'cuda_graphs')
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')
 OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 WARN_PERIOD_S = 5.0
+BUILD_TIMEOUT_S = 300.0  # a model change whose engine is not built by then is refused
+EXECUTOR_THREADS = 3  # parameter service (may wait for a build), frames, diagnostics
 
 
 def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
@@ -64,10 +78,22 @@ def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
 
 PARAMETERS = {
     'model': ('', _describe(ParameterType.PARAMETER_STRING,
-                            "checkpoint path (vbp_ros safetensors); '' for the bundled default "
-                            'model')),
+                            'model file: a vbp_ros checkpoint or safetensors weights of your own '
+                            "network (.safetensors), or an ONNX file (.onnx); '' for the bundled "
+                            'default model')),
+    'model_card': ('', _describe(ParameterType.PARAMETER_STRING,
+                                 "model card (YAML); '' for the card beside the model (same "
+                                 "stem, .yaml), or a vbp_ros checkpoint's own")),
+    'card_overrides': ('', _describe(ParameterType.PARAMETER_STRING,
+                                     "card values that win over the card's, as YAML, e.g. "
+                                     "'{output.index: 1, input.color: bgr}'")),
+    'backend': ('auto', _describe(ParameterType.PARAMETER_STRING,
+                                  'torch, onnxruntime (mask inside the ONNX graph), or auto: '
+                                  'onnxruntime for ONNX models and on the CPU, else torch',
+                                  CHOICES['backend'])),
     'device': ('auto', _describe(ParameterType.PARAMETER_STRING,
-                                 'auto (CUDA when present), cpu, cuda or cuda:N')),
+                                 'auto (CUDA when present), cpu, cuda or cuda:N; tensorrt[:N] '
+                                 'with onnxruntime')),
     'precision': ('fp32', _describe(ParameterType.PARAMETER_STRING, 'network precision',
                                     CHOICES['precision'])),
     'input_transport': ('raw', _describe(ParameterType.PARAMETER_STRING,
@@ -102,7 +128,7 @@ PARAMETERS = {
 class Settings:
     """What the worker reads per frame, replaced as a whole when parameters change."""
 
-    engine: tuple  # values of ENGINE_PARAMETERS: a new tuple means a new engine
+    engine: VBPEngine  # built and warmed up before it was accepted
     overlay_alpha: float
     deadline_ms: float
     max_age_ms: float
@@ -125,12 +151,16 @@ class VBPNode(Node):
             self.declare_parameter(name, default, descriptor)
         self.monitor = PipelineMonitor()
         self.mailbox = LatestFrameMailbox()
-        self.settings = self._read_settings()
-        self.engine = self._build_engine(self.settings.engine)
-        self._engine_settings = self.settings.engine
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='vbp_build')
+        self._candidate: VBPEngine | None = None  # built by the on-set callback, not yet taken
+        self.engine = self._build_engine(self._engine_values())
+        self.settings = self._read_settings(self.engine)
+        # Frames and diagnostics never wait for the parameter service (which may be building).
+        self._io_group = ReentrantCallbackGroup()
         self._subscription = None
         self._subscribe()
         self.angle_pub = self.create_publisher(Float32, STEERING_TOPIC, OUTPUT_QOS)
+        self.outputs_pub = self.create_publisher(Float32MultiArray, OUTPUTS_TOPIC, OUTPUT_QOS)
         self.mask_pub = self.create_publisher(Image, MASK_TOPIC, OUTPUT_QOS)
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, OUTPUT_QOS)
         self.processing_pub = self.create_publisher(Float32, PROCESSING_TIME_TOPIC, 10)
@@ -139,32 +169,49 @@ class VBPNode(Node):
         self.add_pre_set_parameters_callback(self._normalize_parameters)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._io_group)
         self._running = True
         self._worker = threading.Thread(target=self._work, name='vbp_worker', daemon=True)
         self._worker.start()
-        self.get_logger().info(f'ready: model {_model_path(self._param("model"))} on '
-                               f'{self.engine.description}')
+        self.get_logger().info(f'ready: model {self.engine.model_name} on '
+                               f'{self.engine.description}{_note(self.engine)}')
 
     # -- parameters ---------------------------------------------------------------------------
 
     def _param(self, name: str) -> object:
         return self.get_parameter(name).value
 
-    def _read_settings(self) -> Settings:
-        return Settings(engine=tuple(self._param(name) for name in ENGINE_PARAMETERS),
+    def _engine_values(self, changes: dict | None = None) -> dict[str, object]:
+        """The engine parameters, with ``changes`` (not yet set) in place of the current."""
+        return {name: (changes or {}).get(name, self._param(name)) for name in ENGINE_PARAMETERS}
+
+    def _read_settings(self, engine: VBPEngine) -> Settings:
+        return Settings(engine=engine,
                         overlay_alpha=self._param('overlay_alpha'),
                         deadline_ms=self._param('deadline_ms'),
                         max_age_ms=self._param('max_age_ms'),
                         publish_overlay=self._param('publish_overlay'),
                         mask_float=self._param('mask_encoding') == '32FC1')
 
-    def _build_engine(self, engine_settings: tuple) -> VBPEngine:
-        settings = dict(zip(ENGINE_PARAMETERS, engine_settings))
-        model, spec = load_checkpoint(_model_path(settings['model']))
-        return VBPEngine(model, spec, device=settings['device'],
-                         precision=settings['precision'], cuda_graphs=settings['cuda_graphs'],
-                         threads=self._param('cpu_threads'))
+    def _build_engine(self, values: dict[str, object]) -> VBPEngine:
+        """Load the model and its card, build the engine and warm it up (ValueError if any of
+        it fails: the message is the reason)."""
+        return build_engine(values['model'], values['model_card'], values['card_overrides'],
+                            backend=values['backend'], device=values['device'],
+                            precision=values['precision'], cuda_graphs=values['cuda_graphs'],
+                            threads=self._param('cpu_threads'),
+                            overlay_alpha=self._param('overlay_alpha'))
+
+    def _build_candidate(self, values: dict[str, object]) -> VBPEngine | str:
+        """The engine for new parameter values, built in the builder thread while the old one
+        keeps serving; the reason it could not be built otherwise."""
+        future = self._builder.submit(self._build_engine, values)
+        try:
+            return future.result(timeout=BUILD_TIMEOUT_S)
+        except FutureTimeout:
+            return f'the new engine was not built within {BUILD_TIMEOUT_S:.0f} s'
+        except (ValueError, RuntimeError, OSError) as error:
+            return str(error)
 
     def _normalize_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
         """Pre-set: enumerated strings are matched without regard to case or spaces."""
@@ -186,26 +233,24 @@ class VBPNode(Node):
             if name in CHOICES and value not in CHOICES[name]:
                 return _refuse(f'{name} must be one of {", ".join(CHOICES[name])}, '
                                f'not {value!r}')
-        if set(changes) & {'model', 'device', 'cuda_graphs'}:
-            settings = {name: changes.get(name, self._param(name)) for name in ENGINE_PARAMETERS}
-            try:
-                device = resolve_device(settings['device'])
-                if settings['cuda_graphs'] and device.type != 'cuda':
-                    return _refuse('cuda_graphs needs a CUDA device')
-                if 'model' in changes:
-                    load_checkpoint(_model_path(settings['model']))
-            except (ValueError, CheckpointError) as error:
-                return _refuse(str(error))
+        self._candidate = None
+        if set(changes) & set(ENGINE_PARAMETERS):
+            candidate = self._build_candidate(self._engine_values(changes))
+            if isinstance(candidate, str):
+                self.get_logger().error(f'refused {", ".join(sorted(changes))}: {candidate}; '
+                                        f'still running {self.engine.model_name}')
+                return _refuse(candidate)
+            self._candidate = candidate
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
-        """Post-set: hand the worker the new settings (one assignment: it sees all or none)."""
+        """Post-set: hand the worker the new settings (one assignment: it sees all or none),
+        with the engine that the on-set callback built, if any."""
         names = {p.name for p in parameters}
         if names & set(SUBSCRIPTION_PARAMETERS):
             self._subscribe()
-        self.settings = self._read_settings()
-        if self.settings.engine != self._engine_settings:
-            self.get_logger().info('engine settings changed; rebuilding before the next frame')
+        engine, self._candidate = self._candidate or self.settings.engine, None
+        self.settings = self._read_settings(engine)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -216,7 +261,8 @@ class VBPNode(Node):
         qos = self._input_qos(topic)
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
-        self._subscription = self.create_subscription(kind, topic, self._on_frame, qos)
+        self._subscription = self.create_subscription(kind, topic, self._on_frame, qos,
+                                                      callback_group=self._io_group)
         reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
             else 'best effort'
         self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} ({reliability})')
@@ -249,8 +295,8 @@ class VBPNode(Node):
             if frame is None:
                 continue
             settings = self.settings
-            if settings.engine != self._engine_settings:
-                self._rebuild_engine(settings.engine)
+            if settings.engine is not self.engine:
+                self._swap_engine(settings.engine)
             self.engine.overlay_alpha = settings.overlay_alpha
             try:
                 self._process(frame, settings)
@@ -265,14 +311,11 @@ class VBPNode(Node):
                 self.get_logger().error(f'frame failed: {type(error).__name__}: {error}',
                                         throttle_duration_sec=WARN_PERIOD_S)
 
-    def _rebuild_engine(self, engine_settings: tuple) -> None:
-        self._engine_settings = engine_settings
-        try:
-            self.engine = self._build_engine(engine_settings)
-            self.get_logger().info(f'engine rebuilt: {engine_settings[0] or "bundled default"} '
-                                   f'on {self.engine.description}')
-        except (ValueError, CheckpointError, RuntimeError) as error:
-            self.get_logger().error(f'engine rebuild failed, keeping the previous one: {error}')
+    def _swap_engine(self, engine: VBPEngine) -> None:
+        """Take up an accepted engine (worker thread only, between frames)."""
+        self.engine = engine
+        self.get_logger().info(f'now running {engine.model_name} on '
+                               f'{engine.description}{_note(engine)}')
 
     def _process(self, frame: _Frame, settings: Settings) -> None:
         header = frame.message.header
@@ -286,7 +329,11 @@ class VBPNode(Node):
         image, order = frame_of(frame.message)
         overlay = settings.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         result = self.engine.process(image, order=order, overlay=overlay)
+        if not result.finite:
+            self._count_nonfinite(result)
+            return
         self.angle_pub.publish(Float32(data=result.angle))
+        self.outputs_pub.publish(_outputs_message(result.outputs))
         self.mask_pub.publish(self._mask_message(header, result.mask, settings.mask_float))
         if result.overlay is not None:
             self.overlay_pub.publish(image_message(result.overlay, 'rgb8', header))
@@ -296,6 +343,13 @@ class VBPNode(Node):
         self.processing_pub.publish(Float32(data=processing_ms))
         self.latency_pub.publish(Float32(data=latency_ms))
         self.monitor.frame_done(processing_ms, latency_ms, settings.deadline_ms)
+
+    def _count_nonfinite(self, result: object) -> None:
+        """A frame whose outputs or mask are NaN or infinite: nothing of it is published."""
+        self.monitor.count('nonfinite_outputs')
+        self.get_logger().warning(
+            f'network gave non-finite outputs {np.array2string(result.outputs, threshold=8)} '
+            'for a frame; nothing published for it', throttle_duration_sec=WARN_PERIOD_S)
 
     def _age_ms(self, header: object) -> float:
         return (self.get_clock().now().nanoseconds - header_ns(header)) / 1e6
@@ -316,6 +370,8 @@ class VBPNode(Node):
         if totals['received'] and not snapshot.rates_hz['processed'] and \
                 snapshot.rates_hz['received']:
             level, message = DiagnosticStatus.WARN, 'receiving frames but processing none'
+        elif totals['nonfinite_outputs']:
+            level, message = DiagnosticStatus.WARN, 'non-finite network outputs seen'
         elif totals['deadline_misses'] or totals['dropped_invalid']:
             level, message = DiagnosticStatus.WARN, 'deadline misses or invalid frames seen'
         latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
@@ -324,6 +380,7 @@ class VBPNode(Node):
             'dropped (superseded by a newer frame)': totals['dropped_superseded'],
             'dropped (stale)': totals['dropped_stale'],
             'dropped (invalid)': totals['dropped_invalid'],
+            'non-finite outputs (not published)': totals['nonfinite_outputs'],
             'deadline misses': totals['deadline_misses'],
             'overlays published': totals['overlays'],
             'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
@@ -334,7 +391,8 @@ class VBPNode(Node):
             'processing time p99 (ms)': _milliseconds(processing.get('p99')),
             'deadline (ms)': self.settings.deadline_ms,
             'device': self.engine.description,
-            'model': self._param('model') or 'bundled default',
+            'model': self.engine.model_name,  # the engine running, not the parameter
+            'backend': self.engine.backend + _note(self.engine),
         }
         self.diagnostics_pub.publish(diagnostic_array(
             self, 'pipeline', level, message, self.engine.description, values))
@@ -344,6 +402,7 @@ class VBPNode(Node):
         self._running = False
         self.mailbox.close()
         self._worker.join(timeout=5.0)
+        self._builder.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
 
@@ -351,16 +410,16 @@ def _milliseconds(value: float | None) -> str:
     return 'nan' if value is None else f'{value:.2f}'
 
 
-def _model_path(model: str) -> Path:
-    """The checkpoint to load: the given path, or the bundled default model for ''."""
-    if model:
-        return Path(model)
-    default = default_model_path()
-    if not default.is_file():
-        raise CheckpointError(
-            "no model given and no bundled default model: set the 'model' parameter to a "
-            'vbp_ros checkpoint, e.g. --ros-args -p model:=/path/to/model.safetensors')
-    return default
+def _note(engine: VBPEngine) -> str:
+    return f' ({engine.backend_note})' if engine.backend_note else ''
+
+
+def _outputs_message(outputs: np.ndarray) -> Float32MultiArray:
+    """All of a frame's network outputs, flattened, in order."""
+    message = Float32MultiArray(data=outputs.astype(np.float32).tolist())
+    message.layout.dim = [MultiArrayDimension(label='outputs', size=len(outputs),
+                                              stride=len(outputs))]
+    return message
 
 
 def _refuse(reason: str) -> SetParametersResult:
@@ -369,7 +428,7 @@ def _refuse(reason: str) -> SetParametersResult:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``vbp_node``."""
-    return run_node(VBPNode, 'vbp', args)
+    return run_node(VBPNode, 'vbp', args, executor_threads=EXECUTOR_THREADS)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,38 @@
+"""One way from a model file to a running engine, for the node and every tool.
+
+:func:`build_engine` loads the model and its card (:func:`vbp_ros.core.loading.load_model`),
+builds the :class:`~vbp_ros.engine.engine.VBPEngine` and warms it up on a blank frame of the
+card's size, so that whatever is wrong with the model, the card or the settings surfaces here,
+as a ValueError with a reason, before anything is swapped in or processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from ..core.checkpoint import default_model_path
+from ..core.loading import load_model, model_card_path
+from .engine import VBPEngine
+
+
+def describe_model(model: str | Path | None, card: str | Path | None = None) -> str:
+    """The model (and the card that applies to it) as people name it: a path, or 'bundled
+    default'."""
+    name = str(model) if model else f'bundled default ({default_model_path().name})'
+    card_file = model_card_path(model, card) if model else None
+    return f'{name} (card {card_file})' if card_file else name
+
+
+def build_engine(model: str | Path | None, card: str | Path | None = None,
+                 overrides: Mapping | str | None = None, *, backend: str = 'auto',
+                 device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
+                 threads: int = 0, max_batch: int = 1, overlay_alpha: float = 0.8) -> VBPEngine:
+    """A warmed-up engine for a model file ('' or None: the bundled default) and its card;
+    raises ValueError (CheckpointError included) naming what does not fit."""
+    network, spec = load_model(model, card, overrides)
+    engine = VBPEngine(network, spec, backend=backend, device=device, precision=precision,
+                       cuda_graphs=cuda_graphs, threads=threads, max_batch=max_batch,
+                       overlay_alpha=overlay_alpha)
+    engine.model_name = describe_model(model, card)
+    return engine
