@@ -40,6 +40,8 @@ setup(
             'vbp-train = vbp_ros.tools.train:main',
             'vbp-eval = vbp_ros.tools.evaluate:main',
             'vbp-review = vbp_ros.tools.review:main',
+            'vbp-export = vbp_ros.tools.export:main',
+            'vbp-card = vbp_ros.tools.card:main',
         ],
     },
 )

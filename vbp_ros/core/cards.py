@@ -115,6 +115,20 @@ def apply_overrides(spec: ModelSpec, overrides: Mapping | str | None,
     return spec_from_card(values, spec, source)
 
 
+def parse_assignments(assignments: list[str], source: str = '--set') -> dict[str, object]:
+    """``KEY=VALUE`` strings (values in YAML: numbers, lists...) as card values by dotted key."""
+    values = {}
+    for assignment in assignments:
+        key, separator, text = assignment.partition('=')
+        if not separator:
+            raise CheckpointError(f'{source}: {assignment!r} is not KEY=VALUE')
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise CheckpointError(f'{source}: the value of {key} is not YAML ({error})') from None
+    return flatten(values, source)
+
+
 def card_document(spec: ModelSpec) -> dict[str, object]:
     """The nested card of a spec (every key, plain YAML types)."""
     document: dict[str, object] = {}
@@ -131,7 +145,8 @@ def card_text(spec: ModelSpec) -> str:
     """The YAML card of a spec."""
     header = ('# vbp_ros model card: how camera frames become this network\'s input and what '
               'its outputs mean.\n# Keys: see the README, "Bring your own network".\n')
-    return header + yaml.safe_dump(card_document(spec), sort_keys=False)
+    return header + yaml.safe_dump(card_document(spec), sort_keys=False,
+                                   default_flow_style=None)
 
 
 def write_card(path: str | Path, spec: ModelSpec) -> Path:

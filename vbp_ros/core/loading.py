@@ -24,14 +24,19 @@ from torch import nn
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import FORMAT, CheckpointError, ModelSpec, default_model_path
 from .layout import UnsupportedModelError
-from .onnx_vbp import image_input
+from .onnx_vbp import MASK_OUTPUT, image_input
 
-__all__ = ['Model', 'check_model', 'load_model', 'model_card_path']
+__all__ = ['MissingCardError', 'Model', 'check_model', 'load_model', 'model_card_path',
+           'onnx_input_fields']
 
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
 SAFETENSORS_SUFFIX = '.safetensors'
 _PICKLED = ('.pt', '.pth', '.ckpt', '.pkl', '.bin', '.tar', '.ts', '.jit')
+
+
+class MissingCardError(CheckpointError):
+    """A model that needs a card (an ONNX file, a plain state dict) and has none."""
 
 
 def model_card_path(model_path: str | Path, card: str | Path | None = None) -> Path | None:
@@ -66,18 +71,18 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
     card_file = model_card_path(path, card)
     suffix = path.suffix.lower()
     if suffix == ONNX_SUFFIX:
-        model = _load_onnx(path)
+        model = load_onnx(path)
         if card_file is None:
-            raise CheckpointError(
+            raise MissingCardError(
                 f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
                 "or the 'model_card' parameter (vbp-card writes a template)")
-        spec = _card_spec(card_file, _onnx_input_fields(model, path), overrides)
+        spec = _card_spec(card_file, onnx_input_fields(model), overrides)
     elif suffix == SAFETENSORS_SUFFIX:
         metadata, state = _read_safetensors(path)
         embedded = (ModelSpec.from_metadata(metadata, str(path))
                     if metadata and metadata.get('format') == FORMAT else None)
         if embedded is None and card_file is None:
-            raise CheckpointError(
+            raise MissingCardError(
                 f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
                 f"network need {card_path_for(path).name} beside them (or the 'model_card' "
                 'parameter) naming the architecture')
@@ -150,7 +155,8 @@ def _build(spec: ModelSpec, state: dict, path: Path) -> nn.Module:
     return model.eval()
 
 
-def _load_onnx(path: Path) -> onnx.ModelProto:
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """An ONNX file, checked by onnx.checker (CheckpointError otherwise)."""
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -162,8 +168,9 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _onnx_input_fields(model: onnx.ModelProto, path: Path) -> dict[str, object]:
-    """What the graph fixes about its image input: channels, height and width."""
+def onnx_input_fields(model: onnx.ModelProto) -> dict[str, object]:
+    """What the graph fixes about its image input, as spec fields: its name, and channels,
+    height and width where they are fixed."""
     try:
         name = image_input(model)
     except UnsupportedModelError:
@@ -200,6 +207,8 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
                                   f"'{name}' has {graph_value}")
     counts = []
     for output in model.graph.output:
+        if output.name == MASK_OUTPUT:
+            continue
         sizes = [d.dim_value if d.HasField('dim_value') else None
                  for d in output.type.tensor_type.shape.dim][1:]
         if None in sizes:

@@ -325,7 +325,8 @@ class _Reader:
         self.producing_node: dict[str, tuple[onnx.NodeProto, str]] = {}
         self.scaled_activation: dict[str, str] = {}  # GELU's x * (1 + erf(...)), before * 0.5
         for node in graph.nodes:
-            self._read(node)
+            if not node.name.startswith(_PREFIX):  # the mask of vbp-export's graphs
+                self._read(node)
         if not self.plan.head:
             raise UnsupportedModelError(
                 'no head found: the feature part must end in Flatten, Gemm, MatMul, Reshape, '

@@ -1,0 +1,243 @@
+"""Models of every kind through the one loader: cards, the user's own architectures, ONNX files,
+the onnxruntime backend of the engine, vbp-export and vbp-card."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from own_networks import CARD, install
+from vbp_ros import ModelSpec, authors_net, save_checkpoint
+from vbp_ros.core.cards import apply_overrides, card_text, parse_card, spec_from_card
+from vbp_ros.core.checkpoint import FORMAT, CheckpointError
+from vbp_ros.core.loading import load_model
+from vbp_ros.core.onnx_vbp import MASK_OUTPUT
+from vbp_ros.engine.build import build_engine
+from vbp_ros.engine.engine import VBPEngine
+from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.tools import card as card_tool
+from vbp_ros.tools import export as export_tool
+from vbp_rule import reference_mask
+
+FRAME = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def road_nets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's package on the Python path, weights of PilotNet-ELU and its card."""
+    folder = install(tmp_path / 'site')
+    monkeypatch.syspath_prepend(str(folder))
+    import road_nets
+
+    torch.manual_seed(7)
+    model = road_nets.build(activation='elu', outputs=2).eval()
+    weights = tmp_path / 'pilotnet.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    (tmp_path / 'pilotnet.yaml').write_text(CARD)
+    yield weights
+    sys.modules.pop('road_nets', None)
+
+
+def test_own_network_by_import_path_gives_the_rules_mask(road_nets: Path) -> None:
+    model, spec = load_model(road_nets)
+    assert type(model).__name__ == 'PilotNet' and not model.training
+    assert (spec.color, spec.input_channels, spec.output_unit, spec.output_names) == (
+        'yuv', 3, 'deg', ('steering', 'throttle'))
+    engine = build_engine(road_nets, device='cpu')
+    assert engine.backend == 'onnxruntime'  # ELU: the onnxruntime backend on the CPU
+    result = engine.process(FRAME)
+    x = torch.from_numpy(Preprocessor(spec)(FRAME))[None]
+    output, mask = reference_mask(model, x)
+    np.testing.assert_allclose(result.mask, mask[0, 0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(result.outputs, output[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert result.angle == pytest.approx(math.radians(float(output[0, 0])), rel=1e-4)
+
+
+def test_registered_architecture_by_name(road_nets: Path, tmp_path: Path) -> None:
+    card = tmp_path / 'registered.yaml'
+    card.write_text(CARD.replace('road_nets:build', 'pilotnet'))
+    model, _ = load_model(road_nets, card)
+    assert type(model).__name__ == 'PilotNet'
+
+
+def test_yuv_bgr_and_per_channel_normalization() -> None:
+    spec = ModelSpec('', 3, 480, 640, color='bgr', pixel_scale=1 / 255, mean=(0.5, 0.4, 0.3),
+                     std=(0.2, 0.25, 0.5))
+    x = Preprocessor(spec)(FRAME)
+    expected = (FRAME[..., ::-1].transpose(2, 0, 1) / 255 - np.array(spec.mean)[:, None, None]) \
+        / np.array(spec.std)[:, None, None]
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    yuv = Preprocessor(ModelSpec('', 3, 480, 640, color='yuv', pixel_scale=1.0))(FRAME)
+    np.testing.assert_array_equal(yuv, cv2.cvtColor(FRAME, cv2.COLOR_RGB2YUV).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize('unit, scale, ratio, expected', [
+    ('rad', 1.0, 0.0, 0.5), ('deg', 1.0, 0.0, math.radians(0.5)),
+    ('deg', 20.0, 0.0, math.radians(10.0)), ('steering_wheel_deg', 1.0, 0.0, math.radians(0.5)),
+    ('steering_wheel_rad', 1.0, 14.8, 0.5 / 14.8), ('class_logits', 1.0, 0.0, 0.5)])
+def test_steering_output_in_radians(unit: str, scale: float, ratio: float,
+                                    expected: float) -> None:
+    spec = ModelSpec('', 1, 8, 8, output_index=1, output_unit=unit, output_scale=scale,
+                     steering_ratio=ratio)
+    assert spec.steering_angle([9.0, 0.5]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('input: {colour: rgb}', "unknown key 'input.colour'"),
+    ('input: {height: "66"}', 'input.height must be an integer'),
+    ('input: {crop: [1, 2, 3]}', r'input.crop must be \[top, left, height, width\]'),
+    ('output: {unit: mph}', 'output.unit must be one of'),
+    ('input: {color: rgb, mean: [0.1, 0.2]}', 'input.mean has 2 values for 3 input channels'),
+    ('input: {color: gray, channels: 3}', "input.channels 3 does not fit input.color 'gray'"),
+    ('[1, 2]', 'a model card is a mapping'),
+    ('input: {width: 10}', 'input.height missing'),
+])
+def test_bad_cards_are_refused_naming_the_key(text: str, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        size = {'input_height': 8, 'input_width': 8}
+        spec_from_card(parse_card(text), None if 'missing' in message else size)
+
+
+def test_card_round_trip_and_overrides() -> None:
+    spec = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640), output_names=('angle',))
+    assert spec_from_card(parse_card(card_text(spec))) == spec
+    changed = apply_overrides(spec, '{output.index: 0, input: {color: rgb}, output.unit: deg}')
+    assert (changed.color, changed.input_channels, changed.output_unit) == ('rgb', 3, 'deg')
+    assert apply_overrides(spec, '') == spec
+
+
+def test_card_that_contradicts_the_network_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / 'authors.safetensors'
+    save_checkpoint(path, authors_net().eval(), ModelSpec('authors', 1, 125, 640))
+    for overrides, message in (('{input.color: rgb}', "input.channels is 3 but the network's "
+                                'first convolution'),
+                               ('{input.height: 20}', r'does not take the card\'s input of '
+                                '1x20x640'),
+                               ('{output.index: 1}', 'output.index 1 is out of range: the '
+                                'network gives 1 output per image')):
+        with pytest.raises(CheckpointError, match=message):
+            load_model(path, overrides=overrides)
+    graph = tmp_path / 'authors.onnx'
+    onnx.save(export_onnx(authors_net().eval(), (1, 125, 640)), str(graph))
+    (tmp_path / 'authors.yaml').write_text('input: {height: 120, width: 640}\n')
+    with pytest.raises(CheckpointError, match="input.height is 120 but the graph's input "
+                                              "'image' has 125"):
+        load_model(graph)
+
+
+def test_vbp_ros_checkpoints_of_before_cards_keep_working(tmp_path: Path) -> None:
+    model = authors_net().eval()
+    old_spec = {'architecture': 'authors', 'input_channels': 1, 'input_height': 125,
+                'input_width': 640, 'arguments': {}, 'color': 'gray', 'crop': [200, 0, 250, 640],
+                'pixel_scale': 1 / 255, 'output_unit': 'rad', 'description': 'old'}
+    path = tmp_path / 'old.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={'format': FORMAT, 'spec': json.dumps(old_spec)})
+    _, spec = load_model(path)
+    assert spec.crop == (200, 0, 250, 640) and spec.output_index == 0 and spec.mean == (0.0,)
+    assert card_tool.main([str(path), '--set', 'output.unit=deg']) == 0  # a card for it
+    assert card_tool.main([str(path)]) == 1  # kept unless --force
+    _, spec = load_model(path)
+    assert spec.output_unit == 'deg' and spec.description == 'old'
+
+
+class Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path('/tmp/vbp_ros_pickle_ran_loader'),))
+
+
+def test_refusals_without_running_anything(tmp_path: Path) -> None:
+    marker = Path('/tmp/vbp_ros_pickle_ran_loader')
+    marker.unlink(missing_ok=True)
+    pickled = tmp_path / 'model.pt'
+    pickled.write_bytes(pickle.dumps({'weights': Payload()}))
+    with pytest.raises(CheckpointError, match='pickled and TorchScript files are not loaded'):
+        load_model(pickled)
+    assert not marker.exists()
+    plain = tmp_path / 'plain.safetensors'
+    save_file({'w': torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match='no model card'):
+        load_model(plain)
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'\x00garbage' * 100)
+    (tmp_path / 'garbage.yaml').write_text('input: {height: 8, width: 8}\n')
+    with pytest.raises(CheckpointError, match='not .*ONNX model'):
+        load_model(garbage)
+    fifo = tmp_path / 'fifo.onnx'
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match='not a regular file'):
+        load_model(fifo)
+    assert time.monotonic() - start < 5.0
+    unknown = tmp_path / 'net.h5'
+    unknown.write_bytes(b'x')
+    with pytest.raises(CheckpointError, match="unknown model type '.h5'"):
+        load_model(unknown)
+
+
+def test_onnx_needs_a_card(tmp_path: Path) -> None:
+    graph = tmp_path / 'net.onnx'
+    onnx.save(export_onnx(authors_net().eval(), (1, 125, 640)), str(graph))
+    with pytest.raises(CheckpointError, match='an ONNX model needs a model card'):
+        load_model(graph)
+    assert card_tool.main([str(graph), '--set', 'input.crop=[200, 0, 250, 640]']) == 0
+    _, spec = load_model(graph)  # the template: size and colour from the graph
+    assert (spec.input_channels, spec.input_height, spec.input_width, spec.color) == (
+        1, 125, 640, 'gray')
+
+
+def test_engine_backends_agree_and_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
+    model = authors_net().eval()
+    frames = [np.random.default_rng(i).integers(0, 255, (480, 640), dtype=np.uint8)
+              for i in range(3)]
+    torch_engine = VBPEngine(model, spec, device='cpu', max_batch=3)
+    onnx_engine = VBPEngine(model, spec, device='cpu', max_batch=3, backend='onnxruntime')
+    assert VBPEngine(model, spec, device='cpu', backend='auto').backend == 'onnxruntime'
+    assert onnx_engine.description == 'cpu (CPUExecutionProvider), fp32, onnxruntime'
+    for a, b in zip(torch_engine.process_batch(frames), onnx_engine.process_batch(frames)):
+        np.testing.assert_allclose(a.mask, b.mask, atol=1e-5)
+        assert a.angle == pytest.approx(b.angle, abs=1e-5)
+    graph = export_onnx(model, (1, 125, 640))
+    with pytest.raises(ValueError, match='backend torch runs PyTorch networks'):
+        VBPEngine(graph, spec, backend='torch')
+    with pytest.raises(ValueError, match='onnxruntime runs fp32'):
+        VBPEngine(model, spec, backend='onnxruntime', precision='fp16')
+    with pytest.raises(ValueError, match='needs the CUDAExecutionProvider'):
+        VBPEngine(graph, spec, backend='onnxruntime', device='cuda')
+
+
+def test_non_finite_outputs_are_flagged(road_nets: Path, tmp_path: Path) -> None:
+    card = tmp_path / 'broken.yaml'
+    card.write_text(CARD.replace('road_nets:build', 'road_nets:Broken'))
+    result = build_engine(road_nets, card, device='cpu').process(FRAME)
+    assert not result.finite and math.isnan(result.angle)
+
+
+def test_vbp_export_runs_with_its_card(road_nets: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / 'export' / 'pilotnet.onnx'
+    assert export_tool.main([str(road_nets), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'kept /features/features.1/Elu_output_0 (Elu): 24x31x98' in printed
+    assert 'wrote' in printed and out.with_suffix('.yaml').is_file()
+    graph, spec = load_model(out)
+    assert graph.graph.output[-1].name == MASK_OUTPUT and spec.architecture == ''
+    exported = build_engine(out, device='cpu').process(FRAME)
+    original = build_engine(road_nets, device='cpu').process(FRAME)
+    np.testing.assert_allclose(exported.mask, original.mask, atol=1e-6)
+    assert exported.angle == pytest.approx(original.angle, rel=1e-6)
+    assert export_tool.main([str(tmp_path / 'absent.onnx'), str(out)]) == 1

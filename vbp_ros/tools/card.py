@@ -1,0 +1,67 @@
+"""vbp-card: write the model card (YAML) of a model, beside it or where --out says.
+
+    vbp-card runs/models/authors.safetensors          # a vbp_ros checkpoint's own spec as a card
+    vbp-card net.onnx --set input.color=rgb --set input.scale=0.00392156862745098
+    vbp-card weights.safetensors --set architecture=my_pkg.nets:build --set input.height=66 \
+        --set input.width=200 --set input.color=yuv
+
+For an ONNX file without a card it writes a template from the graph's input (channels, height,
+width): check the colour, scaling and output keys before use. The card is loaded back and
+checked against the model before it is written. An existing card is kept unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from ..core.cards import card_path_for, card_text, parse_assignments, spec_from_card, write_card
+from ..core.checkpoint import CheckpointError, ModelSpec
+from ..core.loading import MissingCardError, load_model, load_onnx, onnx_input_fields
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit code 0, or 1 with the reason."""
+    parser = argparse.ArgumentParser(prog='vbp-card', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('model', type=Path, help='.safetensors or .onnx')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='a card value (YAML), e.g. output.unit=deg; repeatable')
+    parser.add_argument('--out', type=Path, help='where to write (default: beside the model)')
+    parser.add_argument('--force', action='store_true', help='replace an existing card')
+    args = parser.parse_args(argv)
+    out = args.out or card_path_for(args.model)
+    if out.exists() and not args.force:
+        print(f'vbp-card: {out} exists (--force replaces it)', file=sys.stderr)
+        return 1
+    try:
+        values = parse_assignments(args.set)
+        spec = _spec_for(args.model, values)
+    except (CheckpointError, ValueError) as error:
+        print(f'vbp-card: {error}', file=sys.stderr)
+        return 1
+    write_card(out, spec)
+    print(card_text(spec), end='')
+    print(f'wrote {out}')
+    return 0
+
+
+def _spec_for(model: Path, values: dict) -> ModelSpec:
+    """The model's spec with ``values`` applied; for a model without a card yet, a template
+    (the graph's input, for ONNX) completed by ``values``, checked by loading it."""
+    try:
+        return load_model(model, overrides=values)[1]
+    except MissingCardError:
+        pass
+    template = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == '.onnx' else {}
+    if 'input_channels' in template and 'input.color' not in values:
+        template['color'] = 'gray' if template['input_channels'] == 1 else 'rgb'
+    with tempfile.TemporaryDirectory() as folder:
+        card = write_card(Path(folder) / 'card.yaml', spec_from_card(values, template, '--set'))
+        return load_model(model, card)[1]
+
+
+if __name__ == '__main__':
+    sys.exit(main())
