@@ -1,0 +1,187 @@
+"""A user's own PilotNet in vbp_node over DDS: as safetensors weights with an import path in its
+card, as an ONNX file from torch.onnx.export, and as vbp-export's output; angle, outputs and mask
+equal to the §2a rule computed in PyTorch (float64) on the same frame; bad models and cards
+refused at start-up and at run time while the old model keeps running."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from std_msgs.msg import Float32MultiArray
+
+from own_networks import CARD, install
+from test_vbp_node import SCRIPTS, Harness, raw, ros  # noqa: F401 (ros: a fixture)
+from vbp_ros.core.loading import load_model
+from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.tools import export as export_tool
+from vbp_rule import reference_mask
+
+FRAME = np.random.default_rng(11).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+FRAME[260:440, 280:330] = 255  # a lane marking in the crop
+
+
+@pytest.fixture(scope='module')
+def user(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The user's files: package, weights and card, an ONNX export of theirs, vbp-export's."""
+    folder = tmp_path_factory.mktemp('user')
+    site = install(folder / 'site')
+    sys.path.insert(0, str(site))
+    import road_nets
+
+    torch.manual_seed(5)
+    model = road_nets.build(activation='elu', outputs=2).eval()
+    files = {'site': site, 'weights': folder / 'pilotnet.safetensors',
+             'onnx': folder / 'pilotnet_user.onnx', 'exported': folder / 'vbp' / 'pilotnet.onnx',
+             'broken': folder / 'broken.safetensors'}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(files['weights']))
+    files['weights'].with_suffix('.yaml').write_text(CARD)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(files['broken']))
+    files['broken'].with_suffix('.yaml').write_text(CARD.replace(':build', ':Broken'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, torch.zeros(1, 3, 66, 200), str(files['onnx']), dynamo=False,
+                          input_names=['yuv'], output_names=['controls'])
+    files['onnx'].with_suffix('.yaml').write_text(
+        CARD.replace('architecture: road_nets:build\n', '').replace(
+            'arguments: {activation: elu, outputs: 2}\n', ''))
+    assert export_tool.main([str(files['weights']), str(files['exported'])]) == 0
+    files['reference'] = expected(model, files['weights'])
+    yield files
+    sys.path.remove(str(site))
+    sys.modules.pop('road_nets', None)
+
+
+def expected(model: torch.nn.Module, weights: Path) -> dict[str, object]:
+    """The §2a rule in float64 on the frame, as the card prepares it."""
+    _, spec = load_model(weights)
+    x = torch.from_numpy(Preprocessor(spec)(FRAME, 'rgb'))[None]
+    output, mask = reference_mask(model, x)
+    return {'outputs': output[0].numpy(), 'mask': mask[0, 0].numpy(),
+            'angle': math.radians(float(output[0, 0]))}
+
+
+def start(user: dict[str, Path], log: Path, *arguments: str) -> subprocess.Popen:
+    """vbp_node with the user's package on its Python path."""
+    environment = {**os.environ, 'PYTHONPATH': str(user['site'])}
+    return subprocess.Popen([str(SCRIPTS / 'vbp_node'), '--ros-args', *arguments],
+                            stdout=log.open('w'), stderr=subprocess.STDOUT, env=environment)
+
+
+@pytest.fixture(scope='module')
+def node(ros, user: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    log = tmp_path_factory.mktemp('logs') / 'vbp_node.log'
+    process = start(user, log, '-p', f'model:={user["weights"]}', '-p', 'mask_encoding:=32FC1',
+                    '-p', 'deadline_ms:=1000.0')
+    yield process
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=15) == 0, log.read_text()
+
+
+@pytest.fixture(scope='module')
+def harness(node) -> Harness:
+    harness = Harness()
+    harness.outputs = []
+    harness.node.create_subscription(Float32MultiArray, 'outputs',
+                                     lambda m: harness.outputs.append(list(m.data)), 10)
+    assert harness.send(raw(FRAME, 'rgb8'), timeout=90.0) is not None, 'vbp_node did not answer'
+    yield harness
+    harness.node.destroy_node()
+
+
+def check_frame(harness: Harness, reference: dict[str, object]) -> None:
+    """One frame through the node: mask, angle and outputs as the rule computes them."""
+    angles, outputs = len(harness.angles), len(harness.outputs)
+    mask = harness.send(raw(FRAME, 'rgb8'))
+    assert mask is not None and (mask.encoding, mask.width, mask.height) == ('32FC1', 200, 66)
+    received = np.frombuffer(mask.data, np.float32).reshape(66, 200)
+    np.testing.assert_allclose(received, reference['mask'], atol=1e-4)
+    assert harness.spin_until(lambda: any(
+        abs(angle - reference['angle']) < 1e-5 for angle in harness.angles[angles:]), 5.0)
+    assert harness.spin_until(lambda: any(
+        np.allclose(values, reference['outputs'], rtol=1e-4, atol=1e-5)
+        for values in harness.outputs[outputs:]), 5.0)
+
+
+def running_model(harness: Harness) -> str:
+    count = len(harness.diagnostics)
+    assert harness.spin_until(lambda: len(harness.diagnostics) > count + 1, 5.0)
+    return harness.latest_diagnostics()['model']
+
+
+def test_own_pytorch_network_by_import_path(harness: Harness, user: dict[str, Path]) -> None:
+    check_frame(harness, user['reference'])
+    assert running_model(harness) == f'{user["weights"]} (card ' \
+        f'{user["weights"].with_suffix(".yaml")})'
+
+
+@pytest.mark.parametrize('which', ['onnx', 'exported'])
+def test_onnx_files_run_with_the_same_mask(harness: Harness, user: dict[str, Path],
+                                           which: str) -> None:
+    assert harness.set_parameter('model', str(user[which])) == (True, '')
+    check_frame(harness, user['reference'])
+    assert running_model(harness).startswith(str(user[which]))
+
+
+@pytest.mark.parametrize('name, value, reason', [
+    ('model_card', 'channels', 'input.channels is 1 but the'),
+    ('card_overrides', '{output.index: 5}', 'output.index 5 is out of range'),
+    ('card_overrides', '{input.colour: rgb}', "unknown key 'input.colour'"),
+    ('model', 'garbage.onnx', 'garbage.onnx: not a'),
+    ('model', 'weights.pt', 'pickled and TorchScript files are not loaded'),
+    ('backend', 'tensorflow', 'backend must be one of'),
+])
+def test_bad_changes_are_refused_while_the_old_model_runs(
+        harness: Harness, user: dict[str, Path], tmp_path: Path, name: str, value: str,
+        reason: str) -> None:
+    if value == 'channels':
+        value = str(tmp_path / 'channels.yaml')
+        Path(value).write_text(CARD.replace('color: yuv', 'color: gray'))
+    elif value in ('garbage.onnx', 'weights.pt'):
+        value = str(tmp_path / value)
+        Path(value).write_bytes(b'\x00not a model' * 50)
+        Path(value).with_suffix('.yaml').write_text(CARD)
+    before_value, before_model = harness.get_parameter(name), running_model(harness)
+    successful, message = harness.set_parameter(name, value)
+    assert not successful and reason in message
+    assert harness.get_parameter(name) == before_value
+    assert running_model(harness) == before_model
+    check_frame(harness, user['reference'])
+
+
+def test_non_finite_outputs_are_counted_not_published(harness: Harness,
+                                                      user: dict[str, Path]) -> None:
+    assert harness.set_parameter('model', str(user['broken'])) == (True, '')
+    try:
+        before = int(harness.latest_diagnostics()['non-finite outputs (not published)'])
+        message = raw(FRAME, 'rgb8')
+        stamp = harness.stamp(message)
+        assert harness.spin_until(lambda: harness.best_effort.publish(message) or int(
+            harness.latest_diagnostics()['non-finite outputs (not published)']) > before, 10.0)
+        assert stamp not in harness.masks
+        assert not any(math.isnan(angle) for angle in harness.angles)
+    finally:
+        assert harness.set_parameter('model', str(user['weights'])) == (True, '')
+    check_frame(harness, user['reference'])
+
+
+def test_bad_model_at_start_up_is_one_clear_line_and_exit_1(
+        ros, user: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    card = tmp_path / 'net.yaml'
+    card.write_text(CARD.replace('height: 66', 'height: 20'))
+    log = tmp_path / 'vbp_node.log'
+    process = start(user, log, '-p', f'model:={user["weights"]}', '-p', f'model_card:={card}',
+                    '-r', '__ns:=/bad_start')
+    assert process.wait(timeout=90) == 1
+    output = log.read_text()
+    assert "does not take the card's input of 3x20x200" in output
+    assert 'Traceback' not in output and len(output.strip().splitlines()) == 1, output
