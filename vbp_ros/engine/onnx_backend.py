@@ -83,12 +83,13 @@ class OnnxRuntimeNetwork:
         spec: its card (input name and size).
         device: see the module docstring.
         threads: intra-op threads (0: onnxruntime's default, one per physical core).
+        with_mask: False runs the network alone (for benchmarks); masks are then None.
     """
 
     def __init__(self, model: onnx.ModelProto, spec: ModelSpec, device: str = 'auto',
-                 threads: int = 0) -> None:
+                 threads: int = 0, with_mask: bool = True) -> None:
         self.input_name = image_input(model, spec.input_name)
-        if not has_visualbackprop(model):
+        if with_mask and not has_visualbackprop(model):
             model = add_visualbackprop(model, self.input_name,
                                        (spec.input_height, spec.input_width))
         providers = onnxruntime_providers(device)
@@ -105,16 +106,20 @@ class OnnxRuntimeNetwork:
         kind = next(kind for kind, provider in PROVIDERS.items() if provider == wanted)
         self.device = kind if kind == 'cpu' else f'{kind}:{providers[0][1]["device_id"]}'
         names = [output.name for output in self.session.get_outputs()]
-        self.output_names = [name for name in names if name != MASK_OUTPUT] + [MASK_OUTPUT]
+        self.output_names = [name for name in names if name != MASK_OUTPUT]
+        self.with_mask = with_mask
+        if with_mask:
+            self.output_names.append(MASK_OUTPUT)
         batch = self.session.get_inputs()[0].shape[0] if len(self.session.get_inputs()) == 1 \
             else next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
         self.max_batch = batch if isinstance(batch, int) else None
         self.graph = model
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W)."""
-        *outputs, mask = self.session.run(self.output_names, {self.input_name: x})
+        results = self.session.run(self.output_names, {self.input_name: x})
+        outputs, mask = (results[:-1], results[-1][:, 0]) if self.with_mask else (results, None)
         count = len(x)
         flat = np.concatenate([np.asarray(o, np.float32).reshape(count, -1) for o in outputs],
                               axis=1)
-        return flat, mask[:, 0]
+        return flat, mask

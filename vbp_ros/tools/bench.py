@@ -1,9 +1,12 @@
 """vbp-bench: time the forward pass alone and with each mask method: VisualBackProp, the own
-LRP-epsilon, captum's LRP-epsilon (the reference library) and captum's Grad-CAM.
+LRP-epsilon, captum's LRP-epsilon (the reference library) and captum's Grad-CAM; with
+``--backends torch,onnxruntime`` also the forward pass and forward + VisualBackProp in ONNX
+Runtime (the mask inside the graph), and how much faster each is than eager torch.
 
-Methods are timed interleaved (one repetition of each in turn) so that load from other processes
-affects all of them alike; medians and 90th percentiles are over the warmed-up repetitions.
-Timings do not depend on the weights, so every network is timed with its initial weights.
+Methods are timed interleaved (one repetition of each in turn, over every backend) so that load
+from other processes affects all of them alike; medians and 90th percentiles are over the
+warmed-up repetitions. Timings do not depend on the weights, so every network is timed with its
+initial weights.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from ..core.checkpoint import ModelSpec
 from ..core.lrp import LRPEpsilon
 from ..core.networks import build_network
 from ..core.vbp import VisualBackProp
-from ..engine.engine import VBPEngine
+from ..engine.engine import BACKENDS, VBPEngine
+from ..engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
 from .reference import ReferenceGradCam, ReferenceLRP
 
 NETWORKS = ('netsvf', 'nethvf', 'authors')
-RECORD_KEYS = ('network', 'batch', 'device', 'method', 'median_ms', 'p90_ms')
+RECORD_KEYS = ('network', 'batch', 'device', 'backend', 'method', 'median_ms', 'p90_ms')
 METHODS = ('forward', 'vbp', 'lrp', 'lrp_reference', 'gradcam')
+ONNXRUNTIME_METHODS = ('forward', 'vbp')  # what the onnxruntime backend runs
 NETSVF_CAMERA = ModelSpec('netsvf', 1, 125, 640, crop=(230, 0, 250, 640))
 
 
@@ -90,24 +95,70 @@ def method_runners(network: str, x: torch.Tensor, methods: Sequence[str]
     return runners, cleanups
 
 
+def onnxruntime_runners(network: str, x: torch.Tensor, methods: Sequence[str], threads: int = 0
+                        ) -> dict[str, Callable[[], object]]:
+    """The forward pass and forward + in-graph mask in ONNX Runtime (the network exported in
+    memory, as the engine's onnxruntime backend runs it), keyed 'method[onnxruntime]'."""
+    torch.manual_seed(0)
+    graph = export_onnx(build_network(network).eval(), tuple(x.shape[1:]))
+    spec = ModelSpec(network, *x.shape[1:])
+    array = x.numpy()
+    runners = {}
+    for method in ONNXRUNTIME_METHODS:
+        if method in methods:
+            session = OnnxRuntimeNetwork(graph, spec, device='cpu', threads=threads,
+                                         with_mask=method == 'vbp')
+            runners[f'{method}[onnxruntime]'] = lambda session=session: session(array)
+    return runners
+
+
 def _inference(function: Callable[[torch.Tensor], object], x: torch.Tensor) -> object:
     with torch.inference_mode():
         return function(x)
 
 
 def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int,
-                  warmup: int) -> list[dict]:
-    """Records for each method of one network at one batch size on the CPU."""
+                  warmup: int, backends: Sequence[str] = ('torch',), threads: int = 0
+                  ) -> list[dict]:
+    """Records for each method and backend of one network at one batch size on the CPU
+    (``threads``: onnxruntime's intra-op threads, 0 for its default)."""
     probe = build_network(network)
     x = torch.rand(batch, probe.in_channels, *probe.input_size)
-    runners, cleanups = method_runners(network, x, methods)
+    runners, cleanups = method_runners(network, x, methods) if 'torch' in backends else ({}, [])
+    if 'onnxruntime' in backends:
+        runners.update(onnxruntime_runners(network, x, methods, threads))
     times = time_methods(runners, repeats, warmup)
     for cleanup in cleanups:
         cleanup()
-    return [{'network': network, 'batch': batch, 'device': 'cpu', 'method': method,
-             'median_ms': float(np.median(values)), 'p90_ms': float(np.percentile(values, 90)),
-             'mask_ms': paired_extra_ms(values, times.get('forward'))}
-            for method, values in times.items()]
+    records = []
+    for name, values in times.items():
+        method, _, backend = name.partition('[')
+        backend = backend.rstrip(']') or 'torch'
+        forward = times.get('forward' if backend == 'torch' else f'forward[{backend}]')
+        records.append({'network': network, 'batch': batch, 'device': 'cpu', 'backend': backend,
+                        'method': method, 'median_ms': float(np.median(values)),
+                        'p90_ms': float(np.percentile(values, 90)),
+                        'mask_ms': paired_extra_ms(values, forward)})
+    return records
+
+
+def speedups(records: list[dict]) -> list[str]:
+    """onnxruntime against eager torch, per network and batch: forward, and forward + mask
+    (VisualBackProp in the graph against VisualBackProp in torch)."""
+    by_key = {(r['network'], r['batch'], r['backend'], r['method']): r['median_ms']
+              for r in records}
+    lines = []
+    for network, batch in dict.fromkeys((r['network'], r['batch']) for r in records):
+        parts = []
+        for method, label in (('forward', 'forward'), ('vbp', 'forward+mask')):
+            torch_ms = by_key.get((network, batch, 'torch', method))
+            onnx_ms = by_key.get((network, batch, 'onnxruntime', method))
+            if torch_ms and onnx_ms:
+                parts.append(f'{label} {torch_ms / onnx_ms:.1f}x')
+        if parts:
+            lines.append(f'onnxruntime vs torch, {network} batch {batch}: {", ".join(parts)} '
+                         'faster')
+    return lines
 
 
 def paired_extra_ms(values: np.ndarray, forward: np.ndarray | None) -> float | None:
@@ -119,9 +170,9 @@ def paired_extra_ms(values: np.ndarray, forward: np.ndarray | None) -> float | N
     return float(np.median(values[:rounds] - forward[:rounds]))
 
 
-def engine_stages(frames: int) -> str:
+def engine_stages(frames: int, backend: str = 'torch') -> str:
     """Per-stage medians of the engine on a mono8 640x480 frame with NetSVF (CPU)."""
-    engine = VBPEngine(build_network('netsvf'), NETSVF_CAMERA, device='cpu')
+    engine = VBPEngine(build_network('netsvf'), NETSVF_CAMERA, device='cpu', backend=backend)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640), dtype=np.uint8)
     stages = {'preprocess': [], 'transfer': [], 'compute': [], 'postprocess': [], 'total': []}
     overlay_total = []
@@ -138,11 +189,12 @@ def engine_stages(frames: int) -> str:
 def format_table(records: list[dict]) -> str:
     """Records as a text table, with each mask's own cost (paired against the forward pass),
     that cost relative to the forward pass, and how many times VisualBackProp's it is."""
-    lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"method":>15}{"median ms":>11}'
-             f'{"p90 ms":>10}{"mask ms":>10}{"vs fwd":>9}{"x VBP mask":>12}']
-    by_key = {(r['network'], r['batch'], r['device'], r['method']): r for r in records}
+    lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"backend":>13}{"method":>15}'
+             f'{"median ms":>11}{"p90 ms":>10}{"mask ms":>10}{"vs fwd":>9}{"x VBP mask":>12}']
+    by_key = {(r['network'], r['batch'], r['device'], r['backend'], r['method']): r
+              for r in records}
     for r in records:
-        key = (r['network'], r['batch'], r['device'])
+        key = (r['network'], r['batch'], r['device'], r['backend'])
         forward, vbp = by_key.get((*key, 'forward')), by_key.get((*key, 'vbp'))
         mask = r.get('mask_ms')
         columns = ['', '', '']
@@ -152,7 +204,8 @@ def format_table(records: list[dict]) -> str:
                 columns[1] = f'{100.0 * mask / forward["median_ms"]:+.1f}%'
             if vbp and r is not vbp and vbp['mask_ms'] and vbp['mask_ms'] > 0:
                 columns[2] = f'{mask / vbp["mask_ms"]:.0f}x'
-        lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["method"]:>15}'
+        lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["backend"]:>13}'
+                     f'{r["method"]:>15}'
                      f'{r["median_ms"]:>11.2f}{r["p90_ms"]:>10.2f}{columns[0]:>10}'
                      f'{columns[1]:>9}{columns[2]:>12}')
     return '\n'.join(lines)
@@ -170,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--batches', default='1,8', help='comma-separated (%(default)s)')
     parser.add_argument('--repeats', type=int, default=50, help='timed repetitions (%(default)s)')
     parser.add_argument('--warmup', type=int, default=5, help='untimed repetitions (%(default)s)')
+    parser.add_argument('--backends', default='torch',
+                        help='comma-separated, from torch,onnxruntime (%(default)s); '
+                             'onnxruntime runs forward and vbp')
     parser.add_argument('--threads', type=int, default=0,
-                        help='torch CPU threads (0: torch default)')
+                        help='torch and onnxruntime CPU threads (0: their default, one per '
+                             'physical core)')
     parser.add_argument('--json', metavar='PATH', help='also write the records as JSON')
     args = parser.parse_args(argv)
     networks = args.networks.split(',')
@@ -183,12 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(',')
     if set(methods) - set(METHODS):
         parser.error(f'unknown methods: {", ".join(sorted(set(methods) - set(METHODS)))}')
+    backends = args.backends.split(',')
+    unknown = sorted(set(backends) - set(BACKENDS) | {'auto'} & set(backends))
+    if unknown:
+        parser.error(f'unknown backends: {", ".join(unknown)} (torch, onnxruntime)')
     records = [record for network in networks for batch in map(int, args.batches.split(','))
-               for record in bench_network(network, batch, methods, args.repeats, args.warmup)]
+               for record in bench_network(network, batch, methods, args.repeats, args.warmup,
+                                           backends, args.threads)]
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
     print(format_table(records))
-    if args.engine_frames:
-        print(engine_stages(args.engine_frames))
+    print('\n'.join(speedups(records)))
+    for backend in backends if args.engine_frames else ():
+        print(engine_stages(args.engine_frames, backend))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w', encoding='utf-8') as handle:
