@@ -6,6 +6,8 @@ received: mask received - frame published. The node's own figures come from its 
 processing time per frame (from receipt to the last publish), and the frame's age when the
 node received it (pipeline latency minus processing time). Without ``--model`` it times NetSVF
 (Table 1) with initial weights on the synthetic camera's road crop (640x250 of 640x480).
+``--backends torch,onnxruntime`` runs the node once per backend, one after the other, and
+reports each (and whether every frame sent was processed).
 """
 
 from __future__ import annotations
@@ -116,8 +118,10 @@ def report(figures: dict) -> str:
     period = figures['period_ms']
     median_gap = latency['p50'] - processing['p50']
     p99_gap = latency['p99'] - processing['p50']
+    every = figures['received'] >= figures['sent']
     lines = [
-        f'frames sent {figures["sent"]}, masks received {figures["received"]}',
+        f'frames sent {figures["sent"]}, masks received {figures["received"]} (every frame '
+        f'processed: {"yes" if every else "NO"})',
         f'mask received - frame published: median {latency["p50"]:.2f} ms, '
         f'p99 {latency["p99"]:.2f} ms, max {latency["max"]:.2f} ms',
         f'node processing time: median {processing["p50"]:.2f} ms, '
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--duration', type=float, default=30.0, help='seconds (%(default)s)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra vbp_node parameter (repeatable)')
+    parser.add_argument('--backends', default='auto',
+                        help='comma-separated vbp_node backends, run one after the other '
+                             '(%(default)s)')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     args = parser.parse_args(argv)
@@ -149,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         if model is None:
             model = str(Path(folder) / 'netsvf.safetensors')
             save_checkpoint(model, net_svf().eval(), synthetic_spec('netsvf'))
-        figures = run(model, args.rate, args.duration, args.width, args.height, args.param)
-    print(f'vbp_node, mono8 {args.width}x{args.height} at {args.rate:g} Hz for '
-          f'{args.duration:g} s')
-    print(report(figures))
+        for backend in args.backends.split(','):
+            figures = run(model, args.rate, args.duration, args.width, args.height,
+                          [*args.param, f'backend:={backend}'])
+            print(f'vbp_node, backend {backend}, mono8 {args.width}x{args.height} at '
+                  f'{args.rate:g} Hz for {args.duration:g} s')
+            print(report(figures))
     return 0
 
 
