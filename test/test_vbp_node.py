@@ -356,6 +356,29 @@ def test_clean_exit_on_signal(ros, checkpoint, sig: signal.Signals) -> None:
     assert 'Traceback' not in remaining
 
 
+def test_clean_exit_after_serving_parameter_requests(ros, checkpoint) -> None:
+    """The multi-threaded executor's threads are joined: a SIGINT right after a parameter
+    request left the process waiting for an idle pool thread in about one run of four."""
+    probe = rclpy.create_node('exit_probe')
+    try:
+        for run in range(3):
+            process = start_node('-p', f'model:={checkpoint}', '-r', f'__ns:=/exit_test{run}')
+            client = probe.create_client(GetParameters, f'/exit_test{run}/vbp/get_parameters')
+            assert client.wait_for_service(timeout_sec=60.0)
+            future = client.call_async(GetParameters.Request(names=['deadline_ms']))
+            rclpy.spin_until_future_complete(probe, future, timeout_sec=30.0)
+            assert future.done()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=20)
+            finally:
+                process.kill() if process.poll() is None else None
+            assert process.returncode == 0
+            probe.destroy_client(client)
+    finally:
+        probe.destroy_node()
+
+
 def test_without_a_model_the_bundled_default_is_used(ros) -> None:
     process = start_node('-r', '__ns:=/default_model_test')
     try:

@@ -43,6 +43,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None,
                 executor.add_node(node)
                 spin_until_shutdown(executor)
             finally:
+                executor.shutdown()  # joins a multi-threaded executor's threads before exit
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
