@@ -12,6 +12,7 @@ RUNS ?= $(CURDIR)/runs
 DRIVE_SECONDS ?= 20
 DRIVE_ARGS ?=
 DRIVE_DIR := $(RUNS)/drive/$(shell date +%Y%m%d-%H%M%S)
+CHROMIUM := /usr/bin/chromium
 
 # What the PyPI ROS 2 wheels need: ament_index_python looks up packages under this prefix.
 export AMENT_PREFIX_PATH := $(VENV)
@@ -20,7 +21,7 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive figure2 test bench clean
+.PHONY: drive figure2 test bench fleet-bench clean python-venv apt
 
 drive: $(VENV)/.package
 	$(BIN)/vbp-drive --duration $(DRIVE_SECONDS) --bag-dir $(DRIVE_DIR)/bag $(DRIVE_ARGS)
@@ -33,7 +34,7 @@ figure2: $(VENV)/.package
 		$(REFERENCE)/images
 	@echo "Figure 2 renderings: $(RUNS)/figure2"
 
-test: $(VENV)/.package
+test: $(VENV)/.package $(CHROMIUM)
 	cd $(CURDIR) && $(BIN)/python -m pytest -q test
 
 bench: $(VENV)/.package
@@ -60,8 +61,16 @@ $(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
 
 # Debian and Ubuntu ship venv/ensurepip separately.
 python-venv:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y python3-venv; \
-	else sudo apt-get update && sudo apt-get install -y python3-venv; fi
+	@$(MAKE) --no-print-directory apt PACKAGES=python3-venv
+
+# Headless Chromium for the test of vbp-fleet's HTML report (Debian's package).
+$(CHROMIUM):
+	@$(MAKE) --no-print-directory apt PACKAGES=chromium
+
+apt:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update && \
+		apt-get install -y --no-install-recommends $(PACKAGES); \
+	else sudo apt-get update && sudo apt-get install -y --no-install-recommends $(PACKAGES); fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(RUNS)
