@@ -2,7 +2,8 @@
 #   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make clean.
+# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make fleet-bench
+# (vbp-fleet's throughput), make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
@@ -41,6 +42,9 @@ bench: $(VENV)/.package
 	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8 --json $(RUNS)/bench.json
 	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
 	$(BIN)/vbp-agreement --model $(RUNS)/models/authors.safetensors $(REFERENCE)/images
+
+fleet-bench: $(VENV)/.package
+	$(BIN)/vbp-fleet-bench --json $(RUNS)/fleet-bench.json
 
 # Pinned dependencies; re-run when requirements.txt changes.
 $(VENV)/.deps: requirements.txt

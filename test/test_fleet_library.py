@@ -143,8 +143,8 @@ def test_recorded_steering_pairs_with_the_nearest_sample(tmp_path: Path, kind: s
     topic = '/vehicle/steering_report' if kind == 'report' else '/steer'
     ros1 = kind == 'report'
     bag = write_camera_bag(tmp_path / ('bag.bag' if ros1 else 'bag'), frames,
-                           storage='ros1' if ros1 else 'mcap', steering=samples, steering_kind=kind,
-                           steering_topic=topic)
+                           storage='ros1' if ros1 else 'mcap', steering=samples,
+                           steering_kind=kind, steering_topic=topic)
     options = ReadOptions(steering_topic=None if kind == 'report' else topic,
                           steering_tolerance_ns=20 * MS, segment_inputs=64)
     (segment,) = read_segments(bag, SPEC, options)

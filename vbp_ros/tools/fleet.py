@@ -165,10 +165,8 @@ def run(args: argparse.Namespace, started: float) -> int:
         ray_info['resources'] = start_ray(cluster)
         ray_info['start_s'] = time.perf_counter() - ray_start
         try:
-            runner = FleetRunner(job, cluster)
-            ray_info['actors_ready_s'] = runner.ready()
-            processing = time.perf_counter()
-            runner.run(todo, writer.on_bag, writer.on_segment)
+            processing = time.perf_counter()  # actors load the model while readers start
+            FleetRunner(job, cluster).run(todo, writer.on_bag, writer.on_segment)
             processing_s = time.perf_counter() - processing
         finally:
             stop_ray()

@@ -161,7 +161,8 @@ class FleetRunner:
             _generator_backpressure_num_objects=READ_AHEAD)
 
     def ready(self) -> float:
-        """Wait until every actor has loaded the model; returns the seconds waited."""
+        """Wait until every actor has loaded the model (:meth:`run` need not: readers start at
+        once, and segments queue for the actors); returns the seconds waited."""
         import ray
 
         start = time.perf_counter()
