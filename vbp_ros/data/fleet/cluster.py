@@ -37,7 +37,8 @@ class ClusterOptions:
             this machine.
         workers: model actors.
         threads: torch threads per actor (None: this machine's cores / workers locally, 1 on
-            a cluster); on a cluster each actor reserves that many CPUs.
+            a cluster); on a cluster each actor reserves that many CPUs (and a GPU for a
+            CUDA device).
         readers: bags read at once (None: 2 x workers, at least 2).
         object_store_mb: object store of a local Ray (None: Ray's default).
     """
@@ -153,6 +154,7 @@ class FleetRunner:
         self.job, self.options = job, options
         threads = options.thread_count
         actor = ray.remote(_Actor).options(num_cpus=threads if options.address else 1,
+                                           num_gpus=1 if job.device.startswith('cuda') else 0,
                                            max_restarts=1, max_task_retries=1)
         self.actors = [actor.remote(job.model, job.device, job.batch, threads, job.gallery)
                        for _ in range(options.workers)]
