@@ -97,14 +97,17 @@ class _BagState:
 
 def start_ray(options: ClusterOptions) -> dict:
     """Connect to the cluster at ``options.address`` or start a local Ray sized for the run
-    (one logical CPU per actor and per reader, no dashboard, no usage statistics); returns the
-    cluster's resources."""
+    (one logical CPU per actor and per reader, workers at the driver's priority, no dashboard,
+    no usage statistics); returns the cluster's resources."""
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     import ray
 
     if options.address:
         ray.init(address=options.address, logging_level='WARNING')
     else:
+        # Ray starts its workers at nice 15; here they are the job the user ran, and on a
+        # shared machine nice 15 lost them most of their CPU to everyone else's processes.
+        os.environ.setdefault('RAY_worker_niceness', '0')
         store = options.object_store_mb << 20 if options.object_store_mb else None
         ray.init(num_cpus=options.workers + options.reader_count, object_store_memory=store,
                  include_dashboard=False, logging_level='WARNING')
