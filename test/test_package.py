@@ -78,7 +78,7 @@ THIRD_PARTY = {
     # onnx, onnxruntime: the onnxruntime backend and the in-memory export (onnx_backend).
     'engine': {'numpy', 'torch', 'cv2', 'onnx', 'onnxruntime'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
-    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml'},
+    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
     'drive': {'yaml', 'ament_index_python'},
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
