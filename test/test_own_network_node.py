@@ -26,6 +26,7 @@ from vbp_ros.engine.preprocess import Preprocessor
 from vbp_ros.tools import export as export_tool
 from vbp_rule import reference_mask
 
+NAMESPACE = '/own_network'  # apart from the other tests' nodes
 FRAME = np.random.default_rng(11).integers(0, 255, (480, 640, 3), dtype=np.uint8)
 FRAME[260:440, 280:330] = 255  # a lane marking in the crop
 
@@ -81,7 +82,7 @@ def start(user: dict[str, Path], log: Path, *arguments: str) -> subprocess.Popen
 def node(ros, user: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     log = tmp_path_factory.mktemp('logs') / 'vbp_node.log'
     process = start(user, log, '-p', f'model:={user["weights"]}', '-p', 'mask_encoding:=32FC1',
-                    '-p', 'deadline_ms:=1000.0')
+                    '-p', 'deadline_ms:=1000.0', '-r', f'__ns:={NAMESPACE}')
     yield process
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=15) == 0, log.read_text()
@@ -89,7 +90,7 @@ def node(ros, user: dict[str, Path], tmp_path_factory: pytest.TempPathFactory): 
 
 @pytest.fixture(scope='module')
 def harness(node) -> Harness:
-    harness = Harness()
+    harness = Harness(NAMESPACE)
     harness.outputs = []
     harness.node.create_subscription(Float32MultiArray, 'outputs',
                                      lambda m: harness.outputs.append(list(m.data)), 10)

@@ -54,8 +54,8 @@ def start_node(*arguments: str) -> subprocess.Popen:
 class Harness:
     """A test node with camera publishers and subscribers to every vbp_node output."""
 
-    def __init__(self) -> None:
-        self.node = rclpy.create_node('vbp_test_harness')
+    def __init__(self, namespace: str = '') -> None:
+        self.node = rclpy.create_node('vbp_test_harness', namespace=namespace or None)
         self.best_effort = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.reliable = self.node.create_publisher(Image, 'image', RELIABLE)
         self.compressed = self.node.create_publisher(CompressedImage, 'image/compressed',
@@ -72,8 +72,8 @@ class Harness:
                                       lambda m: self.latencies.append(m.data), 10)
         self.node.create_subscription(DiagnosticArray, '/diagnostics',
                                       self.diagnostics.append, 10)
-        self.set_client = self.node.create_client(SetParameters, '/vbp/set_parameters')
-        self.get_client = self.node.create_client(GetParameters, '/vbp/get_parameters')
+        self.set_client = self.node.create_client(SetParameters, f'{namespace}/vbp/set_parameters')
+        self.get_client = self.node.create_client(GetParameters, f'{namespace}/vbp/get_parameters')
         self.next_stamp = 1000
 
     @staticmethod
