@@ -97,6 +97,9 @@ class OnnxRuntimeNetwork:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle threads sleep instead of spinning: spinning onnxruntime threads take the cores
+        # from everything else between frames (the camera, DDS, torch in the same process).
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(model.SerializeToString(), options,
                                             providers=providers)
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
