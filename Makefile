@@ -2,12 +2,15 @@
 #   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make clean.
+# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make gpu-check (CUDA
+# tests and benchmarks on a GPU machine), make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 REFERENCE ?= $(abspath $(CURDIR)/../shared/reference/visualbackprop-authors)
+# Source snapshots of the upstream ROS 2 launch system and ros2 CLI (not on PyPI).
+UPSTREAM ?= $(abspath $(CURDIR)/../shared/upstream)
 RUNS ?= $(CURDIR)/runs
 DRIVE_SECONDS ?= 20
 DRIVE_ARGS ?=
@@ -20,9 +23,11 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive figure2 test bench clean
+.PHONY: drive figure2 test bench gpu-check clean
 
-drive: $(VENV)/.package
+SETUP := $(VENV)/.package $(VENV)/.ros2launch
+
+drive: $(SETUP)
 	$(BIN)/vbp-drive --duration $(DRIVE_SECONDS) --bag-dir $(DRIVE_DIR)/bag $(DRIVE_ARGS)
 	$(BIN)/vbp-review $(DRIVE_DIR)/bag
 	@echo "bag, logs and review: $(DRIVE_DIR)"
@@ -33,7 +38,7 @@ figure2: $(VENV)/.package
 		$(REFERENCE)/images
 	@echo "Figure 2 renderings: $(RUNS)/figure2"
 
-test: $(VENV)/.package
+test: $(SETUP)
 	cd $(CURDIR) && $(BIN)/python -m pytest -q test
 
 bench: $(VENV)/.package
@@ -52,11 +57,25 @@ $(VENV)/.deps: requirements.txt
 	touch $@
 
 # The package itself, installed (not editable) so that data_files reach .venv/share, where
-# the ament index finds them; re-installed whenever a package file changes.
+# the ament index finds them; re-installed whenever a package file changes. A wheel install
+# ignores setup.cfg's install_scripts, so the console scripts are copied to .venv/lib/vbp_ros/,
+# where `ros2 run` and `ros2 launch` look for a package's executables (colcon puts them there).
 $(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
 	$(BIN)/python -m pip install --no-deps --force-reinstall .
 	rm -rf build *.egg-info
+	rm -rf $(VENV)/lib/vbp_ros && mkdir -p $(VENV)/lib/vbp_ros
+	for exe in $$($(BIN)/python -c "from importlib.metadata import distribution; \
+		print(*(e.name for e in distribution('vbp_ros').entry_points \
+		if e.group == 'console_scripts'))"); do cp $(BIN)/$$exe $(VENV)/lib/vbp_ros/; done
 	touch $@
+
+# The upstream launch system and ros2 CLI (ros2 launch, ros2 run, ros2 topic ...) from the
+# snapshots in ../shared/upstream; without that folder (a clone on its own) they are skipped,
+# and so are the tests that run them.
+$(VENV)/.ros2launch: $(VENV)/.deps
+	@if [ -f $(UPSTREAM)/install-ros2-launch.sh ]; then \
+		bash $(UPSTREAM)/install-ros2-launch.sh $(BIN)/python && touch $@; \
+	else echo "note: $(UPSTREAM) not found: ros2 launch/run not installed (UPSTREAM=...)"; fi
 
 # Debian and Ubuntu ship venv/ensurepip separately.
 python-venv:
