@@ -10,6 +10,7 @@ from std_msgs.msg import Float32
 
 from ..drive.summary import Observations
 from ..interface import DIAGNOSTICS_TOPIC, PIPELINE_LATENCY_TOPIC, STEERING_TOPIC, VBP_NODE
+from .diagnostics import status_owner
 from .messages import header_ns
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -42,9 +43,11 @@ class DriveMonitor(Node):
         self.seen.vbp_status = self.node_status(VBP_NODE)
 
     def node_status(self, node: str) -> dict[str, str]:
-        """The latest diagnostic values of ``node`` (e.g. 'vbp'), empty before any."""
+        """The latest diagnostic values of ``node`` (e.g. 'vbp') in the monitor's namespace,
+        empty before any."""
+        owner = status_owner(self.get_namespace(), node)
         return next((values for name, values in self.status.items()
-                     if name.split(':')[0] == node), {})
+                     if name.split(': ')[0] == owner), {})
 
     def subscribed_by(self, topic: str, node: str) -> bool:
         """Whether ``node`` subscribes ``topic`` (resolved in the monitor's namespace)."""
