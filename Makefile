@@ -46,6 +46,30 @@ bench: $(VENV)/.package
 	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
 	$(BIN)/vbp-agreement --model $(RUNS)/models/authors.safetensors $(REFERENCE)/images
 
+# The CUDA tests and benchmarks in one call, on a GPU machine (under 4 minutes). It uses the
+# machine's own CUDA torch (GPU_PYTHON, e.g. Python 3.12 with torch 2.11 + CUDA), never the CPU
+# pin of requirements.txt: a venv with --system-site-packages gets only the pinned packages that
+# are missing (numpy, safetensors, OpenCV, simplejpeg, torchfile, pytest); the package runs from
+# this tree. Without a CUDA device it stops at once with "no CUDA device".
+GPU_PYTHON ?= python3
+GPU_VENV := $(CURDIR)/.venv-gpu
+GPU_MODULES := numpy:numpy safetensors:safetensors cv2:opencv-python-headless \
+	simplejpeg:simplejpeg torchfile:torchfile pytest:pytest
+
+gpu-check:
+	@$(GPU_PYTHON) -c 'import importlib.util as u, sys; torch = u.find_spec("torch") and \
+		__import__("torch"); sys.exit(0 if torch and torch.cuda.is_available() else \
+		"make gpu-check: no CUDA device (or no CUDA build of torch for $(GPU_PYTHON))")'
+	@[ -x $(GPU_VENV)/bin/python ] || $(GPU_PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	@for pair in $(GPU_MODULES); do module=$${pair%%:*}; package=$${pair#*:}; \
+		$(GPU_VENV)/bin/python -c "import $$module" 2>/dev/null || \
+		$(GPU_VENV)/bin/python -m pip install -q "$$(grep -i "^$$package==" requirements.txt)"; \
+	done
+	cd $(CURDIR) && PYTHONPATH=$(CURDIR) timeout 120 $(GPU_VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider -k cuda test/test_engine.py test/test_vbp_behaviour.py
+	cd $(CURDIR) && PYTHONPATH=$(CURDIR) timeout 120 $(GPU_VENV)/bin/python -m \
+		vbp_ros.tools.gpu_check
+
 # Pinned dependencies; re-run when requirements.txt changes.
 $(VENV)/.deps: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), sys.version' || \
@@ -83,4 +107,4 @@ python-venv:
 	else sudo apt-get update && sudo apt-get install -y python3-venv; fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(RUNS)
+	rm -rf $(VENV) $(GPU_VENV) build *.egg-info $(RUNS)
