@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def with_size(jpeg_or_png: bytes, width: int, height: int) -> bytes:
     data = bytearray(jpeg_or_png)
     if data.startswith(b'\x89PNG'):
         data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+        data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, 'big')  # IHDR stays valid
         return bytes(data)
     position = 2
     while not (0xC0 <= data[position + 1] <= 0xCF and data[position + 1] not in (0xC4, 0xC8,

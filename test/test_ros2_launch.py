@@ -52,7 +52,8 @@ class Running:
     def __init__(self, *command: str) -> None:
         self.process = subprocess.Popen([str(part) for part in command],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True)
+                                        text=True, start_new_session=True,
+                                        env=dict(os.environ, PYTHONFAULTHANDLER='1'))
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -83,8 +84,11 @@ class Running:
     def finish(self, timeout: float = 180.0) -> int:
         try:
             code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # SIGABRT first: faulthandler shows where it hangs
+            os.killpg(self.process.pid, signal.SIGABRT)
+            time.sleep(2.0)
             os.killpg(self.process.pid, signal.SIGKILL)
+            self._reader.join(5.0)
             pytest.fail(f'still running {timeout} s later:\n{self.output}')
         self._reader.join(5.0)
         return code
