@@ -2,8 +2,9 @@
 #   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make gpu-check (CUDA
-# tests and benchmarks on a GPU machine), make clean.
+# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make fleet-bench
+# (vbp-fleet's throughput), make gpu-check (CUDA tests and benchmarks on a GPU machine),
+# make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
@@ -15,6 +16,7 @@ RUNS ?= $(CURDIR)/runs
 DRIVE_SECONDS ?= 20
 DRIVE_ARGS ?=
 DRIVE_DIR := $(RUNS)/drive/$(shell date +%Y%m%d-%H%M%S)
+CHROMIUM := /usr/bin/chromium
 
 # What the PyPI ROS 2 wheels need: ament_index_python looks up packages under this prefix.
 export AMENT_PREFIX_PATH := $(VENV)
@@ -23,7 +25,7 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive figure2 test bench gpu-check clean
+.PHONY: drive figure2 test bench fleet-bench gpu-check clean python-venv apt
 
 SETUP := $(VENV)/.package $(VENV)/.ros2launch
 
@@ -38,13 +40,16 @@ figure2: $(VENV)/.package
 		$(REFERENCE)/images
 	@echo "Figure 2 renderings: $(RUNS)/figure2"
 
-test: $(SETUP)
+test: $(SETUP) $(CHROMIUM)
 	cd $(CURDIR) && $(BIN)/python -m pytest -q test
 
 bench: $(VENV)/.package
 	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8 --json $(RUNS)/bench.json
 	$(BIN)/vbp-import-t7 $(REFERENCE)/model.t7b $(RUNS)/models/authors.safetensors
 	$(BIN)/vbp-agreement --model $(RUNS)/models/authors.safetensors $(REFERENCE)/images
+
+fleet-bench: $(VENV)/.package
+	$(BIN)/vbp-fleet-bench --json $(RUNS)/fleet-bench.json
 
 # The CUDA tests and benchmarks in one call, on a GPU machine (under 4 minutes). It uses the
 # machine's own CUDA torch (GPU_PYTHON, e.g. Python 3.12 with torch 2.11 + CUDA), never the CPU
@@ -103,8 +108,16 @@ $(VENV)/.ros2launch: $(VENV)/.deps
 
 # Debian and Ubuntu ship venv/ensurepip separately.
 python-venv:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y python3-venv; \
-	else sudo apt-get update && sudo apt-get install -y python3-venv; fi
+	@$(MAKE) --no-print-directory apt PACKAGES=python3-venv
+
+# Headless Chromium for the test of vbp-fleet's HTML report (Debian's package).
+$(CHROMIUM):
+	@$(MAKE) --no-print-directory apt PACKAGES=chromium
+
+apt:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update && \
+		apt-get install -y --no-install-recommends $(PACKAGES); \
+	else sudo apt-get update && sudo apt-get install -y --no-install-recommends $(PACKAGES); fi
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) build *.egg-info $(RUNS)

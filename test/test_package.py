@@ -75,7 +75,7 @@ THIRD_PARTY = {
     'pixels': {'numpy', 'cv2', 'simplejpeg'},
     'engine': {'numpy', 'torch', 'cv2'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
-    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml'},
+    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
     'drive': {'yaml', 'ament_index_python'},
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',

@@ -202,6 +202,15 @@ class VBPEngine:
             self._submit(frames, stamps, orders, frame_mask, overlay)
             return self._collect()
 
+    def process_planes(self, planes: Sequence[np.ndarray], stamps: Sequence[object] = ()
+                       ) -> list[FrameResult]:
+        """Like :meth:`process_batch` for frames already cropped, resized and colour-converted
+        by :meth:`Preprocessor.planes` (for example in another process); the results have no
+        full-frame mask or overlay. Planes that do not fit raise FrameError before any work."""
+        with self._lock:
+            self._submit(planes, stamps, (), False, False, prepared=True)
+            return self._collect()
+
     def submit(self, frame: np.ndarray, stamp: object = None, *, order: str = 'rgb',
                frame_mask: bool = False, overlay: bool = False) -> None:
         """Queue a frame; on CUDA this returns once the work is enqueued. Raises FrameError."""
@@ -224,7 +233,8 @@ class VBPEngine:
     # -- internals ----------------------------------------------------------------------------
 
     def _submit(self, frames: Sequence[np.ndarray], stamps: Sequence[object],
-                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool) -> None:
+                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool,
+                prepared: bool = False) -> None:
         count = len(frames)
         if not 1 <= count <= self.max_batch:
             raise ValueError(f'a submission holds 1 to {self.max_batch} frames, not {count}')
@@ -235,7 +245,10 @@ class VBPEngine:
         if self._cuda:
             self._copied[slot].synchronize()  # the previous copy out of this staging slot
         for index, (frame, order) in enumerate(zip(frames, orders)):
-            self.preprocess(frame, order, out=self._host_views[slot][index])
+            if prepared:
+                self.preprocess.scale(frame, out=self._host_views[slot][index])
+            else:
+                self.preprocess(frame, order, out=self._host_views[slot][index])
         preprocess_ms = (time.perf_counter() - start) * 1e3
         keep = want_frame_mask or want_overlay
         jobs = [_Job(stamp, frame if keep else None, order, want_frame_mask, want_overlay)

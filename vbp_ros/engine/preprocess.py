@@ -46,10 +46,17 @@ class Preprocessor:
     def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
                  ) -> np.ndarray:
         """The network input for ``frame`` (channels in ``order``), written into ``out``."""
-        planes = self.planes(frame, order)
+        return self.scale(self.planes(frame, order), out)
+
+    def scale(self, planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The network input from the output of :meth:`planes` (made here or in another
+        process; its pixel type sets the scale), written into ``out``."""
+        if planes.shape != self.shape or planes.dtype not in TO_8BIT:
+            raise FrameError(f'planes {planes.shape} {planes.dtype} do not fit the network '
+                             f'input {self.shape}')
         if out is None:
             out = np.empty(self.shape, np.float32)
-        scale = np.float32(self.spec.pixel_scale * TO_8BIT[frame.dtype])
+        scale = np.float32(self.spec.pixel_scale * TO_8BIT[planes.dtype])
         np.multiply(planes, scale, out=out, casting='unsafe')
         return out
 
