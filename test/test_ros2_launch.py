@@ -47,7 +47,8 @@ def ros2() -> Path:
 
 class Running:
     """A command in a process group of its own (as a terminal runs it), its output collected
-    by a thread."""
+    by a thread. As a context manager it kills the group if it is still running at the end
+    (a failed assertion leaves no processes behind)."""
 
     def __init__(self, *command: str) -> None:
         self.process = subprocess.Popen([str(part) for part in command],
@@ -57,6 +58,14 @@ class Running:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:  # launch's children are in its process group
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -141,13 +150,13 @@ def recorded_counts(bag: Path) -> dict[str, int]:
 def launch_record_and_ctrl_c(ros2: Path, bag: Path, presses: int, *arguments: str) -> str:
     """``ros2 launch vbp_ros drive.launch.py record:=true``, a few recorded seconds, then a
     terminal's Ctrl-C; the bag's counts are checked and the output returned."""
-    launch = Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'record:=true',
-                     f'bag_dir:={bag}', *arguments)
-    launch.wait_for('recording /vbp/overlay')
-    launch.wait_for('[vbp]: frames of ', timeout=60.0)  # frames flow
-    time.sleep(1.0)
-    launch.ctrl_c(presses)
-    code = launch.finish()
+    with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'record:=true',
+                 f'bag_dir:={bag}', *arguments) as launch:
+        launch.wait_for('recording /vbp/overlay')
+        launch.wait_for('[vbp]: frames of ', timeout=60.0)  # frames flow
+        time.sleep(1.0)
+        launch.ctrl_c(presses)
+        code = launch.finish()
     output = launch.output
     assert code == 0, output
     for process in DRIVE_PROCESSES:
@@ -171,11 +180,11 @@ def test_ros2_launch_record_ctrl_c_loop(ros2: Path, tmp_path: Path) -> None:
 def test_ros2_run_vbp_node_double_ctrl_c_loop(ros2: Path, tmp_path: Path) -> None:
     """ros2 run with two SIGINTs 30 ms apart killed vbp_node in 4 of 5 runs."""
     for run in range(LOOPS):
-        node = Running(ros2, 'run', 'vbp_ros', 'vbp_node', '--ros-args', '-r',
-                       f'__ns:=/ros2_run_{run}')
-        node.wait_for('ready')
-        node.ctrl_c(2)
-        assert node.finish(60.0) == 0, node.output
+        with Running(ros2, 'run', 'vbp_ros', 'vbp_node', '--ros-args', '-r',
+                     f'__ns:=/ros2_run_{run}') as node:
+            node.wait_for('ready')
+            node.ctrl_c(2)
+            assert node.finish(60.0) == 0, node.output
         assert 'Traceback' not in node.output and 'terminate called' not in node.output, \
             node.output
 
@@ -198,8 +207,8 @@ def test_demo_images_drive_through_source_images(ros2: Path, tmp_path: Path,
 
 def test_rviz_without_rviz2_starts_nothing(ros2: Path) -> None:
     """rviz:=true without rviz2 used to exit 1 with road_camera and vbp_node left running."""
-    launch = Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'rviz:=true')
-    assert launch.finish(60.0) == 1, launch.output
+    with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'rviz:=true') as launch:
+        assert launch.finish(60.0) == 1, launch.output
     assert 'rviz:=true needs rviz2, which is not installed' in launch.output
     assert 'process started' not in launch.output, launch.output
 
@@ -208,8 +217,8 @@ def test_rviz_without_rviz2_starts_nothing(ros2: Path) -> None:
 def test_vbp_node_exiting_stops_the_launch(ros2: Path) -> None:
     """device:=cuda without CUDA: vbp_node exits 1; the launch used to keep running without
     it. Now it stops everything and exits 1, with one line from vbp_node saying why."""
-    launch = Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'device:=cuda')
-    assert launch.finish(120.0) == 1, launch.output
+    with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'device:=cuda') as launch:
+        assert launch.finish(120.0) == 1, launch.output
     output = launch.output
     fatal = [line for line in launch.lines if '[vbp_node-2]' in line and 'FATAL' in line]
     assert len(fatal) == 1 and 'CUDA is not available' in fatal[0], output
