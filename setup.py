@@ -42,6 +42,7 @@ setup(
             'vbp-review = vbp_ros.tools.review:main',
             'vbp-export = vbp_ros.tools.export:main',
             'vbp-card = vbp_ros.tools.card:main',
+            'vbp-gpu-check = vbp_ros.tools.gpu_check:main',
             'vbp-fleet = vbp_ros.tools.fleet:main',
             'vbp-fleet-bench = vbp_ros.tools.fleet_bench:main',
         ],

@@ -57,7 +57,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match='no such checkpoint file'):
+    with pytest.raises(CheckpointError, match='no such model file'):
         load_checkpoint(tmp_path / 'absent.safetensors')
 
 

@@ -25,7 +25,7 @@ from vbp_ros.core.checkpoint import FORMAT, CheckpointError
 from vbp_ros.core.loading import load_model
 from vbp_ros.core.onnx_vbp import MASK_OUTPUT
 from vbp_ros.engine.build import build_engine
-from vbp_ros.engine.engine import VBPEngine
+from vbp_ros.engine.engine import VBPEngine, output_problem
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_ros.engine.preprocess import Preprocessor
 from vbp_ros.tools import card as card_tool
@@ -224,8 +224,10 @@ def test_engine_backends_agree_and_batch(tmp_path: Path) -> None:
 def test_non_finite_outputs_are_flagged(road_nets: Path, tmp_path: Path) -> None:
     card = tmp_path / 'broken.yaml'
     card.write_text(CARD.replace('road_nets:build', 'road_nets:Broken'))
-    result = build_engine(road_nets, card, device='cpu').process(FRAME)
-    assert not result.finite and math.isnan(result.angle)
+    engine = build_engine(road_nets, card, device='cpu')
+    result = engine.process(FRAME)
+    assert math.isnan(result.angle)
+    assert 'non-finite network output' in output_problem(result, engine.spec)
 
 
 def test_vbp_export_runs_with_its_card(road_nets: Path, tmp_path: Path, capsys) -> None:

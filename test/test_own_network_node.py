@@ -163,11 +163,11 @@ def test_non_finite_outputs_are_counted_not_published(harness: Harness,
                                                       user: dict[str, Path]) -> None:
     assert harness.set_parameter('model', str(user['broken'])) == (True, '')
     try:
-        before = int(harness.latest_diagnostics()['non-finite outputs (not published)'])
+        before = int(harness.latest_diagnostics()['dropped (unpublishable output)'])
         message = raw(FRAME, 'rgb8')
         stamp = harness.stamp(message)
         assert harness.spin_until(lambda: harness.best_effort.publish(message) or int(
-            harness.latest_diagnostics()['non-finite outputs (not published)']) > before, 10.0)
+            harness.latest_diagnostics()['dropped (unpublishable output)']) > before, 10.0)
         assert stamp not in harness.masks
         assert not any(math.isnan(angle) for angle in harness.angles)
     finally:

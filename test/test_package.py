@@ -74,7 +74,7 @@ THIRD_PARTY = {
     # onnx: the in-graph VisualBackProp reads and extends ONNX graphs (onnx_vbp, loading);
     # yaml: model cards.
     'core': {'numpy', 'torch', 'safetensors', 'torchfile', 'captum', 'onnx', 'yaml'},
-    'pixels': {'numpy', 'cv2'},
+    'pixels': {'numpy', 'cv2', 'simplejpeg'},
     # onnx, onnxruntime: the onnxruntime backend and the in-memory export (onnx_backend).
     'engine': {'numpy', 'torch', 'cv2', 'onnx', 'onnxruntime'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
@@ -250,7 +250,7 @@ def test_launch_file_names_what_exists() -> None:
         assert (REPOSITORY.joinpath(*parts)).is_file(), parts
     arguments = {ast.literal_eval(call.args[0]): keyword(call, 'default_value')
                  for call in calls['DeclareLaunchArgument']}
-    assert interface_value(arguments['image_topic']) == '/camera/image_raw'
+    assert interface_value(arguments['image_topic']) == 'camera/image_raw'
     node_defaults = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
     (section,) = node_defaults.values()
     assert arguments['device'] == section['ros__parameters']['device']

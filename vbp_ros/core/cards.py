@@ -190,12 +190,14 @@ def _coerce(key: str, value: object, source: str) -> object:
         if not isinstance(value, Mapping):
             raise refuse('a mapping of keyword arguments')
         return dict(value)
-    if name == 'crop':
+    if name in ('crop', 'camera_size'):
         if value is None:
             return None
-        if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(
+        size = 4 if name == 'crop' else 2
+        if not isinstance(value, (list, tuple)) or len(value) != size or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise refuse('[top, left, height, width] in pixels')
+            raise refuse('[top, left, height, width] in pixels' if name == 'crop'
+                         else '[width, height] in pixels')
         return tuple(value)
     if name in ('mean', 'std'):
         values = value if isinstance(value, (list, tuple)) else [value]

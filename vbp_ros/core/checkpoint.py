@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -25,15 +26,23 @@ FORMAT = 'vbp_ros.checkpoint.v1'
 ANGLE_UNITS = {'rad': 1.0, 'deg': math.pi / 180.0, 'steering_wheel_rad': 1.0,
                'steering_wheel_deg': math.pi / 180.0}
 OUTPUT_UNITS = (*ANGLE_UNITS, 'class_logits', 'unknown')
+# The largest magnitude the published steering output of each unit can have and still be an
+# answer (radians for the angle units): a road wheel turns less than half a turn, a steering
+# wheel less than three turns either way. Outputs beyond it (or NaN, infinite) are refused,
+# never published as a steering angle.
+OUTPUT_LIMITS = {'rad': math.pi, 'deg': math.pi, 'steering_wheel_rad': 6 * math.pi,
+                 'steering_wheel_deg': 6 * math.pi, 'class_logits': math.inf,
+                 'unknown': math.inf}
 COLORS = ('gray', 'rgb', 'bgr', 'yuv')
 # The model card's keys (YAML, nested at the dots) and the ModelSpec fields they fill.
 CARD_FIELDS = {
     'architecture': 'architecture', 'arguments': 'arguments', 'description': 'description',
     'input.name': 'input_name', 'input.color': 'color', 'input.channels': 'input_channels',
     'input.height': 'input_height', 'input.width': 'input_width', 'input.crop': 'crop',
-    'input.scale': 'pixel_scale', 'input.mean': 'mean', 'input.std': 'std',
-    'output.index': 'output_index', 'output.unit': 'output_unit', 'output.scale': 'output_scale',
-    'output.steering_ratio': 'steering_ratio', 'output.names': 'output_names',
+    'input.camera_size': 'camera_size', 'input.scale': 'pixel_scale', 'input.mean': 'mean',
+    'input.std': 'std', 'output.index': 'output_index', 'output.unit': 'output_unit',
+    'output.scale': 'output_scale', 'output.steering_ratio': 'steering_ratio',
+    'output.names': 'output_names',
 }
 CARD_KEYS = {spec_field: key for key, spec_field in CARD_FIELDS.items()}
 
@@ -58,6 +67,10 @@ class ModelSpec:
         color: 'gray', 'rgb', 'bgr' or 'yuv': how a camera frame is converted before resizing.
         crop: (top, left, height, width) of the region taken from the camera frame, or None for
             the whole frame; it is resized to the network input.
+        camera_size: (width, height) of the camera frames ``crop`` is stated for; frames of
+            another resolution with the same aspect ratio get the crop scaled to them. None
+            (checkpoints written before it existed): the crop is in pixels of any frame that
+            holds it (see :class:`vbp_ros.engine.preprocess.Preprocessor` for the whole rule).
         pixel_scale, mean, std: network input = (8-bit pixel * pixel_scale - mean) / std, per
             channel (one value applies to every channel).
         output_index: which element of the flattened outputs is the steering output.
@@ -77,6 +90,7 @@ class ModelSpec:
     arguments: dict = field(default_factory=dict)
     color: str = 'gray'
     crop: tuple[int, int, int, int] | None = None
+    camera_size: tuple[int, int] | None = None
     pixel_scale: float = 1.0 / 255.0
     output_unit: str = 'rad'
     description: str = ''
@@ -103,6 +117,15 @@ class ModelSpec:
         if self.crop is not None and (len(self.crop) != 4 or min(self.crop[2:]) < 1
                                       or min(self.crop[:2]) < 0):
             raise refuse('crop', f'must be (top, left, height, width), not {self.crop}')
+        if self.camera_size is not None:
+            if len(self.camera_size) != 2 or min(self.camera_size) < 1:
+                raise refuse('camera_size', f'must be (width, height), not {self.camera_size}')
+            if self.crop is not None and (self.crop[0] + self.crop[2] > self.camera_size[1] or
+                                          self.crop[1] + self.crop[3] > self.camera_size[0]):
+                raise CheckpointError(f'input.crop {self.crop} (top, left, height, width) does '
+                                      f'not fit the {self.camera_size[0]}x'
+                                      f'{self.camera_size[1]} camera it is stated for '
+                                      '(input.camera_size)')
         for name in ('mean', 'std'):
             values = getattr(self, name)
             if len(values) not in (1, self.input_channels):
@@ -134,8 +157,12 @@ class ModelSpec:
             raise CheckpointError(f'{source}: not a vbp_ros checkpoint (no {FORMAT} metadata)')
         try:
             values = json.loads(metadata['spec'])
-            return cls(**{name: _as_tuple(value) for name, value in values.items()})
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            values = {name: _as_tuple(value) for name, value in values.items()}
+            for key in ('crop', 'camera_size'):
+                if values.get(key) is not None:
+                    values[key] = tuple(int(v) for v in values[key])
+            return cls(**values)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:  # JSON errors too
             raise CheckpointError(f'{source}: malformed checkpoint metadata: {error}') from None
 
     def build(self) -> nn.Module:
@@ -165,19 +192,43 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None
     save_file(state, str(path), metadata=spec.to_metadata())
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = 'cpu'
-                    ) -> tuple[nn.Module, ModelSpec]:
-    """The network (in eval mode, on ``device``) and its spec from a safetensors file."""
+def check_regular_file(path: str | Path) -> None:
+    """Raise CheckpointError unless ``path`` is an existing regular file. Checked before any
+    open: opening a FIFO or a device would block, or read without end."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such model file') from None
+    except OSError as error:
+        raise CheckpointError(f'{path}: cannot read it ({error.strerror})') from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f'{path}: not a regular file (a FIFO, device or directory)')
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """The :class:`ModelSpec` of a checkpoint, from its header alone (no weights are read):
+    a quick check of a file before it is loaded."""
+    check_regular_file(path)
     source = str(path)
     try:
         with safe_open(source, framework='pt') as handle:
             metadata = handle.metadata()
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f'{source}: not a readable safetensors file ({error})') from None
+    return ModelSpec.from_metadata(metadata, source)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = 'cpu'
+                    ) -> tuple[nn.Module, ModelSpec]:
+    """The network (in eval mode, on ``device``) and its spec from a safetensors file."""
+    source = str(path)
+    spec = read_spec(path)
+    try:
         state = load_file(source)
     except FileNotFoundError:
         raise CheckpointError(f'{source}: no such checkpoint file') from None
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f'{source}: not a readable safetensors file ({error})') from None
-    spec = ModelSpec.from_metadata(metadata, source)
     try:
         model = spec.build()
     except (TypeError, ValueError) as error:

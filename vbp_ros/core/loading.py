@@ -10,8 +10,6 @@ that does not fit, instead of surfacing a torch traceback.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Mapping
 
@@ -22,7 +20,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
-from .checkpoint import FORMAT, CheckpointError, ModelSpec, default_model_path
+from .checkpoint import (FORMAT, CheckpointError, ModelSpec, check_regular_file,
+                         default_model_path)
 from .layout import UnsupportedModelError
 from .onnx_vbp import MASK_OUTPUT, image_input
 
@@ -67,7 +66,7 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
         CheckpointError: naming the file, and the card key where the card is at fault.
     """
     path = Path(path) if path else default_model_path()
-    _check_regular_file(path)
+    check_regular_file(path)
     card_file = model_card_path(path, card)
     suffix = path.suffix.lower()
     if suffix == ONNX_SUFFIX:
@@ -114,17 +113,6 @@ def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
     if outputs is not None and spec.output_index >= outputs:
         raise CheckpointError(f'{source}: output.index {spec.output_index} is out of range: the '
                               f'network gives {outputs} output{"s" * (outputs != 1)} per image')
-
-
-def _check_regular_file(path: Path) -> None:
-    try:
-        mode = os.stat(path).st_mode  # stat does not block on a FIFO, as opening it would
-    except FileNotFoundError:
-        raise CheckpointError(f'{path}: no such model file') from None
-    except OSError as error:
-        raise CheckpointError(f'{path}: cannot read the model file ({error})') from None
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f'{path}: not a regular file')
 
 
 def _card_spec(card_file: Path, base: ModelSpec | dict | None,

@@ -28,16 +28,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import onnx
 import torch
 
-from ..core.checkpoint import CheckpointError, ModelSpec
+from ..core.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, ModelSpec
 from ..core.layout import UnsupportedModelError
 from ..core.loading import Model, flatten_outputs
 from ..core.vbp import VisualBackProp
-from ..pixels.frames import to_rgb8
-from ..pixels.overlay import red_overlay
+from ..pixels.frames import Crop, to_rgb8
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, overlay_shape, red_overlay
 from .onnx_backend import OnnxRuntimeNetwork, export_onnx
 from .preprocess import Preprocessor
 
@@ -86,7 +87,8 @@ class FrameResult:
         outputs: every network output for this frame, flattened, float32.
         mask: (H, W) float32 in [0, 1] at network resolution.
         frame_mask: the mask placed back into the full frame (zeros outside the crop), or None.
-        overlay: HxWx3 uint8 RGB frame with the mask in red, or None.
+        overlay: HxWx3 uint8 RGB frame with the mask in red, or None; at the frame's size,
+            shrunk to the engine's ``overlay_max_width`` for wider frames.
         times: per-stage timings of the submission the frame was part of.
         angle: the steering output (the card's ``output.index``), in radians where the card's
             ``output.unit`` is an angle (REP 103); NaN or infinite if the network gave that.
@@ -100,10 +102,21 @@ class FrameResult:
     times: StageTimes
     angle: float
 
-    @property
-    def finite(self) -> bool:
-        """Whether every output and the mask are finite numbers."""
-        return bool(np.isfinite(self.outputs).all() and np.isfinite(self.mask).all())
+
+def output_problem(result: FrameResult, spec: ModelSpec) -> str | None:
+    """Why a result must not be published, or None: an output that is NaN or infinite, a
+    steering output (as published: radians for angle units) beyond what its unit allows
+    (:data:`~vbp_ros.core.checkpoint.OUTPUT_LIMITS`), or a mask that is not finite (e.g. from a
+    frame that drove the network out of its range)."""
+    angle, limit = result.angle, OUTPUT_LIMITS[spec.output_unit]
+    if not np.isfinite(result.outputs).all():
+        return f'non-finite network output ({angle!r})'
+    if abs(angle) > limit:
+        unit = 'rad' if spec.output_unit in ANGLE_UNITS else spec.output_unit
+        return f'output {angle:.4g} {unit} ({spec.output_unit}) is beyond +-{limit:.4g} {unit}'
+    if not np.isfinite(result.mask).all():
+        return 'non-finite mask'
+    return None
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,7 @@ class VBPEngine:
         precision: 'fp32', 'fp16' or 'bf16' for the network; masks are float32 regardless.
         cuda_graphs: capture network and mask as one CUDA graph (CUDA only).
         overlay_alpha: strength of the red overlay, in [0, 1].
+        overlay_max_width: widest overlay; wider frames get a proportionally smaller overlay.
         threads: CPU threads for torch and onnxruntime (0 keeps their default: one per physical
             core).
         max_batch: most frames per submission (one forward pass).
@@ -150,7 +164,8 @@ class VBPEngine:
 
     def __init__(self, model: Model, spec: ModelSpec, *, backend: str = 'torch',
                  device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
-                 overlay_alpha: float = 0.8, threads: int = 0, max_batch: int = 1) -> None:
+                 overlay_alpha: float = 0.8, overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
+                 threads: int = 0, max_batch: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
         if not 0.0 <= overlay_alpha <= 1.0:
@@ -162,6 +177,7 @@ class VBPEngine:
         self.spec = spec
         self.precision = precision
         self.overlay_alpha = overlay_alpha
+        self.overlay_max_width = overlay_max_width
         self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
         self.backend_note = ''
@@ -352,17 +368,25 @@ class VBPEngine:
         """The full-frame mask and the overlay of one frame, as far as they were asked for."""
         if job.frame is None:
             return None, None
-        full_mask = self.preprocess.region(job.frame.shape).place(mask, job.frame.shape)
-        overlay = (red_overlay(to_rgb8(job.frame, job.order), full_mask, self.overlay_alpha)
-                   if job.want_overlay else None)
-        return (full_mask if job.want_frame_mask else None), overlay
+        region = self.preprocess.region(job.frame.shape)
+        full_mask = region.place(mask, job.frame.shape) if job.want_frame_mask else None
+        overlay = self._overlay(job, region, mask) if job.want_overlay else None
+        return full_mask, overlay
+
+    def _overlay(self, job: _Job, region: Crop, mask: np.ndarray) -> np.ndarray:
+        """The red overlay, drawn at its published size: a frame wider than
+        ``overlay_max_width`` is shrunk first, so the work is bounded whatever comes in."""
+        frame = job.frame
+        rows, columns = overlay_shape(frame.shape, self.overlay_max_width)
+        if (rows, columns) != frame.shape[:2]:
+            frame = cv2.resize(frame, (columns, rows), interpolation=cv2.INTER_AREA)
+            region = region.scaled(columns / job.frame.shape[1], rows / job.frame.shape[0])
+        return red_overlay(to_rgb8(frame, job.order), region.place(mask, frame.shape),
+                           self.overlay_alpha)
 
     def _warm_up(self) -> None:
         """Trace the layout, build VBP buffers, pick kernels: nothing is built per frame later."""
-        crop = self.preprocess.crop_region
-        shape = ((crop.top + crop.height, crop.left + crop.width) if crop is not None
-                 else (self.spec.input_height, self.spec.input_width))
-        blank = np.zeros(shape, np.uint8)
+        blank = np.zeros(self.preprocess.camera_shape, np.uint8)
         outputs = self.spec.output_index + 1
         for count in sorted({1, self.max_batch}):
             for _ in range(3):

@@ -13,8 +13,8 @@ Validation before acceptance: a change of ``model``, ``model_card``, ``card_over
 on a blank frame of the card's size in a builder thread (:meth:`VBPNode._build_candidate`),
 while the old engine keeps serving frames and the node's other callbacks keep running (a
 multi-threaded executor; the parameter service waits alone). Only an engine that built is
-accepted and swapped in; otherwise the change is refused with the reason. /diagnostics names
-the model that is running.
+accepted and swapped in; otherwise the change is refused with the reason, the parameters keep
+their values and the old model keeps running. /diagnostics names the model that runs.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -38,17 +38,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
 
 from ..engine.build import build_engine
-from ..engine.engine import BACKENDS, PRECISIONS, VBPEngine
+from ..engine.engine import BACKENDS, PRECISIONS, VBPEngine, output_problem
 from ..engine.mailbox import LatestFrameMailbox
-from ..engine.monitor import PipelineMonitor
+from ..engine.monitor import PipelineMonitor, stamp_problem
 from ..interface import (COMPRESSED_IMAGE_TOPIC, DIAGNOSTICS_TOPIC, IMAGE_TOPIC, MASK_TOPIC,
                          OUTPUTS_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
                          PROCESSING_TIME_TOPIC, STEERING_TOPIC, VBP_NODE)
 from ..pixels.encodings import mask_to_mono8
-from ..pixels.frames import FrameError
+from ..pixels.frames import FrameError, FrameSizeError
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH
 from .diagnostics import diagnostic_array
 from .messages import frame_of, header_ns, image_message
-from .runner import run_node
+from .runner import one_line, run_node
 
 CHOICES = {
     'input_transport': ('raw', 'compressed'),
@@ -62,6 +63,10 @@ ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')
 OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 WARN_PERIOD_S = 5.0
+ERROR_HOLD_S = 10.0  # /diagnostics stays at ERROR this long after a failed or refused frame
+WORKER_STOP_S = 30.0  # longest wait for the frame in hand at shutdown
+FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
+REMEMBERED_SIZES = 16  # frame sizes whose rule was logged; more distinct sizes start over
 BUILD_TIMEOUT_S = 300.0  # a model change whose engine is not built by then is refused
 EXECUTOR_THREADS = 3  # parameter service (may wait for a build), frames, diagnostics
 
@@ -114,6 +119,11 @@ PARAMETERS = {
                                          CHOICES['mask_encoding'])),
     'overlay_alpha': (0.8, _describe(ParameterType.PARAMETER_DOUBLE, 'strength of the red mask',
                                      low=0.0, high=1.0)),
+    'overlay_max_width': (DEFAULT_OVERLAY_WIDTH, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER,
+        description='widest published overlay in pixels; a wider frame gives a proportionally '
+                    'smaller overlay (never larger than the frame)',
+        integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
     'cpu_threads': (0, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER, read_only=True,
         description='torch CPU threads (read at start); 0 keeps torch\'s default, one per '
@@ -130,6 +140,7 @@ class Settings:
 
     engine: VBPEngine  # built and warmed up before it was accepted
     overlay_alpha: float
+    overlay_max_width: int
     deadline_ms: float
     max_age_ms: float
     publish_overlay: bool
@@ -147,10 +158,14 @@ class VBPNode(Node):
 
     def __init__(self) -> None:
         super().__init__(VBP_NODE)
+        self._worker: threading.Thread | None = None  # destroy_node of a node that failed
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
+        self._check_start_up_parameters()
         self.monitor = PipelineMonitor()
         self.mailbox = LatestFrameMailbox()
+        self._last_failure: tuple[float, str] | None = None  # (monotonic time, what)
+        self._sizes_seen: set[tuple[int, int]] = set()
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='vbp_build')
         self._candidate: VBPEngine | None = None  # built by the on-set callback, not yet taken
         self.engine = self._build_engine(self._engine_values())
@@ -181,6 +196,18 @@ class VBPNode(Node):
     def _param(self, name: str) -> object:
         return self.get_parameter(name).value
 
+    def _check_start_up_parameters(self) -> None:
+        """Start-up values get the run-time treatment: normalized, then validated; ValueError
+        (one line, exit code 1) for the first invalid one."""
+        declared = [self.get_parameter(name) for name in PARAMETERS]
+        changed = [new for old, new in zip(declared, self._normalize_parameters(declared))
+                   if new.value != old.value]
+        if changed:
+            self.set_parameters(changed)  # no callbacks are registered yet
+        problem = self._problem({name: self._param(name) for name in PARAMETERS})
+        if problem:
+            raise ValueError(f'invalid start-up parameter: {problem}')
+
     def _engine_values(self, changes: dict | None = None) -> dict[str, object]:
         """The engine parameters, with ``changes`` (not yet set) in place of the current."""
         return {name: (changes or {}).get(name, self._param(name)) for name in ENGINE_PARAMETERS}
@@ -188,6 +215,7 @@ class VBPNode(Node):
     def _read_settings(self, engine: VBPEngine) -> Settings:
         return Settings(engine=engine,
                         overlay_alpha=self._param('overlay_alpha'),
+                        overlay_max_width=self._param('overlay_max_width'),
                         deadline_ms=self._param('deadline_ms'),
                         max_age_ms=self._param('max_age_ms'),
                         publish_overlay=self._param('publish_overlay'),
@@ -200,7 +228,8 @@ class VBPNode(Node):
                             backend=values['backend'], device=values['device'],
                             precision=values['precision'], cuda_graphs=values['cuda_graphs'],
                             threads=self._param('cpu_threads'),
-                            overlay_alpha=self._param('overlay_alpha'))
+                            overlay_alpha=self._param('overlay_alpha'),
+                            overlay_max_width=self._param('overlay_max_width'))
 
     def _build_candidate(self, values: dict[str, object]) -> VBPEngine | str:
         """The engine for new parameter values, built in the builder thread while the old one
@@ -210,8 +239,8 @@ class VBPNode(Node):
             return future.result(timeout=BUILD_TIMEOUT_S)
         except FutureTimeout:
             return f'the new engine was not built within {BUILD_TIMEOUT_S:.0f} s'
-        except (ValueError, RuntimeError, OSError) as error:
-            return str(error)
+        except Exception as error:  # the user's code may fail in any way; the old one runs on
+            return one_line(error)
 
     def _normalize_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
         """Pre-set: enumerated strings are matched without regard to case or spaces."""
@@ -227,12 +256,12 @@ class VBPNode(Node):
         return normalized
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """On-set: refuse invalid values with a reason; the old values stay."""
+        """On-set: refuse invalid values with a reason; the old values stay. A change of the
+        engine's parameters is accepted only once its engine is built and warmed up."""
         changes = {p.name: p.value for p in parameters}
-        for name, value in changes.items():
-            if name in CHOICES and value not in CHOICES[name]:
-                return _refuse(f'{name} must be one of {", ".join(CHOICES[name])}, '
-                               f'not {value!r}')
+        problem = self._problem(changes)
+        if problem:
+            return _refuse(problem)
         self._candidate = None
         if set(changes) & set(ENGINE_PARAMETERS):
             candidate = self._build_candidate(self._engine_values(changes))
@@ -242,6 +271,14 @@ class VBPNode(Node):
                 return _refuse(candidate)
             self._candidate = candidate
         return SetParametersResult(successful=True)
+
+    def _problem(self, changes: dict[str, object]) -> str | None:
+        """What is wrong with these values of the enumerated parameters, or None (the engine's
+        parameters are checked by building the engine)."""
+        for name, value in changes.items():
+            if name in CHOICES and value not in CHOICES[name]:
+                return f'{name} must be one of {", ".join(CHOICES[name])}, not {value!r}'
+        return None
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         """Post-set: hand the worker the new settings (one assignment: it sees all or none),
@@ -285,6 +322,8 @@ class VBPNode(Node):
     # -- worker -------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """The worker loop: no exception ends it; each is counted, logged and reported at
+        ERROR on /diagnostics, and the next frame is processed."""
         seen_drops = 0
         while self._running:
             frame = self.mailbox.get(timeout=0.1)
@@ -294,43 +333,73 @@ class VBPNode(Node):
                 seen_drops = drops
             if frame is None:
                 continue
-            settings = self.settings
-            if settings.engine is not self.engine:
-                self._swap_engine(settings.engine)
-            self.engine.overlay_alpha = settings.overlay_alpha
             try:
-                self._process(frame, settings)
-            except FrameError as error:
-                self.monitor.count('dropped_invalid')
-                self.get_logger().warning(f'dropped frame: {error}',
-                                          throttle_duration_sec=WARN_PERIOD_S)
-            except Exception as error:  # keep serving; report what went wrong
-                if not rclpy.ok():
-                    return
-                self.monitor.count('dropped_invalid')
-                self.get_logger().error(f'frame failed: {type(error).__name__}: {error}',
-                                        throttle_duration_sec=WARN_PERIOD_S)
+                self._handle(frame)
+            except Exception as error:  # MemoryError too: keep serving, say what went wrong
+                self._report_failure('frame failed', error)
+
+    def _handle(self, frame: _Frame) -> None:
+        settings = self.settings
+        if settings.engine is not self.engine:
+            self._swap_engine(settings.engine)
+        self.engine.overlay_alpha = settings.overlay_alpha
+        self.engine.overlay_max_width = settings.overlay_max_width
+        try:
+            self._process(frame, settings)
+        except FrameSizeError as error:
+            self._refuse_frame_size(error)
+        except FrameError as error:
+            self.monitor.count('dropped_invalid')
+            self.get_logger().warning(f'dropped frame: {error}',
+                                      throttle_duration_sec=WARN_PERIOD_S)
+
+    def _report_failure(self, what: str, error: BaseException) -> None:
+        self.monitor.count('errors')
+        self._last_failure = (time.monotonic(), f'{what}: {one_line(error)}')
+        self.get_logger().error(self._last_failure[1], throttle_duration_sec=WARN_PERIOD_S)
+
+    def _refuse_frame_size(self, error: FrameSizeError) -> None:
+        """Frames of a size the model cannot be used on: counted as invalid, reported at ERROR
+        on /diagnostics, and logged once per size (not a warning per frame)."""
+        self.monitor.count('dropped_invalid')
+        self._last_failure = (time.monotonic(), str(error))
+        if self._first_time_seen(str(error)):
+            self.get_logger().error(str(error))
+
+    def _first_time_seen(self, key: object) -> bool:
+        if key in self._sizes_seen:
+            return False
+        if len(self._sizes_seen) >= REMEMBERED_SIZES:
+            self._sizes_seen.clear()
+        self._sizes_seen.add(key)
+        return True
 
     def _swap_engine(self, engine: VBPEngine) -> None:
         """Take up an accepted engine (worker thread only, between frames)."""
         self.engine = engine
+        self._sizes_seen.clear()
         self.get_logger().info(f'now running {engine.model_name} on '
                                f'{engine.description}{_note(engine)}')
 
     def _process(self, frame: _Frame, settings: Settings) -> None:
         header = frame.message.header
-        if settings.max_age_ms > 0 and header_ns(header):
-            age_ms = self._age_ms(header)
-            if age_ms > settings.max_age_ms:
-                self.monitor.count('dropped_stale')
-                self.get_logger().warning(f'dropped stale frame ({age_ms:.0f} ms old)',
-                                          throttle_duration_sec=WARN_PERIOD_S)
-                return
+        stamp = header_ns(header)
+        unusable = stamp_problem(stamp, self._now_ns())
+        if unusable:
+            self.monitor.count('bad_stamps')
+            self.get_logger().warning(f'frame stamp {unusable}: kept out of the latency '
+                                      'figures', throttle_duration_sec=WARN_PERIOD_S)
+        if settings.max_age_ms > 0 and self._stale(stamp, unusable, settings.max_age_ms):
+            return
         image, order = frame_of(frame.message)
+        self._log_frame_size(image.shape)
         overlay = settings.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         result = self.engine.process(image, order=order, overlay=overlay)
-        if not result.finite:
-            self._count_nonfinite(result)
+        problem = output_problem(result, self.engine.spec)
+        if problem:
+            self.monitor.count('dropped_bad_output')
+            self.get_logger().warning(f'not published: {problem}',
+                                      throttle_duration_sec=WARN_PERIOD_S)
             return
         self.angle_pub.publish(Float32(data=result.angle))
         self.outputs_pub.publish(_outputs_message(result.outputs))
@@ -338,21 +407,37 @@ class VBPNode(Node):
         if result.overlay is not None:
             self.overlay_pub.publish(image_message(result.overlay, 'rgb8', header))
             self.monitor.count('overlays')
-        latency_ms = self._age_ms(header)
+        latency_ms = None if unusable else (self._now_ns() - stamp) / 1e6
         processing_ms = (time.perf_counter() - frame.received) * 1e3
         self.processing_pub.publish(Float32(data=processing_ms))
-        self.latency_pub.publish(Float32(data=latency_ms))
+        if latency_ms is not None:
+            self.latency_pub.publish(Float32(data=latency_ms))
         self.monitor.frame_done(processing_ms, latency_ms, settings.deadline_ms)
 
-    def _count_nonfinite(self, result: object) -> None:
-        """A frame whose outputs or mask are NaN or infinite: nothing of it is published."""
-        self.monitor.count('nonfinite_outputs')
-        self.get_logger().warning(
-            f'network gave non-finite outputs {np.array2string(result.outputs, threshold=8)} '
-            'for a frame; nothing published for it', throttle_duration_sec=WARN_PERIOD_S)
+    def _stale(self, stamp: int, unusable: str | None, max_age_ms: float) -> bool:
+        """Whether max_age_ms drops this frame: too old, or of unknown age (a zero, negative
+        or future stamp cannot show that the frame is fresh)."""
+        age_ms = (self._now_ns() - stamp) / 1e6
+        if not unusable and age_ms <= max_age_ms:
+            return False
+        self.monitor.count('dropped_stale')
+        reason = f'stamp {unusable}' if unusable else f'{age_ms:.0f} ms old'
+        self.get_logger().warning(f'dropped stale frame ({reason}; max_age_ms {max_age_ms:g})',
+                                  throttle_duration_sec=WARN_PERIOD_S)
+        return True
 
-    def _age_ms(self, header: object) -> float:
-        return (self.get_clock().now().nanoseconds - header_ns(header)) / 1e6
+    def _log_frame_size(self, shape: tuple[int, ...]) -> None:
+        """Say once per frame size which part of the frame the network sees."""
+        size = (shape[1], shape[0])
+        if self._first_time_seen(size):
+            try:
+                rule = self.engine.preprocess.rule(shape)
+            except FrameSizeError:
+                return  # refused, and said so, by _refuse_frame_size
+            self.get_logger().info(f'frames of {size[0]}x{size[1]}: the network sees {rule}')
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
 
     @staticmethod
     def _mask_message(header: object, mask: np.ndarray, as_float: bool) -> Image:
@@ -362,25 +447,35 @@ class VBPNode(Node):
 
     # -- diagnostics --------------------------------------------------------------------------
 
-    def _publish_diagnostics(self) -> None:
+    def _status(self, totals: dict[str, int], rates: dict[str, float]) -> tuple[bytes, str]:
+        """The level and message of /diagnostics: ERROR for a recent failed or refused frame,
+        WARN for dropped or doubtful frames."""
+        recent = self._last_failure
+        if recent and time.monotonic() - recent[0] < ERROR_HOLD_S:
+            return DiagnosticStatus.ERROR, recent[1]
+        if totals['received'] and rates['received'] and not rates['processed']:
+            return DiagnosticStatus.WARN, 'receiving frames but processing none'
+        doubtful = [text for key, text in (
+            ('deadline_misses', 'deadline misses'), ('dropped_invalid', 'invalid frames'),
+            ('dropped_bad_output', 'unpublishable outputs'), ('bad_stamps', 'bad stamps'),
+            ('errors', 'failed frames')) if totals[key]]
+        if doubtful:
+            return DiagnosticStatus.WARN, ', '.join(doubtful) + ' seen'
+        return DiagnosticStatus.OK, 'ok'
+
+    def _publish_diagnostics(self, final: bool = False) -> None:
         snapshot = self.monitor.snapshot()
         totals = snapshot.totals
-        level = DiagnosticStatus.OK
-        message = 'ok'
-        if totals['received'] and not snapshot.rates_hz['processed'] and \
-                snapshot.rates_hz['received']:
-            level, message = DiagnosticStatus.WARN, 'receiving frames but processing none'
-        elif totals['nonfinite_outputs']:
-            level, message = DiagnosticStatus.WARN, 'non-finite network outputs seen'
-        elif totals['deadline_misses'] or totals['dropped_invalid']:
-            level, message = DiagnosticStatus.WARN, 'deadline misses or invalid frames seen'
+        level, message = self._status(totals, snapshot.rates_hz)
         latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
         values = {
             'frames received': totals['received'], 'frames processed': totals['processed'],
             'dropped (superseded by a newer frame)': totals['dropped_superseded'],
             'dropped (stale)': totals['dropped_stale'],
             'dropped (invalid)': totals['dropped_invalid'],
-            'non-finite outputs (not published)': totals['nonfinite_outputs'],
+            'dropped (unpublishable output)': totals['dropped_bad_output'],
+            'dropped (failed)': totals['errors'],
+            'frames with unusable stamps': totals['bad_stamps'],
             'deadline misses': totals['deadline_misses'],
             'overlays published': totals['overlays'],
             'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
@@ -394,15 +489,24 @@ class VBPNode(Node):
             'model': self.engine.model_name,  # the engine running, not the parameter
             'backend': self.engine.backend + _note(self.engine),
         }
+        if final:
+            message = f'stopped; {message}'
         self.diagnostics_pub.publish(diagnostic_array(
             self, 'pipeline', level, message, self.engine.description, values))
 
     def destroy_node(self) -> None:
-        """Stop the worker (it finishes the frame in hand), then the node."""
-        self._running = False
-        self.mailbox.close()
-        self._worker.join(timeout=5.0)
-        self._builder.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker (it finishes the frame in hand), publish the final counts, then
+        destroy the node."""
+        if self._worker is not None:
+            self._running = False
+            self.mailbox.close()
+            self._worker.join(timeout=WORKER_STOP_S)
+            if self._worker.is_alive():
+                self.get_logger().error(f'worker still busy after {WORKER_STOP_S:.0f} s')
+            self._publish_diagnostics(final=True)
+            self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
+            self._worker = None
+            self._builder.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
 
