@@ -33,6 +33,7 @@ from std_msgs.msg import Float32  # noqa: E402
 
 from vbp_ros import ModelSpec, authors_net, save_checkpoint  # noqa: E402
 from vbp_ros.engine.build import build_engine  # noqa: E402
+from vbp_ros.ros.diagnostics import status_owner  # noqa: E402
 from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
@@ -57,6 +58,7 @@ class Harness:
 
     def __init__(self, namespace: str = '') -> None:
         self.node = rclpy.create_node('vbp_test_harness', namespace=namespace or None)
+        self.status_name = f'{status_owner(namespace, "vbp")}: pipeline'
         self.best_effort = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.reliable = self.node.create_publisher(Image, 'image', RELIABLE)
         self.compressed = self.node.create_publisher(CompressedImage, 'image/compressed',
@@ -122,7 +124,7 @@ class Harness:
     def latest_status(self) -> DiagnosticStatus | None:
         for array in reversed(self.diagnostics):
             for status in array.status:
-                if status.name == 'vbp: pipeline':
+                if status.name == self.status_name:
                     return status
         return None
 

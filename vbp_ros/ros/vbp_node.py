@@ -331,6 +331,8 @@ class VBPNode(Node):
             if drops != seen_drops:
                 self.monitor.count('dropped_superseded', drops - seen_drops)
                 seen_drops = drops
+            if self.settings.engine is not self.engine:  # between frames, also when idle
+                self._swap_engine(self.settings.engine)
             if frame is None:
                 continue
             try:
@@ -340,8 +342,6 @@ class VBPNode(Node):
 
     def _handle(self, frame: _Frame) -> None:
         settings = self.settings
-        if settings.engine is not self.engine:
-            self._swap_engine(settings.engine)
         self.engine.overlay_alpha = settings.overlay_alpha
         self.engine.overlay_max_width = settings.overlay_max_width
         try:
