@@ -9,10 +9,10 @@ recorder, all in one namespace with the package's Fast DDS profile.
     ros2 launch vbp_ros drive.launch.py record:=true recorder:=vbp_record use_sim_time:=true
 
 Optional pieces (rviz2 for rviz:=true, rosbag2 for recorder:=rosbag2) are checked before anything
-starts. A process of the drive that exits on its own (vbp_node on a bad parameter, the recorder
-on a full disk) stops the whole drive with an error (exit code 1); respawn:=true restarts
-vbp_node instead. Closing rviz2 ends the drive. Every topic is relative, so namespace:=
-isolates a whole drive.
+starts. A process of the drive that fails (vbp_node on a bad parameter, the recorder on a full
+disk) stops the whole drive with an error (exit code 1); respawn:=true restarts vbp_node
+instead. One that finishes (exit code 0) ends the drive cleanly, and so does closing rviz2.
+Every topic is relative, so namespace:= isolates a whole drive.
 
 What is plain Python lives in the package, shared with the pip runner vbp-drive: the names
 (topics, files, choices) in vbp_ros.interface, the recorded topics, the recorder command, the
@@ -108,13 +108,17 @@ def _check_optional_pieces(context: LaunchContext) -> list[Action]:
 
 
 def _on_drive_process_exit(event: object, context: LaunchContext,
-                           respawns: bool = False) -> None:
-    """A drive process that exits while the drive runs stops it, with exit code 1 (launch
-    reports an exception raised here and shuts everything down); with respawn:=true launch
-    restarts vbp_node instead."""
+                           respawns: bool = False) -> list[Action] | None:
+    """A drive process that exits while the drive runs ends it: cleanly when it exited with
+    code 0 (a camera at the end of its video; or a terminal's Ctrl-C, which reaches every
+    process directly, often before launch itself), with exit code 1 otherwise (launch reports
+    an exception raised here and shuts everything down). With respawn:=true launch restarts
+    vbp_node instead."""
     if context.is_shutdown or (respawns and
                                context.launch_configurations.get('respawn') == 'true'):
         return None
+    if event.returncode == 0:
+        return [Shutdown(reason=f'{event.action.name} finished')]
     raise RuntimeError(f'{event.action.name} exited with code {event.returncode} while the '
                        'drive was running (its output is above); stopping the drive')
 

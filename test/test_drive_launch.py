@@ -405,6 +405,11 @@ def test_a_process_that_exits_stops_the_drive_with_an_error(
         handler(event, running)
     stopping = types.SimpleNamespace(is_shutdown=True, launch_configurations={})
     assert handler(event, stopping) is None  # Ctrl-C: every process exits, nothing to say
+    # A terminal's Ctrl-C reaches every process directly, often before launch sees it: a
+    # process that exits 0 ends the drive cleanly instead of failing it.
+    finished = types.SimpleNamespace(action=event.action, returncode=0)
+    (shutdown,) = handler(finished, running)
+    assert kind(shutdown) == 'Shutdown' and executable in shutdown.kwargs['reason']
     respawning = types.SimpleNamespace(is_shutdown=False,
                                        launch_configurations={'respawn': 'true'})
     if executable == 'vbp_node':
