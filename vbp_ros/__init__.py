@@ -15,7 +15,7 @@ from importlib import import_module
 _EXPORTS = {
     'CheckpointError': 'core.checkpoint', 'ModelSpec': 'core.checkpoint',
     'load_checkpoint': 'core.checkpoint', 'save_checkpoint': 'core.checkpoint',
-    'UnsupportedModelError': 'core.layout',
+    'UnsupportedModelError': 'core.rules',
     'authors_net': 'core.networks', 'build_network': 'core.networks', 'net_hvf': 'core.networks',
     'net_svf': 'core.networks', 'traffic_sign_net': 'core.networks',
     'VBPExplanation': 'core.vbp', 'VisualBackProp': 'core.vbp',

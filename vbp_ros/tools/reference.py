@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core.layout import leaf_modules
+from ..core.graph import leaf_modules
 
 
 class FunctionalFlatten(nn.Module):
