@@ -515,6 +515,7 @@ def test_describe_shows_the_plan() -> None:
     assert '1. relu (ReLU, layer conv1) 64x24x47' in text
     assert 'maxpool: 12x24 -> 24x47 into relu, kernel 3x3, stride 2x2, padding 1x1' in text
     assert 'output padding 0x0' in text
-    assert ('layer2.1.relu#2 <- layer3.0.conv1 via layer3.0.conv1 + layer3.0.downsample.0 via '
-            'layer3.0.downsample.0') in text
+    assert ('layer2.1.relu#2 <- layer3.0.conv1 (scaled up) + layer3.0.downsample.0 (scaled up)'
+            in text)
+    assert 'layer3.0.relu#2 <- layer3.1.conv1 (scaled up) + layer3.1.add_5' in text
     assert 'avgpool (AdaptiveAvgPool2d) reads layer4.1.relu#2' in text

@@ -175,8 +175,8 @@ class GraphReader:
 
     ``module`` is the traced GraphModule (it shares ``model``'s submodules and parameters);
     :meth:`record` runs it once, recording shapes; :meth:`read` builds the :class:`MaskGraph`
-    from the record of the first pass; :meth:`insert_keepers` puts a call of
-    ``keep(tensor, index)`` after every kept tensor.
+    from the record of the first pass (``kept_nodes`` are then the kept tensors' nodes);
+    :meth:`insert_calls` puts a call after chosen nodes (VisualBackProp's keepers).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -204,12 +204,14 @@ class GraphReader:
         output = recorder.run(x)
         return output, recorder.record
 
-    def insert_keepers(self, keep: Callable[[Tensor, int], None]) -> None:
-        """After each kept tensor, a call ``keep(tensor, index)``; recompiles the module."""
+    def insert_calls(self, nodes: Sequence[fx.Node], function: Callable[[Tensor, int], None]
+                     ) -> None:
+        """After each of ``nodes``, a call ``function(tensor, position in nodes)``;
+        recompiles the module."""
         graph = self.module.graph
-        for index, node in enumerate(self.kept_nodes):
+        for index, node in enumerate(nodes):
             with graph.inserting_after(node):
-                graph.call_function(keep, (node, index))
+                graph.call_function(function, (node, index))
         self.module.recompile()
 
     # -- reading -----------------------------------------------------------------------------

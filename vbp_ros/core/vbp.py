@@ -281,7 +281,7 @@ class _GraphReading(_Reading):
             kept = self.reader.kept_nodes
             self.keeper = _Keeper([self.graph.nodes[i].kept.nonnegative
                                    for i in self.graph.kept])
-            self.reader.insert_keepers(self.keeper.keep)
+            self.reader.insert_calls(kept, self.keeper.keep)
             return output, record, [record.sums[node] for node in kept]
         output, record = self.reader.record(x, candidates=False)
         return output, record, self._take_fresh()
@@ -481,7 +481,7 @@ def describe_plan(plan: _Plan) -> str:
     lines.append('branches merge (masks summed):' if merges else 'branches merge: none (a chain)')
     for node in merges:
         lines.append(f'  {node.name} <- ' + ' + '.join(
-            graph.nodes[e.consumer].name + (f' via {e.layer}' if e.geometry else '')
+            graph.nodes[e.consumer].name + (' (scaled up)' if e.geometry else '')
             for e in node.edges))
     lines.append('head (not part of the mask):')
     for name, inputs in graph.head:
