@@ -116,6 +116,16 @@ class LRPEpsilon:
             scale = exponent.reshape(-1, *(1,) * (relevance.dim() - 1))
             return output, torch.ldexp(relevance.double(), scale).float()
 
+    def remove(self) -> None:
+        """Nothing to detach (LRPEpsilon runs the layers itself); for the common explainer
+        shape."""
+
+    def __enter__(self) -> LRPEpsilon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
     def _forward(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
         """Run the chain; keep (input, output) of linear layers and the input of Flatten."""
         kept: list[tuple[Tensor | None, Tensor | None]] = []
