@@ -37,6 +37,7 @@ setup(
             'vbp-ingest = vbp_ros.tools.ingest:main',
             'vbp-train = vbp_ros.tools.train:main',
             'vbp-eval = vbp_ros.tools.evaluate:main',
+            'vbp-inspect = vbp_ros.tools.inspect:main',
             'vbp-review = vbp_ros.tools.review:main',
         ],
     },
