@@ -221,7 +221,7 @@ class _Keeper:
             self.fresh[index] = positive_channel_sum(tensor, self.nonnegative[index])
             return
         buffer, scratch = targets[index]
-        source = tensor.detach()
+        source = tensor.detach() if tensor.requires_grad else tensor
         if scratch is not None:
             source = torch.clamp_min(source, 0, out=scratch)
         torch.sum(source, dim=1, keepdim=True, dtype=torch.float32, out=buffer)
@@ -272,7 +272,7 @@ class _GraphReading(_Reading):
         self.reader = GraphReader(model)
 
     def run(self, x: Tensor) -> Tensor:
-        return self.reader.module(x)
+        return self.reader.module.forward(x)  # the traced GraphModule has no hooks of its own
 
     def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
         if self.graph is None:
@@ -447,9 +447,9 @@ class VisualBackProp:
         return output, self._last
 
     def _mask(self, plan: _Plan, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            gamma = positive_channel_sum(x, nonnegative=True) if self.input_factor else None
-            return plan.run(gamma)
+        # no autograd here: plan buffers never require gradients, keepers detach
+        gamma = positive_channel_sum(x, nonnegative=True) if self.input_factor else None
+        return plan.run(gamma)
 
 
 def _plan_key(x: Tensor) -> tuple:
