@@ -1,3 +1,5 @@
+"""ament_python package vbp_ros: ``colcon build`` or ``pip install .``."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -39,6 +41,9 @@ setup(
             'vbp-eval = vbp_ros.tools.evaluate:main',
             'vbp-inspect = vbp_ros.tools.inspect:main',
             'vbp-review = vbp_ros.tools.review:main',
+            'vbp-gpu-check = vbp_ros.tools.gpu_check:main',
+            'vbp-fleet = vbp_ros.tools.fleet:main',
+            'vbp-fleet-bench = vbp_ros.tools.fleet_bench:main',
         ],
     },
 )

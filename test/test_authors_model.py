@@ -60,8 +60,8 @@ def test_import_keeps_the_torch7_weights(reference_dir: Path, authors_model) -> 
     np.testing.assert_allclose(first_norm.running_var.numpy(), expected_var, rtol=1e-5)
 
 
-def test_angles_on_reference_images_are_finite_and_plausible(authors_model, reference_images
-                                                              ) -> None:
+def test_angles_on_reference_images_are_finite_and_plausible(authors_model,
+                                                             reference_images) -> None:
     x = torch.from_numpy(np.stack(reference_images)).float().div(255.0).unsqueeze(1)
     with torch.inference_mode():
         angles = authors_model(x).squeeze(1).numpy()
@@ -81,7 +81,7 @@ def test_masks_concentrate_on_lane_markings(authors_model, reference_images) -> 
 
 def test_figure2_tool_renders_every_layer(authors_checkpoint: Path, reference_dir: Path,
                                           tmp_path: Path, capsys) -> None:
-    images = [str(reference_dir / 'images' / 'img1.jpg'), str(reference_dir / 'images' / 'img7.jpg')]
+    images = [str(reference_dir / 'images' / name) for name in ('img1.jpg', 'img7.jpg')]
     assert figure2.main(['--model', str(authors_checkpoint), '--out', str(tmp_path)] + images) == 0
     figure = cv2.imread(str(tmp_path / 'img1_figure2.png'))
     tile = 125 + figure2.LABEL_HEIGHT
@@ -112,8 +112,8 @@ def test_import_tool_refuses_a_broken_torch7_file(content: str, reference_dir: P
     assert 'not a readable Torch7 file' in capsys.readouterr().err
 
 
-def test_vbp_and_lrp_masks_agree_on_the_reference_images(authors_model, reference_images
-                                                          ) -> None:
+def test_vbp_and_lrp_masks_agree_on_the_reference_images(authors_model,
+                                                         reference_images) -> None:
     """The paper calls the VBP and LRP-epsilon masks "very similar"; measured here: top-5%
     overlap median 0.73 against 0.13 for mismatched pairs, Pearson with |R| median 0.41."""
     from vbp_ros.tools.agreement import measure_agreement

@@ -1,5 +1,5 @@
 """launch/drive.launch.py starts what its arguments say, names what setup.py installs and agrees
-with config/ (vbp.rviz included); drive_plan, which holds its plain Python, is tested here too.
+with config/ (vbp.rviz included); vbp_ros.drive.plan, its plain Python, is tested here too.
 
 launch and launch_ros are not installable here: the launch file runs against stand-in modules
 whose classes keep their constructor arguments, and a small evaluator plays the part of the
@@ -22,7 +22,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 
 from test_package import keyword, launch_calls
-from vbp_ros.ros import drive_plan
+from vbp_ros import interface
+from vbp_ros.drive import plan
 from vbp_ros.ros.vbp_node import OUTPUT_QOS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ BOOLEAN = ['true', 'false']
 STAND_INS = {
     'launch': ('Action', 'LaunchContext', 'LaunchDescription'),
     'launch.actions': ('DeclareLaunchArgument', 'ExecuteProcess', 'GroupAction', 'OpaqueFunction',
-                       'SetEnvironmentVariable'),
+                       'SetEnvironmentVariable', 'Shutdown'),
     'launch.conditions': ('IfCondition', 'UnlessCondition'),
     'launch.substitutions': ('EqualsSubstitution', 'LaunchConfiguration', 'PathJoinSubstitution'),
     'launch_ros.actions': ('Node', 'PushRosNamespace'),
@@ -150,10 +151,10 @@ class Drive:
         """Where that node resolves topic ``name``: the first matching remapping applies and
         relative names expand in the node's namespace, as in rcl."""
         node, namespace = self.nodes()[executable]
-        resolved = drive_plan.resolve_topic(name, namespace)
+        resolved = interface.resolve_topic(name, namespace)
         for source, target in node.kwargs.get('remappings', []):
-            if drive_plan.resolve_topic(evaluate(source, self.configs), namespace) == resolved:
-                return drive_plan.resolve_topic(evaluate(target, self.configs), namespace)
+            if interface.resolve_topic(evaluate(source, self.configs), namespace) == resolved:
+                return interface.resolve_topic(evaluate(target, self.configs), namespace)
         return resolved
 
     def parameters(self, executable: str) -> list[Any]:
@@ -204,7 +205,7 @@ def parameters_of(path: Path, node_name: str) -> dict[str, Any]:
 
 def rviz_images() -> dict[str, dict]:
     """The Image displays of config/vbp.rviz by name."""
-    document = yaml.safe_load((CONFIG / drive_plan.RVIZ_CONFIG).read_text())
+    document = yaml.safe_load((CONFIG / interface.RVIZ_CONFIG).read_text())
     displays = document['Visualization Manager']['Displays']
     return {display['Name']: display for display in displays
             if display['Class'] == 'rviz_default_plugins/Image'}
@@ -229,12 +230,13 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
     declared = arguments(description)
     config_file = {'params_file': 'vbp.yaml', 'camera_params_file': 'road_camera.yaml',
                    'record_params_file': 'record.yaml'}
-    defaults = {'source': 'synthetic', 'path': '', 'image_topic': '/camera/image_raw',
+    defaults = {'source': 'synthetic', 'path': '', 'image_topic': 'camera/image_raw',
                 'model': '', 'device': 'auto', 'record': 'false', 'bag_dir': '',
                 'recorder': 'auto', 'rviz': 'false', 'namespace': '', 'use_sim_time': 'false',
+                'respawn': 'false',
                 **{name: str(CONFIG / file) for name, file in config_file.items()}}
     choices = {'source': ['synthetic', 'video', 'images', 'topic'], 'record': BOOLEAN,
-               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN,
+               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN, 'respawn': BOOLEAN,
                'recorder': ['auto', 'rosbag2', 'vbp_record']}
     assert set(declared) == set(defaults)
     for name, argument in declared.items():
@@ -244,13 +246,14 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
 
 
 def test_defaults_agree_with_config() -> None:
-    camera = parameters_of(CONFIG / drive_plan.CAMERA_PARAMS, 'road_camera')
-    vbp = parameters_of(CONFIG / drive_plan.VBP_PARAMS, 'vbp')
+    camera = parameters_of(CONFIG / interface.CAMERA_PARAMS, 'road_camera')
+    vbp = parameters_of(CONFIG / interface.VBP_PARAMS, 'vbp')
     assert ('synthetic', '') == (camera['source'], camera['path'])
     assert ('', 'auto') == (vbp['model'], vbp['device'])
-    assert '' == parameters_of(CONFIG / drive_plan.RECORD_PARAMS, 'vbp_record')['bag_dir']
-    assert rviz_images()['Camera']['Topic']['Value'] == drive_plan.DEFAULT_IMAGE_TOPIC
-    assert drive_plan.DEFAULT_IMAGE_TOPIC == '/camera/image_raw'
+    assert '' == parameters_of(CONFIG / interface.RECORD_PARAMS, 'vbp_record')['bag_dir']
+    assert rviz_images()['Camera']['Topic']['Value'] == \
+        interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, '') == '/camera/image_raw'
+    assert interface.DEFAULT_CAMERA_TOPIC == 'camera/image_raw'  # relative: namespaces move it
 
 
 def test_config_files_it_names_exist_and_are_installed(description: Recorded,
@@ -294,7 +297,9 @@ def test_source_topic_starts_no_road_camera(description: Recorded) -> None:
     assert drive.topic('vbp_node', 'image') == '/front/image_raw'
 
 
-def test_namespace_moves_nodes_and_rviz_follows(description: Recorded) -> None:
+def test_namespace_moves_nodes_and_rviz_follows(description: Recorded,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan, 'rviz2_available', lambda: True)
     drive = Drive(description, namespace='car1', image_topic='front/image', rviz='true',
                   use_sim_time='true')
     nodes = drive.nodes()
@@ -317,16 +322,18 @@ def test_namespace_moves_nodes_and_rviz_follows(description: Recorded) -> None:
 
 @pytest.mark.parametrize('recorder, rosbag2, expected', [
     ('auto', True, 'rosbag2'), ('auto', False, 'vbp_record'),
-    ('rosbag2', False, 'rosbag2'), ('vbp_record', True, 'vbp_record')])
+    ('rosbag2', True, 'rosbag2'), ('vbp_record', True, 'vbp_record')])
 def test_recorder_is_chosen_at_run_time(description: Recorded, monkeypatch: pytest.MonkeyPatch,
                                         recorder: str, rosbag2: bool, expected: str) -> None:
-    monkeypatch.setattr(drive_plan, 'rosbag2_available', lambda: rosbag2)
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: rosbag2)
     drive = Drive(description, record='true', recorder=recorder, namespace='car1')
     assert ('vbp_record' in drive.nodes()) == (expected == 'vbp_record')
     assert len(drive.processes()) == (expected == 'rosbag2')
 
 
-def test_ros2_bag_record_gets_the_namespaced_topics(description: Recorded) -> None:
+def test_ros2_bag_record_gets_the_namespaced_topics(description: Recorded,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: True)
     drive = Drive(description, record='true', recorder='rosbag2', namespace='car1',
                   bag_dir='/data/bags/run1', use_sim_time='true')
     (process,) = drive.processes()
@@ -351,6 +358,69 @@ def test_vbp_record_runs_in_the_namespace_with_the_record_file(
         str(own_file), {'bag_dir': '/data/bags/mine', 'use_sim_time': False}]
 
 
+@pytest.mark.parametrize('arguments, missing', [
+    ({'rviz': 'true'}, 'rviz:=true needs rviz2'),
+    ({'record': 'true', 'recorder': 'rosbag2'}, 'recorder:=rosbag2 needs ros2bag'),
+    ({'rviz': 'true', 'record': 'true', 'recorder': 'rosbag2'}, 'rviz2, which.*; recorder')])
+def test_missing_optional_pieces_stop_the_launch_before_anything_starts(
+        description: Recorded, monkeypatch: pytest.MonkeyPatch, arguments: dict,
+        missing: str) -> None:
+    """rviz:=true without rviz2 used to exit 1 with road_camera and vbp_node left running."""
+    monkeypatch.setattr(plan, 'rviz2_available', lambda: False)
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: False)
+    first = description.args[0].index(next(
+        entity for entity in description.args[0] if kind(entity) == 'OpaqueFunction'))
+    assert all(kind(entity) == 'DeclareLaunchArgument' for entity in description.args[0][:first])
+    with pytest.raises(RuntimeError, match=missing):
+        Drive(description, **arguments)
+
+
+def test_namespaces_isolate_whole_drives(description: Recorded) -> None:
+    """With namespace:=car1 the camera topic was absolute: two drives fed each other."""
+    topics = {}
+    for car in ('car1', 'car2'):
+        drive = Drive(description, namespace=car, record='true', recorder='vbp_record')
+        camera = drive.topic('road_camera', 'image')
+        assert camera == drive.topic('vbp_node', 'image') == f'/{car}/camera/image_raw'
+        topics[car] = {camera, drive.topic('vbp_node', 'vbp/overlay')}
+    assert not topics['car1'] & topics['car2']
+
+
+def exit_handler(description: Recorded, executable: str) -> Callable:
+    drive = Drive(description, record='true', recorder='vbp_record')
+    node, _ = drive.nodes()[executable]
+    return node.kwargs['on_exit']
+
+
+@pytest.mark.parametrize('executable', ['road_camera', 'vbp_node', 'vbp_record'])
+def test_a_process_that_exits_stops_the_drive_with_an_error(
+        description: Recorded, executable: str) -> None:
+    """vbp_node dying (device:=cuda without CUDA) used to leave the launch running."""
+    handler = exit_handler(description, executable)
+    event = types.SimpleNamespace(action=types.SimpleNamespace(name=f'{executable}-2'),
+                                  returncode=1)
+    running = types.SimpleNamespace(is_shutdown=False,
+                                    launch_configurations={'respawn': 'false'})
+    with pytest.raises(RuntimeError, match=f'{executable}-2 exited with code 1'):
+        handler(event, running)
+    stopping = types.SimpleNamespace(is_shutdown=True, launch_configurations={})
+    assert handler(event, stopping) is None  # Ctrl-C: every process exits, nothing to say
+    respawning = types.SimpleNamespace(is_shutdown=False,
+                                       launch_configurations={'respawn': 'true'})
+    if executable == 'vbp_node':
+        assert handler(event, respawning) is None
+        node, _ = Drive(description, respawn='true').nodes()['vbp_node']
+        assert evaluate(node.kwargs['respawn'], {'respawn': 'true'}) == 'true'
+    else:
+        with pytest.raises(RuntimeError):
+            handler(event, respawning)
+
+
+def test_recorder_gets_time_to_close_the_bag(description: Recorded) -> None:
+    node, _ = Drive(description, record='true', recorder='vbp_record').nodes()['vbp_record']
+    assert float(node.kwargs['sigkill_timeout']) == plan.STOP_TIMEOUT_S['vbp_record'] >= 60
+
+
 def test_no_recorder_or_rviz_unless_asked(description: Recorded) -> None:
     drive = Drive(description, recorder='rosbag2', bag_dir='/data/bags/run1')
     assert set(drive.nodes()) == {'road_camera', 'vbp_node'} and not drive.processes()
@@ -369,20 +439,20 @@ RVIZ_POLICIES = {
 
 
 def test_rviz_config_is_an_rviz2_document() -> None:
-    document = yaml.safe_load((CONFIG / drive_plan.RVIZ_CONFIG).read_text())
+    document = yaml.safe_load((CONFIG / interface.RVIZ_CONFIG).read_text())
     assert {'Panels', 'Visualization Manager', 'Window Geometry'} <= set(document)
     manager = document['Visualization Manager']
     assert manager['Class'] == '' and {'Displays', 'Tools', 'Views'} <= set(manager)
-    frame_id = parameters_of(CONFIG / drive_plan.CAMERA_PARAMS, 'road_camera')['frame_id']
+    frame_id = parameters_of(CONFIG / interface.CAMERA_PARAMS, 'road_camera')['frame_id']
     assert manager['Global Options']['Fixed Frame'] == frame_id == 'camera'
 
 
 def test_rviz_shows_the_node_topics() -> None:
     images = rviz_images()
     assert {name: image['Topic']['Value'] for name, image in images.items()} == {
-        'Camera': drive_plan.DEFAULT_IMAGE_TOPIC,
-        'VBP overlay': drive_plan.resolve_topic('vbp/overlay', ''),
-        'VBP mask': drive_plan.resolve_topic('vbp/mask', '')}
+        'Camera': interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, ''),
+        'VBP overlay': interface.resolve_topic('vbp/overlay', ''),
+        'VBP mask': interface.resolve_topic('vbp/mask', '')}
     assert all(image['Enabled'] for image in images.values())
 
 
@@ -396,7 +466,7 @@ def test_rviz_subscriptions_match_the_publishers_qos(name: str, publisher: QoSPr
     assert topic['Depth'] == publisher.depth
 
 
-# --- drive_plan -------------------------------------------------------------------------------
+# --- plan -----------------------------------------------------------------------------------
 
 def test_node_parameters_reads_every_key_form_in_order(tmp_path: Path) -> None:
     path = tmp_path / 'params.yaml'
@@ -406,55 +476,55 @@ def test_node_parameters_reads_every_key_form_in_order(tmp_path: Path) -> None:
         'road_camera': {'ros__parameters': {'loop': False}},
         '/**/vbp': {'ros__parameters': {'rate': 9.0}},
         '/road_camera': {'ros__parameters': {'seed': 3}}}))
-    assert drive_plan.node_parameters(path, 'road_camera') == {
+    assert plan.node_parameters(path, 'road_camera') == {
         'rate': 2.0, 'seed': 3, 'loop': False}
-    assert drive_plan.node_parameters(path, 'vbp_record') == {'rate': 1.0, 'seed': 1}
+    assert plan.node_parameters(path, 'vbp_record') == {'rate': 1.0, 'seed': 1}
 
 
 def test_record_topics_and_bag_dir_come_from_the_record_file(tmp_path: Path) -> None:
-    path = CONFIG / drive_plan.RECORD_PARAMS
-    assert drive_plan.record_topics(path) == parameters_of(path, 'vbp_record')['topics']
-    assert drive_plan.record_bag_dir(path, '') == ''
-    assert drive_plan.record_bag_dir(path, '/data/run1') == '/data/run1'
+    path = CONFIG / interface.RECORD_PARAMS
+    assert plan.record_topics(path) == parameters_of(path, 'vbp_record')['topics']
+    assert plan.record_bag_dir(path, '') == ''
+    assert plan.record_bag_dir(path, '/data/run1') == '/data/run1'
     own = tmp_path / 'record.yaml'
     own.write_text('/**/vbp_record:\n  ros__parameters:\n    bag_dir: /data/mine\n')
-    assert drive_plan.record_bag_dir(own, '') == '/data/mine'
-    assert drive_plan.record_bag_dir(own, '/data/run1') == '/data/run1'
+    assert plan.record_bag_dir(own, '') == '/data/mine'
+    assert plan.record_bag_dir(own, '/data/run1') == '/data/run1'
 
 
 @pytest.mark.parametrize('topic, namespace, resolved', [
     ('vbp/mask', '', '/vbp/mask'), ('vbp/mask', 'car1', '/car1/vbp/mask'),
     ('vbp/mask', '/car1/', '/car1/vbp/mask'), ('/diagnostics', 'car1', '/diagnostics')])
 def test_resolve_topic(topic: str, namespace: str, resolved: str) -> None:
-    assert drive_plan.resolve_topic(topic, namespace) == resolved
+    assert interface.resolve_topic(topic, namespace) == resolved
 
 
 def test_ros2_bag_record_command(tmp_path: Path) -> None:
     params_file = tmp_path / 'record.yaml'
     params_file.write_text('/**/vbp_record:\n  ros__parameters:\n'
                            '    topics: [steering_angle, /diagnostics]\n')
-    assert drive_plan.ros2_bag_record_command(params_file, '', '') == [
+    assert plan.ros2_bag_record_command(params_file, '', '') == [
         'ros2', 'bag', 'record', '-s', 'mcap', '/steering_angle', '/diagnostics']
-    assert drive_plan.ros2_bag_record_command(params_file, 'run1', 'car1', use_sim_time=True) == [
+    assert plan.ros2_bag_record_command(params_file, 'run1', 'car1', use_sim_time=True) == [
         'ros2', 'bag', 'record', '-s', 'mcap', '-o', 'run1', '--use-sim-time',
         '/car1/steering_angle', '/diagnostics']
     params_file.write_text(params_file.read_text() + '    compression: zstd\n')
-    assert drive_plan.ros2_bag_record_command(params_file, '', '')[5:7] == [
+    assert plan.ros2_bag_record_command(params_file, '', '')[5:7] == [
         '--storage-preset-profile', 'zstd_fast']
 
 
 def test_auto_recorder_is_vbp_record_without_ros2(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     monkeypatch.setenv('PATH', str(tmp_path))
-    assert not drive_plan.rosbag2_available()
-    assert drive_plan.chosen_recorder('auto') == 'vbp_record'
-    assert [drive_plan.chosen_recorder(r) for r in ('rosbag2', 'vbp_record')] == [
+    assert not plan.rosbag2_available()
+    assert plan.chosen_recorder('auto') == 'vbp_record'
+    assert [plan.chosen_recorder(r) for r in ('rosbag2', 'vbp_record')] == [
         'rosbag2', 'vbp_record']
-    assert drive_plan.RECORDERS == ('auto', 'rosbag2', 'vbp_record')
+    assert interface.RECORDERS == ('auto', 'rosbag2', 'vbp_record')
 
 
 def test_rviz_remappings_lead_to_vbp_node_outputs() -> None:
-    remappings = drive_plan.rviz_remappings()
+    remappings = plan.rviz_remappings()
     assert remappings == [('/vbp/overlay', 'vbp/overlay'), ('/vbp/mask', 'vbp/mask')]
     assert {source for source, _ in remappings} < {
         image['Topic']['Value'] for image in rviz_images().values()}

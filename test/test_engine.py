@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from vbp_ros import ModelSpec, VisualBackProp, authors_net
-from vbp_ros.engine import LatestFrameMailbox, VBPEngine, resolve_device
-from vbp_ros.preprocess import FrameError, Preprocessor
+from vbp_ros.engine.engine import VBPEngine, resolve_device
+from vbp_ros.engine.mailbox import LatestFrameMailbox
+from vbp_ros.engine.monitor import PipelineMonitor
+from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.pixels.frames import FrameError
 
 CROPPED = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 
@@ -32,7 +35,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope='module')
 def engine(model) -> VBPEngine:
-    return VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=1000.0)
+    return VBPEngine(copy.deepcopy(model), CROPPED, device='cpu')
 
 
 @pytest.fixture(scope='module')
@@ -100,8 +103,8 @@ def test_mask_placed_back_into_the_frame_and_red_overlay(engine, frame) -> None:
 
 
 @pytest.mark.parametrize('bad, message', [
-    (np.zeros((100, 640), np.uint8), 'smaller than the crop'),
-    (np.zeros((0, 640), np.uint8), 'empty frame'),
+    (np.zeros((100, 640), np.uint8), 'does not fit the model'),
+    (np.zeros((0, 640), np.uint8), 'empty image'),
     (np.zeros((480, 640), np.int32), 'unsupported pixel type'),
     (np.zeros((480, 640, 2), np.uint8), 'unsupported frame shape'),
     (np.full((480, 640), np.nan, np.float32), 'NaN or infinite'),
@@ -114,15 +117,35 @@ def test_bad_frames_raise_frame_error_and_the_next_frame_works(engine, frame, ba
     assert engine.process(frame, stamp='next').stamp == 'next'
 
 
-def test_deadline_bookkeeping(model, frame) -> None:
-    strict = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=1e-6)
-    relaxed = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', deadline_ms=0.0)
-    assert not strict.process(frame).deadline_met
-    result = relaxed.process(frame)
-    assert result.deadline_met
-    times = result.times
+def test_stage_times_add_up(engine, frame) -> None:
+    times = engine.process(frame).times
     assert times.total_ms >= times.preprocess_ms + times.compute_ms + times.postprocess_ms - 0.5
     assert times.transfer_ms == 0.0 and times.compute_ms > 0
+
+
+def test_deadline_misses_are_counted_on_the_callers_clock() -> None:
+    monitor = PipelineMonitor()
+    monitor.frame_done(processing_ms=40.0, latency_ms=45.0, deadline_ms=33.3)
+    monitor.frame_done(processing_ms=20.0, latency_ms=25.0, deadline_ms=33.3)
+    monitor.frame_done(processing_ms=900.0, latency_ms=None, deadline_ms=0.0)  # no deadline
+    snapshot = monitor.snapshot()
+    assert snapshot.totals['processed'] == 3 and snapshot.totals['deadline_misses'] == 1
+    assert snapshot.processing_ms['max'] == 900.0
+    assert snapshot.latency_ms['max'] == 45.0  # a frame without a usable stamp is left out
+
+
+def test_a_batch_gives_each_frame_its_own_result(engine, frame) -> None:
+    batched = VBPEngine(copy.deepcopy(engine.model), CROPPED, device='cpu', max_batch=3)
+    others = [np.ascontiguousarray(frame[:, ::-1]), np.roll(frame, 40, axis=1)]
+    results = batched.process_batch([frame, *others], stamps=['a', 'b', 'c'], overlay=True)
+    assert [r.stamp for r in results] == ['a', 'b', 'c']
+    for result, single in zip(results, [frame, *others]):
+        alone = engine.process(single)
+        np.testing.assert_allclose(result.mask, alone.mask, atol=1e-5)
+        assert result.angle == pytest.approx(alone.angle, abs=1e-5)
+        assert result.overlay.shape == (480, 640, 3)
+    with pytest.raises(ValueError, match='1 to 3 frames'):
+        batched.process_batch([frame] * 4)
 
 
 def test_submit_and_collect_keep_order(engine, frame) -> None:
@@ -136,7 +159,7 @@ def test_submit_and_collect_keep_order(engine, frame) -> None:
 
 @pytest.mark.parametrize('kwargs, message', [
     ({'device': 'tpu'}, 'device'), ({'device': 'cuda:7'}, 'CUDA|does not exist'),
-    ({'precision': 'fp8'}, 'precision'), ({'deadline_ms': -1.0}, 'deadline_ms'),
+    ({'precision': 'fp8'}, 'precision'), ({'max_batch': 0}, 'max_batch'),
     ({'overlay_alpha': 2.0}, 'overlay_alpha'),
 ])
 def test_invalid_settings_are_refused(model, kwargs: dict, message: str) -> None:

@@ -6,6 +6,7 @@ import ast
 import configparser
 import importlib
 import os
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -54,31 +55,123 @@ def test_ament_index_finds_the_installed_package() -> None:
     assert (share / 'package.xml').is_file()
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding='utf-8'))
-    names = set()
-    for node in ast.walk(tree):
+# What each layer of the package may import from the package (its own layer always).
+LAYERS = {
+    'interface': set(),
+    'core': set(),
+    'pixels': set(),
+    'engine': {'interface', 'core', 'pixels'},
+    'render': {'interface', 'pixels'},
+    'data': {'interface', 'core', 'pixels', 'engine'},
+    'drive': {'interface', 'pixels', 'engine', 'data'},
+    'ros': {'interface', 'core', 'pixels', 'engine', 'data', 'drive'},
+    'tools': {'interface', 'core', 'pixels', 'engine', 'render', 'data'},
+    '__init__': {'core'},
+}
+# Outside the package: what a layer may import beyond the standard library.
+THIRD_PARTY = {
+    'interface': set(),
+    'core': {'numpy', 'torch', 'safetensors', 'torchfile', 'captum'},
+    'pixels': {'numpy', 'cv2', 'simplejpeg'},
+    'engine': {'numpy', 'torch', 'cv2'},
+    'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
+    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
+    'drive': {'yaml', 'ament_index_python'},
+}
+ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
+            'builtin_interfaces', 'lifecycle_msgs'}
+COMPUTING = {'torch', 'cv2'}  # a module that imports rclpy computes nothing
+
+
+def layer_of(module: str) -> str:
+    """The layer of a module of the package, e.g. 'vbp_ros.engine.engine' -> 'engine'."""
+    parts = module.split('.')
+    assert parts[0] == 'vbp_ros', module
+    return parts[1] if len(parts) > 1 else '__init__'
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPOSITORY).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """The package modules (relative imports resolved) and the top-level outside modules a
+    source file imports, wherever the import statement stands."""
+    package = module_name(path).split('.')
+    if path.name != '__init__.py':
+        package = package[:-1]
+    own, outside = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split('.')[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names.add(node.module.split('.')[0])
-    return names
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            names = ['.'.join(base + ([node.module] if node.module else []))]
+            if not node.module:  # from . import x: the modules x
+                names = [f'{names[0]}.{alias.name}' for alias in node.names]
+        else:
+            continue
+        for name in names:
+            (own if name.split('.')[0] == 'vbp_ros' else outside).add(name)
+    return own, {name.split('.')[0] for name in outside}
 
 
-def test_core_imports_torch_and_numpy_only() -> None:
-    allowed = {'__future__', 'collections', 'copy', 'dataclasses', 'functools', 'importlib',
-               'json', 'math', 'operator', 'pathlib', 're', 'struct', 'traceback', 'typing',
-               'warnings',
-               'numpy', 'torch', 'safetensors', 'torchfile',
-               'captum'}  # captum: imported lazily by core/reference.py (a test extra)
-    for path in (PACKAGE / 'core').glob('*.py'):
-        assert imported_modules(path) <= allowed, path.name
+def layer_violations(paths: list[Path]) -> list[str]:
+    standard = set(sys.stdlib_module_names) | {'__future__'}
+    found = []
+    for path in paths:
+        layer = layer_of(module_name(path))
+        own, outside = imports(path)
+        for name in own:
+            target = layer_of(name)
+            if target != layer and target not in LAYERS[layer]:
+                found.append(f'{module_name(path)} imports {name}: {layer} -> {target}')
+        allowed = THIRD_PARTY.get(layer)
+        if allowed is not None:
+            for name in outside - standard - allowed:
+                found.append(f'{module_name(path)} ({layer}) imports {name}')
+        if outside & ROS_ONLY and layer != 'ros':
+            found.append(f'{module_name(path)} imports ROS outside the ros layer')
+        if outside & ROS_ONLY and outside & COMPUTING:
+            found.append(f'{module_name(path)} imports rclpy and computes')
+    return found
 
 
-def test_only_the_ros_adapters_import_rclpy() -> None:
-    for path in PACKAGE.rglob('*.py'):
-        if 'ros' not in path.relative_to(PACKAGE).parts[:-1]:
-            assert not imported_modules(path) & {'rclpy', 'sensor_msgs', 'std_msgs'}, path
+def package_sources() -> list[Path]:
+    return sorted(PACKAGE.rglob('*.py'))
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    assert {layer_of(module_name(path)) for path in package_sources()} <= set(LAYERS)
+    for folder in (p for p in PACKAGE.iterdir() if p.is_dir() and p.name in LAYERS):
+        docstring = ast.get_docstring(ast.parse((folder / '__init__.py').read_text()))
+        assert docstring and 'import' in docstring, f'{folder.name}/__init__.py'
+
+
+def test_imports_follow_the_layers() -> None:
+    assert layer_violations(package_sources()) == []
+
+
+@pytest.mark.parametrize('source, layer, message', [
+    ('from ..ros.messages import image_message\n', 'engine', 'engine -> ros'),
+    ('from ..data.sessions import find_topics\n', 'engine', 'engine -> data'),
+    ('from ..ros import drive\n', 'tools', 'tools -> ros'),
+    ('from .. import interface\n', 'core', 'core -> interface'),
+    ('import vbp_ros.pixels.frames\n', 'core', 'core -> pixels'),
+    ('def f():\n    from ..engine import engine\n', 'pixels', 'pixels -> engine'),
+    ('import rclpy\n', 'data', 'ROS outside the ros layer'),
+    ('import torch\nimport rclpy\n', 'ros', 'imports rclpy and computes'),
+    ('import rosbags\n', 'core', 'imports rosbags'),
+])
+def test_the_layer_check_catches_a_forbidden_import(tmp_path: Path, monkeypatch, source: str,
+                                                    layer: str, message: str) -> None:
+    folder = tmp_path / 'vbp_ros' / layer
+    folder.mkdir(parents=True)
+    planted = folder / 'planted.py'
+    planted.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], 'REPOSITORY', tmp_path)
+    assert any(message in violation for violation in layer_violations([planted]))
 
 
 def test_parameter_file_matches_the_node_defaults() -> None:
@@ -110,7 +203,7 @@ def declared_defaults(module: object) -> dict[str, object]:
 ])
 def test_camera_and_recorder_parameter_files_match_their_defaults(
         module_name: str, params_file: str, node_name: str) -> None:
-    from vbp_ros.ros.drive_plan import node_parameters
+    from vbp_ros.drive.plan import node_parameters
 
     module = importlib.import_module(module_name)
     assert node_parameters(REPOSITORY / 'config' / params_file, node_name) == \
@@ -130,6 +223,15 @@ def keyword(call: ast.Call, name: str) -> object:
     return ast.literal_eval(value) if isinstance(value, ast.Constant) else value
 
 
+def interface_value(node: ast.expr) -> object:
+    """A literal, or a name of vbp_ros.interface (``interface.VBP_PARAMS``)."""
+    from vbp_ros import interface
+
+    if isinstance(node, ast.Attribute) and getattr(node.value, 'id', None) == 'interface':
+        return getattr(interface, node.attr)
+    return ast.literal_eval(node)
+
+
 def test_launch_file_names_what_exists() -> None:
     import yaml
 
@@ -141,10 +243,11 @@ def test_launch_file_names_what_exists() -> None:
         assert keyword(node, 'package') == 'vbp_ros'
         assert f"'{keyword(node, 'executable')} = " in setup
     for join in calls['PathJoinSubstitution']:
-        parts = [ast.literal_eval(e) for e in join.args[0].elts[1:]]
+        parts = [interface_value(e) for e in join.args[0].elts[1:]]
         assert (REPOSITORY.joinpath(*parts)).is_file(), parts
     arguments = {ast.literal_eval(call.args[0]): keyword(call, 'default_value')
                  for call in calls['DeclareLaunchArgument']}
+    assert interface_value(arguments['image_topic']) == 'camera/image_raw'
     node_defaults = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
     (section,) = node_defaults.values()
     assert arguments['device'] == section['ros__parameters']['device']

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,7 +17,10 @@ from PIL import Image
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from vbp_ros.data import sessions
 from vbp_ros.data.bags import open_bag
+from vbp_ros.data.pairing import pair_nearest
+from vbp_ros.render import pictures
 from vbp_ros.tools import review
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -23,6 +30,8 @@ T0 = 1_700_000_000 * 1000 * MS  # first camera header stamp, ns
 PERIOD = 50 * MS  # 20 Hz
 RECEIVED = 30 * MS  # bag receive time lags the header stamp
 FRAMES, WIDTH, HEIGHT = 40, 64, 48
+MCAP_CLOSE = b'\x89MCAP0\r\n'  # an MCAP file's first and last bytes (its magic)
+OP_CHUNK = 0x06
 MASK_WIDTH, MASK_HEIGHT = 64, 16
 
 
@@ -122,18 +131,18 @@ def corner_red(frame: np.ndarray) -> float:
 def sheet_band(columns: int, rows: int, paired: bool = True) -> int:
     """Height of the label band above each contact sheet overlay (WIDTH x HEIGHT, full size)."""
     labels = [f't={i * PERIOD / 1e9:.1f} s '
-              + review.angle_text(ramp_angle(i) if paired else math.nan)
+              + pictures.angle_text(ramp_angle(i) if paired else math.nan)
               for i in review.sheet_indices(FRAMES, columns * rows)]
-    scale = review.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
-    return cv2.getTextSize('0', review.FONT, scale, 1)[0][1] + round(10 * scale) + 2
+    scale = pictures.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
+    return cv2.getTextSize('0', pictures.FONT, scale, 1)[0][1] + round(10 * scale) + 2
 
 
 def sheet_shape(columns: int, rows: int, paired: bool = True,
                 with_masks: bool = True) -> tuple[int, int]:
     """Contact sheet (height, width) for WIDTH x HEIGHT overlays at full size."""
     height = (sheet_band(columns, rows, paired) + HEIGHT + (MASK_HEIGHT if with_masks else 0)
-              + review.SHEET_GAP)
-    return rows * height, columns * (WIDTH + review.SHEET_GAP)
+              + pictures.SHEET_GAP)
+    return rows * height, columns * (WIDTH + pictures.SHEET_GAP)
 
 
 @pytest.fixture(scope='module')
@@ -146,7 +155,7 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
     assert code == 0, err
     folder = mcap_bag.with_name('drive_review')
     summary = json.loads((folder / 'summary.json').read_text())
-    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in review.TOPICS.values()}
+    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in sessions.TOPICS.values()}
     assert (summary['overlays'], summary['masks'], summary['angles'],
             summary['overlays_with_angle']) == (FRAMES, FRAMES, FRAMES, FRAMES)
     assert summary['bad_frames_skipped'] == {'overlays': 0, 'masks': 0}
@@ -170,7 +179,7 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
         [red_level(i) for i in range(FRAMES)], abs=8)
     sheet = cv2.imread(str(folder / 'contact_sheet.png'))[:, :, ::-1]
     assert sheet.shape[:2] == sheet_shape(4, 4)
-    cell_h, cell_w, band = sheet.shape[0] // 4, WIDTH + review.SHEET_GAP, sheet_band(4, 4)
+    cell_h, cell_w, band = sheet.shape[0] // 4, WIDTH + pictures.SHEET_GAP, sheet_band(4, 4)
     for cell, index in enumerate(review.sheet_indices(FRAMES, 16)):
         top, left = cell // 4 * cell_h + band, cell % 4 * cell_w
         assert corner_red(sheet[top:top + HEIGHT, left:left + WIDTH]) == red_level(index)
@@ -183,36 +192,37 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_first_pass_reads_the_ramp_and_pairs_every_overlay(mcap_bag: Path) -> None:
     with open_bag(mcap_bag) as reader:
-        namespace, topics = review.find_topics(reader.connections, None)
-        index = review.index_bag(reader, topics)
+        namespace, topics = sessions.find_topics(reader.connections, None)
+        index = sessions.index_session(reader, topics)
     assert namespace == ''
     angle = index.series['angle']
     np.testing.assert_array_equal(angle.values, [ramp_angle(i) for i in range(FRAMES)])
-    nearest = review.pair_nearest(index.overlay_log_ns, angle.log_ns,
-                                  review.default_tolerance_ns(index.overlay_stamp_ns))
+    nearest = pair_nearest(index.overlay_log_ns, angle.log_ns,
+                           sessions.default_tolerance_ns(index.overlay_stamp_ns))
     np.testing.assert_array_equal(nearest, np.arange(FRAMES))
 
 
 def test_pair_nearest_respects_the_tolerance() -> None:
     reference = np.array([100, 200, 400], np.int64)
     times = np.array([0, 100, 149, 151, 310, 389, 1000], np.int64)
-    np.testing.assert_array_equal(review.pair_nearest(times, reference, 50),
+    np.testing.assert_array_equal(pair_nearest(times, reference, 50),
                                   [-1, 0, 0, 1, -1, 2, -1])
-    np.testing.assert_array_equal(review.pair_nearest(times, reference[:0], 50), [-1] * 7)
+    np.testing.assert_array_equal(pair_nearest(times, reference[:0], 50), [-1] * 7)
 
 
 def test_topics_match_by_suffix_at_a_slash() -> None:
-    assert review.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
-    assert review.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
-    assert review.topic_namespace('/my_steering_angle', 'steering_angle') is None
-    assert review.normalise_namespace('car1/') == '/car1' and review.normalise_namespace('/') == ''
+    assert sessions.topic_namespace('/car1/vbp/overlay', 'vbp/overlay') == '/car1'
+    assert sessions.topic_namespace('/vbp/overlay', 'vbp/overlay') == ''
+    assert sessions.topic_namespace('/my_steering_angle', 'steering_angle') is None
+    assert sessions.normalise_namespace('car1/') == '/car1'
+    assert sessions.normalise_namespace('/') == ''
 
 
 def test_indicator_tilts_left_for_positive_angles() -> None:
     frame = np.zeros((100, 200, 3), np.uint8)
 
     def green_columns(angle: float) -> np.ndarray:
-        picture = review.annotate(frame, angle, 1.0, gain=10.0)
+        picture = pictures.annotate(frame, angle, 1.0, gain=10.0)
         return np.nonzero((picture[40:, :, 1] == 255) & (picture[40:, :, 0] == 0))[1]
 
     assert green_columns(0.05).mean() < 95 and green_columns(-0.05).mean() > 105
@@ -254,8 +264,8 @@ def test_gif_and_a_bag_without_masks_or_latency(tmp_path: Path,
     assert summary['angles'] == summary['overlays_with_angle'] == FRAMES // 2
     assert summary['files']['video'] == 'overlays.gif'
     sheet = cv2.imread(str(folder / 'contact_sheet.png'))
-    assert sheet.shape[0] % 2 == 0 and sheet.shape[1] == 2 * (WIDTH + review.SHEET_GAP)
-    assert sheet.shape[0] // 2 > HEIGHT + review.SHEET_GAP + 8
+    assert sheet.shape[0] % 2 == 0 and sheet.shape[1] == 2 * (WIDTH + pictures.SHEET_GAP)
+    assert sheet.shape[0] // 2 > HEIGHT + pictures.SHEET_GAP + 8
 
 
 def test_falls_back_to_gif_when_opencv_cannot_write_mp4(
@@ -281,6 +291,7 @@ def test_bag_cut_short_is_reviewed(tmp_path: Path, capsys: pytest.CaptureFixture
     file = bag / 'killed.mcap'
     with file.open('r+b') as stream:
         stream.truncate(file.stat().st_size * 6 // 10)
+    cut = file.read_bytes()
     code, _, err = run(capsys, bag)
     assert code == 0, err
     summary = json.loads((tmp_path / 'killed_review' / 'summary.json').read_text())
@@ -288,6 +299,59 @@ def test_bag_cut_short_is_reviewed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert summary['overlays_with_angle'] == summary['overlays']
     frames = video_frames(tmp_path / 'killed_review' / 'overlays.mp4')
     assert len(frames) == summary['overlays']
+    assert file.read_bytes() == cut  # read, never repaired in place
+    assert 'was not closed' in err and summary['unreadable_bytes_left_out'] > 0
+
+
+def record_offsets(data: bytes, opcode: int) -> list[int]:
+    """Where the records of one kind start in an MCAP file."""
+    offsets, position = [], len(MCAP_CLOSE)
+    while position + 9 <= len(data):
+        kind, length = data[position], int.from_bytes(data[position + 1:position + 9], 'little')
+        if kind == opcode:
+            offsets.append(position)
+        position += 9 + length
+    return offsets
+
+
+def test_a_corrupt_record_is_reported_and_the_bag_left_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bag never closed with one corrupt record went from 58 MB to 23 MB in place, silently
+    (exit 0); now the bag is unchanged and the review says what it had to leave out."""
+    bag = write_bag(tmp_path / 'corrupt', chunk_every=5)
+    (bag / 'metadata.yaml').unlink()
+    file = bag / 'corrupt.mcap'
+    data = bytearray(file.read_bytes())
+    del data[-len(MCAP_CLOSE):]  # the recorder never closed it...
+    chunk = record_offsets(data, OP_CHUNK)[3]  # ...and the fourth chunk's length is garbled
+    data[chunk + 1:chunk + 9] = (2 ** 62).to_bytes(8, 'little')
+    file.write_bytes(bytes(data))
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    assert file.read_bytes() == bytes(data)
+    summary = json.loads((tmp_path / 'corrupt_review' / 'summary.json').read_text())
+    left_out = summary['unreadable_bytes_left_out']
+    assert code == 0 and left_out == len(data) - chunk
+    assert f'{left_out} bytes' in err and 'the file itself is unchanged' in err
+
+
+def test_a_bag_on_read_only_media_is_reviewed(tmp_path: Path) -> None:
+    """A killed bag on read-only media could not be reviewed at all (the repair wrote it)."""
+    if shutil.which('unshare') is None or os.geteuid() != 0:
+        pytest.skip('needs root and unshare for a read-only bind mount')
+    bag = write_bag(tmp_path / 'media' / 'killed', chunk_every=10)
+    (bag / 'metadata.yaml').unlink()
+    with (bag / 'killed.mcap').open('r+b') as stream:
+        stream.truncate(stream.seek(0, 2) * 6 // 10)
+    media, out = tmp_path / 'media', tmp_path / 'review'
+    result = subprocess.run(
+        ['unshare', '-m', 'sh', '-ec', f'mount --bind {media} {media}\n'
+         f'mount -o remount,bind,ro {media}\n'
+         f'! touch {media}/probe 2>/dev/null\n'
+         f'exec {sys.executable} -m vbp_ros.tools.review {bag} --out {out}'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((out / 'summary.json').read_text())['overlays'] > 0
 
 
 def test_bad_frames_are_counted_and_skipped(tmp_path: Path,

@@ -10,7 +10,8 @@ import pytest
 
 from vbp_ros.data.synthetic import (DASH_PERIOD, DRIVE_SPEED, SCENE_SECONDS, Car,
                                     DistractorRates, RoadFrame, SceneParams, Shadow,
-                                    SyntheticRoads, crop, steering_angle)
+                                    SyntheticRoads, steering_angle)
+from vbp_ros.pixels.frames import Crop, FrameError
 
 CURVE = 1.0 / 150.0
 
@@ -88,7 +89,7 @@ def test_tighter_left_curve_steers_further_left() -> None:
 
 
 def test_image_agrees_with_the_angle_sign(roads: SyntheticRoads) -> None:
-    top = roads.crop_region[0]
+    top = roads.crop_region.top
     far = slice(int(roads.horizon_row) + 2, top + 20)
     aligned = {'lateral_offset': 0.0, 'heading': 0.0}
     left_bend = clean(roads, 1, curvature=CURVE, **aligned)
@@ -151,13 +152,13 @@ def test_cars_hide_the_markings_behind_them(roads: SyntheticRoads) -> None:
 
 
 def test_crop_region_holds_the_road(roads: SyntheticRoads) -> None:
-    assert roads.crop_region == (230, 0, 250, 640)
+    assert roads.crop_region == Crop(230, 0, 250, 640)
     frame = straight(roads, 5)
-    region = crop(frame.lane_mask, roads.crop_region)
+    region = roads.crop_region.apply(frame.lane_mask)
     assert region.shape == (250, 640)
     assert region.sum() > 0.9 * frame.lane_mask.sum()
-    with pytest.raises(ValueError):
-        crop(frame.image, (300, 0, 250, 640))
+    with pytest.raises(FrameError, match='smaller than the crop'):
+        Crop(300, 0, 250, 640).apply(frame.image)
 
 
 def test_invalid_requests_are_refused(roads: SyntheticRoads) -> None:

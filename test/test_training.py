@@ -11,7 +11,7 @@ import torch
 
 from vbp_ros import load_checkpoint
 from vbp_ros.tools import evaluate, train
-from vbp_ros.tools.datasets import synthetic_set, synthetic_spec
+from vbp_ros.data.datasets import synthetic_set, synthetic_spec
 
 SMALL = ['--train-frames', '48', '--val-frames', '16', '--batch-size', '16', '--quiet']
 

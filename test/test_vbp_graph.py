@@ -283,7 +283,7 @@ def test_zoo_kept_tensors() -> None:
         assert len(merges) == 8  # each block's input feeds its main path and its shortcut
 
 
-class Sequential_PilotNet(nn.Sequential):
+class SequentialPilotNet(nn.Sequential):
     """PilotNet's layers as nn.ReLU modules, for the same weights as PilotNet's functional
     ReLUs."""
 
@@ -301,7 +301,7 @@ class Sequential_PilotNet(nn.Sequential):
 def test_functional_and_module_relus_give_the_same_mask() -> None:
     torch.manual_seed(3)
     functional = PilotNet().eval()
-    modules = Sequential_PilotNet(functional).eval()
+    modules = SequentialPilotNet(functional).eval()
     x = torch.rand(2, 3, 66, 200)
     with VisualBackProp(functional) as a, VisualBackProp(modules) as b:
         output_a, mask_a = a(x)

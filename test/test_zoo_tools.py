@@ -69,9 +69,9 @@ def test_inspect_renders_figure2_of_a_checkpoint(pilotnet_checkpoint: Path, refe
     assert 'input 3x66x200' in capsys.readouterr().out
     figure = cv2.imread(str(tmp_path / 'road_figure2.png'))
     assert figure.shape == (7 * (66 + 18), 2 * 200, 3)  # input row, five layers, mask row
-    too_small = reference_dir / 'images' / 'img3.jpg'  # already cropped to 640x125
-    assert inspect.main([str(pilotnet_checkpoint), '--image', str(too_small)]) == 1
-    assert 'smaller than the crop region' in capsys.readouterr().err
+    other_camera = reference_dir / 'images' / 'img3.jpg'  # 640x125: not this model's camera
+    assert inspect.main([str(pilotnet_checkpoint), '--image', str(other_camera)]) == 1
+    assert 'frame 640x125 does not fit the model' in capsys.readouterr().err
 
 
 @pytest.fixture

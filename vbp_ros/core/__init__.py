@@ -1,1 +1,2 @@
-"""ROS-free core: VisualBackProp, networks, checkpoints (torch and numpy only)."""
+"""ROS-free core: VisualBackProp, LRP, networks, checkpoints, metrics (imports torch and numpy
+only, nothing else of the package)."""

@@ -1,1 +1,2 @@
-"""Data layer: data sets and scene generators (numpy and OpenCV; no torch, no rclpy)."""
+"""Data: synthetic roads, camera sources, bags, recordings, sessions, training sets (imports
+interface, core, pixels and engine; never ROS)."""

@@ -13,6 +13,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from ..pixels.frames import as_rgb
 from .synthetic import SyntheticRoads
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
@@ -42,7 +43,7 @@ def video_frames(path: str, loop: bool = True) -> Iterator[Frame]:
             if not ok:
                 break
             read_any = True
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), 'rgb8'
+            yield as_rgb(frame, 'bgr'), 'rgb8'
         capture.release()
         if not (loop and read_any):
             return
@@ -60,10 +61,6 @@ def image_frames(folder: str, loop: bool = True) -> Iterator[Frame]:
             if image is None or image.dtype != np.uint8:
                 continue  # unreadable or not 8-bit: skipped
             readable += 1
-            if image.ndim == 2:
-                yield image, 'mono8'
-            else:
-                code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-                yield cv2.cvtColor(image, code), 'rgb8'
+            yield (image, 'mono8') if image.ndim == 2 else (as_rgb(image, 'bgr'), 'rgb8')
         if not (loop and readable):
             return

@@ -35,7 +35,7 @@ ranges, and dashes, stop lines and crosswalks come closer.
 
 Network crop: :attr:`SyntheticRoads.crop_region` (``(230, 0, 250, 640)`` by default: 30 m of
 road ahead down to the bottom row) is the part a PilotNet-like network sees, e.g. resized to
-640x125; :func:`crop` takes it from an image or a mask.
+640x125; its ``apply`` takes it from an image or a mask.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike
+
+from ..pixels.frames import Crop
 
 MARKING_STYLES = ('solid', 'dashed', 'double')
 SHADOW_KINDS = ('band', 'tree')
@@ -198,14 +200,6 @@ def road_to_vehicle(s: np.ndarray, d: np.ndarray | float, curvature: float,
     return cos * road_x + sin * road_y, cos * road_y - sin * road_x
 
 
-def crop(array: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
-    """The ``(top, left, height, width)`` region of an image or mask (a view)."""
-    top, left, height, width = region
-    if top < 0 or left < 0 or top + height > array.shape[0] or left + width > array.shape[1]:
-        raise ValueError(f'crop {region} does not fit a {array.shape[1]}x{array.shape[0]} frame')
-    return array[top:top + height, left:left + width]
-
-
 class _Projection:
     """Vehicle-frame points to sub-pixel image coordinates, and pixels back to the ground."""
 
@@ -261,11 +255,11 @@ class SyntheticRoads:
         return self._projection.horizon
 
     @property
-    def crop_region(self) -> tuple[int, int, int, int]:
-        """(top, left, height, width) the network sees: from 5 % of the frame height below the
-        horizon down to the bottom row, full width."""
+    def crop_region(self) -> Crop:
+        """The rectangle the network sees: from 5 % of the frame height below the horizon down
+        to the bottom row, full width."""
         top = int(round(self.horizon_row + 0.05 * self.height))
-        return top, 0, self.height - top, self.width
+        return Crop(top, 0, self.height - top, self.width)
 
     def frame(self, index: int, **overrides: Any) -> RoadFrame:
         """Frame ``index``; ``overrides`` replace fields of its sampled :class:`SceneParams`."""

@@ -35,7 +35,10 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from .image_encoding import FrameError, decode_compressed, decode_raw, to_gray
+from ..interface import NANOSECONDS_PER_SECOND, stamp_to_ns
+from ..pixels.encodings import decode_compressed, decode_image
+from ..pixels.frames import Crop, FrameError, to_gray
+from .pairing import nearest
 
 IMAGE_TOPIC = '/center_camera/image_color'
 COMPRESSED_IMAGE_TOPIC = '/center_camera/image_color/compressed'
@@ -58,36 +61,11 @@ STEERING_REPORT_MSG = '\n'.join([
     'bool fault_connector',
 ])
 DEFAULT_SIZE = (640, 125)
-NANOSECONDS_PER_SECOND = 1_000_000_000
+DEFAULT_CROP = Crop(230, 0, 250, 640)  # the road ahead in the Udacity centre camera's 640x480
+
 
 class IngestError(Exception):
     """A bag cannot be ingested (missing, unreadable, lacking a topic, crop too large)."""
-
-
-@dataclass(frozen=True)
-class Crop:
-    """A pixel rectangle of the full camera frame: top row, left column, height, width."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """The cropped view of a (H, W) image; IngestError if the rectangle does not fit."""
-        rows, columns = image.shape[:2]
-        if self.top < 0 or self.left < 0 or self.height <= 0 or self.width <= 0 or \
-                self.top + self.height > rows or self.left + self.width > columns:
-            raise IngestError(f'crop {self.as_tuple()} (top, left, height, width) does not fit '
-                              f'the {columns}x{rows} (width x height) camera images')
-        return image[self.top:self.top + self.height, self.left:self.left + self.width]
-
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        """(top, left, height, width)."""
-        return (self.top, self.left, self.height, self.width)
-
-
-DEFAULT_CROP = Crop(230, 0, 250, 640)
 
 
 @dataclass
@@ -133,17 +111,8 @@ class SteeringTrack:
 
     def nearest(self, stamps: np.ndarray | np.int64) -> tuple[np.ndarray, np.ndarray]:
         """For each stamp (ns; an array or a scalar) the index of the nearest report and its
-        distance in ns."""
-        stamps = np.asarray(stamps, dtype=np.int64)
-        if len(self.stamps) == 0:
-            return np.zeros(stamps.shape, np.int64), np.full(stamps.shape, np.iinfo(np.int64).max)
-        last = len(self.stamps) - 1
-        following = np.searchsorted(self.stamps, stamps)
-        before, after = np.clip(following - 1, 0, last), np.clip(following, 0, last)
-        gap_before = np.abs(stamps - self.stamps[before])
-        gap_after = np.abs(self.stamps[after] - stamps)
-        use_after = gap_after < gap_before
-        return np.where(use_after, after, before), np.where(use_after, gap_after, gap_before)
+        distance in ns (index -1 and the largest distance when there are no reports)."""
+        return nearest(self.stamps, stamps)
 
 
 @dataclass
@@ -183,6 +152,10 @@ class _Collector:
         except FrameError:
             self.counts.undecodable += 1
             return
+        if not self.crop.fits(gray.shape):
+            raise IngestError(f'crop {self.crop.as_tuple()} (top, left, height, width) does not '
+                              f'fit the {gray.shape[1]}x{gray.shape[0]} (width x height) camera '
+                              'images')
         cropped = self.crop.apply(gray)
         self.frames.append(cv2.resize(cropped, self.size, interpolation=cv2.INTER_AREA))
         self.labels.append((stamp, angle, speed))
@@ -208,8 +181,8 @@ def udacity_typestore(ros1: bool) -> Typestore:
     return typestore
 
 
-def message_decoder(reader: AnyReader, fallback: Typestore) -> Callable[[Connection, bytes],
-                                                                       Any]:
+def message_decoder(reader: AnyReader,
+                    fallback: Typestore) -> Callable[[Connection, bytes], Any]:
     """Deserialize with the bag's embedded definitions where it has them, else ``fallback``."""
     def decode(connection: Connection, raw: bytes) -> Any:
         if connection.msgtype in reader.typestore.fielddefs:
@@ -223,8 +196,7 @@ def message_decoder(reader: AnyReader, fallback: Typestore) -> Callable[[Connect
 def image_to_gray(message: Any) -> np.ndarray:
     """The (H, W) gray image of a sensor_msgs/Image (any encoding vbp_node accepts, Bayer
     mosaics included)."""
-    frame, order = decode_raw(message.encoding, message.height, message.width, message.step,
-                              bool(message.is_bigendian), np.asarray(message.data, np.uint8))
+    frame, order = decode_image(message)
     if frame.dtype != np.uint8:
         raise FrameError(f'{message.encoding} is not an 8-bit camera encoding')
     return to_gray(frame, order)
@@ -232,14 +204,12 @@ def image_to_gray(message: Any) -> np.ndarray:
 
 def compressed_to_gray(message: Any) -> np.ndarray:
     """The (H, W) gray image of a sensor_msgs/CompressedImage (JPEG, PNG)."""
-    return to_gray(*decode_compressed(np.asarray(message.data, np.uint8)))
+    return to_gray(*decode_compressed(message.data))
 
 
 def message_stamp(message: Any, record_time: int) -> int:
     """The header stamp in ns, or the bag record time where the header stamp is zero."""
-    stamp = message.header.stamp
-    nanoseconds = int(stamp.sec) * NANOSECONDS_PER_SECOND + int(stamp.nanosec)
-    return nanoseconds or int(record_time)
+    return stamp_to_ns(message.header.stamp) or int(record_time)
 
 
 def read_steering(reader: AnyReader, decode: Callable[[Connection, bytes], Any]
@@ -324,7 +294,10 @@ def ingest_bags(paths: Sequence[str | Path],
         raise IngestError('no bags given')
     if missing := [path for path in bags if not path.exists()]:
         raise IngestError(f'bag not found: {_joined(missing)}')
-    crop = crop if isinstance(crop, Crop) else Crop(*crop)
+    try:
+        crop = crop if isinstance(crop, Crop) else Crop(*crop)
+    except ValueError as error:
+        raise IngestError(str(error)) from None
     size = (int(size[0]), int(size[1]))
     collector = _Collector(crop, size, min_speed, round(max_gap_s * NANOSECONDS_PER_SECOND))
     image_topics = [_ingest_group(group, collector) for group in _reader_groups(bags)]

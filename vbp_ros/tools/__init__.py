@@ -1,1 +1,1 @@
-"""Command-line tools (console scripts): ROS-free, built on the core and engine layers."""
+"""Console scripts, ROS-free (imports interface, core, pixels, engine, render and data)."""

@@ -23,7 +23,8 @@ from ..core.checkpoint import CheckpointError, load_checkpoint
 from ..core.lrp import LRPEpsilon
 from ..core.metrics import pearson, top_fraction_overlap
 from ..core.vbp import VisualBackProp
-from ..preprocess import FrameError, Preprocessor
+from ..engine.preprocess import Preprocessor
+from ..pixels.frames import FrameError
 from .figure2 import image_paths, read_image
 
 
@@ -65,6 +66,7 @@ def measure_agreement(model: torch.nn.Module, inputs: torch.Tensor, names: list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: prints the figures per image; exit code 1 on a bad model or image."""
     parser = argparse.ArgumentParser(prog='vbp-agreement', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('images', nargs='+', help='image files or folders of images')

@@ -27,7 +27,7 @@ from ..core.explainers import EXPLAINERS, explainer
 from ..core.networks import ARCHITECTURES, ZOO, build_network
 from ..core.reference import ReferenceLRP
 from ..core.rules import UnsupportedModelError
-from ..engine import VBPEngine
+from ..engine.engine import VBPEngine
 
 NETWORKS = tuple(ARCHITECTURES)
 RECORD_KEYS = ('network', 'batch', 'device', 'method', 'median_ms', 'p90_ms', 'mask_ms')
@@ -179,6 +179,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: prints the table (and writes --json); exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-bench', description=__doc__)
     parser.add_argument('--methods', default=','.join(METHODS),
                         help='comma-separated, from %(default)s')

@@ -31,7 +31,7 @@ from ..core.explainers import EXPLAINERS, explainer
 from ..core.explanation_metrics import (deletion_insertion, lane_mass_ratio, mass_ratio,
                                         pointing_game, shift_test)
 from ..core.rules import UnsupportedModelError
-from .datasets import SteeringSet, synthetic_set
+from ..data.datasets import SteeringSet, synthetic_set
 
 METHODS = tuple(EXPLAINERS)
 BATCH = 32
@@ -48,6 +48,7 @@ def _batched(compute: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
 
 
 def nan_mean(values: Tensor) -> float:
+    """The mean of the finite values (NaN when there are none)."""
     finite = values[~torch.isnan(values)]
     return float(finite.mean()) if len(finite) else math.nan
 
@@ -59,6 +60,7 @@ def default_shift(width: int) -> int:
 
 def method_metrics(model: nn.Module, inputs: Tensor, data: SteeringSet, masks: Tensor,
                    shift: int) -> dict:
+    """Every explanation figure of one method's masks on a synthetic set."""
     lanes = torch.from_numpy(data.lanes)
     distractors = torch.from_numpy(data.distractors)
     curves = deletion_insertion(model, inputs, masks, steps=20, batch_size=64)
@@ -100,6 +102,7 @@ def evaluate(model: nn.Module, spec, seed: int, frames: int,
 
 
 def format_report(report: dict, methods: tuple[str, ...]) -> str:
+    """The report as a text table, one column per method."""
     lines = [f'{report["frames"]} held-out synthetic frames (seed {report["seed"]}): RMSE '
              f'{report["rmse_rad"]:.5f} rad = {report["rmse_rad"] / report["angle_std_rad"]:.1%}'
              f' of the angle std {report["angle_std_rad"]:.5f} rad; shift test '
@@ -114,6 +117,7 @@ def format_report(report: dict, methods: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: prints the report (and writes --json); exit code 1 on a bad model."""
     parser = argparse.ArgumentParser(prog='vbp-eval', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', help='checkpoint (default: the bundled default model)')

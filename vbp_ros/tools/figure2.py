@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import CheckpointError, load_checkpoint
-from ..overlay import red_overlay
+from ..pixels.overlay import red_overlay
 from ..core.vbp import VBPExplanation, VisualBackProp
-from ..preprocess import FrameError, Preprocessor
+from ..engine.preprocess import Preprocessor
+from ..pixels.frames import FrameError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
 LABEL_HEIGHT = 18
@@ -86,6 +87,7 @@ def image_paths(sources: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: one PNG per image; exit code 1 when a model or image was unusable."""
     parser = argparse.ArgumentParser(prog='vbp-figure2', description=__doc__)
     parser.add_argument('images', nargs='+', help='image files or folders of images')
     parser.add_argument('--model', required=True, help='vbp_ros safetensors checkpoint')

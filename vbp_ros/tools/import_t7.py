@@ -13,6 +13,7 @@ from ..core.torch7 import AUTHORS_SPEC, load_torch7_model
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: writes the checkpoint; exit code 1 when the file cannot be imported."""
     parser = argparse.ArgumentParser(prog='vbp-import-t7', description=__doc__)
     parser.add_argument('model', help='the Torch7 file (model.t7b)')
     parser.add_argument('output', help='the safetensors checkpoint to write')

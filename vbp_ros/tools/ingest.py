@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.udacity import (DEFAULT_CROP, DEFAULT_SIZE, Crop, IngestError, ingest_bags,
+from ..data.udacity import (DEFAULT_CROP, DEFAULT_SIZE, IngestError, ingest_bags,
                             write_training_set)
+from ..pixels.frames import Crop
 
 
 def parse_crop(text: str) -> Crop:

@@ -31,7 +31,8 @@ from ..core.explainers import EXPLAINERS, explainer
 from ..core.networks import ARCHITECTURES, build_network
 from ..core.rules import UnsupportedModelError
 from ..core.vbp import VisualBackProp
-from ..preprocess import FrameError, Preprocessor
+from ..engine.preprocess import Preprocessor
+from ..pixels.frames import FrameError
 from .figure2 import read_image, render_figure2
 
 

@@ -41,14 +41,15 @@ from tqdm import tqdm
 from ..core.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from ..core.networks import ARCHITECTURES
 from ..core.vbp import VisualBackProp
-from ..overlay import red_overlay
-from .datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
+from ..pixels.overlay import red_overlay
+from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
 
 FIGURE5_EPOCHS = (0.1, 0.5, 1.0, 4.0, 16.0, 32.0)
 FIGURE5_FRAMES = 4
 
 
 def output_layer(model: nn.Module) -> nn.Linear:
+    """The last fully connected layer (the output)."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
@@ -122,6 +123,7 @@ class Figure5:
 
 
 def load_data(args: argparse.Namespace, spec: ModelSpec) -> tuple[SteeringSet, SteeringSet]:
+    """The training and validation sets the options name."""
     if args.data == 'synthetic':
         train = synthetic_set(args.seed, 0, args.train_frames, spec)
         validation = synthetic_set(args.seed + 1, 0, args.val_frames, spec)
@@ -143,6 +145,7 @@ def save_state(path: Path, optimizer: torch.optim.Optimizer, record: dict) -> No
 
 
 def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore the momentum buffers written by save_state; returns the run record."""
     with safe_open(str(path), framework='pt') as handle:
         record = json.loads(handle.metadata()['record'])
     tensors = load_file(str(path))
@@ -153,6 +156,7 @@ def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) the training the options describe; returns the run record."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spec = synthetic_spec(args.architecture)
@@ -245,6 +249,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, args: argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: trains and writes the run folder; exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-train', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='runs/train', help='output folder (%(default)s)')

@@ -1,28 +1,45 @@
-"""Raw and compressed camera images to numpy frames, and masks to image bytes (ROS-free).
+"""Raw and compressed camera images to numpy frames, and masks to 8-bit pictures (ROS-free).
 
 The meaning of each encoding follows sensor_msgs/image_encodings and cv_bridge: ``data`` holds
 ``height`` rows of ``step`` bytes each (the row may be padded past ``width * pixel size``),
 multi-byte pixels are big-endian when ``is_bigendian`` is set, and ``yuv422``/``uyvy`` is
-U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB. cv_bridge itself is not used (it
-does not work with numpy 2).
+U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB.
+cv_bridge itself is not used (it does not work with numpy 2).
 
-Every problem raises :class:`FrameError` with a message naming it, so a caller can drop the
-frame and count it. Data layer: numpy and OpenCV only.
+Every problem raises :class:`~vbp_ros.pixels.frames.FrameError` with a message naming it, so a
+caller can drop the frame and count it.
+
+Compressed images are untrusted: their size is read from the JPEG or PNG header and held to
+the raw frames' pixel limit before anything is decoded (a 531-byte JPEG may declare
+32767x32767 pixels), and JPEG data that libjpeg can only "recover" (a file cut short, with
+or without an end marker, decoded as grey fill) is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+import struct
 
 import cv2
 import numpy as np
+import simplejpeg
+
+from .frames import FrameError, check_pixel_count
+
+Buffer = bytes | bytearray | memoryview | np.ndarray
 
 
-MAX_PIXELS = 8192 * 8192  # larger frames are refused (8K UHD, 7680x4320, is accepted)
+class ImageFields(Protocol):
+    """sensor_msgs/Image as rclpy and rosbags both deliver it."""
 
-
-class FrameError(ValueError):
-    """A frame that cannot be turned into a network input (the message names the problem)."""
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: int
+    data: object
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,14 @@ ENCODINGS = {
 }
 
 
+def decode_image(message: ImageFields) -> tuple[np.ndarray, str]:
+    """A frame and its channel order from a sensor_msgs/Image (rclpy or rosbags message)."""
+    return decode_raw(message.encoding, message.height, message.width, message.step,
+                      bool(message.is_bigendian), message.data)
+
+
 def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool,
-               data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
+               data: Buffer) -> tuple[np.ndarray, str]:
     """A frame (HxW or HxWxC, uint8/uint16/float32) and its channel order from Image fields.
 
     The returned array may share memory with ``data`` (no copy for native-endian layouts).
@@ -64,18 +87,14 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     if layout is None:
         raise FrameError(f'unsupported encoding {encoding!r}; supported: '
                          f'{", ".join(sorted(ENCODINGS))}')
-    if height <= 0 or width <= 0:
-        raise FrameError(f'empty image ({width}x{height})')
-    if height * width > MAX_PIXELS:
-        raise FrameError(f'image {width}x{height} exceeds the {MAX_PIXELS}-pixel limit')
+    check_pixel_count(width, height)
     sample = np.dtype(layout.dtype)
     row_bytes = width * layout.channels * sample.itemsize
     if layout.colour_code is not None and width % 2:
         raise FrameError(f'{encoding} needs an even width, got {width}')
     if step < row_bytes:
         raise FrameError(f'step {step} is smaller than width x pixel size ({row_bytes})')
-    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
-    buffer = buffer.reshape(-1)
+    buffer = _bytes(data)
     if buffer.size != step * height:
         raise FrameError(f'data holds {buffer.size} bytes, step x height is {step * height}')
     rows = buffer.reshape(height, step)[:, :row_bytes]
@@ -97,35 +116,61 @@ def _as_samples(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return samples if dtype.isnative else samples.astype(dtype.newbyteorder('='))
 
 
-def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, str]:
-    """A frame from JPEG or PNG bytes (gray stays gray, colour comes back as BGR)."""
-    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+def _bytes(data: Buffer) -> np.ndarray:
+    """The bytes of a message's data field as a flat uint8 array (no copy)."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, np.uint8)
+
+
+JPEG_MAGIC, PNG_MAGIC = b'\xff\xd8', b'\x89PNG\r\n\x1a\n'
+_PNG_HEADER = struct.Struct('>I4sII')  # IHDR: chunk length, type, width, height
+
+
+def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
+    """A frame from JPEG or PNG bytes (gray stays gray; colour JPEG comes back as RGB, colour
+    PNG as BGR): sizes above the pixel limit, truncated or corrupt data raise FrameError."""
+    buffer = _bytes(data)
     if buffer.size == 0:
         raise FrameError('empty compressed image')
-    header = bytes(buffer[:8])
-    if not (header.startswith(b'\xff\xd8') or header.startswith(b'\x89PNG')):
-        raise FrameError('compressed image is neither JPEG nor PNG')
-    if header.startswith(b'\xff\xd8') and bytes(buffer[-2:]) != b'\xff\xd9':
+    magic = bytes(buffer[:8])
+    if magic.startswith(JPEG_MAGIC):
+        return _decode_jpeg(buffer)
+    if magic == PNG_MAGIC:
+        return _decode_png(buffer)
+    raise FrameError('compressed image is neither JPEG nor PNG')
+
+
+def _decode_jpeg(buffer: np.ndarray) -> tuple[np.ndarray, str]:
+    if bytes(buffer[-2:]) != b'\xff\xd9':
         raise FrameError('truncated JPEG (no end-of-image marker)')
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(buffer)
+    except ValueError as error:
+        raise FrameError(f'corrupt JPEG header: {error}') from None
+    check_pixel_count(width, height)
+    gray = colorspace == 'Gray'
+    try:
+        frame = simplejpeg.decode_jpeg(buffer, colorspace='GRAY' if gray else 'RGB', strict=True)
+    except ValueError as error:  # strict: libjpeg's warnings too
+        raise FrameError(f'corrupt JPEG data: {error}') from None
+    return (frame[:, :, 0], 'rgb') if gray else (frame, 'rgb')
+
+
+def _decode_png(buffer: np.ndarray) -> tuple[np.ndarray, str]:
+    if buffer.size < len(PNG_MAGIC) + _PNG_HEADER.size:
+        raise FrameError('truncated PNG (no header)')
+    _, kind, width, height = _PNG_HEADER.unpack(bytes(buffer[8:8 + _PNG_HEADER.size]))
+    if kind != b'IHDR':
+        raise FrameError('corrupt PNG (the first chunk is not IHDR)')
+    check_pixel_count(width, height)
     try:
         frame = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
-        raise FrameError(f'cannot decode compressed image: {error}') from None
+        raise FrameError(f'cannot decode PNG: {error}') from None
     if frame is None:
-        raise FrameError('cannot decode compressed image (corrupt data)')
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        return frame, 'bgr'
+        raise FrameError('cannot decode PNG (truncated or corrupt data)')
     return frame, 'bgr' if frame.ndim == 3 else 'rgb'
-
-
-def to_gray(frame: np.ndarray, order: str) -> np.ndarray:
-    """A gray picture of a decoded frame (HxW, or HxWxC with 1, 3 or 4 channels in ``order``),
-    in the frame's own pixel type."""
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return frame.reshape(frame.shape[:2])
-    codes = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
-             ('rgb', 4): cv2.COLOR_RGBA2GRAY, ('bgr', 4): cv2.COLOR_BGRA2GRAY}
-    return cv2.cvtColor(frame, codes[order, frame.shape[2]])
 
 
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:

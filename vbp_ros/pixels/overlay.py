@@ -5,6 +5,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .frames import as_rgb, to_uint8
+
+DEFAULT_OVERLAY_WIDTH = 1920  # widest overlay by default: a published message stays bounded
+
+
+def overlay_shape(frame_shape: tuple[int, ...], max_width: int) -> tuple[int, int]:
+    """(rows, columns) of the overlay of a frame: the frame's size, or proportionally smaller
+    so that it is at most ``max_width`` wide (never upscaled)."""
+    rows, columns = int(frame_shape[0]), int(frame_shape[1])
+    if columns <= max_width:
+        return rows, columns
+    return max(1, round(rows * max_width / columns)), max_width
+
 
 def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """An rgb8 image: the mask added to the red channel and subtracted from green and blue
@@ -17,10 +30,7 @@ def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.n
     """
     if image.shape[:2] != mask.shape:
         raise ValueError(f'image {image.shape[:2]} and mask {mask.shape} differ in size')
-    if image.dtype != np.uint8:
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    image = as_rgb(to_uint8(image), 'rgb')
     shift = cv2.convertScaleAbs(mask.astype(np.float32, copy=False), alpha=255.0 * alpha)
     red, green, blue = cv2.split(image)
     return cv2.merge([cv2.add(red, shift), cv2.subtract(green, shift),

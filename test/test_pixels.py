@@ -1,4 +1,4 @@
-"""Image message fields to numpy, with cv_bridge's meaning of each encoding."""
+"""Image message fields to numpy, with cv_bridge's meaning of each encoding; frames and crops."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.data.image_encoding import (FrameError, decode_compressed, decode_raw,
-                                         mask_to_mono8)
+from vbp_ros.pixels.encodings import decode_compressed, decode_raw, mask_to_mono8
+from vbp_ros.pixels.frames import FrameError
 
 RNG = np.random.default_rng(0)
 COLOUR = RNG.integers(0, 255, (6, 10, 3), dtype=np.uint8)
@@ -121,7 +121,7 @@ def test_jpeg_and_png_decode() -> None:
 @pytest.mark.parametrize('data, message', [
     (b'', 'empty'), (b'GIF89a' + bytes(20), 'neither JPEG nor PNG'),
     (b'\xff\xd8\xff\xe0' + bytes(100), 'truncated JPEG'),
-    (b'\x89PNG\r\n\x1a\n' + bytes(40), 'cannot decode'),
+    (b'\x89PNG\r\n\x1a\n' + bytes(40), 'corrupt PNG'),
 ])
 def test_broken_compressed_images_are_named(data: bytes, message: str) -> None:
     with pytest.raises(FrameError, match=message):

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 COUNTERS = ('received', 'processed', 'dropped_superseded', 'dropped_stale', 'dropped_invalid',
-            'deadline_misses', 'overlays')
+            'dropped_bad_output', 'errors', 'bad_stamps', 'deadline_misses', 'overlays')
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,8 @@ class Snapshot:
 
     totals: dict[str, int]
     rates_hz: dict[str, float]
-    latency_ms: dict[str, float]
-    processing_ms: dict[str, float]
+    latency_ms: dict[str, float] | None
+    processing_ms: dict[str, float] | None
 
 
 class PipelineMonitor:
@@ -40,18 +40,24 @@ class PipelineMonitor:
         self._processing: deque[float] = deque(maxlen=window)
 
     def count(self, counter: str, amount: int = 1) -> None:
+        """Add ``amount`` to one of :data:`COUNTERS`."""
         with self._lock:
             self._totals[counter] += amount
 
-    def frame_done(self, processing_ms: float, latency_ms: float, deadline_met: bool) -> None:
-        """Record one processed frame."""
+    def frame_done(self, processing_ms: float, latency_ms: float | None,
+                   deadline_ms: float = 0.0) -> None:
+        """Record one processed frame: its processing time from receipt to the last publish,
+        judged against ``deadline_ms`` (0: no deadline), and its pipeline latency (None when
+        the frame's stamp cannot give one)."""
         with self._lock:
             self._totals['processed'] += 1
-            self._totals['deadline_misses'] += not deadline_met
+            self._totals['deadline_misses'] += 0 < deadline_ms < processing_ms
             self._processing.append(processing_ms)
-            self._latency.append(latency_ms)
+            if latency_ms is not None:
+                self._latency.append(latency_ms)
 
     def snapshot(self) -> Snapshot:
+        """Totals, rates since the previous snapshot, and the recent percentiles."""
         with self._lock:
             now = time.monotonic()
             elapsed = max(now - self._previous_time, 1e-9)
@@ -62,10 +68,23 @@ class PipelineMonitor:
                             percentiles(self._processing))
 
 
-def percentiles(values: Iterable[float]) -> dict[str, float]:
-    """p50, p99 and max of ``values``; NaN when there are none."""
+def stamp_problem(stamp_ns: int, now_ns: int) -> str | None:
+    """Why a frame's header stamp cannot give its age, or None: zero (never set), negative,
+    or later than now. Such frames are kept out of the latency figures, and a maximum age
+    cannot be judged for them."""
+    if stamp_ns == 0:
+        return 'is zero (not set)'
+    if stamp_ns < 0:
+        return 'is negative'
+    if stamp_ns > now_ns:
+        return f'is {(stamp_ns - now_ns) / 1e6:.0f} ms in the future'
+    return None
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float] | None:
+    """p50, p99 and max of ``values``; None when there are none (JSON null)."""
     array = np.fromiter(values, float)
     if not array.size:
-        return {'p50': float('nan'), 'p99': float('nan'), 'max': float('nan')}
+        return None
     p50, p99 = np.percentile(array, [50, 99])
     return {'p50': float(p50), 'p99': float(p99), 'max': float(array.max())}

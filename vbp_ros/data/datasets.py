@@ -10,10 +10,11 @@ import torch
 
 from ..core.checkpoint import ModelSpec
 from ..core.networks import build_network
-from ..data.synthetic import SyntheticRoads
-from ..preprocess import Preprocessor
+from ..engine.preprocess import Preprocessor
+from .synthetic import SyntheticRoads
 
-SYNTHETIC_CROP = SyntheticRoads().crop_region
+SYNTHETIC_CROP = SyntheticRoads().crop_region.as_tuple()
+SYNTHETIC_CAMERA = (SyntheticRoads().width, SyntheticRoads().height)
 
 
 def synthetic_spec(architecture: str = 'authors', arguments: dict | None = None) -> ModelSpec:
@@ -27,7 +28,7 @@ def synthetic_spec(architecture: str = 'authors', arguments: dict | None = None)
     return ModelSpec(architecture=architecture, input_channels=network.in_channels,
                      input_height=height, input_width=width, arguments=arguments,
                      color='gray' if network.in_channels == 1 else 'rgb', crop=SYNTHETIC_CROP,
-                     pixel_scale=1.0 / 255.0, output_unit='rad',
+                     camera_size=SYNTHETIC_CAMERA, pixel_scale=1.0 / 255.0, output_unit='rad',
                      description='trained by vbp-train on vbp_ros synthetic roads')
 
 

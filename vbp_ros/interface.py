@@ -1,0 +1,69 @@
+"""The package's ROS interface as plain facts: topic and node names, sources, file names.
+
+One owner for every name that the node, the camera, the recorder, the launch files, vbp-drive
+and vbp-review share. Imports nothing, so every layer may read it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+# Node names.
+VBP_NODE = 'vbp'
+CAMERA_NODE = 'road_camera'
+RECORDER_NODE = 'vbp_record'
+
+# vbp_node's input topics (relative: a namespace or a remapping moves them).
+IMAGE_TOPIC = 'image'
+COMPRESSED_IMAGE_TOPIC = 'image/compressed'
+DEFAULT_CAMERA_TOPIC = 'camera/image_raw'  # relative: a namespace moves the camera too
+
+# vbp_node's outputs, published once per processed frame (relative names).
+STEERING_TOPIC = 'steering_angle'
+MASK_TOPIC = 'vbp/mask'
+OVERLAY_TOPIC = 'vbp/overlay'
+PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
+PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
+VBP_OUTPUTS = (STEERING_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PROCESSING_TIME_TOPIC,
+               PIPELINE_LATENCY_TOPIC)
+DIAGNOSTICS_TOPIC = '/diagnostics'
+
+# road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the topic.
+CAMERA_SOURCES = ('synthetic', 'video', 'images')
+LAUNCH_SOURCES = (*CAMERA_SOURCES, 'topic')
+# auto: rosbag2 where it can run, else the package's vbp_record.
+RECORDERS = ('auto', 'rosbag2', 'vbp_record')
+
+# Files of the installed share/vbp_ros/config folder.
+VBP_PARAMS = 'vbp.yaml'
+CAMERA_PARAMS = 'road_camera.yaml'
+RECORD_PARAMS = 'record.yaml'
+FASTDDS_PROFILE = 'fastdds.xml'
+RVIZ_CONFIG = 'vbp.rviz'
+
+NANOSECONDS_PER_SECOND = 1_000_000_000
+
+
+class Stamp(Protocol):
+    """builtin_interfaces/Time as rclpy and rosbags both deliver it."""
+
+    sec: int
+    nanosec: int
+
+
+def stamp_to_ns(stamp: Stamp) -> int:
+    """A header stamp in integer nanoseconds."""
+    return int(stamp.sec) * NANOSECONDS_PER_SECOND + int(stamp.nanosec)
+
+
+def ns_to_stamp(nanoseconds: int) -> tuple[int, int]:
+    """(sec, nanosec) of integer nanoseconds, for a header stamp."""
+    return divmod(int(nanoseconds), NANOSECONDS_PER_SECOND)
+
+
+def resolve_topic(topic: str, namespace: str) -> str:
+    """A topic name as a node in ``namespace`` resolves it (absolute names stay)."""
+    if topic.startswith('/'):
+        return topic
+    namespace = namespace.strip('/')
+    return f'/{namespace}/{topic}' if namespace else f'/{topic}'

@@ -1,0 +1,62 @@
+"""Plots of recorded series with matplotlib's object API (Agg; no pyplot, no GUI backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+class TimeSeries(Protocol):
+    """Receive times (ns, sorted) and values of one topic."""
+
+    log_ns: np.ndarray
+    values: np.ndarray
+
+
+def plot_series(path: Path, series: Mapping[str, TimeSeries], title: str) -> None:
+    """Steering angle (deg) and, when recorded, pipeline latency (ms) over bag receive time.
+
+    Uses matplotlib's object API (Figure renders with Agg): pyplot and its GUI backends are
+    never imported.
+    """
+    shown = [(role, series[role]) for role in ('angle', 'latency')
+             if role == 'angle' or len(series[role].log_ns)]
+    starts = [s.log_ns[0] for _, s in shown if len(s.log_ns)]
+    start = min(starts, default=0)
+    figure = Figure(figsize=(10, 3 + 2.5 * len(shown)), layout='constrained')
+    axes = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    labels = {'angle': ('steering angle (deg, + = left)', np.degrees, 'tab:blue'),
+              'latency': ('pipeline latency (ms)', lambda v: v, 'tab:orange')}
+    for axis, (role, samples) in zip(axes, shown):
+        label, convert, colour = labels[role]
+        axis.plot((samples.log_ns - start) / 1e9, convert(samples.values), color=colour, lw=1)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        if not len(samples.log_ns):
+            axis.text(0.5, 0.5, 'no steering_angle messages', ha='center',
+                      transform=axis.transAxes)
+    axes[-1].set_xlabel('bag receive time since the first message (s)')
+    figure.suptitle(title)
+    figure.savefig(path, dpi=100)
+
+
+def plot_angles(path: Path, times_s: np.ndarray, angle: np.ndarray, recorded: np.ndarray,
+                marks_s: np.ndarray, title: str) -> None:
+    """The network's steering angle (and the recorded one, where known) in degrees over time
+    in the bag, with the gallery's frames marked."""
+    figure = Figure(figsize=(10, 2.6), layout='constrained')
+    axis = figure.subplots()
+    axis.plot(times_s, np.degrees(angle), color='tab:blue', lw=1, label='network')
+    if np.isfinite(recorded).any():
+        axis.plot(times_s, np.degrees(recorded), color='tab:green', lw=1, label='recorded')
+    for mark in marks_s:
+        axis.axvline(mark, color='tab:red', alpha=0.35, lw=1)
+    axis.set_xlabel('time in the bag (s)')
+    axis.set_ylabel('steering angle (deg, + = left)')
+    axis.grid(alpha=0.3)
+    axis.legend(loc='upper right', fontsize='small')
+    axis.set_title(title, fontsize='medium')
+    figure.savefig(path, dpi=80)
