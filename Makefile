@@ -54,12 +54,14 @@ fleet-bench: $(VENV)/.package
 # The CUDA tests and benchmarks in one call, on a GPU machine (under 4 minutes). It uses the
 # machine's own CUDA torch (GPU_PYTHON, e.g. Python 3.12 with torch 2.11 + CUDA), never the CPU
 # pin of requirements.txt: a venv with --system-site-packages gets only the pinned packages that
-# are missing (numpy, safetensors, OpenCV, simplejpeg, torchfile, pytest); the package runs from
+# are missing (numpy, safetensors, OpenCV, simplejpeg, torchfile, pytest, PyYAML, onnx,
+# onnxruntime); the package runs from
 # this tree. Without a CUDA device it stops at once with "no CUDA device".
 GPU_PYTHON ?= python3
 GPU_VENV := $(CURDIR)/.venv-gpu
 GPU_MODULES := numpy:numpy safetensors:safetensors cv2:opencv-python-headless \
-	simplejpeg:simplejpeg torchfile:torchfile pytest:pytest
+	simplejpeg:simplejpeg torchfile:torchfile pytest:pytest yaml:PyYAML onnx:onnx \
+	onnxruntime:onnxruntime
 
 gpu-check:
 	@$(GPU_PYTHON) -c 'import importlib.util as u, sys; torch = u.find_spec("torch") and \

@@ -39,6 +39,7 @@ setup(
             'vbp-ingest = vbp_ros.tools.ingest:main',
             'vbp-train = vbp_ros.tools.train:main',
             'vbp-eval = vbp_ros.tools.evaluate:main',
+            'vbp-inspect = vbp_ros.tools.inspect:main',
             'vbp-review = vbp_ros.tools.review:main',
             'vbp-export = vbp_ros.tools.export:main',
             'vbp-card = vbp_ros.tools.card:main',

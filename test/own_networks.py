@@ -1,8 +1,8 @@
 """A user's own steering networks, as a package of theirs would hold them (for the tests).
 
 ``install(folder)`` writes them as the module ``road_nets`` into ``folder`` together with a
-distribution ``road_nets`` that registers ``pilotnet`` under the ``vbp_ros.networks`` entry
-points, so that ``folder`` on the Python path is an installed package in every sense that
+distribution ``road_nets`` that registers ``road_pilotnet`` under the ``vbp_ros.networks``
+entry points, so that ``folder`` on the Python path is an installed package in every sense that
 vbp_ros uses.
 """
 
@@ -68,5 +68,6 @@ def install(folder: Path) -> Path:
     info = folder / 'road_nets-0.1.dist-info'
     info.mkdir(exist_ok=True)
     (info / 'METADATA').write_text('Metadata-Version: 2.1\nName: road_nets\nVersion: 0.1\n')
-    (info / 'entry_points.txt').write_text('[vbp_ros.networks]\npilotnet = road_nets:PilotNet\n')
+    (info / 'entry_points.txt').write_text(
+        '[vbp_ros.networks]\nroad_pilotnet = road_nets:PilotNet\n')
     return folder

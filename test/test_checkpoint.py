@@ -32,12 +32,16 @@ class Payload:
         return (Path.touch, (Path('/tmp/vbp_ros_pickle_ran'),))
 
 
-def test_pickled_file_is_refused_without_unpickling(tmp_path: Path) -> None:
+@pytest.mark.parametrize('name, message', [
+    ('model.pt', 'pickled and TorchScript files are not loaded'),
+    ('model.safetensors', 'not a readable safetensors file')])  # a pickle in disguise
+def test_pickled_file_is_refused_without_unpickling(tmp_path: Path, name: str,
+                                                    message: str) -> None:
     marker = Path('/tmp/vbp_ros_pickle_ran')
     marker.unlink(missing_ok=True)
-    path = tmp_path / 'model.pt'
+    path = tmp_path / name
     path.write_bytes(pickle.dumps({'weights': Payload()}))
-    with pytest.raises(CheckpointError, match='not a readable safetensors file'):
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -52,7 +56,8 @@ def test_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
 def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     path = tmp_path / 'wrong.safetensors'
     save_checkpoint(path, authors_net(), ModelSpec('netsvf', 1, 125, 640))
-    with pytest.raises(CheckpointError, match="weights do not fit 'netsvf'"):
+    with pytest.raises(CheckpointError, match="weights do not fit architecture 'netsvf'.*"
+                       r"of another shape \(first features.1.weight: \[8, 1, 3, 3\] given"):
         load_checkpoint(path)
 
 

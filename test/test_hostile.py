@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
-from vbp_ros.core.checkpoint import (CheckpointError, default_model_path, load_checkpoint,
-                                     read_spec)
+from vbp_ros.core.checkpoint import CheckpointError, default_model_path, read_spec
+from vbp_ros.core.loading import load_checkpoint
 from vbp_ros.engine.engine import FrameResult, StageTimes, VBPEngine, output_problem
 from vbp_ros.engine.monitor import stamp_problem
 from vbp_ros.engine.preprocess import Preprocessor

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vbp_ros.core.lrp import LRPEpsilon, normalize_relevance
 from vbp_ros.core.networks import authors_net
-from vbp_ros.tools.reference import ReferenceLRP
+from vbp_ros.core.reference import ReferenceLRP
 
 
 def captum_relevance(model: nn.Module, x: Tensor, epsilon: float,

@@ -68,7 +68,7 @@ def test_own_network_by_import_path_gives_the_rules_mask(road_nets: Path) -> Non
 
 def test_registered_architecture_by_name(road_nets: Path, tmp_path: Path) -> None:
     card = tmp_path / 'registered.yaml'
-    card.write_text(CARD.replace('road_nets:build', 'pilotnet'))
+    card.write_text(CARD.replace('road_nets:build', 'road_pilotnet'))
     model, _ = load_model(road_nets, card)
     assert type(model).__name__ == 'PilotNet'
 

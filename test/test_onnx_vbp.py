@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vbp_ros.core.layout import UnsupportedModelError
+from vbp_ros.core import networks
 from vbp_ros.core.networks import authors_net, net_svf
+from vbp_ros.core.rules import UnsupportedModelError
 from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, has_visualbackprop,
                                    plan_visualbackprop)
 from vbp_ros.core.vbp import VisualBackProp
@@ -346,3 +347,22 @@ def test_unreadable_graphs_are_refused_naming_the_node(factory, message: str) ->
 def test_every_rule_kind_is_one_table_entry() -> None:
     assert {RULES[op] for op in ('Relu', 'Conv', 'Add', 'Flatten', 'Shape', 'Sigmoid')} == {
         'activation', 'spatial', 'identity', 'head', 'ignored', 'gate'}
+
+
+@pytest.mark.parametrize('name', networks.ZOO)
+def test_zoo_in_graph_mask_equals_pytorch_visualbackprop(name: str) -> None:
+    """Issue 10's zoo: the mask ONNX Runtime computes inside the exported graph equals the
+    mask of PyTorch VisualBackProp (both read §2a, one from the ONNX graph, one from torch.fx)."""
+    torch.manual_seed(sum(map(ord, name)))
+    model = networks.build_network(name).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    shape = (model.in_channels, *model.input_size)
+    x = torch.rand(2, *shape)
+    output, mask = run_with_mask(export_onnx(model, shape), x.numpy())
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        expected_output, expected_mask = vbp(x)
+    np.testing.assert_allclose(mask, expected_mask.numpy(), atol=TOLERANCE)
+    np.testing.assert_allclose(output, expected_output.numpy(), rtol=1e-4, atol=1e-5)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from vbp_ros import VisualBackProp, authors_net
+from vbp_ros import (VisualBackProp, authors_net, load_checkpoint, net_hvf, net_svf,
+                     traffic_sign_net)
 
 
 def loop_transposed_ones(values: np.ndarray, conv: nn.Conv2d, size: tuple[int, int]
@@ -210,3 +213,36 @@ def test_strictly_positive_maps_are_not_min_max_normalized_per_layer() -> None:
         _, mask = vbp(x)
     expected = loop_vbp(model, x)
     np.testing.assert_allclose(mask[:, 0].numpy(), expected, atol=1e-5, rtol=0)
+
+
+PAPER_MASKS = Path(__file__).parent / 'data' / 'paper_masks.npz'
+PAPER_CASES = {  # factory, input shape, seed: as when paper_masks.npz was written
+    'netsvf': (lambda: net_svf(125, 160), (1, 1, 125, 160), 1),
+    'nethvf': (lambda: net_hvf(3, 125, 160), (1, 3, 125, 160), 2),
+    'traffic_sign': (traffic_sign_net, (1, 3, 125, 125), 3),
+    'authors_random': (lambda: authors_net(125, 160), (2, 1, 125, 160), 4),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_CASES))
+def test_paper_networks_keep_their_masks(name: str) -> None:
+    """paper_masks.npz holds the masks of the chain-only implementation (commit 21341f9) for
+    seeded weights and inputs; the graph reading must give them again."""
+    factory, shape, seed = PAPER_CASES[name]
+    torch.manual_seed(seed)
+    model = factory().eval()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(seed + 100))
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        vbp(x)
+        mask = vbp(x)[1]
+    np.testing.assert_allclose(mask.numpy(), np.load(PAPER_MASKS)[name], atol=1e-6, rtol=0)
+
+
+def test_authors_model_keeps_its_mask(authors_checkpoint: Path, reference_dir: Path) -> None:
+    model, _ = load_checkpoint(authors_checkpoint)
+    image = cv2.imread(str(reference_dir / 'images' / 'img7.jpg'), cv2.IMREAD_GRAYSCALE)
+    x = torch.from_numpy(image).float().div(255.0)[None, None]
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        mask = vbp(x)[1]
+    np.testing.assert_allclose(mask.numpy(), np.load(PAPER_MASKS)['authors_img7'], atol=1e-6,
+                               rtol=0)

@@ -423,7 +423,9 @@ def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path
         client = node.create_client(GetParameters, '/params_test/vbp/get_parameters')
         assert client.wait_for_service(timeout_sec=60.0)
         future = client.call_async(GetParameters.Request(names=['deadline_ms']))
-        rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
+        # The service exists from the node's creation; it answers once the node spins, after
+        # its model is loaded (slow on a loaded machine).
+        rclpy.spin_until_future_complete(node, future, timeout_sec=60.0)
         assert future.result().values[0].double_value == 12.5
     finally:
         node.destroy_node()

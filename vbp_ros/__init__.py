@@ -14,10 +14,13 @@ from importlib import import_module
 
 _EXPORTS = {
     'CheckpointError': 'core.checkpoint', 'ModelSpec': 'core.checkpoint',
-    'load_checkpoint': 'core.checkpoint', 'save_checkpoint': 'core.checkpoint',
-    'UnsupportedModelError': 'core.layout',
+    'load_checkpoint': 'core.loading', 'save_checkpoint': 'core.checkpoint',
+    'UnsupportedModelError': 'core.rules', 'EXPLAINERS': 'core.explainers',
+    'GradCAM': 'core.gradcam', 'LRPEpsilon': 'core.lrp',
     'authors_net': 'core.networks', 'build_network': 'core.networks', 'net_hvf': 'core.networks',
-    'net_svf': 'core.networks', 'traffic_sign_net': 'core.networks',
+    'net_svf': 'core.networks', 'traffic_sign_net': 'core.networks', 'pilotnet': 'core.networks',
+    'pilotnet_elu': 'core.networks', 'commaai': 'core.networks', 'resnet18': 'core.networks',
+    'mobilenet_v2': 'core.networks',
     'VBPExplanation': 'core.vbp', 'VisualBackProp': 'core.vbp',
 }
 __all__ = sorted(_EXPORTS)

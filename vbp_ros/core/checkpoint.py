@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .architectures import build_architecture
@@ -216,26 +215,3 @@ def read_spec(path: str | Path) -> ModelSpec:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f'{source}: not a readable safetensors file ({error})') from None
     return ModelSpec.from_metadata(metadata, source)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = 'cpu'
-                    ) -> tuple[nn.Module, ModelSpec]:
-    """The network (in eval mode, on ``device``) and its spec from a safetensors file."""
-    source = str(path)
-    spec = read_spec(path)
-    try:
-        state = load_file(source)
-    except FileNotFoundError:
-        raise CheckpointError(f'{source}: no such checkpoint file') from None
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f'{source}: not a readable safetensors file ({error})') from None
-    try:
-        model = spec.build()
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f'{source}: cannot build {spec.architecture!r}: {error}') from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f'{source}: weights do not fit {spec.architecture!r}: '
-                              f'{error}') from None
-    return model.to(device).eval(), spec

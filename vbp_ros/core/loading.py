@@ -22,11 +22,11 @@ from torch import nn
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import (FORMAT, CheckpointError, ModelSpec, check_regular_file,
                          default_model_path)
-from .layout import UnsupportedModelError
+from .rules import UnsupportedModelError
 from .onnx_vbp import MASK_OUTPUT, image_input
 
-__all__ = ['MissingCardError', 'Model', 'check_model', 'load_model', 'model_card_path',
-           'onnx_input_fields']
+__all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
+           'model_card_path', 'onnx_input_fields']
 
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
@@ -103,6 +103,17 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
     return model, spec
 
 
+def load_checkpoint(path: str | Path | None, device: str | torch.device = 'cpu',
+                    card: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
+    """A PyTorch network (eval mode, on ``device``) and its card, loaded by :func:`load_model`:
+    for the tools that need the network itself (training, evaluation, Figure 2)."""
+    model, spec = load_model(path, card)
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f'{path}: an ONNX model; this needs a PyTorch network '
+                              '(safetensors weights)')
+    return model.to(device).eval(), spec
+
+
 def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
     """Refuse a card that contradicts the network, naming the card key: input channels, input
     size (a forward pass on a blank input for PyTorch networks), the output index."""
@@ -135,12 +146,31 @@ def _build(spec: ModelSpec, state: dict, path: Path) -> nn.Module:
         model = spec.build()
     except (TypeError, ValueError) as error:
         raise CheckpointError(f'{path}: cannot build {spec.architecture!r}: {error}') from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f'{path}: weights do not fit architecture {spec.architecture!r}: '
-                              f'{error}') from None
+    misfit = _state_misfit(model.state_dict(), state)
+    if misfit:
+        raise CheckpointError(f'{path}: weights do not fit architecture {spec.architecture!r} '
+                              f'(with its card arguments {spec.arguments}): {misfit}')
+    model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _state_misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+                  ) -> str | None:
+    """What keeps ``given`` weights out of a network that expects ``expected``, in one line."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    reshaped = [key for key in expected if key in given
+                and tuple(given[key].shape) != tuple(expected[key].shape)]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing (first {missing[0]})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected (first {unexpected[0]})')
+    if reshaped:
+        key = reshaped[0]
+        problems.append(f'{len(reshaped)} of another shape (first {key}: '
+                        f'{list(given[key].shape)} given, {list(expected[key].shape)} expected)')
+    return '; '.join(problems) or None
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

@@ -25,9 +25,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.fx as fx
 from torch import Tensor, nn
 
-from .layout import ConvGeometry, leaf_modules
+from .graph import display_names, leaf_modules, op_label
+from .rules import UnsupportedModelError
 
 __all__ = ['LRPEpsilon', 'normalize_relevance']
 
@@ -44,37 +46,40 @@ class LRPEpsilon:
 
     ``model`` must be a plain chain: its forward applies its leaf modules (``nn.Conv2d``,
     ``nn.Linear``, ``nn.BatchNorm2d``, ``nn.ReLU``, ``nn.Flatten``, ``nn.Dropout``,
-    ``nn.Identity``) once each, in registration order, each to the previous one's output. Other
-    layer types raise ``ValueError`` naming the layer; the first call checks the chain's output
-    against ``model(x)`` and raises ``ValueError`` if they differ. Batch normalization and dropout
-    must be in eval mode (batch normalization with running statistics).
+    ``nn.Identity``) once each, in registration order, each to the previous one's output.
+    Anything else (other layer types, residual adds, functional calls in ``forward()``) raises
+    :class:`~vbp_ros.core.rules.UnsupportedModelError` naming the layer or graph node: LRP-epsilon
+    here is for chains; :class:`~vbp_ros.core.vbp.VisualBackProp` reads any graph. Where torch.fx
+    cannot read ``forward()``, the first call checks the chain's output against ``model(x)``
+    instead. Batch normalization and dropout must be in eval mode (batch normalization with
+    running statistics).
 
     Args:
         model: the network.
         epsilon: the stabilizer added to every denominator (100, as in the VisualBackProp paper).
+        normalize: the default of :meth:`__call__`'s ``normalize``.
     """
 
-    def __init__(self, model: nn.Module, epsilon: float = 100.0) -> None:
+    def __init__(self, model: nn.Module, epsilon: float = 100.0, *,
+                 normalize: bool = False) -> None:
         self.model = model
         self.epsilon = float(epsilon)
+        self.normalize = normalize
         self.layers: list[tuple[str, nn.Module]] = list(leaf_modules(model))
         if not self.layers:
-            raise ValueError('the model has no layers')
-        self._geometry: dict[str, ConvGeometry] = {}
+            raise UnsupportedModelError('the model has no layers')
+        self._padding: dict[str, tuple[int, int]] = {}
         for name, layer in self.layers:
             if not isinstance(layer, _LINEAR + _PASSTHROUGH):
-                raise ValueError(f"layer '{name}' ({type(layer).__name__}) is not supported "
-                                 'by LRPEpsilon; supported: '
-                                 + ', '.join(t.__name__ for t in _LINEAR + _PASSTHROUGH))
+                raise UnsupportedModelError(
+                    f"layer '{name}' ({type(layer).__name__}) is not supported by LRPEpsilon; "
+                    'supported: ' + ', '.join(t.__name__ for t in _LINEAR + _PASSTHROUGH))
             if isinstance(layer, nn.Conv2d):
-                if layer.padding_mode != 'zeros':
-                    raise ValueError(f"layer '{name}': padding_mode={layer.padding_mode!r} is "
-                                     "not supported; use 'zeros'")
-                self._geometry[name] = ConvGeometry.of(name, layer)
-        self._checked = False
+                self._padding[name] = _conv_padding(name, layer)
+        self._checked = _check_chain_graph(model, [name for name, _ in self.layers])
 
     def __call__(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None, *,
-                 normalize: bool = False) -> tuple[Tensor, Tensor]:
+                 normalize: bool | None = None) -> tuple[Tensor, Tensor]:
         """Return the model output and the (B, 1, H, W) float32 input relevance.
 
         Args:
@@ -84,16 +89,19 @@ class LRPEpsilon:
                 Ignored for a one-output network, where the relevance starts at the output.
             normalize: return each image's relevance divided by its largest absolute value
                 (see :func:`normalize_relevance`), taken before the scale is applied, so it
-                stays exact where the unnormalized relevance underflows float32.
+                stays exact where the unnormalized relevance underflows float32. None: the
+                constructor's choice.
         """
+        normalize = self.normalize if normalize is None else normalize
         with torch.no_grad():
             output, kept = self._forward(x)
             if not self._checked:
                 reference = self.model(x.clone())
                 if reference.shape != output.shape or not torch.allclose(
                         reference, output, rtol=1e-5, atol=1e-6):
-                    raise ValueError("the model's forward is not the chain of its leaf modules "
-                                     'in registration order; LRPEpsilon cannot follow it')
+                    raise UnsupportedModelError(
+                        "the model's forward is not the chain of its leaf modules in "
+                        'registration order; LRPEpsilon cannot follow it (VisualBackProp can)')
                 self._checked = True
             relevance, exponent = _rescale(_start(output, target))
             for (name, layer), (a, z) in zip(reversed(self.layers), reversed(kept)):
@@ -107,6 +115,16 @@ class LRPEpsilon:
                 return output, normalize_relevance(relevance).float()
             scale = exponent.reshape(-1, *(1,) * (relevance.dim() - 1))
             return output, torch.ldexp(relevance.double(), scale).float()
+
+    def remove(self) -> None:
+        """Nothing to detach (LRPEpsilon runs the layers itself); for the common explainer
+        shape."""
+
+    def __enter__(self) -> LRPEpsilon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
         """Run the chain; keep (input, output) of linear layers and the input of Flatten."""
@@ -136,9 +154,9 @@ class LRPEpsilon:
         if isinstance(layer, nn.Linear):
             c = s @ layer.weight
         elif isinstance(layer, nn.Conv2d):
-            g = self._geometry[name]
             c = torch.ops.aten.convolution_backward(  # what torch.nn.grad.conv2d_input calls
-                s, a, layer.weight, None, g.stride, g.padding, g.dilation, False, (0, 0),
+                s, a, layer.weight, None, layer.stride, self._padding[name], layer.dilation,
+                False, (0, 0),
                 layer.groups, (True, False, False))[0]
         else:  # BatchNorm2d in eval mode: z = a * scale + shift per channel
             scale = torch.rsqrt(layer.running_var + layer.eps)
@@ -146,6 +164,57 @@ class LRPEpsilon:
                 scale = scale * layer.weight
             c = s.mul_(scale.reshape(1, -1, 1, 1))
         return c.mul_(a)
+
+
+def _conv_padding(name: str, conv: nn.Conv2d) -> tuple[int, int]:
+    """A convolution's symmetric padding (LRP's transposed layer needs one number per axis)."""
+    if conv.padding_mode != 'zeros':
+        raise UnsupportedModelError(f"layer '{name}': padding_mode={conv.padding_mode!r} is not "
+                                    "supported by LRPEpsilon; use 'zeros'")
+    if conv.padding == 'valid':
+        return (0, 0)
+    if conv.padding != 'same':
+        return tuple(conv.padding)
+    totals = [d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation)]
+    if any(total % 2 for total in totals):
+        raise UnsupportedModelError(
+            f"layer '{name}': padding='same' with an even receptive field pads unevenly, which "
+            'LRPEpsilon does not support; use explicit padding')
+    return tuple(total // 2 for total in totals)
+
+
+def _check_chain_graph(model: nn.Module, layer_names: list[str]) -> bool:
+    """Whether torch.fx read ``model`` as the chain of ``layer_names``; raises naming the node
+    that breaks the chain. False when fx cannot read the model (the first call then compares
+    the chain's output with the model's)."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable: checked numerically on the first call
+        return False
+    module = fx.GraphModule(model, graph)
+    names = display_names(graph)
+    expected = iter(layer_names)
+    previous = None
+    for node in graph.nodes:
+        if node.op == 'placeholder':
+            previous = node
+            continue
+        if node.op == 'output':
+            if node.args[0] is previous and next(expected, None) is None:
+                return True
+            breaks = 'the output is not the last layer of the chain'
+        elif node.op == 'call_module' and node.args == (previous,) and (
+                node.target == next(expected, None)):
+            previous = node
+            continue
+        else:
+            breaks = (f"node '{names[node]}' ({op_label(node, module)}) is not the next leaf "
+                      'module applied to the previous output')
+        raise UnsupportedModelError(
+            f'{breaks}: LRPEpsilon follows networks whose forward applies their leaf modules '
+            'once each, in registration order; use VisualBackProp for residual, branching or '
+            'functional networks')
+    return True
 
 
 def _start(output: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:

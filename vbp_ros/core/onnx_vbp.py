@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from .layout import UnsupportedModelError
+from .rules import UnsupportedModelError
 
 __all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'has_visualbackprop',
            'image_input', 'plan_visualbackprop']

@@ -1,35 +1,39 @@
-"""VisualBackProp (Bojarski et al.): which input pixels a CNN's prediction rests on.
+"""VisualBackProp (Bojarski et al.): which input pixels a CNN's prediction rests on, on any
+network whose graph can be read (design.md §2 and §2a).
 
-One ordinary forward pass keeps the channel average of every convolutional layer's post-ReLU
-feature map (forward hooks on the ReLU modules; they keep channel sums, the averages times a
-positive per-layer constant that the final normalization removes, written straight into
-buffers made once per input shape). Starting from the deepest average, each level is
-scaled up to the next-shallower map's size by a transposed convolution whose one-channel kernel is
-all ones (kernel size, stride, padding and dilation of the convolution that produced the deeper
-map, plus the output padding that makes the sizes match exactly) and multiplied pointwise by that
-shallower average. The last scale-up reaches the input size and the result is min-max normalized
-once per image.
+The network is read once as a graph (:mod:`vbp_ros.core.graph`, torch.fx): the kept tensors
+(activation outputs, and a last convolution or pooling that feeds the head without one), the
+spatial edges between them (convolutions, pooling, padding, crops) and the identity edges
+(normalization, dropout, pointwise arithmetic, residual adds, concatenation). One ordinary
+forward pass of the traced graph computes the output and, through a keeper call after each kept
+tensor, writes the channel sum of its positive part into a buffer (the averaged map A times the
+channel count). Then, from the deepest tensors to the input, each tensor's mask is A times the
+sum over its consumers of their masks, scaled up along spatial edges by the all-ones one-channel
+transposed convolution of the layer's own geometry to the tensor's exact size. The input's mask
+is min-max normalized once per image.
 
-The all-ones transposed convolution is separable and equals a sum of strided shifts, which this
-module evaluates as in-place additions into views of buffers made once per input shape: one-channel
-``conv_transpose2d`` is far slower on CPUs. Intermediate products are divided by their per-image
-maximum, a positive per-image constant that leaves the final normalized mask unchanged and keeps
-deep networks from underflowing.
+On a chain this is the paper's algorithm step for step. The all-ones transposed convolution is
+separable and a sum of strided shifts, evaluated as in-place additions into views of buffers made
+once per input shape and device (one-channel ``conv_transpose2d`` is far slower on CPUs). Channel
+counts are carried as exact per-mask constants, so branches are summed with the true averages.
+Against float32 underflow a mask is divided by its per-image maximum at tensors that every path
+from the deepest tensors to the input passes (a per-image constant factor of the final mask,
+which the min-max removes); elsewhere a division would change the branches' weights.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .layout import (ConvGeometry, ConvStage, UnsupportedModelError, find_conv_stages,
-                     leaf_modules)
+from .graph import (ChainReader, GraphReader, MaskGraph, Record, positive_channel_sum)
+from .rules import AxisGeometry, Geometry, UnsupportedModelError
 
 __all__ = ['VisualBackProp', 'VBPExplanation', 'UnsupportedModelError']
-
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -38,8 +42,10 @@ _TINY = torch.finfo(torch.float32).tiny
 class VBPExplanation:
     """Everything of one VisualBackProp pass, for inspection (paper Figure 2).
 
-    Lists run from the shallowest convolutional layer to the deepest; tensors are float32 copies
-    on the input's device, each of shape (B, 1, h, w) at that layer's resolution.
+    Lists run over the kept tensors from the shallowest to the deepest; tensors are float32
+    copies on the input's device, each of shape (B, 1, h, w) at that tensor's resolution.
+    ``intermediate_masks`` are the masks M of the kept tensors, each divided by a positive
+    per-image constant.
     """
 
     output: Tensor
@@ -50,24 +56,23 @@ class VBPExplanation:
 
 
 class _OnesTransposedConv1d:
-    """All-ones one-channel transposed convolution along one spatial axis, into a fixed buffer."""
+    """All-ones one-channel transposed convolution along one axis, into a fixed buffer: every
+    source position adds its value to each target position its window read."""
 
-    def __init__(self, source: Tensor, axis: int, kernel: int, stride: int, padding: int,
-                 dilation: int, target: int) -> None:
+    def __init__(self, source: Tensor, axis: int, geometry: AxisGeometry, target: int) -> None:
         length = source.shape[axis]
-        span = (length - 1) * stride + 1
-        output_padding = target - (span + dilation * (kernel - 1) - 2 * padding)
-        if not 0 <= output_padding < max(stride, dilation):
-            raise UnsupportedModelError(
-                f'cannot scale a map of size {length} up to {target} along axis {axis} with '
-                f'kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}')
+        kernel, stride, dilation, before = (geometry.kernel, geometry.stride, geometry.dilation,
+                                            geometry.pad_before)
+        lead = max(0, -before)  # crops read from inside the target: start the buffer earlier
+        reach = (length - 1) * stride + 1
         shape = list(source.shape)
-        shape[axis] = target + 2 * padding
+        shape[axis] = max(lead + reach + (kernel - 1) * dilation, lead + before + target)
         self.source = source
         self.full = source.new_zeros(shape)
-        self.taps = [self.full.narrow(axis, tap * dilation, span)[_strided(axis, stride)]
+        step = (slice(None),) * axis + (slice(None, None, stride),)
+        self.taps = [self.full.narrow(axis, lead + tap * dilation, reach)[step]
                      for tap in range(kernel)]
-        self.result = self.full.narrow(axis, padding, target)
+        self.result = self.full.narrow(axis, lead + before, target)
 
     def run(self) -> Tensor:
         self.full.zero_()
@@ -76,77 +81,121 @@ class _OnesTransposedConv1d:
         return self.result
 
 
-def _strided(axis: int, stride: int) -> tuple[slice, ...]:
-    return (slice(None),) * axis + (slice(None, None, stride),)
+class _ScaleUp:
+    """A mask scaled up along one spatial edge to the size of the tensor the edge reads."""
 
-
-class _Level:
-    """Scale-up of one level's mask to the next-shallower size, then the pointwise product."""
-
-    def __init__(self, source: Tensor, geometry: ConvGeometry, target_hw: tuple[int, int],
-                 shallower_map: Tensor | None, rescale: bool) -> None:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-            geometry.kernel, geometry.stride, geometry.padding, geometry.dilation)
+    def __init__(self, source: Tensor, geometry: Geometry, target_hw: tuple[int, int]) -> None:
         # Columns first: their strided writes are the slow part, so do them on fewer rows.
-        self.cols = _OnesTransposedConv1d(source, 3, kw, sw, pw, dw, target_hw[1])
-        self.rows = _OnesTransposedConv1d(self.cols.result, 2, kh, sh, ph, dh, target_hw[0])
-        self.shallower_map = shallower_map
-        self.product = None if shallower_map is None else torch.zeros_like(shallower_map)
-        self.rescale = rescale
+        self.cols = _OnesTransposedConv1d(source, 3, geometry.cols, target_hw[1])
+        self.rows = _OnesTransposedConv1d(self.cols.result, 2, geometry.rows, target_hw[0])
+        self.result = self.rows.result
+        self.geometry = geometry
 
-    def run(self) -> Tensor:
+    def run(self) -> None:
         self.cols.run()
-        scaled = self.rows.run()
-        if self.product is None:
-            return scaled
-        torch.mul(scaled, self.shallower_map, out=self.product)
-        if self.rescale:
-            _divide_by_peak(self.product)
-        return self.product
+        self.rows.run()
 
 
 def _divide_by_peak(mask: Tensor) -> None:
-    """Divide each image by its maximum: a positive per-image constant, so the final min-max
-    is unchanged, while products of many small maps stay clear of float32 underflow."""
+    """Divide each image by its maximum: a positive per-image constant."""
     mask.div_(mask.amax(dim=(2, 3), keepdim=True).clamp_min_(_TINY))
 
 
-class _Plan:
-    """Buffers and views for one input shape and device: built once, reused every call.
+def _add_scaled(out: Tensor, parts: Sequence[tuple[Tensor, float]]) -> None:
+    """``out = sum of part * weight`` (the channel-count constants of the branches)."""
+    (first, _), (second, weight) = parts[:2]
+    torch.add(first, second, alpha=weight, out=out)
+    for part, weight in parts[2:]:
+        out.add_(part, alpha=weight)
 
-    ``maps`` are the averaged-map buffers, shallow to deep, which the forward hooks fill.
+
+class _Plan:
+    """Buffers and steps for one input shape and device: built once, reused every call.
+
+    ``maps`` are the kept tensors' channel-sum buffers (shallow to deep) that the keepers fill;
+    ``keep_targets`` pairs each with a scratch view for the positive part of signed activations.
     """
 
-    def __init__(self, stages: Sequence[ConvStage], maps: Sequence[Tensor],
-                 input_hw: tuple[int, int]) -> None:
-        self.maps = [m.clone() for m in maps]
-        self.levels: list[_Level] = []
-        source = self.maps[-1]
-        for index in range(len(stages) - 1, -1, -1):
-            if index > 0:
-                target_hw, shallower = tuple(self.maps[index - 1].shape[2:]), self.maps[index - 1]
+    def __init__(self, graph: MaskGraph, record: Record, batch: int, device: torch.device
+                 ) -> None:
+        self.graph = graph
+        self.sizes = [record.size(node.key) for node in graph.nodes]
+        self.record = record
+        self.maps = [torch.zeros((batch, 1, *self.sizes[i]), device=device) for i in graph.kept]
+        self.keep_targets = list(zip(self.maps, self._scratch(record, device)))
+        self.steps: list[Callable[[], object]] = []
+        self.scale_ups: list[tuple[int, int, _ScaleUp]] = []
+        self.masks: list[Tensor | None] = [None] * len(graph.nodes)
+        self._build(batch, device)
+        self.final = torch.zeros_like(self.masks[0])
+
+    def _scratch(self, record: Record, device: torch.device) -> list[Tensor | None]:
+        """One shared buffer per dtype, viewed as each signed kept tensor (they run in turn)."""
+        nodes = [self.graph.nodes[i] for i in self.graph.kept]
+        signed = [(record.shapes[n.key], record.dtypes[n.key]) if not n.kept.nonnegative
+                  else None for n in nodes]
+        flats = {}
+        for entry in filter(None, signed):
+            flats[entry[1]] = max(flats.get(entry[1], 0), entry[0].numel())
+        flats = {dtype: torch.empty(numel, dtype=dtype, device=device)
+                 for dtype, numel in flats.items()}
+        return [None if entry is None else flats[entry[1]][:entry[0].numel()].view(entry[0])
+                for entry in signed]
+
+    def _build(self, batch: int, device: torch.device) -> None:
+        graph, sizes = self.graph, self.sizes
+        kept_maps = dict(zip(graph.kept, self.maps))
+        scaled: list[tuple[Tensor, float] | None] = [None] * len(graph.nodes)
+        for index in range(len(graph.nodes) - 1, -1, -1):
+            node = graph.nodes[index]
+            parts = [self._along(edge, scaled[edge.consumer], index) for edge in node.edges]
+            if not parts:
+                mask, scale = kept_maps[index], float(node.kept.channels)
             else:
-                target_hw, shallower = input_hw, None
-            # The layer-0 product is only summed once more before the final min-max.
-            level = _Level(source, stages[index].geometry, target_hw, shallower,
-                           rescale=index > 1)
-            self.levels.append(level)
-            source = level.product
-        self.final = torch.zeros((maps[0].shape[0], 1, *input_hw), device=maps[0].device)
+                if len(parts) == 1:
+                    mask, scale = parts[0]
+                else:
+                    mask = torch.zeros((batch, 1, *sizes[index]), device=device)
+                    scale = parts[0][1]
+                    self.steps.append(partial(_add_scaled, mask, [
+                        (part, scale / part_scale) for part, part_scale in parts]))
+                if node.kept is not None:
+                    product = torch.zeros_like(kept_maps[index])
+                    self.steps.append(partial(torch.mul, mask, kept_maps[index], out=product))
+                    mask, scale = product, scale * node.kept.channels
+            if node.kept is not None and graph.cut[index] and graph.kept_below[index]:
+                self.steps.append(partial(_divide_by_peak, mask))
+                scale = 1.0
+            scaled[index] = (mask, scale)
+            self.masks[index] = mask
+
+    def _along(self, edge, consumer: tuple[Tensor, float], index: int) -> tuple[Tensor, float]:
+        """The consumer's mask brought along an edge to tensor ``index``."""
+        mask, scale = consumer
+        if edge.geometry is None:
+            return mask, scale
+        geometry = edge.geometry(self.record)
+        target = self.sizes[index]
+        if (geometry.rows.is_identity and geometry.cols.is_identity
+                and tuple(mask.shape[2:]) == target):
+            return mask, scale
+        scale_up = _ScaleUp(mask, geometry, target)
+        self.steps.append(scale_up.run)
+        self.scale_ups.append((edge.consumer, index, scale_up))
+        return scale_up.result, scale
 
     def run(self, gamma: Tensor | None) -> Tensor:
         """The mask from the filled map buffers; a fresh normalized tensor."""
-        _divide_by_peak(self.maps[-1])
-        for level in self.levels:
-            current = level.run()
+        for step in self.steps:
+            step()
+        current = self.masks[0]
         if gamma is not None:
             current = torch.mul(current, gamma, out=self.final)
         return _normalize(current)
 
     def intermediate_masks(self) -> list[Tensor]:
-        """Products at each layer's resolution, shallow to deep (copies)."""
-        products = [level.product.clone() for level in reversed(self.levels[:-1])]
-        return products + [self.maps[-1].clone()]
+        """The kept tensors' masks, shallow to deep (copies)."""
+        return [self.masks[i].clone() for i in self.graph.kept]
 
 
 def _normalize(mask: Tensor) -> Tensor:
@@ -157,6 +206,140 @@ def _normalize(mask: Tensor) -> Tensor:
     return (mask - low).mul_(scale)
 
 
+class _Keeper:
+    """What the keeper calls in the forward pass write to: plan buffers, or fresh sums."""
+
+    def __init__(self, nonnegative: Sequence[bool]) -> None:
+        self.nonnegative = list(nonnegative)
+        self.targets: list[tuple[Tensor, Tensor | None]] | None = None
+        self.fresh: dict[int, Tensor] = {}
+
+    def keep(self, tensor: Tensor, index: int) -> None:
+        """Channel sum of the positive part of kept tensor ``index``."""
+        targets = self.targets
+        if targets is None:
+            self.fresh[index] = positive_channel_sum(tensor, self.nonnegative[index])
+            return
+        buffer, scratch = targets[index]
+        source = tensor.detach() if tensor.requires_grad else tensor
+        if scratch is not None:
+            source = torch.clamp_min(source, 0, out=scratch)
+        torch.sum(source, dim=1, keepdim=True, dtype=torch.float32, out=buffer)
+
+
+class _Reading:
+    """A network read one way (graph or named chain), with its plans by input shape."""
+
+    graph: MaskGraph | None = None
+    keeper: _Keeper
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple, _Plan] = {}
+
+    def forward(self, x: Tensor) -> tuple[Tensor, _Plan]:
+        """One forward pass; the plan of ``x``'s shape with its map buffers filled."""
+        plan = self.plans.get(_plan_key(x))
+        if plan is not None:
+            self.keeper.targets = plan.keep_targets
+            try:
+                output = self.run(x)
+            finally:
+                self.keeper.targets = None
+            return output, plan
+        output, record, maps = self.first_pass(x)
+        with torch.inference_mode(False):
+            plan = _Plan(self.graph, record, x.shape[0], x.device)
+            for buffer, values in zip(plan.maps, maps):
+                buffer.copy_(values)
+        self.plans[_plan_key(x)] = plan
+        return output, plan
+
+    def run(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.plans.clear()
+
+
+class _GraphReading(_Reading):
+    """The torch.fx graph of the model, with keeper calls after the kept tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.reader = GraphReader(model)
+
+    def run(self, x: Tensor) -> Tensor:
+        return self.reader.module.forward(x)  # the traced GraphModule has no hooks of its own
+
+    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+        if self.graph is None:
+            output, record = self.reader.record(x, candidates=True)
+            self.graph = self.reader.read(record)
+            kept = self.reader.kept_nodes
+            self.keeper = _Keeper([self.graph.nodes[i].kept.nonnegative
+                                   for i in self.graph.kept])
+            self.reader.insert_calls(kept, self.keeper.keep)
+            return output, record, [record.sums[node] for node in kept]
+        output, record = self.reader.record(x, candidates=False)
+        return output, record, self._take_fresh()
+
+    def _take_fresh(self) -> list[Tensor]:
+        fresh, self.keeper.fresh = self.keeper.fresh, {}
+        return [fresh[i] for i in range(len(self.graph.kept))]
+
+
+class _ChainReading(_Reading):
+    """Named layers read as a chain, with forward hooks on them."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.reader = ChainReader(model, layers)
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.calls = 0
+        self.labels: list[str] = []
+
+    def run(self, x: Tensor) -> Tensor:
+        self.calls = 0
+        output = self.model(x)
+        if self.calls != len(self.graph.kept):
+            raise UnsupportedModelError(
+                f'the named layers were called {self.calls} times in this forward pass, '
+                f'{len(self.graph.kept)} times in the first: the chain is not fixed')
+        return output
+
+    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+        output, record, events = self.reader.record(lambda: self.model(x), x.shape)
+        labels = [label for label, _, _ in events]
+        if self.graph is None:
+            self.graph = self.reader.read(record, events)
+            self.labels = labels
+            self.keeper = _Keeper([self.graph.nodes[i].kept.nonnegative
+                                   for i in self.graph.kept])
+            self.handles = [module.register_forward_hook(self._keep)
+                            for module in self.reader.layers]
+        elif labels != self.labels:
+            raise UnsupportedModelError(
+                'the layers called differ from the first forward pass: the chain is not fixed')
+        kept_keys = [self.graph.nodes[i].key for i in self.graph.kept]
+        return output, record, [record.sums[key] for key in kept_keys]
+
+    def _keep(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if self.keeper.targets is not None:
+            if self.calls < len(self.keeper.targets):
+                self.keeper.keep(output, self.calls)
+            self.calls += 1
+
+    def close(self) -> None:
+        super().close()
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
 class VisualBackProp:
     """VisualBackProp masks from the same forward pass that gives the network's output.
 
@@ -164,51 +347,84 @@ class VisualBackProp:
     >>> output, mask = vbp(x)      # mask: (B, 1, H, W) float32 in [0, 1] on x's device
     >>> vbp.remove()               # or use ``with VisualBackProp(model) as vbp:``
 
-    The convolutional part of ``model`` must be a chain of ``nn.Conv2d`` layers, each followed by
-    its own ``nn.ReLU`` module (batch normalization, dropout and identity layers may sit in
-    between). Layers after the last such ReLU (flatten, fully connected head) do not take part.
-    The layout is read from the first call, which is an ordinary forward pass; a model that does
-    not fit raises :class:`UnsupportedModelError` naming the layer.
+    The network is read as a torch.fx graph on the first call (an ordinary forward pass) and
+    the rule of design.md §2a applied: activation outputs (ReLU, ELU, ReLU6, SiLU, ..., modules
+    or functional) are kept, convolutions, pooling, padding and crops scale masks up, residual
+    adds and concatenations sum them. Layers after the feature part (flatten, fully connected,
+    global pooling: the head) do not take part. A network the graph reader cannot follow raises
+    :class:`UnsupportedModelError` naming the node and how to proceed.
+
+    The traced graph shares the model's modules and parameters: later weight changes apply, but
+    hooks on the model itself (not on its submodules) are not called, and a model changed in
+    structure needs a new VisualBackProp. Switching between ``train()`` and ``eval()`` reads the
+    graph again (forward code may depend on ``self.training``).
 
     Args:
-        model: the network; called as ``model(x)``.
+        model: the network; called as ``model(x)`` with one (B, C, H, W) tensor.
         input_factor: multiply the mask by the input intensity (channel mean of ``x``), the
             gamma(X) factor of the paper's Theorem 1. Off by default, as in the authors' code.
+        layers: names of the modules whose outputs to keep (``model.named_modules()`` names),
+            for networks the graph reader cannot follow. They are read as a chain with forward
+            hooks: each kept output's mask is scaled up to the previous one through the
+            convolution and pooling modules called in between (in call order), which must
+            account for every change of the map size.
     """
 
-    def __init__(self, model: nn.Module, *, input_factor: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, input_factor: bool = False,
+                 layers: Sequence[str] | None = None) -> None:
         self.model = model
         self.input_factor = input_factor
-        self._stages: list[ConvStage] | None = None
-        self._maps: list[Tensor | None] = []  # averaged maps before a plan exists for the shape
-        self._targets: list[Tensor] | None = None  # plan buffers the hooks fill this call
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._plans: dict[tuple, _Plan] = {}
+        self._layers = tuple(layers) if layers is not None else None
+        self._readings: dict[bool, _Reading] = {}
+        self._removed = False
+        self._last: _Plan | None = None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        """Names of the convolutional layers that take part, shallow to deep (after a call)."""
-        return tuple(stage.conv_name for stage in self._stages or ())
+        """Names of the kept layers, shallow to deep (after a call): for an activation the
+        convolution or pooling that feeds it, where one does directly; else its own name."""
+        graph = self.graph
+        return tuple(graph.nodes[i].kept.layer for i in graph.kept) if graph else ()
+
+    @property
+    def graph(self) -> MaskGraph | None:
+        """The tensors with masks and their edges, as read on the first call (None before)."""
+        reading = self._readings.get(self._mode())
+        return reading.graph if reading is not None else None
+
+    @property
+    def _plans(self) -> dict[tuple, _Plan]:
+        """Every plan, by (input shape, device) (for tests and diagnostics)."""
+        return {key: plan for reading in self._readings.values()
+                for key, plan in reading.plans.items()}
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Run the model once; return its output and the (B, 1, H, W) float32 mask."""
-        output = self._forward(x)
-        return output, self._mask(x)
+        output, plan = self._forward(x)
+        return output, self._mask(plan, x)
 
     def explain(self, x: Tensor) -> VBPExplanation:
         """Like calling the object, and also return the averaged maps and intermediate masks."""
-        output = self._forward(x)
-        maps = tuple(m / stage.channels for m, stage in zip(self._filled_maps(), self._stages))
-        mask = self._mask(x)
-        intermediates = tuple(self._plans[_plan_key(x)].intermediate_masks())
-        return VBPExplanation(output, mask, self.layer_names, maps, intermediates)
+        output, plan = self._forward(x)
+        nodes = plan.graph.nodes
+        maps = tuple(m / nodes[i].kept.channels for m, i in zip(plan.maps, plan.graph.kept))
+        mask = self._mask(plan, x)
+        return VBPExplanation(output, mask, self.layer_names, maps,
+                              tuple(plan.intermediate_masks()))
+
+    def describe(self) -> str:
+        """The plan of the last call: kept tensors, scale-up steps, merges and the head."""
+        if self._last is None:
+            raise RuntimeError('call VisualBackProp on an input first')
+        return describe_plan(self._last)
 
     def remove(self) -> None:
-        """Detach every hook from the model; the object can no longer be called."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._plans.clear()
+        """Detach every hook from the model and drop the plans; the object can no longer be
+        called."""
+        for reading in self._readings.values():
+            reading.close()
+        self._readings.clear()
+        self._removed = True
 
     def __enter__(self) -> VisualBackProp:
         return self
@@ -216,73 +432,64 @@ class VisualBackProp:
     def __exit__(self, *exc_info: object) -> None:
         self.remove()
 
-    def _forward(self, x: Tensor) -> Tensor:
-        if self._stages is None:
-            return self._trace(x)
-        if not self._handles:
-            raise RuntimeError('VisualBackProp hooks were removed; create a new VisualBackProp')
-        plan = self._plans.get(_plan_key(x))
-        self._targets = plan.maps if plan is not None else None
-        return self.model(x)
+    def _mode(self) -> bool:
+        return self._layers is None and self.model.training
 
-    def _trace(self, x: Tensor) -> Tensor:
-        """First call: record the execution order of leaf modules and find the conv stages."""
-        events: list[tuple[str, nn.Module, object, object]] = []
-        relu_maps: dict[int, Tensor] = {}
+    def _forward(self, x: Tensor) -> tuple[Tensor, _Plan]:
+        if self._removed:
+            raise RuntimeError('VisualBackProp was removed; create a new VisualBackProp')
+        reading = self._readings.get(self._mode())
+        if reading is None:
+            reading = (_ChainReading(self.model, self._layers) if self._layers is not None
+                       else _GraphReading(self.model))
+            self._readings[self._mode()] = reading
+        output, self._last = reading.forward(x)
+        return output, self._last
 
-        def record(name: str) -> Callable:
-            def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-                if isinstance(module, nn.ReLU) and isinstance(output, Tensor):
-                    relu_maps[len(events)] = _channel_sum(output)
-                events.append((name, module, args[0] if args else None, output))
-            return hook
-
-        handles = [module.register_forward_hook(record(name))
-                   for name, module in leaf_modules(self.model)]
-        try:
-            output = self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        stages = find_conv_stages(events)
-        self._stages = stages
-        self._maps = [relu_maps[stage.relu_event] for stage in stages]
-        self._handles = [stage.relu.register_forward_hook(self._keeper(i))
-                         for i, stage in enumerate(stages)]
-        return output
-
-    def _keeper(self, index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            if self._targets is None:
-                self._maps[index] = _channel_sum(output)
-            else:
-                torch.sum(output.detach(), dim=1, keepdim=True, dtype=torch.float32,
-                          out=self._targets[index])
-        return hook
-
-    def _filled_maps(self) -> list[Tensor]:
-        """The averaged maps of the last forward pass (plan buffers once a plan exists)."""
-        return self._targets if self._targets is not None else self._maps
-
-    def _mask(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            key = _plan_key(x)
-            plan = self._plans.get(key)
-            if plan is None or self._targets is None:
-                if plan is None:
-                    with torch.inference_mode(False):
-                        plan = _Plan(self._stages, self._maps, tuple(x.shape[2:]))
-                    self._plans[key] = plan
-                for buffer, values in zip(plan.maps, self._maps):
-                    buffer.copy_(values)
-            self._targets = None
-            gamma = _channel_sum(x) if self.input_factor else None
-            return plan.run(gamma)
+    def _mask(self, plan: _Plan, x: Tensor) -> Tensor:
+        # no autograd here: plan buffers never require gradients, keepers detach
+        gamma = positive_channel_sum(x, nonnegative=True) if self.input_factor else None
+        return plan.run(gamma)
 
 
 def _plan_key(x: Tensor) -> tuple:
     return tuple(x.shape), x.device
 
 
-def _channel_sum(t: Tensor) -> Tensor:
-    return t.detach().sum(dim=1, keepdim=True, dtype=torch.float32)
+def describe_plan(plan: _Plan) -> str:
+    """A readable account of a plan (what ``vbp-inspect`` prints)."""
+    graph, sizes = plan.graph, plan.sizes
+    shape = plan.record.shapes[graph.nodes[0].key]
+    lines = [f'input {"x".join(map(str, shape[1:]))}', 'kept tensors (shallow to deep):']
+    for rank, index in enumerate(graph.kept, start=1):
+        kept = graph.nodes[index].kept
+        size = 'x'.join(map(str, (kept.channels, *sizes[index])))
+        note = '' if kept.layer == kept.name else f', layer {kept.layer}'
+        lines.append(f'  {rank:>2}. {kept.name} ({kept.op}{note}) {size}'
+                     + ('' if kept.nonnegative else ', positive part'))
+    lines.append('scale-up steps (deep to shallow):')
+    for consumer, index, scale_up in plan.scale_ups:
+        edge = next(e for e in graph.nodes[index].edges if e.consumer == consumer)
+        source = tuple(scale_up.cols.source.shape[2:])
+        padding = 'x'.join(str(_output_padding(axis, length, target)) for axis, length, target
+                           in zip((scale_up.geometry.rows, scale_up.geometry.cols), source,
+                                  sizes[index]))
+        lines.append(f'  {edge.layer}: {source[0]}x{source[1]} -> '
+                     f'{sizes[index][0]}x{sizes[index][1]} into {graph.nodes[index].name}, '
+                     f'{scale_up.geometry.describe()}, output padding {padding}')
+    merges = [node for node in graph.nodes if len(node.edges) > 1]
+    lines.append('branches merge (masks summed):' if merges else 'branches merge: none (a chain)')
+    for node in merges:
+        lines.append(f'  {node.name} <- ' + ' + '.join(
+            graph.nodes[e.consumer].name + (' (scaled up)' if e.geometry else '')
+            for e in node.edges))
+    lines.append('head (not part of the mask):')
+    for name, inputs in graph.head:
+        lines.append(f'  {name} reads {", ".join(inputs)}')
+    return '\n'.join(lines)
+
+
+def _output_padding(axis: AxisGeometry, length: int, target: int) -> int:
+    """The output padding of the equivalent ``conv_transpose`` (negative: cropped)."""
+    return target - ((length - 1) * axis.stride - 2 * axis.pad_before
+                     + axis.dilation * (axis.kernel - 1) + 1)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import ModelSpec
+from ..core.networks import build_network
 from ..engine.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
 
@@ -16,13 +17,18 @@ SYNTHETIC_CROP = SyntheticRoads().crop_region.as_tuple()
 SYNTHETIC_CAMERA = (SyntheticRoads().width, SyntheticRoads().height)
 
 
-def synthetic_spec(architecture: str = 'authors') -> ModelSpec:
+def synthetic_spec(architecture: str = 'authors', arguments: dict | None = None) -> ModelSpec:
     """The camera set-up of the synthetic roads: a 640x480 frame, the road below the horizon
-    resized to the 640x125 network input."""
-    return ModelSpec(architecture=architecture, input_channels=1, input_height=125,
-                     input_width=640, color='gray', crop=SYNTHETIC_CROP,
-                     camera_size=SYNTHETIC_CAMERA, pixel_scale=1.0 / 255.0,
-                     output_unit='rad',
+    resized to the network's own input (``in_channels`` and ``input_size`` of the network
+    built with ``arguments``): 1x125x640 gray for the paper's networks, 3x66x200 RGB for
+    PilotNet."""
+    arguments = dict(arguments or {})
+    network = build_network(architecture, **arguments)
+    height, width = network.input_size
+    return ModelSpec(architecture=architecture, input_channels=network.in_channels,
+                     input_height=height, input_width=width, arguments=arguments,
+                     color='gray' if network.in_channels == 1 else 'rgb', crop=SYNTHETIC_CROP,
+                     camera_size=SYNTHETIC_CAMERA, pixel_scale=1.0 / 255.0, output_unit='rad',
                      description='trained by vbp-train on vbp_ros synthetic roads')
 
 

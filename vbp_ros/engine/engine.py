@@ -34,7 +34,7 @@ import onnx
 import torch
 
 from ..core.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, ModelSpec
-from ..core.layout import UnsupportedModelError
+from ..core.rules import UnsupportedModelError
 from ..core.loading import Model, flatten_outputs
 from ..core.vbp import VisualBackProp
 from ..pixels.frames import Crop, to_rgb8

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.checkpoint import CheckpointError, load_checkpoint
+from ..core.checkpoint import CheckpointError
+from ..core.loading import load_checkpoint
 from ..core.lrp import LRPEpsilon
 from ..core.metrics import pearson, top_fraction_overlap
 from ..core.vbp import VisualBackProp

@@ -1,7 +1,11 @@
-"""vbp-bench: time the forward pass alone and with each mask method: VisualBackProp, the own
-LRP-epsilon, captum's LRP-epsilon (the reference library) and captum's Grad-CAM; with
-``--backends torch,onnxruntime`` also the forward pass and forward + VisualBackProp in ONNX
-Runtime (the mask inside the graph), and how much faster each is than eager torch.
+"""vbp-bench: time the forward pass alone and with each mask method of the explainer table
+(VisualBackProp, LRP-epsilon, Grad-CAM), captum's LRP-epsilon (the reference library), and
+VisualBackProp's mask alone (``vbp_mask``: the scale-ups and products recomputed from the maps the
+keepers filled in the last pass; the rest of VisualBackProp's extra time is those keepers, one
+channel sum per kept tensor, and call overhead). Networks: the paper's and the zoo
+(``--networks zoo``). With ``--backends torch,onnxruntime`` also the forward pass and forward +
+VisualBackProp in ONNX Runtime (the mask inside the graph), and how much faster each is than
+eager torch.
 
 Methods are timed interleaved (one repetition of each in turn, over every backend) so that load
 from other processes affects all of them alike; medians and 90th percentiles are over the
@@ -22,18 +26,19 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import ModelSpec
-from ..core.lrp import LRPEpsilon
-from ..core.networks import build_network
-from ..core.vbp import VisualBackProp
+from ..core.explainers import EXPLAINERS, explainer
+from ..core.networks import ARCHITECTURES, ZOO, build_network
+from ..core.reference import ReferenceLRP
+from ..core.rules import UnsupportedModelError
+from ..data.datasets import synthetic_spec
 from ..engine.engine import BACKENDS, VBPEngine
 from ..engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
-from .reference import ReferenceGradCam, ReferenceLRP
 
-NETWORKS = ('netsvf', 'nethvf', 'authors')
-RECORD_KEYS = ('network', 'batch', 'device', 'backend', 'method', 'median_ms', 'p90_ms')
-METHODS = ('forward', 'vbp', 'lrp', 'lrp_reference', 'gradcam')
+NETWORKS = tuple(ARCHITECTURES)
+RECORD_KEYS = ('network', 'batch', 'device', 'backend', 'method', 'median_ms', 'p90_ms',
+               'mask_ms')
+METHODS = ('forward', *EXPLAINERS, 'vbp_mask', 'lrp_reference')
 ONNXRUNTIME_METHODS = ('forward', 'vbp')  # what the onnxruntime backend runs
-NETSVF_CAMERA = ModelSpec('netsvf', 1, 125, 640, crop=(230, 0, 250, 640))
 
 
 def time_methods(methods: dict[str, Callable[[], object]], repeats: int, warmup: int,
@@ -66,33 +71,45 @@ def time_methods(methods: dict[str, Callable[[], object]], repeats: int, warmup:
 
 
 def method_runners(network: str, x: torch.Tensor, methods: Sequence[str]
-                   ) -> tuple[dict[str, Callable[[], object]], list[Callable[[], None]]]:
-    """One callable per method, each on its own copy of the network, plus clean-ups."""
+                   ) -> tuple[dict[str, Callable[[], object]], list[Callable[[], None]],
+                              dict[str, str]]:
+    """One callable per method, each on its own copy of the network, plus clean-ups and the
+    methods the network refuses (with the reason)."""
     runners: dict[str, Callable[[], object]] = {}
     cleanups: list[Callable[[], None]] = []
+    refused: dict[str, str] = {}
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
         return build_network(network).eval()
 
     for method in methods:
-        if method == 'forward':
-            plain = fresh()
-            runners[method] = lambda plain=plain: _inference(plain, x)
-        elif method == 'vbp':
-            vbp = VisualBackProp(fresh())
-            runners[method] = lambda vbp=vbp: _inference(vbp, x)
-            cleanups.append(vbp.remove)
-        elif method == 'lrp':
-            lrp = LRPEpsilon(fresh(), epsilon=100.0)
-            runners[method] = lambda lrp=lrp: _inference(lrp, x)
-        elif method == 'lrp_reference':
-            reference = ReferenceLRP(fresh(), epsilon=100.0)
-            runners[method] = lambda reference=reference: reference(x, target=0)
-        elif method == 'gradcam':
-            cam = ReferenceGradCam(fresh())
-            runners[method] = lambda cam=cam: cam(x, target=0)
-    return runners, cleanups
+        try:
+            if method == 'forward':
+                plain = fresh()
+                runners[method] = lambda plain=plain: _inference(plain, x)
+            elif method == 'lrp_reference':
+                reference = ReferenceLRP(fresh(), epsilon=100.0)
+                runners[method] = lambda reference=reference: reference(x, target=0)
+            elif method == 'vbp_mask':
+                runners[method] = _mask_alone(fresh(), x, cleanups)
+            else:
+                explain = explainer(method, fresh())
+                _inference(explain, x)  # reads the network; refusals show here
+                runners[method] = lambda explain=explain: _inference(explain, x)
+                cleanups.append(explain.remove)
+        except UnsupportedModelError as error:
+            refused[method] = str(error)
+    return runners, cleanups, refused
+
+
+def _mask_alone(model: torch.nn.Module, x: torch.Tensor, cleanups: list) -> Callable[[], object]:
+    """VisualBackProp's mask recomputed from the maps of its last pass (its internal plan)."""
+    vbp = explainer('vbp', model)
+    _inference(vbp, x)
+    cleanups.append(vbp.remove)
+    plan = vbp._last
+    return lambda: _inference(lambda _: plan.run(None), x)
 
 
 def onnxruntime_runners(network: str, x: torch.Tensor, methods: Sequence[str], threads: int = 0
@@ -124,12 +141,15 @@ def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int
     (``threads``: onnxruntime's intra-op threads, 0 for its default)."""
     probe = build_network(network)
     x = torch.rand(batch, probe.in_channels, *probe.input_size)
-    runners, cleanups = method_runners(network, x, methods) if 'torch' in backends else ({}, [])
+    runners, cleanups, refused = (method_runners(network, x, methods) if 'torch' in backends
+                                  else ({}, [], {}))
     if 'onnxruntime' in backends:
         runners.update(onnxruntime_runners(network, x, methods, threads))
     times = time_methods(runners, repeats, warmup)
     for cleanup in cleanups:
         cleanup()
+    for method, reason in refused.items():
+        print(f'{network}: {method} refused: {reason}', file=sys.stderr)
     records = []
     for name, values in times.items():
         method, _, backend = name.partition('[')
@@ -138,7 +158,8 @@ def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int
         records.append({'network': network, 'batch': batch, 'device': 'cpu', 'backend': backend,
                         'method': method, 'median_ms': float(np.median(values)),
                         'p90_ms': float(np.percentile(values, 90)),
-                        'mask_ms': paired_extra_ms(values, forward)})
+                        'mask_ms': (float(np.median(values)) if method == 'vbp_mask'
+                                    else paired_extra_ms(values, forward))})
     return records
 
 
@@ -172,7 +193,8 @@ def paired_extra_ms(values: np.ndarray, forward: np.ndarray | None) -> float | N
 
 def engine_stages(frames: int, backend: str = 'torch') -> str:
     """Per-stage medians of the engine on a mono8 640x480 frame with NetSVF (CPU)."""
-    engine = VBPEngine(build_network('netsvf'), NETSVF_CAMERA, device='cpu', backend=backend)
+    engine = VBPEngine(build_network('netsvf'), synthetic_spec('netsvf'), device='cpu',
+                       backend=backend)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640), dtype=np.uint8)
     stages = {'preprocess': [], 'transfer': [], 'compute': [], 'postprocess': [], 'total': []}
     overlay_total = []
@@ -189,7 +211,7 @@ def engine_stages(frames: int, backend: str = 'torch') -> str:
 def format_table(records: list[dict]) -> str:
     """Records as a text table, with each mask's own cost (paired against the forward pass),
     that cost relative to the forward pass, and how many times VisualBackProp's it is."""
-    lines = [f'{"network":<9}{"batch":>6}{"device":>8}{"backend":>13}{"method":>15}'
+    lines = [f'{"network":<13}{"batch":>6}{"device":>8}{"backend":>13}{"method":>15}'
              f'{"median ms":>11}{"p90 ms":>10}{"mask ms":>10}{"vs fwd":>9}{"x VBP mask":>12}']
     by_key = {(r['network'], r['batch'], r['device'], r['backend'], r['method']): r
               for r in records}
@@ -202,9 +224,10 @@ def format_table(records: list[dict]) -> str:
             columns[0] = f'{mask:.2f}'
             if forward:
                 columns[1] = f'{100.0 * mask / forward["median_ms"]:+.1f}%'
-            if vbp and r is not vbp and vbp['mask_ms'] and vbp['mask_ms'] > 0:
+            if vbp and r['method'] not in ('vbp', 'vbp_mask') and vbp['mask_ms'] and (
+                    vbp['mask_ms'] > 0):
                 columns[2] = f'{mask / vbp["mask_ms"]:.0f}x'
-        lines.append(f'{r["network"]:<9}{r["batch"]:>6}{r["device"]:>8}{r["backend"]:>13}'
+        lines.append(f'{r["network"]:<13}{r["batch"]:>6}{r["device"]:>8}{r["backend"]:>13}'
                      f'{r["method"]:>15}'
                      f'{r["median_ms"]:>11.2f}{r["p90_ms"]:>10.2f}{columns[0]:>10}'
                      f'{columns[1]:>9}{columns[2]:>12}')
@@ -219,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--engine-frames', type=int, default=30,
                         help='frames for the engine stage breakdown (0: skip)')
     parser.add_argument('--networks', default='netsvf',
-                        help=f'comma-separated, from {",".join(NETWORKS)} (%(default)s)')
+                        help=f'comma-separated, from {",".join(NETWORKS)}, or zoo for '
+                        f'{",".join(ZOO)} (%(default)s)')
     parser.add_argument('--batches', default='1,8', help='comma-separated (%(default)s)')
     parser.add_argument('--repeats', type=int, default=50, help='timed repetitions (%(default)s)')
     parser.add_argument('--warmup', type=int, default=5, help='untimed repetitions (%(default)s)')
@@ -231,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                              'physical core)')
     parser.add_argument('--json', metavar='PATH', help='also write the records as JSON')
     args = parser.parse_args(argv)
-    networks = args.networks.split(',')
+    networks = [n for name in args.networks.split(',')
+                for n in (ZOO if name == 'zoo' else (name,))]
     unknown = sorted(set(networks) - set(NETWORKS))
     if unknown:
         parser.error(f'unknown networks: {", ".join(unknown)}')

@@ -22,7 +22,7 @@ import torch
 
 from ..core.cards import card_path_for, parse_assignments, write_card
 from ..core.checkpoint import CheckpointError, ModelSpec
-from ..core.layout import UnsupportedModelError
+from ..core.rules import UnsupportedModelError
 from ..core.loading import load_model
 from ..core.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input,
                              plan_visualbackprop)

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.checkpoint import CheckpointError, load_checkpoint
+from ..core.checkpoint import CheckpointError
+from ..core.loading import load_checkpoint
 from ..pixels.overlay import red_overlay
 from ..core.vbp import VBPExplanation, VisualBackProp
 from ..engine.preprocess import Preprocessor

@@ -39,6 +39,7 @@ from ..data.fleet.results import (FRAMES, REPORT, SUMMARY, ResultStore, ResultsE
 from ..data.fleet.worker import CATEGORIES, SegmentResult, load_model, model_card
 from ..render.plots import plot_angles
 from ..render.report import BagSection, GalleryItem, write_report, write_thumbnail
+from .arguments import positive_int
 
 PLOT = 'angles.png'
 
@@ -207,14 +208,6 @@ def run(args: argparse.Namespace, started: float) -> int:
     for bag, reason in sorted(writer.failed.items()):
         print(f'vbp-fleet: failed: {bag}: {reason}', file=sys.stderr)
     return 1 if writer.failed else 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

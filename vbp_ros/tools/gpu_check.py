@@ -17,13 +17,13 @@ import time
 import numpy as np
 import torch
 
-from ..core.checkpoint import ModelSpec
 from ..core.networks import build_network
 from ..core.vbp import VisualBackProp
+from ..data.datasets import synthetic_spec
 from ..engine.engine import VBPEngine
 
 NETWORKS = ('netsvf', 'nethvf', 'authors')
-CAMERA_SPEC = ModelSpec('authors', 1, 125, 640, crop=(230, 0, 250, 640), camera_size=(640, 480))
+CAMERA_SPEC = synthetic_spec('authors')
 
 
 def cuda_ms(function, repeats: int, warmup: int = 5) -> float:

@@ -42,6 +42,7 @@ from ..pixels.frames import FrameError, to_rgb8
 from ..render.pictures import Cell, angle_text, annotate, contact_sheet, thumbnail
 from ..render.plots import plot_series
 from ..render.video import GifVideo, Mp4Video, open_video
+from .arguments import positive_int
 
 VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'
@@ -217,14 +218,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f'wrote {summary["out"]}/: {files["video"]} ({summary["video_frames"]} frames), '
                  f'{files["plot"]}, {files["contact_sheet"]}, {files["summary"]}')
     return '\n'.join(lines)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

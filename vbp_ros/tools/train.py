@@ -38,7 +38,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ..core.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from ..core.checkpoint import ModelSpec, save_checkpoint
+from ..core.loading import load_checkpoint
+from ..core.networks import ARCHITECTURES
 from ..core.vbp import VisualBackProp
 from ..pixels.overlay import red_overlay
 from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
@@ -253,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='runs/train', help='output folder (%(default)s)')
     parser.add_argument('--data', default='synthetic', help="'synthetic' or a vbp-ingest .npz")
-    parser.add_argument('--architecture', default='authors',
-                        help='network (authors, netsvf; default %(default)s)')
+    parser.add_argument('--architecture', default='authors', choices=sorted(ARCHITECTURES),
+                        help='network (default %(default)s); the input size is its own')
     parser.add_argument('--epochs', type=int, default=8)
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--lr', type=float, default=0.01)

@@ -1,5 +1,7 @@
-"""Reference implementations from captum (a pinned test and benchmark extra): LRP-epsilon and
-Grad-CAM on the same weights as the project's own methods.
+"""Reference implementations from captum, the attribution library (a pinned test and benchmark
+extra, imported only when a reference is built): LRP-epsilon and Grad-CAM on the same weights as
+the project's own :class:`~vbp_ros.core.lrp.LRPEpsilon` and :class:`~vbp_ros.core.gradcam.GradCAM`,
+for the tests and ``vbp-bench``.
 
 Captum's LRP has no rule for nn.Flatten (its IdentityRule fails with "hook changed the size"),
 so its copy of the model runs the leaf modules in order with flattening done functionally; and
@@ -16,7 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core.layout import leaf_modules
+from .graph import leaf_modules
+from .lrp import LRPEpsilon
 
 
 class FunctionalFlatten(nn.Module):
@@ -43,6 +46,7 @@ class ReferenceLRP:
     def __init__(self, model: nn.Module, epsilon: float = 100.0) -> None:
         from captum.attr import LRP
 
+        LRPEpsilon(model, epsilon)  # the same chains only: refuses others naming the node
         self.chain = FunctionalFlatten(copy.deepcopy(model))
         for module in self.chain.modules():
             if isinstance(module, nn.ReLU):
@@ -63,7 +67,8 @@ class ReferenceLRP:
 
 
 class ReferenceGradCam:
-    """captum's LayerGradCam on the last convolution's ReLU, upsampled to the input size."""
+    """captum's LayerGradCam (ReLU of the weighted sum) on the ReLU module after the last
+    convolution, upsampled bilinearly to the input size (chains of modules only)."""
 
     def __init__(self, model: nn.Module) -> None:
         from captum.attr import LayerGradCam
@@ -81,7 +86,7 @@ class ReferenceGradCam:
     def __call__(self, x: Tensor, target: int = 0) -> Tensor:
         from captum.attr import LayerAttribution
 
-        attribution = self.cam.attribute(x, target=target)
+        attribution = self.cam.attribute(x, target=target, relu_attributions=True)
         return LayerAttribution.interpolate(attribution.detach(), tuple(x.shape[2:]),
                                             interpolate_mode='bilinear')
 
