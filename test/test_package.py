@@ -62,9 +62,10 @@ LAYERS = {
     'pixels': set(),
     'engine': {'interface', 'core', 'pixels'},
     'render': {'interface', 'pixels'},
+    'live': {'interface', 'pixels'},
     'data': {'interface', 'core', 'pixels', 'engine'},
     'drive': {'interface', 'pixels', 'engine', 'data'},
-    'ros': {'interface', 'core', 'pixels', 'engine', 'data', 'drive'},
+    'ros': {'interface', 'core', 'pixels', 'engine', 'live', 'data', 'drive'},
     'tools': {'interface', 'core', 'pixels', 'engine', 'render', 'data'},
     '__init__': {'core'},
 }
@@ -75,6 +76,7 @@ THIRD_PARTY = {
     'pixels': {'numpy', 'cv2'},
     'engine': {'numpy', 'torch', 'cv2'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
+    'live': {'numpy', 'foxglove'},
     'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml'},
     'drive': {'yaml', 'ament_index_python'},
 }
