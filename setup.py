@@ -40,6 +40,9 @@ setup(
             'vbp-train = vbp_ros.tools.train:main',
             'vbp-eval = vbp_ros.tools.evaluate:main',
             'vbp-review = vbp_ros.tools.review:main',
+            'vbp-gpu-check = vbp_ros.tools.gpu_check:main',
+            'vbp-fleet = vbp_ros.tools.fleet:main',
+            'vbp-fleet-bench = vbp_ros.tools.fleet_bench:main',
         ],
     },
 )

@@ -8,16 +8,23 @@ recorder, all in one namespace with the package's Fast DDS profile.
     ros2 launch vbp_ros drive.launch.py record:=true bag_dir:=/data/bags/run1 namespace:=car1
     ros2 launch vbp_ros drive.launch.py record:=true recorder:=vbp_record use_sim_time:=true
 
+Optional pieces (rviz2 for rviz:=true, rosbag2 for recorder:=rosbag2) are checked before anything
+starts. A process of the drive that exits on its own (vbp_node on a bad parameter, the recorder
+on a full disk) stops the whole drive with an error (exit code 1); respawn:=true restarts
+vbp_node instead. Closing rviz2 ends the drive. Every topic is relative, so namespace:=
+isolates a whole drive.
+
 What is plain Python lives in the package, shared with the pip runner vbp-drive: the names
-(topics, files, choices) in vbp_ros.interface, the recorded topics and the recorder command in
-vbp_ros.drive.plan.
+(topics, files, choices) in vbp_ros.interface, the recorded topics, the recorder command, the
+optional pieces and the stop timeouts in vbp_ros.drive.plan.
 """
 
+from functools import partial
 from pathlib import Path
 
 from launch import Action, LaunchContext, LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, GroupAction, OpaqueFunction,
-                            SetEnvironmentVariable)
+                            SetEnvironmentVariable, Shutdown)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import EqualsSubstitution, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
@@ -83,7 +90,40 @@ def _arguments() -> list[DeclareLaunchArgument]:
                               description='namespace of every node and its relative topics'),
         DeclareLaunchArgument('use_sim_time', default_value='false', choices=BOOLEAN,
                               description='every node and the recorder follow /clock'),
+        DeclareLaunchArgument('respawn', default_value='false', choices=BOOLEAN,
+                              description='restart vbp_node when it exits (false: its exit '
+                                          'stops the drive with an error)'),
     ]
+
+
+def _check_optional_pieces(context: LaunchContext) -> list[Action]:
+    """Before anything starts: refuse, in one message, what this machine cannot run."""
+    config = context.launch_configurations
+    problems = plan.missing_pieces(rviz=config['rviz'] == 'true',
+                                   record=config['record'] == 'true',
+                                   recorder=config['recorder'])
+    if problems:
+        raise RuntimeError('; '.join(problems))
+    return []
+
+
+def _on_drive_process_exit(event: object, context: LaunchContext,
+                           respawns: bool = False) -> None:
+    """A drive process that exits while the drive runs stops it, with exit code 1 (launch
+    reports an exception raised here and shuts everything down); with respawn:=true launch
+    restarts vbp_node instead."""
+    if context.is_shutdown or (respawns and
+                               context.launch_configurations.get('respawn') == 'true'):
+        return None
+    raise RuntimeError(f'{event.action.name} exited with code {event.returncode} while the '
+                       'drive was running (its output is above); stopping the drive')
+
+
+def _stop_timeouts(node_name: str) -> dict[str, str]:
+    """How long launch waits after SIGINT before SIGTERM, and then before SIGKILL: the
+    recorder may need a while to write its backlog."""
+    seconds = str(plan.STOP_TIMEOUT_S[node_name])
+    return {'sigterm_timeout': seconds, 'sigkill_timeout': seconds}
 
 
 def _recorder(context: LaunchContext) -> list[Action]:
@@ -95,11 +135,13 @@ def _recorder(context: LaunchContext) -> list[Action]:
     if plan.chosen_recorder(config['recorder']) == 'rosbag2':
         command = plan.ros2_bag_record_command(params_file, bag_dir, config['namespace'],
                                                use_sim_time)
-        return [ExecuteProcess(cmd=command, output='screen')]
+        return [ExecuteProcess(cmd=command, output='screen', on_exit=_on_drive_process_exit,
+                               **_stop_timeouts(interface.RECORDER_NODE))]
     return [Node(package='vbp_ros', executable='vbp_record', name=interface.RECORDER_NODE,
-                 output='screen',
+                 output='screen', on_exit=_on_drive_process_exit,
                  parameters=[str(params_file),
-                             {'bag_dir': bag_dir, 'use_sim_time': use_sim_time}])]
+                             {'bag_dir': bag_dir, 'use_sim_time': use_sim_time}],
+                 **_stop_timeouts(interface.RECORDER_NODE))]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -109,13 +151,15 @@ def generate_launch_description() -> LaunchDescription:
     sim_time = {'use_sim_time': LaunchConfiguration('use_sim_time')}
     return LaunchDescription([
         *_arguments(),
+        OpaqueFunction(function=_check_optional_pieces),
         # Camera-sized images need a larger shared-memory segment than Fast DDS's default.
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                _config_file(interface.FASTDDS_PROFILE)),
         GroupAction([
             PushRosNamespace(LaunchConfiguration('namespace')),
             Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE,
-                 output='screen',
+                 output='screen', on_exit=_on_drive_process_exit,
+                 **_stop_timeouts(interface.CAMERA_NODE),
                  parameters=[LaunchConfiguration('camera_params_file'),
                              {'source': LaunchConfiguration('source'),
                               'path': _text('path'), **sim_time}],
@@ -123,7 +167,10 @@ def generate_launch_description() -> LaunchDescription:
                  condition=UnlessCondition(EqualsSubstitution(LaunchConfiguration('source'),
                                                               'topic'))),
             Node(package='vbp_ros', executable='vbp_node', name=interface.VBP_NODE,
-                 output='screen',
+                 output='screen', respawn=LaunchConfiguration('respawn'),
+                 respawn_delay=plan.RESPAWN_DELAY_S,
+                 on_exit=partial(_on_drive_process_exit, respawns=True),
+                 **_stop_timeouts(interface.VBP_NODE),
                  parameters=[LaunchConfiguration('params_file'),
                              {'model': _text('model'),
                               'device': LaunchConfiguration('device'), **sim_time}],
@@ -131,9 +178,9 @@ def generate_launch_description() -> LaunchDescription:
                              (interface.COMPRESSED_IMAGE_TOPIC, [image_topic, '/compressed'])]),
             Node(package='rviz2', executable='rviz2', output='screen',
                  arguments=['-d', _config_file(interface.RVIZ_CONFIG)],
-                 parameters=[sim_time],
-                 remappings=[(interface.DEFAULT_CAMERA_TOPIC, image_topic),
-                             *plan.rviz_remappings()],
+                 parameters=[sim_time], on_exit=Shutdown(reason='rviz2 closed'),
+                 remappings=[(interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, ''),
+                              image_topic), *plan.rviz_remappings()],
                  condition=IfCondition(LaunchConfiguration('rviz'))),
             OpaqueFunction(function=_recorder,
                            condition=IfCondition(LaunchConfiguration('record'))),

@@ -9,7 +9,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from websockets.sync.client import ClientConnection, connect
+import websocket
 
 SUBPROTOCOL = 'foxglove.sdk.v1'
 MESSAGE_DATA = 0x01  # binary opcode: subscription id (u32), log time (u64), payload
@@ -28,7 +28,7 @@ class FoxgloveClient:
 
     def __init__(self, port: int, host: str = '127.0.0.1') -> None:
         self._url = f'ws://{host}:{port}'
-        self.connection: ClientConnection | None = None
+        self.connection: websocket.WebSocket | None = None
         self.server_info: dict = {}
         self.channels: dict[str, dict] = {}
         self._topics_by_subscription: dict[int, str] = {}
@@ -62,9 +62,10 @@ class FoxgloveClient:
             self._read(deadline - time.monotonic())
 
     def _read(self, timeout: float) -> None:
+        self.connection.settimeout(max(timeout, 0.001))
         try:
-            message = self.connection.recv(timeout=max(timeout, 0.001))
-        except TimeoutError:
+            message = self.connection.recv()
+        except websocket.WebSocketTimeoutException:
             return
         if isinstance(message, str):
             document = json.loads(message)
@@ -80,12 +81,11 @@ class FoxgloveClient:
                 self.received.by_topic.setdefault(topic, []).append((log_time, message[13:]))
 
     def __enter__(self) -> FoxgloveClient:
-        self._connect = connect(self._url, subprotocols=[SUBPROTOCOL])
-        self.connection = self._connect.__enter__()
+        self.connection = websocket.create_connection(self._url, subprotocols=[SUBPROTOCOL])
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._connect.__exit__(*exc_info)
+        self.connection.close()
 
 
 def protobuf_fields(payload: bytes) -> dict[int, bytes | int]:

@@ -33,7 +33,7 @@ BOOLEAN = ['true', 'false']
 STAND_INS = {
     'launch': ('Action', 'LaunchContext', 'LaunchDescription'),
     'launch.actions': ('DeclareLaunchArgument', 'ExecuteProcess', 'GroupAction', 'OpaqueFunction',
-                       'SetEnvironmentVariable'),
+                       'SetEnvironmentVariable', 'Shutdown'),
     'launch.conditions': ('IfCondition', 'UnlessCondition'),
     'launch.substitutions': ('EqualsSubstitution', 'LaunchConfiguration', 'PathJoinSubstitution'),
     'launch_ros.actions': ('Node', 'PushRosNamespace'),
@@ -230,12 +230,13 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
     declared = arguments(description)
     config_file = {'params_file': 'vbp.yaml', 'camera_params_file': 'road_camera.yaml',
                    'record_params_file': 'record.yaml'}
-    defaults = {'source': 'synthetic', 'path': '', 'image_topic': '/camera/image_raw',
+    defaults = {'source': 'synthetic', 'path': '', 'image_topic': 'camera/image_raw',
                 'model': '', 'device': 'auto', 'record': 'false', 'bag_dir': '',
                 'recorder': 'auto', 'rviz': 'false', 'namespace': '', 'use_sim_time': 'false',
+                'respawn': 'false',
                 **{name: str(CONFIG / file) for name, file in config_file.items()}}
     choices = {'source': ['synthetic', 'video', 'images', 'topic'], 'record': BOOLEAN,
-               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN,
+               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN, 'respawn': BOOLEAN,
                'recorder': ['auto', 'rosbag2', 'vbp_record']}
     assert set(declared) == set(defaults)
     for name, argument in declared.items():
@@ -250,8 +251,9 @@ def test_defaults_agree_with_config() -> None:
     assert ('synthetic', '') == (camera['source'], camera['path'])
     assert ('', 'auto') == (vbp['model'], vbp['device'])
     assert '' == parameters_of(CONFIG / interface.RECORD_PARAMS, 'vbp_record')['bag_dir']
-    assert rviz_images()['Camera']['Topic']['Value'] == interface.DEFAULT_CAMERA_TOPIC
-    assert interface.DEFAULT_CAMERA_TOPIC == '/camera/image_raw'
+    assert rviz_images()['Camera']['Topic']['Value'] == \
+        interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, '') == '/camera/image_raw'
+    assert interface.DEFAULT_CAMERA_TOPIC == 'camera/image_raw'  # relative: namespaces move it
 
 
 def test_config_files_it_names_exist_and_are_installed(description: Recorded,
@@ -295,7 +297,9 @@ def test_source_topic_starts_no_road_camera(description: Recorded) -> None:
     assert drive.topic('vbp_node', 'image') == '/front/image_raw'
 
 
-def test_namespace_moves_nodes_and_rviz_follows(description: Recorded) -> None:
+def test_namespace_moves_nodes_and_rviz_follows(description: Recorded,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan, 'rviz2_available', lambda: True)
     drive = Drive(description, namespace='car1', image_topic='front/image', rviz='true',
                   use_sim_time='true')
     nodes = drive.nodes()
@@ -318,7 +322,7 @@ def test_namespace_moves_nodes_and_rviz_follows(description: Recorded) -> None:
 
 @pytest.mark.parametrize('recorder, rosbag2, expected', [
     ('auto', True, 'rosbag2'), ('auto', False, 'vbp_record'),
-    ('rosbag2', False, 'rosbag2'), ('vbp_record', True, 'vbp_record')])
+    ('rosbag2', True, 'rosbag2'), ('vbp_record', True, 'vbp_record')])
 def test_recorder_is_chosen_at_run_time(description: Recorded, monkeypatch: pytest.MonkeyPatch,
                                         recorder: str, rosbag2: bool, expected: str) -> None:
     monkeypatch.setattr(plan, 'rosbag2_available', lambda: rosbag2)
@@ -327,7 +331,9 @@ def test_recorder_is_chosen_at_run_time(description: Recorded, monkeypatch: pyte
     assert len(drive.processes()) == (expected == 'rosbag2')
 
 
-def test_ros2_bag_record_gets_the_namespaced_topics(description: Recorded) -> None:
+def test_ros2_bag_record_gets_the_namespaced_topics(description: Recorded,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: True)
     drive = Drive(description, record='true', recorder='rosbag2', namespace='car1',
                   bag_dir='/data/bags/run1', use_sim_time='true')
     (process,) = drive.processes()
@@ -350,6 +356,69 @@ def test_vbp_record_runs_in_the_namespace_with_the_record_file(
         'vbp_ros', 'vbp_record', 'car1')
     assert drive.parameters('vbp_record') == [
         str(own_file), {'bag_dir': '/data/bags/mine', 'use_sim_time': False}]
+
+
+@pytest.mark.parametrize('arguments, missing', [
+    ({'rviz': 'true'}, 'rviz:=true needs rviz2'),
+    ({'record': 'true', 'recorder': 'rosbag2'}, 'recorder:=rosbag2 needs ros2bag'),
+    ({'rviz': 'true', 'record': 'true', 'recorder': 'rosbag2'}, 'rviz2, which.*; recorder')])
+def test_missing_optional_pieces_stop_the_launch_before_anything_starts(
+        description: Recorded, monkeypatch: pytest.MonkeyPatch, arguments: dict,
+        missing: str) -> None:
+    """rviz:=true without rviz2 used to exit 1 with road_camera and vbp_node left running."""
+    monkeypatch.setattr(plan, 'rviz2_available', lambda: False)
+    monkeypatch.setattr(plan, 'rosbag2_available', lambda: False)
+    first = description.args[0].index(next(
+        entity for entity in description.args[0] if kind(entity) == 'OpaqueFunction'))
+    assert all(kind(entity) == 'DeclareLaunchArgument' for entity in description.args[0][:first])
+    with pytest.raises(RuntimeError, match=missing):
+        Drive(description, **arguments)
+
+
+def test_namespaces_isolate_whole_drives(description: Recorded) -> None:
+    """With namespace:=car1 the camera topic was absolute: two drives fed each other."""
+    topics = {}
+    for car in ('car1', 'car2'):
+        drive = Drive(description, namespace=car, record='true', recorder='vbp_record')
+        camera = drive.topic('road_camera', 'image')
+        assert camera == drive.topic('vbp_node', 'image') == f'/{car}/camera/image_raw'
+        topics[car] = {camera, drive.topic('vbp_node', 'vbp/overlay')}
+    assert not topics['car1'] & topics['car2']
+
+
+def exit_handler(description: Recorded, executable: str) -> Callable:
+    drive = Drive(description, record='true', recorder='vbp_record')
+    node, _ = drive.nodes()[executable]
+    return node.kwargs['on_exit']
+
+
+@pytest.mark.parametrize('executable', ['road_camera', 'vbp_node', 'vbp_record'])
+def test_a_process_that_exits_stops_the_drive_with_an_error(
+        description: Recorded, executable: str) -> None:
+    """vbp_node dying (device:=cuda without CUDA) used to leave the launch running."""
+    handler = exit_handler(description, executable)
+    event = types.SimpleNamespace(action=types.SimpleNamespace(name=f'{executable}-2'),
+                                  returncode=1)
+    running = types.SimpleNamespace(is_shutdown=False,
+                                    launch_configurations={'respawn': 'false'})
+    with pytest.raises(RuntimeError, match=f'{executable}-2 exited with code 1'):
+        handler(event, running)
+    stopping = types.SimpleNamespace(is_shutdown=True, launch_configurations={})
+    assert handler(event, stopping) is None  # Ctrl-C: every process exits, nothing to say
+    respawning = types.SimpleNamespace(is_shutdown=False,
+                                       launch_configurations={'respawn': 'true'})
+    if executable == 'vbp_node':
+        assert handler(event, respawning) is None
+        node, _ = Drive(description, respawn='true').nodes()['vbp_node']
+        assert evaluate(node.kwargs['respawn'], {'respawn': 'true'}) == 'true'
+    else:
+        with pytest.raises(RuntimeError):
+            handler(event, respawning)
+
+
+def test_recorder_gets_time_to_close_the_bag(description: Recorded) -> None:
+    node, _ = Drive(description, record='true', recorder='vbp_record').nodes()['vbp_record']
+    assert float(node.kwargs['sigkill_timeout']) == plan.STOP_TIMEOUT_S['vbp_record'] >= 60
 
 
 def test_no_recorder_or_rviz_unless_asked(description: Recorded) -> None:
@@ -381,7 +450,7 @@ def test_rviz_config_is_an_rviz2_document() -> None:
 def test_rviz_shows_the_node_topics() -> None:
     images = rviz_images()
     assert {name: image['Topic']['Value'] for name, image in images.items()} == {
-        'Camera': interface.DEFAULT_CAMERA_TOPIC,
+        'Camera': interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, ''),
         'VBP overlay': interface.resolve_topic('vbp/overlay', ''),
         'VBP mask': interface.resolve_topic('vbp/mask', '')}
     assert all(image['Enabled'] for image in images.values())

@@ -103,7 +103,7 @@ def test_mask_placed_back_into_the_frame_and_red_overlay(engine, frame) -> None:
 
 
 @pytest.mark.parametrize('bad, message', [
-    (np.zeros((100, 640), np.uint8), 'smaller than the crop'),
+    (np.zeros((100, 640), np.uint8), 'does not fit the model'),
     (np.zeros((0, 640), np.uint8), 'empty image'),
     (np.zeros((480, 640), np.int32), 'unsupported pixel type'),
     (np.zeros((480, 640, 2), np.uint8), 'unsupported frame shape'),

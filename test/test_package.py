@@ -73,11 +73,11 @@ LAYERS = {
 THIRD_PARTY = {
     'interface': set(),
     'core': {'numpy', 'torch', 'safetensors', 'torchfile', 'captum'},
-    'pixels': {'numpy', 'cv2'},
+    'pixels': {'numpy', 'cv2', 'simplejpeg'},
     'engine': {'numpy', 'torch', 'cv2'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
     'live': {'numpy', 'foxglove'},
-    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml'},
+    'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
     'drive': {'yaml', 'ament_index_python'},
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
@@ -249,7 +249,7 @@ def test_launch_file_names_what_exists() -> None:
         assert (REPOSITORY.joinpath(*parts)).is_file(), parts
     arguments = {ast.literal_eval(call.args[0]): keyword(call, 'default_value')
                  for call in calls['DeclareLaunchArgument']}
-    assert interface_value(arguments['image_topic']) == '/camera/image_raw'
+    assert interface_value(arguments['image_topic']) == 'camera/image_raw'
     node_defaults = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
     (section,) = node_defaults.values()
     assert arguments['device'] == section['ros__parameters']['device']

@@ -121,7 +121,7 @@ def test_jpeg_and_png_decode() -> None:
 @pytest.mark.parametrize('data, message', [
     (b'', 'empty'), (b'GIF89a' + bytes(20), 'neither JPEG nor PNG'),
     (b'\xff\xd8\xff\xe0' + bytes(100), 'truncated JPEG'),
-    (b'\x89PNG\r\n\x1a\n' + bytes(40), 'cannot decode'),
+    (b'\x89PNG\r\n\x1a\n' + bytes(40), 'corrupt PNG'),
 ])
 def test_broken_compressed_images_are_named(data: bytes, message: str) -> None:
     with pytest.raises(FrameError, match=message):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vbp_ros.data.bags import BagError, open_bag, repair_mcap
+from vbp_ros.data.bags import BagError, open_bag
 from vbp_ros.data.recording import BagRecording
 
 rclpy = pytest.importorskip('rclpy')
@@ -174,7 +174,7 @@ def test_writer_rejects_unknown_types_and_duplicate_topics(tmp_path) -> None:
 def test_a_bag_being_written_is_not_repaired(tmp_path) -> None:
     with BagRecording(tmp_path / 'bag') as recording:
         with pytest.raises(BagError, match='still being recorded'):
-            repair_mcap(recording.path / 'bag.mcap')
+            open_bag(recording.path / 'bag.mcap')
 
 
 def test_writer_completes_chunks_on_time(tmp_path) -> None:

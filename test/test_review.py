@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -26,6 +30,8 @@ T0 = 1_700_000_000 * 1000 * MS  # first camera header stamp, ns
 PERIOD = 50 * MS  # 20 Hz
 RECEIVED = 30 * MS  # bag receive time lags the header stamp
 FRAMES, WIDTH, HEIGHT = 40, 64, 48
+MCAP_CLOSE = b'\x89MCAP0\r\n'  # an MCAP file's first and last bytes (its magic)
+OP_CHUNK = 0x06
 MASK_WIDTH, MASK_HEIGHT = 64, 16
 
 
@@ -285,6 +291,7 @@ def test_bag_cut_short_is_reviewed(tmp_path: Path, capsys: pytest.CaptureFixture
     file = bag / 'killed.mcap'
     with file.open('r+b') as stream:
         stream.truncate(file.stat().st_size * 6 // 10)
+    cut = file.read_bytes()
     code, _, err = run(capsys, bag)
     assert code == 0, err
     summary = json.loads((tmp_path / 'killed_review' / 'summary.json').read_text())
@@ -292,6 +299,59 @@ def test_bag_cut_short_is_reviewed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert summary['overlays_with_angle'] == summary['overlays']
     frames = video_frames(tmp_path / 'killed_review' / 'overlays.mp4')
     assert len(frames) == summary['overlays']
+    assert file.read_bytes() == cut  # read, never repaired in place
+    assert 'was not closed' in err and summary['unreadable_bytes_left_out'] > 0
+
+
+def record_offsets(data: bytes, opcode: int) -> list[int]:
+    """Where the records of one kind start in an MCAP file."""
+    offsets, position = [], len(MCAP_CLOSE)
+    while position + 9 <= len(data):
+        kind, length = data[position], int.from_bytes(data[position + 1:position + 9], 'little')
+        if kind == opcode:
+            offsets.append(position)
+        position += 9 + length
+    return offsets
+
+
+def test_a_corrupt_record_is_reported_and_the_bag_left_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bag never closed with one corrupt record went from 58 MB to 23 MB in place, silently
+    (exit 0); now the bag is unchanged and the review says what it had to leave out."""
+    bag = write_bag(tmp_path / 'corrupt', chunk_every=5)
+    (bag / 'metadata.yaml').unlink()
+    file = bag / 'corrupt.mcap'
+    data = bytearray(file.read_bytes())
+    del data[-len(MCAP_CLOSE):]  # the recorder never closed it...
+    chunk = record_offsets(data, OP_CHUNK)[3]  # ...and the fourth chunk's length is garbled
+    data[chunk + 1:chunk + 9] = (2 ** 62).to_bytes(8, 'little')
+    file.write_bytes(bytes(data))
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    assert file.read_bytes() == bytes(data)
+    summary = json.loads((tmp_path / 'corrupt_review' / 'summary.json').read_text())
+    left_out = summary['unreadable_bytes_left_out']
+    assert code == 0 and left_out == len(data) - chunk
+    assert f'{left_out} bytes' in err and 'the file itself is unchanged' in err
+
+
+def test_a_bag_on_read_only_media_is_reviewed(tmp_path: Path) -> None:
+    """A killed bag on read-only media could not be reviewed at all (the repair wrote it)."""
+    if shutil.which('unshare') is None or os.geteuid() != 0:
+        pytest.skip('needs root and unshare for a read-only bind mount')
+    bag = write_bag(tmp_path / 'media' / 'killed', chunk_every=10)
+    (bag / 'metadata.yaml').unlink()
+    with (bag / 'killed.mcap').open('r+b') as stream:
+        stream.truncate(stream.seek(0, 2) * 6 // 10)
+    media, out = tmp_path / 'media', tmp_path / 'review'
+    result = subprocess.run(
+        ['unshare', '-m', 'sh', '-ec', f'mount --bind {media} {media}\n'
+         f'mount -o remount,bind,ro {media}\n'
+         f'! touch {media}/probe 2>/dev/null\n'
+         f'exec {sys.executable} -m vbp_ros.tools.review {bag} --out {out}'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((out / 'summary.json').read_text())['overlays'] > 0
 
 
 def test_bad_frames_are_counted_and_skipped(tmp_path: Path,

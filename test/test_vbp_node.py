@@ -6,6 +6,7 @@ Fast DDS profile (config/fastdds.xml), as a deployment would.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
@@ -115,11 +116,26 @@ class Harness:
         return int(values['dropped (invalid)']) if values else 0
 
     def latest_diagnostics(self) -> dict[str, str]:
+        status = self.latest_status()
+        return {kv.key: kv.value for kv in status.values} if status else {}
+
+    def latest_status(self) -> DiagnosticStatus | None:
         for array in reversed(self.diagnostics):
             for status in array.status:
                 if status.name == 'vbp: pipeline':
-                    return {kv.key: kv.value for kv in status.values}
-        return {}
+                    return status
+        return None
+
+    def counter(self, name: str) -> int:
+        return int(self.latest_diagnostics().get(name, 0))
+
+    def wait_counter(self, name: str, above: int, message: Image | CompressedImage,
+                     timeout: float = 10.0) -> bool:
+        """Publish ``message`` until the node's diagnostics count ``name`` above ``above``."""
+        publisher = self.compressed if isinstance(message, CompressedImage) else \
+            self.best_effort
+        return self.spin_until(lambda: publisher.publish(message) or
+                               self.counter(name) > above, timeout)
 
     def set_parameter(self, name: str, value: object) -> tuple[bool, str]:
         assert self.set_client.wait_for_service(timeout_sec=10.0)
@@ -394,8 +410,157 @@ def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path
 
 def test_8k_frame_is_processed_without_stalling(harness) -> None:
     """Rule: frames up to 8192x8192 pixels are processed (crop first, then one resize);
-    8K UHD mono8 (33 MB) fits the shipped Fast DDS profile's shared-memory segment."""
+    8K UHD mono8 (33 MB) fits the shipped Fast DDS profile's shared-memory segment. The
+    overlay is bounded (overlay_max_width 1920): it used to be published at full size."""
+    harness.subscribe_overlay()
     frame = np.zeros((4320, 7680), np.uint8)
     frame[200:450, :640] = camera_frame(15)[200:450]
-    assert harness.send(raw(frame), timeout=30.0) is not None
+    message = raw(frame)
+    assert harness.send(message, timeout=30.0) is not None
+    stamp = message.header.stamp.sec
+    assert harness.spin_until(lambda: stamp in harness.overlays, 10.0)
+    overlay = harness.overlays[stamp]
+    assert (overlay.width, overlay.height) == (1920, 1080)
     assert harness.send(raw(camera_frame(16))) is not None
+
+
+# --- hostile input over DDS ------------------------------------------------------------------
+
+def compressed(data: bytes) -> CompressedImage:
+    return CompressedImage(format='jpeg', data=data)
+
+
+def test_bombs_and_cut_jpegs_are_dropped_and_counted(harness) -> None:
+    """A 531-byte JPEG declaring 32767x32767 got the node OOM-killed; a cut JPEG ended with
+    ffd9 was processed from grey fill."""
+    from test_hostile import BOMBS
+
+    assert harness.set_parameter('input_transport', 'compressed') == (True, '')
+    try:
+        good = compressed(jpeg(camera_frame(17)))
+        cut = jpeg(camera_frame(18))
+        for data in (*BOMBS.values(), cut[:len(cut) // 2] + b'\xff\xd9'):
+            drop_then_recover(harness, compressed(data), good)
+    finally:
+        assert harness.set_parameter('input_transport', 'raw') == (True, '')
+
+
+def test_float_frames_out_of_range_are_not_processed(harness) -> None:
+    frame = np.full((480, 640), 0.5, np.float32)
+    frame[300, 300] = -4.4e32
+    bad = Image(encoding='32FC1', height=480, width=640, step=2560, data=frame.tobytes())
+    drop_then_recover(harness, bad, raw(camera_frame(19)))
+
+
+@pytest.mark.parametrize('stamp, problem', [((0, 0), 'zero'), ((-20, 0), 'negative'),
+                                            ((2_000_000_000, 0), 'future')])
+def test_unusable_stamps_are_flagged_and_kept_out_of_latency(harness, stamp: tuple,
+                                                             problem: str) -> None:
+    """Far-future, zero and negative stamps went into the latency figures (p99 2.2e12 ms)
+    and past max_age_ms."""
+    message = raw(camera_frame(20))
+    harness.spin_until(lambda: False, 0.5)  # what earlier frames published has arrived
+    before, latencies = harness.counter('frames with unusable stamps'), len(harness.latencies)
+    masks = len(harness.masks)
+    message.header.stamp.sec, message.header.stamp.nanosec = stamp
+    assert harness.wait_counter('frames with unusable stamps', before, message)
+    harness.spin_until(lambda: False, 0.5)
+    assert len(harness.latencies) == latencies  # no pipeline latency for them...
+    assert len(harness.masks) > masks or stamp[0] in harness.masks  # ...but processed
+    assert harness.set_parameter('max_age_ms', 500.0) == (True, '')
+    try:
+        stale = harness.counter('dropped (stale)')
+        assert harness.wait_counter('dropped (stale)', stale, message)
+    finally:
+        assert harness.set_parameter('max_age_ms', 0.0) == (True, '')
+
+
+def test_a_fifo_model_is_refused_at_once(harness, tmp_path: Path) -> None:
+    """A FIFO given as model blocked the executor (services, diagnostics) for 12 s."""
+    fifo = tmp_path / 'fifo.safetensors'
+    os.mkfifo(fifo)
+    successful, reason = harness.set_parameter('model', str(fifo))
+    assert not successful and 'not a regular file' in reason
+    assert harness.send(raw(camera_frame(21))) is not None
+
+
+def test_a_huge_crop_is_refused(harness, tmp_path: Path) -> None:
+    """A checkpoint that validated with a huge crop killed the worker (MemoryError)."""
+    path = tmp_path / 'huge.safetensors'
+    save_checkpoint(path, authors_net().eval(),
+                    ModelSpec('authors', 1, 125, 640, crop=(0, 0, 20000, 20000)))
+    successful, reason = harness.set_parameter('model', str(path))
+    assert not successful and 'pixel limit' in reason
+    assert harness.send(raw(camera_frame(22))) is not None
+
+
+def test_a_model_that_fails_to_load_is_taken_back(harness, checkpoint, tmp_path: Path) -> None:
+    """A model deleted after its check used to leave the parameter and /diagnostics naming a
+    model that was not running; a failing load must not end the worker either."""
+    doomed = tmp_path / 'doomed.safetensors'
+    doomed.write_bytes(Path(checkpoint).read_bytes())
+    assert harness.get_parameter('model') == str(checkpoint)
+    assert harness.set_parameter('model', str(doomed)) == (True, '')
+    doomed.unlink()
+    frame = raw(camera_frame(23))
+    assert harness.send(frame, timeout=20.0) is not None  # the worker lives on
+    assert harness.spin_until(lambda: harness.get_parameter('model') == str(checkpoint), 10.0)
+    status = harness.latest_status()
+    assert harness.spin_until(lambda: (status := harness.latest_status()) is not None and
+                              status.level == DiagnosticStatus.ERROR and
+                              'doomed.safetensors' in status.message, 5.0), status
+    assert harness.latest_diagnostics()['model'] == str(checkpoint)
+
+
+def test_outputs_beyond_range_are_not_published(harness, checkpoint, tmp_path: Path) -> None:
+    """Frames the network answered with NaN, -4.4e32 or -400 rad went out as steering
+    angles."""
+    wild = tmp_path / 'wild.safetensors'
+    network = authors_net().eval()
+    with torch.no_grad():
+        network.head[-1].bias.fill_(400.0)  # every answer: about 400 rad
+    save_checkpoint(wild, network, SPEC)
+    assert harness.set_parameter('model', str(wild)) == (True, '')
+    try:
+        before = harness.counter('dropped (unpublishable output)')
+        angles = len(harness.angles)
+        assert harness.wait_counter('dropped (unpublishable output)', before,
+                                    raw(camera_frame(24)), timeout=30.0)
+        assert all(abs(angle) < 4 for angle in harness.angles[angles:])
+    finally:
+        assert harness.set_parameter('model', str(checkpoint)) == (True, '')
+
+
+def test_the_overlay_width_is_a_parameter(harness) -> None:
+    harness.subscribe_overlay()
+    assert harness.set_parameter('overlay_max_width', 320) == (True, '')
+    try:
+        message = raw(camera_frame(25))
+        harness.send(message)
+        stamp = message.header.stamp.sec
+        assert harness.spin_until(lambda: stamp in harness.overlays, 10.0)
+        assert (harness.overlays[stamp].width, harness.overlays[stamp].height) == (320, 240)
+    finally:
+        assert harness.set_parameter('overlay_max_width', 1920) == (True, '')
+
+
+@pytest.mark.parametrize('parameters, problem', [
+    (['-p', 'input_qos:=fastest'], 'input_qos must be one of'),
+    (['-p', 'mask_encoding:=rgb8'], 'mask_encoding must be one of'),
+    (['-p', 'deadline_ms:=-5.0'], 'deadline_ms'),
+    (['-p', 'device:=tpu'], 'device'),
+    (['-p', 'model:=/nonexistent/model.safetensors'], 'no such checkpoint file'),
+    (['-p', 'model:={fifo}'], 'not a regular file'),
+])
+def test_bad_start_up_values_end_in_one_line_and_exit_1(ros, checkpoint, tmp_path: Path,
+                                                        parameters: list, problem: str) -> None:
+    """Choice parameters were accepted at start-up, and bad values ended in a double traceback
+    ('VBPNode' object has no attribute ... from destroy_node)."""
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    arguments = [part.format(fifo=fifo) for part in parameters]
+    process = start_node(*arguments, '-r', '__ns:=/start_up_test')
+    output, _ = process.communicate(timeout=60)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert process.returncode == 1, output
+    assert len(lines) == 1 and problem in lines[0] and 'Traceback' not in output, output

@@ -16,7 +16,7 @@ RECORDER_NODE = 'vbp_record'
 # vbp_node's input topics (relative: a namespace or a remapping moves them).
 IMAGE_TOPIC = 'image'
 COMPRESSED_IMAGE_TOPIC = 'image/compressed'
-DEFAULT_CAMERA_TOPIC = '/camera/image_raw'
+DEFAULT_CAMERA_TOPIC = 'camera/image_raw'  # relative: a namespace moves the camera too
 
 # vbp_node's outputs, published once per processed frame (relative names).
 STEERING_TOPIC = 'steering_angle'

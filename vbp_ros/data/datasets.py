@@ -13,13 +13,15 @@ from ..engine.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
 
 SYNTHETIC_CROP = SyntheticRoads().crop_region.as_tuple()
+SYNTHETIC_CAMERA = (SyntheticRoads().width, SyntheticRoads().height)
 
 
 def synthetic_spec(architecture: str = 'authors') -> ModelSpec:
     """The camera set-up of the synthetic roads: a 640x480 frame, the road below the horizon
     resized to the 640x125 network input."""
     return ModelSpec(architecture=architecture, input_channels=1, input_height=125,
-                     input_width=640, color='gray', crop=SYNTHETIC_CROP, pixel_scale=1.0 / 255.0,
+                     input_width=640, color='gray', crop=SYNTHETIC_CROP,
+                     camera_size=SYNTHETIC_CAMERA, pixel_scale=1.0 / 255.0,
                      output_unit='rad',
                      description='trained by vbp-train on vbp_ros synthetic roads')
 

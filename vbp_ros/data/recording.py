@@ -3,7 +3,7 @@
 Callers hand over serialized (CDR) messages; a writer thread stores them with the rosbags
 library, so the thread that receives messages never waits for the disk. A chunk is completed
 and flushed to the operating system at least every ``chunk_period_s``, which bounds what a
-killed process loses; :func:`vbp_ros.data.bags.repair_mcap` closes such a file. Messages
+killed process loses; :func:`vbp_ros.data.bags.open_bag` reads such a file. Messages
 beyond ``queue_limit_bytes`` waiting for the disk are dropped and counted, never buffered
 without bound.
 """
@@ -70,7 +70,7 @@ class BagRecording:
         if compression == 'zstd':
             self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self._writer.open()
-        # Tells repair_mcap that the file is being written; the kernel drops the lock on exit.
+        # Tells readers that the file is being written; the kernel drops the lock on exit.
         fcntl.flock(self._writer.storage.bio, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._chunk_period_s = chunk_period_s
         self._queue_limit = queue_limit_bytes

@@ -19,7 +19,8 @@ from ..interface import (CAMERA_NODE, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, MASK_
 from .supervisor import Child, executable
 
 # Seconds each process may take to stop after SIGINT (the recorder writes its backlog).
-STOP_TIMEOUT_S = {CAMERA_NODE: 10.0, VBP_NODE: 15.0, RECORDER_NODE: 120.0}
+STOP_TIMEOUT_S = {CAMERA_NODE: 10.0, VBP_NODE: 35.0, RECORDER_NODE: 120.0}
+RESPAWN_DELAY_S = 2.0  # drive.launch.py respawn:=true: pause before vbp_node starts again
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,35 @@ def rosbag2_available() -> bool:
     try:
         get_package_prefix('ros2bag')
         get_package_prefix('rosbag2_storage_mcap')
-    except PackageNotFoundError:
+    except (PackageNotFoundError, ValueError):
         return False
     return True
+
+
+def rviz2_available() -> bool:
+    """Whether rviz2 can run here (a ROS 2 install with rviz2)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return False
+    try:
+        prefix = get_package_prefix('rviz2')
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (Path(prefix) / 'lib' / 'rviz2' / 'rviz2').is_file()
+
+
+def missing_pieces(rviz: bool, record: bool, recorder: str) -> list[str]:
+    """What a drive asks for that this machine lacks, one sentence each (empty: all there)."""
+    problems = []
+    if rviz and not rviz2_available():
+        problems.append('rviz:=true needs rviz2, which is not installed (install '
+                        'ros-$ROS_DISTRO-rviz2, or drop rviz:=true)')
+    if record and recorder == 'rosbag2' and not rosbag2_available():
+        problems.append('recorder:=rosbag2 needs ros2bag and rosbag2_storage_mcap, which are '
+                        'not installed (install ros-$ROS_DISTRO-rosbag2 and '
+                        'ros-$ROS_DISTRO-rosbag2-storage-mcap, or use recorder:=vbp_record)')
+    return problems
 
 
 def chosen_recorder(recorder: str) -> str:
@@ -101,7 +128,8 @@ def ros2_bag_record_command(params_file: Path, bag_dir: str, namespace: str,
 
 def rviz_remappings() -> list[tuple[str, str]]:
     """rviz2 remappings that move the vbp_node topics config/vbp.rviz shows (absolute names
-    there) into rviz2's namespace, where vbp_node publishes them."""
+    there) into rviz2's namespace, where vbp_node publishes them (the camera topic is remapped
+    to the image_topic argument by the launch file)."""
     return [(resolve_topic(topic, ''), topic) for topic in (OVERLAY_TOPIC, MASK_TOPIC)]
 
 

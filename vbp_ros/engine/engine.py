@@ -21,14 +21,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from ..core.checkpoint import ModelSpec
+from ..core.checkpoint import OUTPUT_LIMITS, ModelSpec
 from ..core.vbp import VisualBackProp
-from ..pixels.frames import to_rgb8
-from ..pixels.overlay import red_overlay
+from ..pixels.frames import Crop, to_rgb8
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, overlay_shape, red_overlay
 from .preprocess import Preprocessor
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -76,7 +77,8 @@ class FrameResult:
         angle: the first output (``output_unit`` of the checkpoint; radians for steering).
         mask: (H, W) float32 in [0, 1] at network resolution.
         frame_mask: the mask placed back into the full frame (zeros outside the crop), or None.
-        overlay: HxWx3 uint8 RGB frame with the mask in red, or None.
+        overlay: HxWx3 uint8 RGB frame with the mask in red, or None; at the frame's size,
+            shrunk to the engine's ``overlay_max_width`` for wider frames.
         times: per-stage timings of the submission the frame was part of.
     """
 
@@ -91,6 +93,20 @@ class FrameResult:
     def angle(self) -> float:
         """The first network output."""
         return float(self.outputs[0])
+
+
+def output_problem(result: FrameResult, spec: ModelSpec) -> str | None:
+    """Why a result must not be published, or None: a first output that is NaN, infinite or
+    beyond what its unit allows (:data:`~vbp_ros.core.checkpoint.OUTPUT_LIMITS`), or a mask
+    that is not finite (e.g. from a frame that drove the network out of its range)."""
+    angle, limit = result.angle, OUTPUT_LIMITS[spec.output_unit]
+    if not np.isfinite(result.outputs).all():
+        return f'non-finite network output ({angle!r})'
+    if abs(angle) > limit:
+        return f'output {angle:.4g} {spec.output_unit} is beyond +-{limit:.4g}'
+    if not np.isfinite(result.mask).all():
+        return 'non-finite mask'
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,13 +139,15 @@ class VBPEngine:
         precision: 'fp32', 'fp16' or 'bf16' for the network; masks are float32 regardless.
         cuda_graphs: capture network and mask as one CUDA graph (CUDA only).
         overlay_alpha: strength of the red overlay, in [0, 1].
+        overlay_max_width: widest overlay; wider frames get a proportionally smaller overlay.
         threads: CPU threads for torch (0 keeps torch's default: one per physical core).
         max_batch: most frames per submission (one forward pass).
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, *, device: str = 'auto',
                  precision: str = 'fp32', cuda_graphs: bool = False,
-                 overlay_alpha: float = 0.8, threads: int = 0, max_batch: int = 1) -> None:
+                 overlay_alpha: float = 0.8, overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
+                 threads: int = 0, max_batch: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
         if not 0.0 <= overlay_alpha <= 1.0:
@@ -144,6 +162,7 @@ class VBPEngine:
         self.spec = spec
         self.precision = precision
         self.overlay_alpha = overlay_alpha
+        self.overlay_max_width = overlay_max_width
         self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
         self.dtype = PRECISIONS[precision]
@@ -183,6 +202,15 @@ class VBPEngine:
             self._submit(frames, stamps, orders, frame_mask, overlay)
             return self._collect()
 
+    def process_planes(self, planes: Sequence[np.ndarray], stamps: Sequence[object] = ()
+                       ) -> list[FrameResult]:
+        """Like :meth:`process_batch` for frames already cropped, resized and colour-converted
+        by :meth:`Preprocessor.planes` (for example in another process); the results have no
+        full-frame mask or overlay. Planes that do not fit raise FrameError before any work."""
+        with self._lock:
+            self._submit(planes, stamps, (), False, False, prepared=True)
+            return self._collect()
+
     def submit(self, frame: np.ndarray, stamp: object = None, *, order: str = 'rgb',
                frame_mask: bool = False, overlay: bool = False) -> None:
         """Queue a frame; on CUDA this returns once the work is enqueued. Raises FrameError."""
@@ -205,7 +233,8 @@ class VBPEngine:
     # -- internals ----------------------------------------------------------------------------
 
     def _submit(self, frames: Sequence[np.ndarray], stamps: Sequence[object],
-                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool) -> None:
+                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool,
+                prepared: bool = False) -> None:
         count = len(frames)
         if not 1 <= count <= self.max_batch:
             raise ValueError(f'a submission holds 1 to {self.max_batch} frames, not {count}')
@@ -216,7 +245,10 @@ class VBPEngine:
         if self._cuda:
             self._copied[slot].synchronize()  # the previous copy out of this staging slot
         for index, (frame, order) in enumerate(zip(frames, orders)):
-            self.preprocess(frame, order, out=self._host_views[slot][index])
+            if prepared:
+                self.preprocess.scale(frame, out=self._host_views[slot][index])
+            else:
+                self.preprocess(frame, order, out=self._host_views[slot][index])
         preprocess_ms = (time.perf_counter() - start) * 1e3
         keep = want_frame_mask or want_overlay
         jobs = [_Job(stamp, frame if keep else None, order, want_frame_mask, want_overlay)
@@ -265,17 +297,25 @@ class VBPEngine:
         """The full-frame mask and the overlay of one frame, as far as they were asked for."""
         if job.frame is None:
             return None, None
-        full_mask = self.preprocess.region(job.frame.shape).place(mask, job.frame.shape)
-        overlay = (red_overlay(to_rgb8(job.frame, job.order), full_mask, self.overlay_alpha)
-                   if job.want_overlay else None)
-        return (full_mask if job.want_frame_mask else None), overlay
+        region = self.preprocess.region(job.frame.shape)
+        full_mask = region.place(mask, job.frame.shape) if job.want_frame_mask else None
+        overlay = self._overlay(job, region, mask) if job.want_overlay else None
+        return full_mask, overlay
+
+    def _overlay(self, job: _Job, region: Crop, mask: np.ndarray) -> np.ndarray:
+        """The red overlay, drawn at its published size: a frame wider than
+        ``overlay_max_width`` is shrunk first, so the work is bounded whatever comes in."""
+        frame = job.frame
+        rows, columns = overlay_shape(frame.shape, self.overlay_max_width)
+        if (rows, columns) != frame.shape[:2]:
+            frame = cv2.resize(frame, (columns, rows), interpolation=cv2.INTER_AREA)
+            region = region.scaled(columns / job.frame.shape[1], rows / job.frame.shape[0])
+        return red_overlay(to_rgb8(frame, job.order), region.place(mask, frame.shape),
+                           self.overlay_alpha)
 
     def _warm_up(self) -> None:
         """Trace the layout, build VBP buffers, pick kernels: nothing is built per frame later."""
-        crop = self.preprocess.crop_region
-        shape = ((crop.top + crop.height, crop.left + crop.width) if crop is not None
-                 else (self.spec.input_height, self.spec.input_width))
-        blank = np.zeros(shape, np.uint8)
+        blank = np.zeros(self.preprocess.camera_shape, np.uint8)
         for count in sorted({1, self.max_batch}):
             for _ in range(3):
                 self.process_batch([blank] * count)

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 COUNTERS = ('received', 'processed', 'dropped_superseded', 'dropped_stale', 'dropped_invalid',
-            'deadline_misses', 'overlays')
+            'dropped_bad_output', 'errors', 'bad_stamps', 'deadline_misses', 'overlays')
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,19 @@ class PipelineMonitor:
             self._previous, self._previous_time = dict(self._totals), now
             return Snapshot(dict(self._totals), rates, percentiles(self._latency),
                             percentiles(self._processing))
+
+
+def stamp_problem(stamp_ns: int, now_ns: int) -> str | None:
+    """Why a frame's header stamp cannot give its age, or None: zero (never set), negative,
+    or later than now. Such frames are kept out of the latency figures, and a maximum age
+    cannot be judged for them."""
+    if stamp_ns == 0:
+        return 'is zero (not set)'
+    if stamp_ns < 0:
+        return 'is negative'
+    if stamp_ns > now_ns:
+        return f'is {(stamp_ns - now_ns) / 1e6:.0f} ms in the future'
+    return None
 
 
 def percentiles(values: Iterable[float]) -> dict[str, float] | None:

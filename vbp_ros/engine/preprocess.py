@@ -3,6 +3,18 @@
 Work order, cheapest first: crop (a view), resize to the network input (area interpolation when
 shrinking), colour conversion, then scaling straight into the caller's buffer. Accepted frames
 are those of :func:`vbp_ros.pixels.frames.check_frame`.
+
+Which part of a frame the network sees (the rule, worked out once per frame size):
+
+1. The checkpoint states its crop for a camera (``camera_size``): a frame of the same aspect
+   ratio (within 1 %), at any resolution, gets the crop scaled to it.
+2. A checkpoint without ``camera_size`` (written before it existed): the crop is in pixels of
+   any frame that holds it, as it always was.
+3. A frame the crop cannot be placed in by 1 or 2 whose aspect ratio is the network input's
+   or the crop's (a camera that crops itself, e.g. the paper authors' 640x125 frames) is the
+   region already: it is resized whole.
+4. Any other frame is refused with :class:`~vbp_ros.pixels.frames.FrameSizeError`, which says
+   what sizes would be taken.
 """
 
 from __future__ import annotations
@@ -10,8 +22,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.checkpoint import ModelSpec
-from ..pixels.frames import TO_8BIT, Crop, FrameError, as_rgb, check_frame, check_order, to_gray
+from ..core.checkpoint import CheckpointError, ModelSpec
+from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeError, as_rgb,
+                             check_frame, check_order, same_aspect, to_gray)
+
+REMEMBERED_SIZES = 16  # frame sizes whose region is kept; more distinct sizes start over
 
 
 class Preprocessor:
@@ -25,14 +40,23 @@ class Preprocessor:
         if spec.input_channels != (1 if spec.color == 'gray' else 3):
             raise FrameError(f'{spec.input_channels} input channels do not fit colour '
                              f'{spec.color!r}; frame stacks are not supported by the engine yet')
+        _check_limits(spec)
+        self._regions: dict[tuple[int, int], tuple[Crop, str]] = {}
 
     def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
                  ) -> np.ndarray:
         """The network input for ``frame`` (channels in ``order``), written into ``out``."""
-        planes = self.planes(frame, order)
+        return self.scale(self.planes(frame, order), out)
+
+    def scale(self, planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The network input from the output of :meth:`planes` (made here or in another
+        process; its pixel type sets the scale), written into ``out``."""
+        if planes.shape != self.shape or planes.dtype not in TO_8BIT:
+            raise FrameError(f'planes {planes.shape} {planes.dtype} do not fit the network '
+                             f'input {self.shape}')
         if out is None:
             out = np.empty(self.shape, np.float32)
-        scale = np.float32(self.spec.pixel_scale * TO_8BIT[frame.dtype])
+        scale = np.float32(self.spec.pixel_scale * TO_8BIT[planes.dtype])
         np.multiply(planes, scale, out=out, casting='unsafe')
         return out
 
@@ -54,9 +78,73 @@ class Preprocessor:
                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
-        """The part of the frame the network sees (a view; the whole frame without a crop)."""
-        return frame if self.crop_region is None else self.crop_region.apply(frame)
+        """The part of the frame the network sees (a view): :meth:`region`'s rectangle."""
+        return self.region(frame.shape).apply(frame)
 
     def region(self, frame_shape: tuple[int, ...]) -> Crop:
-        """The rectangle of a frame of ``frame_shape`` that the network sees."""
-        return self.crop_region or Crop.whole(frame_shape)
+        """The rectangle of a frame of ``frame_shape`` (rows, columns, ...) that the network
+        sees, by the module's rule; FrameSizeError for a frame the rule refuses."""
+        return self._region_and_rule(frame_shape)[0]
+
+    def rule(self, frame_shape: tuple[int, ...]) -> str:
+        """How :meth:`region` was found for this frame size, in words (for a log line)."""
+        return self._region_and_rule(frame_shape)[1]
+
+    @property
+    def camera_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the camera frames the checkpoint is made for: its camera_size,
+        else the smallest frame that holds the crop, else the network input."""
+        if self.spec.camera_size is not None:
+            return self.spec.camera_size[1], self.spec.camera_size[0]
+        crop = self.crop_region
+        if crop is not None:
+            return crop.top + crop.height, crop.left + crop.width
+        return self.spec.input_height, self.spec.input_width
+
+    def _region_and_rule(self, frame_shape: tuple[int, ...]) -> tuple[Crop, str]:
+        size = (int(frame_shape[0]), int(frame_shape[1]))
+        found = self._regions.get(size)
+        if found is None:
+            if len(self._regions) >= REMEMBERED_SIZES:
+                self._regions.clear()
+            found = self._regions[size] = self._find_region(*size)
+        return found
+
+    def _find_region(self, height: int, width: int) -> tuple[Crop, str]:
+        crop, spec = self.crop_region, self.spec
+        if crop is None:
+            return Crop(0, 0, height, width), 'the whole frame (the checkpoint has no crop)'
+        camera = spec.camera_size
+        if camera is not None and same_aspect(width, height, *camera):
+            region = crop.scaled(width / camera[0], height / camera[1])
+            return region, (f'crop {crop.as_tuple()} of the {camera[0]}x{camera[1]} camera, '
+                            f'scaled to {region.as_tuple()} (top, left, height, width)')
+        if camera is None and crop.fits((height, width)):
+            return crop, (f'crop {crop.as_tuple()} (top, left, height, width) in pixels: the '
+                          'checkpoint states no camera size, so the crop does not scale')
+        if same_aspect(width, height, spec.input_width, spec.input_height) or \
+                same_aspect(width, height, crop.width, crop.height):
+            return Crop(0, 0, height, width), (
+                'the whole frame: it has the aspect ratio of the network input or of the crop, '
+                'so it is taken as cropped already')
+        rows, columns = self.camera_shape
+        raise FrameSizeError(
+            f'frame {width}x{height} does not fit the model: its crop {crop.as_tuple()} (top, '
+            f'left, height, width) is for a {columns}x{rows} camera; send frames of that aspect '
+            f'ratio (any resolution) or already cropped ones ({crop.width}x{crop.height} or '
+            f'{spec.input_width}x{spec.input_height} aspect), or use a checkpoint made for '
+            'this camera')
+
+
+def _check_limits(spec: ModelSpec) -> None:
+    """Refuse a checkpoint whose input, crop or camera exceeds the frame pixel limit: no frame
+    could ever be processed (and its warm-up would allocate without bound)."""
+    areas = {'network input': spec.input_height * spec.input_width}
+    if spec.crop is not None:
+        areas['crop'] = spec.crop[2] * spec.crop[3]
+    if spec.camera_size is not None:
+        areas['camera'] = spec.camera_size[0] * spec.camera_size[1]
+    for name, area in areas.items():
+        if area > MAX_PIXELS:
+            raise CheckpointError(f'the checkpoint\'s {name} has {area} pixels, more than the '
+                                  f'{MAX_PIXELS}-pixel limit of frames')

@@ -8,6 +8,11 @@ cv_bridge itself is not used (it does not work with numpy 2).
 
 Every problem raises :class:`~vbp_ros.pixels.frames.FrameError` with a message naming it, so a
 caller can drop the frame and count it.
+
+Compressed images are untrusted: their size is read from the JPEG or PNG header and held to
+the raw frames' pixel limit before anything is decoded (a 531-byte JPEG may declare
+32767x32767 pixels), and JPEG data that libjpeg can only "recover" (a file cut short, with
+or without an end marker, decoded as grey fill) is refused.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import struct
+
 import cv2
 import numpy as np
+import simplejpeg
 
 from .frames import FrameError, check_pixel_count
 
@@ -115,24 +123,53 @@ def _bytes(data: Buffer) -> np.ndarray:
     return np.frombuffer(data, np.uint8)
 
 
+JPEG_MAGIC, PNG_MAGIC = b'\xff\xd8', b'\x89PNG\r\n\x1a\n'
+_PNG_HEADER = struct.Struct('>I4sII')  # IHDR: chunk length, type, width, height
+
+
 def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
-    """A frame from JPEG or PNG bytes (gray stays gray, colour comes back as BGR)."""
+    """A frame from JPEG or PNG bytes (gray stays gray; colour JPEG comes back as RGB, colour
+    PNG as BGR): sizes above the pixel limit, truncated or corrupt data raise FrameError."""
     buffer = _bytes(data)
     if buffer.size == 0:
         raise FrameError('empty compressed image')
-    header = bytes(buffer[:8])
-    if not (header.startswith(b'\xff\xd8') or header.startswith(b'\x89PNG')):
-        raise FrameError('compressed image is neither JPEG nor PNG')
-    if header.startswith(b'\xff\xd8') and bytes(buffer[-2:]) != b'\xff\xd9':
+    magic = bytes(buffer[:8])
+    if magic.startswith(JPEG_MAGIC):
+        return _decode_jpeg(buffer)
+    if magic == PNG_MAGIC:
+        return _decode_png(buffer)
+    raise FrameError('compressed image is neither JPEG nor PNG')
+
+
+def _decode_jpeg(buffer: np.ndarray) -> tuple[np.ndarray, str]:
+    if bytes(buffer[-2:]) != b'\xff\xd9':
         raise FrameError('truncated JPEG (no end-of-image marker)')
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(buffer)
+    except ValueError as error:
+        raise FrameError(f'corrupt JPEG header: {error}') from None
+    check_pixel_count(width, height)
+    gray = colorspace == 'Gray'
+    try:
+        frame = simplejpeg.decode_jpeg(buffer, colorspace='GRAY' if gray else 'RGB', strict=True)
+    except ValueError as error:  # strict: libjpeg's warnings too
+        raise FrameError(f'corrupt JPEG data: {error}') from None
+    return (frame[:, :, 0], 'rgb') if gray else (frame, 'rgb')
+
+
+def _decode_png(buffer: np.ndarray) -> tuple[np.ndarray, str]:
+    if buffer.size < len(PNG_MAGIC) + _PNG_HEADER.size:
+        raise FrameError('truncated PNG (no header)')
+    _, kind, width, height = _PNG_HEADER.unpack(bytes(buffer[8:8 + _PNG_HEADER.size]))
+    if kind != b'IHDR':
+        raise FrameError('corrupt PNG (the first chunk is not IHDR)')
+    check_pixel_count(width, height)
     try:
         frame = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
-        raise FrameError(f'cannot decode compressed image: {error}') from None
+        raise FrameError(f'cannot decode PNG: {error}') from None
     if frame is None:
-        raise FrameError('cannot decode compressed image (corrupt data)')
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        return frame, 'bgr'
+        raise FrameError('cannot decode PNG (truncated or corrupt data)')
     return frame, 'bgr' if frame.ndim == 3 else 'rgb'
 
 

@@ -2,7 +2,8 @@
 
 Accepted frames: HxW or HxWx1 gray (uint8, uint16, float32), HxWx3 RGB or BGR (uint8, uint16,
 float32) and HxWx4 RGBA or BGRA (uint8). Integer frames use their full range (uint16 is scaled
-to 8-bit equivalents); float32 frames are intensities in [0, 1]. Every problem raises
+to 8-bit equivalents); float32 frames are intensities in [0, 1] (values outside, NaN or
+infinite are refused: they would reach the network as garbage). Every problem raises
 :class:`FrameError` with a message naming it, so a caller can drop the frame and count it.
 """
 
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 MAX_PIXELS = 8192 * 8192  # larger frames are refused (8K UHD, 7680x4320, is accepted)
+ASPECT_TOLERANCE = 0.01  # aspect ratios this close (relative) are the same camera's
 CHANNEL_ORDERS = ('rgb', 'bgr')
 # Factor from a pixel type's values to 8-bit equivalents.
 TO_8BIT = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0,
@@ -26,6 +28,11 @@ _TO_GRAY = {('rgb', 3): cv2.COLOR_RGB2GRAY, ('bgr', 3): cv2.COLOR_BGR2GRAY,
 
 class FrameError(ValueError):
     """A frame that cannot be turned into a network input (the message names the problem)."""
+
+
+class FrameSizeError(FrameError):
+    """A frame whose size the model cannot be used on (every frame of that size would be
+    refused alike: a set-up problem to report once, not a bad frame among good ones)."""
 
 
 def check_pixel_count(width: int, height: int) -> None:
@@ -46,8 +53,13 @@ def check_frame(frame: np.ndarray) -> None:
     if channels not in (1, 3, 4) or (channels == 4 and frame.dtype != np.uint8):
         raise FrameError(f'unsupported frame shape {frame.shape} for {frame.dtype}')
     check_pixel_count(frame.shape[1], frame.shape[0])
-    if frame.dtype == np.float32 and not np.isfinite(frame).all():
-        raise FrameError('float frame contains NaN or infinite values')
+    if frame.dtype == np.float32:
+        low, high = float(frame.min()), float(frame.max())  # NaN propagates into both
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise FrameError('float frame contains NaN or infinite values')
+        if low < 0.0 or high > 1.0:
+            raise FrameError(f'float frame values must lie in [0, 1] (intensities); found '
+                             f'{low:.4g} to {high:.4g}')
 
 
 def check_order(order: str) -> None:
@@ -110,6 +122,13 @@ class Crop:
         """(top, left, height, width)."""
         return (self.top, self.left, self.height, self.width)
 
+    def scaled(self, x_factor: float, y_factor: float) -> Crop:
+        """The rectangle in a frame scaled by these factors (edges rounded to pixels)."""
+        top, left = round(self.top * y_factor), round(self.left * x_factor)
+        bottom = round((self.top + self.height) * y_factor)
+        right = round((self.left + self.width) * x_factor)
+        return Crop(top, left, max(bottom - top, 1), max(right - left, 1))
+
     def fits(self, frame_shape: tuple[int, ...]) -> bool:
         """Whether the rectangle lies inside a frame of ``frame_shape`` (rows, columns, ...)."""
         return (self.top + self.height <= frame_shape[0]
@@ -132,3 +151,9 @@ class Crop:
         full = np.zeros(frame_shape[:2], np.float32)
         full[self.top:self.top + self.height, self.left:self.left + self.width] = resized
         return full
+
+
+def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Whether two frame sizes have the same aspect ratio (within :data:`ASPECT_TOLERANCE`)."""
+    return abs(width * other_height - height * other_width) <= \
+        ASPECT_TOLERANCE * height * other_width

@@ -7,6 +7,17 @@ import numpy as np
 
 from .frames import as_rgb, to_uint8
 
+DEFAULT_OVERLAY_WIDTH = 1920  # widest overlay by default: a published message stays bounded
+
+
+def overlay_shape(frame_shape: tuple[int, ...], max_width: int) -> tuple[int, int]:
+    """(rows, columns) of the overlay of a frame: the frame's size, or proportionally smaller
+    so that it is at most ``max_width`` wide (never upscaled)."""
+    rows, columns = int(frame_shape[0]), int(frame_shape[1])
+    if columns <= max_width:
+        return rows, columns
+    return max(1, round(rows * max_width / columns)), max_width
+
 
 def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """An rgb8 image: the mask added to the red channel and subtracted from green and blue

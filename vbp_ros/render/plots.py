@@ -41,3 +41,22 @@ def plot_series(path: Path, series: Mapping[str, TimeSeries], title: str) -> Non
     axes[-1].set_xlabel('bag receive time since the first message (s)')
     figure.suptitle(title)
     figure.savefig(path, dpi=100)
+
+
+def plot_angles(path: Path, times_s: np.ndarray, angle: np.ndarray, recorded: np.ndarray,
+                marks_s: np.ndarray, title: str) -> None:
+    """The network's steering angle (and the recorded one, where known) in degrees over time
+    in the bag, with the gallery's frames marked."""
+    figure = Figure(figsize=(10, 2.6), layout='constrained')
+    axis = figure.subplots()
+    axis.plot(times_s, np.degrees(angle), color='tab:blue', lw=1, label='network')
+    if np.isfinite(recorded).any():
+        axis.plot(times_s, np.degrees(recorded), color='tab:green', lw=1, label='recorded')
+    for mark in marks_s:
+        axis.axvline(mark, color='tab:red', alpha=0.35, lw=1)
+    axis.set_xlabel('time in the bag (s)')
+    axis.set_ylabel('steering angle (deg, + = left)')
+    axis.grid(alpha=0.3)
+    axis.legend(loc='upper right', fontsize='small')
+    axis.set_title(title, fontsize='medium')
+    figure.savefig(path, dpi=80)

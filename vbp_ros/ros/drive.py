@@ -3,9 +3,12 @@
 Starts ``vbp_record``, ``vbp_node`` and ``road_camera`` as their own processes, with the same
 parameter files and topic wiring as drive.launch.py (:mod:`vbp_ros.drive.plan`), prints a
 status line every second (frame rates, pipeline latency p50/p99, drops, messages recorded) and,
-after ``--duration`` seconds or Ctrl-C, stops them in data-flow order (camera, node, recorder,
-so the bag gets every processed frame), reads the bag back and prints a summary
-(:mod:`vbp_ros.drive.summary`).
+after ``--duration`` seconds or Ctrl-C (SIGINT or SIGTERM; more of them are ignored while it
+stops), stops them in data-flow order (camera, node, recorder, so the bag gets every processed
+frame), collects each process's final counts from /diagnostics, reads the bag back and prints
+a summary (:mod:`vbp_ros.drive.summary`). It fails loudly (exit code 1) when a process exited
+on its own or with an error, the recorder lost messages, or the bag does not hold what
+vbp_node published.
 
     vbp-drive --duration 20 --bag-dir runs/drive/bag
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,21 +28,24 @@ from rclpy.signals import SignalHandlerOptions
 
 from ..data.recording import default_bag_dir
 from ..drive.plan import DriveRequest, drive_processes, record_topics
-from ..drive.summary import drive_summary, format_summary
+from ..drive.summary import drive_problems, drive_summary, format_summary
 from ..drive.supervisor import Child, first_exited
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
                          RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_OUTPUTS, VBP_PARAMS)
 from .drive_monitor import DriveMonitor
 from .paths import share
+from .runner import StopRequest
 
 STARTUP_TIMEOUT_S = 120.0  # the first start imports torch and loads the model
 NAN = float('nan')
 STATUS_WINDOW = 300  # latency percentiles of the status line cover this many recent frames
+FINAL_STATUS_S = 2.0  # longest wait for a stopped process's final /diagnostics
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a drive; exit code 0, 1 when a process failed, 2 when the bag directory exists."""
+    """Run a drive; exit code 0, 1 when a process failed or the recording is not what vbp_node
+    published, 2 when the bag directory exists."""
     options = _parse(argv)
     os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(share('config', FASTDDS_PROFILE)))
     bag = None if options.no_record else (options.bag_dir or default_bag_dir())
@@ -53,34 +58,41 @@ def main(argv: list[str] | None = None) -> int:
                            options.camera_params_file, options.record_params_file, bag,
                            options.source, options.path, options.model, options.device)
     children = drive_processes(request, log_dir)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the children in order, as for Ctrl-C
+    stop = StopRequest().install()  # Ctrl-C or SIGTERM: stop the children in order
     with rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO):
         monitor = DriveMonitor(options.namespace, options.image_topic)
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
         try:
-            failure = _start(children, monitor, executor, options.record_params_file)
-            if failure is None:
-                failure = _run(children, monitor, executor, options.duration)
-        except KeyboardInterrupt:  # the way to end a drive without --duration
-            failure = None
-        print()
-        codes = {}
-        for child in children:
-            codes[child.name] = child.stop()
-            executor.spin_once(timeout_sec=0.3)  # the last outputs on their way
-        summary = drive_summary(monitor.seen, bag, codes, log_dir)
+            failure = _start(children, monitor, executor, options.record_params_file, stop)
+            if failure is None and not stop.requested:
+                failure = _run(children, monitor, executor, options.duration, stop)
+        finally:
+            print()
+            codes = _stop_all(children, monitor, executor)
+        summary = drive_summary(monitor.seen, bag, codes, log_dir, monitor.final_counts())
         monitor.destroy_node()
+    problems = ([failure] if failure else []) + drive_problems(summary)
+    summary['problems'] = problems
     print(format_summary(summary))
     (log_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
-    if failure:
-        print(f'vbp-drive: {failure}', file=sys.stderr)
-        return 1
-    return 0
+    for problem in problems:
+        print(f'vbp-drive: {problem}', file=sys.stderr)
+    return 1 if problems else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _stop_all(children: list[Child], monitor: DriveMonitor,
+              executor: SingleThreadedExecutor) -> dict[str, int | None]:
+    """Stop the processes in data-flow order and collect each one's final /diagnostics (its
+    counts once it has stopped); their exit codes."""
+    codes = {}
+    for child in children:
+        codes[child.name] = child.stop()
+        deadline = time.monotonic() + FINAL_STATUS_S
+        while child.process is not None and not monitor.stopped(child.name) and \
+                time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    return codes
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -119,7 +131,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
-           record_params: Path) -> str | None:
+           record_params: Path, stop: StopRequest) -> str | None:
     """Start recorder and node, wait until the node subscribes to the camera and the recorder
     to the node's outputs it records, then start the camera, so that no frame goes
     unprocessed or unrecorded for want of a subscriber. An error text on failure."""
@@ -134,6 +146,8 @@ def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreade
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not (monitor.subscribed_by(monitor.image_topic, VBP_NODE) and
                all(monitor.subscribed_by(topic, RECORDER_NODE) for topic in awaited)):
+        if stop.requested:
+            return None
         executor.spin_once(timeout_sec=0.1)
         exited = first_exited(listeners)
         if exited is not None:
@@ -145,13 +159,14 @@ def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreade
 
 
 def _run(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
-         duration: float) -> str | None:
+         duration: float, stop: StopRequest) -> str | None:
     """Spin and print a status line each second until ``duration`` seconds after the first
     camera frame; an error text when a process exits on its own."""
     start = next_status = None
     counts = (0, 0)
     waited_since = time.monotonic()
-    while start is None or not duration or time.monotonic() - start < duration:
+    while (start is None or not duration or time.monotonic() - start < duration) and \
+            not stop.requested:
         executor.spin_once(timeout_sec=0.05)
         now = time.monotonic()
         if start is None and monitor.seen.camera_stamps:

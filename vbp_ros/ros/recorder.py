@@ -3,18 +3,22 @@
 Each topic is subscribed once a publisher for it appears, with the publishers' QoS (reliable
 only when every publisher is, as rosbag2 does), and receives messages still serialized: the
 callback stamps and queues the bytes, and :class:`vbp_ros.data.recording.BagRecording` writes
-them on its own thread. SIGINT and SIGTERM close the bag; after SIGKILL it is readable up to
-its last completed chunk (at most ``chunk_period_s`` is lost).
+them on its own thread. SIGINT and SIGTERM close the bag (backlog, MCAP summary,
+``metadata.yaml``), however many of them arrive (:mod:`vbp_ros.ros.runner`); after SIGKILL it
+is readable up to its last completed chunk (at most ``chunk_period_s`` is lost). A recording
+that lost messages (a full disk, a backlog beyond ``queue_limit_mb``) ends with exit code 1.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from functools import partial
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.topic_endpoint_info import TopicEndpointInfo
@@ -29,6 +33,8 @@ from .runner import run_node
 DEFAULT_TOPICS = (*VBP_OUTPUTS, DIAGNOSTICS_TOPIC)  # as config/record.yaml lists them
 DISCOVERY_PERIOD_S = 0.5
 SUBSCRIPTION_DEPTH = 100
+FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
+STOP_GRACE_S = 3.0  # after a stop signal, the longest wait for the recorded publishers to go
 
 
 class Recorder(Node):
@@ -36,6 +42,7 @@ class Recorder(Node):
 
     def __init__(self) -> None:
         super().__init__(RECORDER_NODE)
+        self.recording: BagRecording | None = None  # destroy_node of a node that failed
         self._declare_parameters()
         bag_dir = self.get_parameter('bag_dir').value
         self.recording = BagRecording(
@@ -45,6 +52,8 @@ class Recorder(Node):
             queue_limit_bytes=int(self.get_parameter('queue_limit_mb').value * (1 << 20)))
         self._waiting = {self.resolve_topic_name(topic)
                          for topic in self.get_parameter('topics').value}
+        self._recorded: set[str] = set()
+        self._stop_time: float | None = None
         self.get_logger().info(f'recording {", ".join(sorted(self._waiting))} into '
                                f'{self.recording.path}')
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -91,6 +100,7 @@ class Recorder(Node):
         self.recording.add_topic(topic, msgtype, [_bag_qos(p.qos_profile) for p in publishers])
         self.create_subscription(_message_class(msgtype), topic, partial(self._on_message, topic),
                                  _subscription_qos(publishers), raw=True)
+        self._recorded.add(topic)
         self.get_logger().info(f'recording {topic} ({msgtype})')
 
     def _on_message(self, topic: str, data: bytes) -> None:
@@ -103,7 +113,7 @@ class Recorder(Node):
             return f'the bag cannot be written ({self.recording.error})'
         return 'the disk is not keeping up (queue_limit_mb reached)'
 
-    def _publish_diagnostics(self) -> None:
+    def _publish_diagnostics(self, final: bool = False) -> None:
         stats = self.recording.stats()
         error = self.recording.error
         level = DiagnosticStatus.ERROR if error else (
@@ -115,20 +125,51 @@ class Recorder(Node):
         values.update({f'written {topic}': count for topic, count in stats.written.items()})
         values.update({f'dropped {topic}': count for topic, count in stats.dropped.items()})
         message = str(error) if error else ('dropping messages' if stats.dropped else 'ok')
+        if final:
+            message = f'closed; {message}'
         self.diagnostics_pub.publish(diagnostic_array(
             self, 'recording', level, message, str(self.recording.path), values))
 
+    def finishing(self) -> bool:
+        """After a stop signal: whether to keep recording, because a recorded topic (other
+        than /diagnostics, which every node publishes) still has a publisher; at most
+        STOP_GRACE_S. A Ctrl-C stops the whole pipeline at once, and the last frames of a
+        node are still on their way when the recorder hears it."""
+        now = time.monotonic()
+        if self._stop_time is None:
+            self._stop_time = now
+        return now - self._stop_time < STOP_GRACE_S and any(
+            self.count_publishers(topic) for topic in self._recorded
+            if topic != DIAGNOSTICS_TOPIC)
+
     def destroy_node(self) -> None:
-        """Stop receiving, then write what is queued and close the bag."""
-        for subscription in list(self.subscriptions):
-            self.destroy_subscription(subscription)
-        stats = self.recording.close()
+        """Stop receiving, write what is queued, close the bag, and publish the final counts."""
+        if self.recording is not None:
+            for subscription in list(self.subscriptions):
+                self.destroy_subscription(subscription)
+            stats = self.recording.close()
+            self._publish_diagnostics(final=True)
+            self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
+            summary = ', '.join(f'{topic} {count}'
+                                for topic, count in sorted(stats.written.items()))
+            dropped = f'; dropped {stats.dropped}' if stats.dropped else ''
+            closing = f'closed {self.recording.path}: {summary or "no messages"}{dropped}'
         super().destroy_node()
-        # Logged after the node is gone: its rosout publisher may be shut down already.
-        summary = ', '.join(f'{topic} {count}' for topic, count in sorted(stats.written.items()))
-        dropped = f'; dropped {stats.dropped}' if stats.dropped else ''
-        self.get_logger().info(
-            f'closed {self.recording.path}: {summary or "no messages"}{dropped}')
+        if self.recording is not None:
+            # Logged after the node is gone: its rosout publisher may be shut down already.
+            self.get_logger().info(closing)
+
+    def exit_problem(self) -> str | None:
+        """What the recording lost, if anything (the runner then exits with code 1)."""
+        if self.recording is None:
+            return None
+        stats, error = self.recording.stats(), self.recording.error
+        if error is not None:
+            return f'the bag {self.recording.path} is incomplete: {error}'
+        if stats.dropped:
+            return f'the bag {self.recording.path} lacks {sum(stats.dropped.values())} ' \
+                f'messages that were dropped: {stats.dropped}'
+        return None
 
 
 def _message_class(msgtype: str) -> type:

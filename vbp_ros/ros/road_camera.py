@@ -1,23 +1,28 @@
 """road_camera: publishes camera frames (synthetic roads, a video or a folder of images) as
 sensor_msgs/Image on ``image`` at ``rate`` Hz, with camera-driver QoS (sensor data: best
-effort, keep last 5), the configured frame_id and the publishing time as stamp."""
+effort, keep last 5), the configured frame_id and the publishing time as stamp; the count of
+frames published goes to /diagnostics each second and once more when it stops."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..data.sources import Frame, image_frames, synthetic_frames, video_frames
-from ..interface import CAMERA_NODE, CAMERA_SOURCES, IMAGE_TOPIC
+from ..interface import CAMERA_NODE, CAMERA_SOURCES, DIAGNOSTICS_TOPIC, IMAGE_TOPIC
+from .diagnostics import diagnostic_array
 from .messages import image_message
 from .runner import run_node
 
 SYNTHETIC_MODES = ('drive', 'independent')
+FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
 
 
 class RoadCamera(Node):
@@ -25,6 +30,8 @@ class RoadCamera(Node):
 
     def __init__(self) -> None:
         super().__init__(CAMERA_NODE)
+        self.published = 0
+        self.diagnostics_pub = None  # destroy_node of a node that failed
         string, double, integer = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
                                    ParameterType.PARAMETER_INTEGER)
         self.declare_parameter('source', 'synthetic', ParameterDescriptor(
@@ -54,9 +61,10 @@ class RoadCamera(Node):
         # The first frame costs the most (generator set-up, file opening): pay it now, not in
         # the first timer period, which would make the second frame follow the first at once.
         self.next_frame = next(self.frames, None)
-        self.published = 0
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_timer(1.0 / self.get_parameter('rate').value, self._publish)
+        self.create_timer(1.0, self._publish_diagnostics)
 
     def _open_source(self) -> Iterator[Frame]:
         source = self.get_parameter('source').value
@@ -89,7 +97,16 @@ class RoadCamera(Node):
         self.published += 1
         self.next_frame = next(self.frames, None)
 
+    def _publish_diagnostics(self, message: str = 'ok') -> None:
+        self.diagnostics_pub.publish(diagnostic_array(
+            self, 'camera', DiagnosticStatus.OK, message, self.publisher.topic_name,
+            {'frames published': self.published}))
+
     def destroy_node(self) -> None:
+        """Publish the final count, then destroy the node."""
+        if self.diagnostics_pub is not None:
+            self._publish_diagnostics('stopped')
+            self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
         super().destroy_node()
         # Logged after the node is gone: its rosout publisher may be shut down already.
         self.get_logger().info(f'published {self.published} frames')

@@ -1,44 +1,94 @@
-"""The main loop every executable of the package shares (ros2/examples style)."""
+"""The main loop every executable of the package shares (ros2/examples style), with a Ctrl-C
+that always completes a clean shutdown.
+
+A terminal's Ctrl-C reaches every process of its process group, and ``ros2 launch`` forwards
+it once more, so each node gets SIGINT twice within milliseconds; an impatient user presses
+it again. rclpy's own handlers turn a later signal into a KeyboardInterrupt wherever the main
+thread happens to be (inside a bag's close, a thread join, a pybind11 call), which loses data
+or aborts the process. Here SIGINT and SIGTERM only set a flag: the first one asks the node to
+stop, the main loop notices it within :data:`SPIN_PERIOD_S`, and the node's shutdown (the
+worker's last frame, the recorder's backlog, MCAP summary and ``metadata.yaml``) runs to its
+end however many signals follow.
+"""
 
 from __future__ import annotations
 
+import signal
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+SPIN_PERIOD_S = 0.1  # longest time between a signal and the start of the shutdown
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
-    """Spin until SIGINT/SIGTERM or shutdown. A signal that shuts the context down while the
-    executor builds its wait set surfaces as RCLError; that is a clean stop, not a failure."""
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except _rclpy.RCLError:
-        if rclpy.ok():
-            raise
+class StopRequest:
+    """SIGINT and SIGTERM as a request to stop: they are counted, never raised.
+
+    Install it before anything slow starts (model loading, DDS discovery): a signal that comes
+    then is honoured as soon as the caller checks :attr:`requested`.
+    """
+
+    def __init__(self) -> None:
+        self.signals = 0
+
+    def install(self) -> StopRequest:
+        """Take over SIGINT and SIGTERM for this process (main thread only)."""
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._on_signal)
+        return self
+
+    def _on_signal(self, number: int, frame: object) -> None:
+        self.signals += 1
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop signal has arrived."""
+        return self.signals > 0
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message, with its type where the message alone is vague
+    (anything but ValueError and its subclasses, e.g. CheckpointError)."""
+    text = ' '.join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -> int:
-    """Create the node, spin it until a signal, destroy it. A ValueError while creating it
-    (bad parameters, missing files) is logged as fatal and gives exit code 1."""
-    try:
-        with rclpy.init(args=args):
-            executor = SingleThreadedExecutor()  # before the node: a signal may come any time
-            try:
-                node = make_node()
-            except ValueError as error:
-                get_logger(name).fatal(str(error))
-                return 1
-            try:
-                executor.add_node(node)
-                spin_until_shutdown(executor)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Create the node, spin it until SIGINT/SIGTERM, destroy it; the exit code.
+
+    A node may define ``finishing() -> bool``: after the stop signal it is spun for as long as
+    that says True (a recorder takes what its publishers, stopped by the same Ctrl-C, still
+    send). Anything that stops the node from starting (a bad parameter value or type, a missing
+    file, an unusable device) is logged as one fatal line and gives exit code 1. A node may
+    define ``exit_problem() -> str | None``, asked after its destruction: a problem (e.g. a
+    recorder that lost messages) is logged as an error and gives exit code 1. A clean stop
+    gives 0, however many signals arrived.
+    """
+    stop = StopRequest().install()
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        executor = SingleThreadedExecutor()
+        try:
+            node = make_node()
+        except Exception as error:  # every start-up failure: one line, exit code 1
+            get_logger(name).fatal(one_line(error))
+            return 1
+        try:
+            executor.add_node(node)
+            while not stop.requested and rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+            finishing = getattr(node, 'finishing', lambda: False)
+            while rclpy.ok() and finishing():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+        finally:
+            executor.remove_node(node)
+            node.destroy_node()
+        problem = getattr(node, 'exit_problem', lambda: None)()
+    if problem:
+        get_logger(name).error(problem)
+        return 1
     return 0

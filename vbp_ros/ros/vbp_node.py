@@ -17,28 +17,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32
 
-from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoint
-from ..engine.engine import PRECISIONS, VBPEngine, resolve_device
+from ..core.checkpoint import CheckpointError, default_model_path, load_checkpoint, read_spec
+from ..engine.engine import PRECISIONS, VBPEngine, output_problem, resolve_device
 from ..engine.mailbox import LatestFrameMailbox
-from ..engine.monitor import PipelineMonitor
+from ..engine.monitor import PipelineMonitor, stamp_problem
+from ..engine.preprocess import Preprocessor
 from ..interface import (COMPRESSED_IMAGE_TOPIC, DIAGNOSTICS_TOPIC, IMAGE_TOPIC, MASK_TOPIC,
                          OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC,
                          STEERING_TOPIC, VBP_NODE)
 from ..pixels.encodings import mask_to_mono8
-from ..pixels.frames import FrameError
+from ..pixels.frames import FrameError, FrameSizeError
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH
 from .diagnostics import diagnostic_array
 from .messages import frame_of, header_ns, image_message
-from .runner import run_node
+from .runner import one_line, run_node
 
 CHOICES = {
     'input_transport': ('raw', 'compressed'),
@@ -50,6 +52,10 @@ ENGINE_PARAMETERS = ('model', 'device', 'precision', 'cuda_graphs')
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')
 OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 WARN_PERIOD_S = 5.0
+ERROR_HOLD_S = 10.0  # /diagnostics stays at ERROR this long after a failed or refused frame
+WORKER_STOP_S = 30.0  # longest wait for the frame in hand at shutdown
+FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
+REMEMBERED_SIZES = 16  # frame sizes whose rule was logged; more distinct sizes start over
 
 
 def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
@@ -88,6 +94,11 @@ PARAMETERS = {
                                          CHOICES['mask_encoding'])),
     'overlay_alpha': (0.8, _describe(ParameterType.PARAMETER_DOUBLE, 'strength of the red mask',
                                      low=0.0, high=1.0)),
+    'overlay_max_width': (DEFAULT_OVERLAY_WIDTH, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER,
+        description='widest published overlay in pixels; a wider frame gives a proportionally '
+                    'smaller overlay (never larger than the frame)',
+        integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
     'cpu_threads': (0, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER, read_only=True,
         description='torch CPU threads (read at start); 0 keeps torch\'s default, one per '
@@ -104,6 +115,7 @@ class Settings:
 
     engine: tuple  # values of ENGINE_PARAMETERS: a new tuple means a new engine
     overlay_alpha: float
+    overlay_max_width: int
     deadline_ms: float
     max_age_ms: float
     publish_overlay: bool
@@ -121,11 +133,18 @@ class VBPNode(Node):
 
     def __init__(self) -> None:
         super().__init__(VBP_NODE)
+        self._worker: threading.Thread | None = None  # destroy_node of a node that failed
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
+        self._check_start_up_parameters()
         self.monitor = PipelineMonitor()
         self.mailbox = LatestFrameMailbox()
         self.settings = self._read_settings()
+        self._reverting = False  # the worker's failed model is being taken back
+        self._failed_engine: tuple | None = None
+        self._model_error: str | None = None
+        self._last_failure: tuple[float, str] | None = None  # (monotonic time, what)
+        self._sizes_seen: set[tuple[int, int]] = set()
         self.engine = self._build_engine(self.settings.engine)
         self._engine_settings = self.settings.engine
         self._subscription = None
@@ -139,6 +158,7 @@ class VBPNode(Node):
         self.add_pre_set_parameters_callback(self._normalize_parameters)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._revert_request = self.create_guard_condition(self._revert_engine_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self._running = True
         self._worker = threading.Thread(target=self._work, name='vbp_worker', daemon=True)
@@ -151,9 +171,22 @@ class VBPNode(Node):
     def _param(self, name: str) -> object:
         return self.get_parameter(name).value
 
+    def _check_start_up_parameters(self) -> None:
+        """Start-up values get the run-time treatment: normalized, then validated; ValueError
+        (one line, exit code 1) for the first invalid one."""
+        declared = [self.get_parameter(name) for name in PARAMETERS]
+        changed = [new for old, new in zip(declared, self._normalize_parameters(declared))
+                   if new.value != old.value]
+        if changed:
+            self.set_parameters(changed)  # no callbacks are registered yet
+        problem = self._problem({name: self._param(name) for name in PARAMETERS})
+        if problem:
+            raise ValueError(f'invalid start-up parameter: {problem}')
+
     def _read_settings(self) -> Settings:
         return Settings(engine=tuple(self._param(name) for name in ENGINE_PARAMETERS),
                         overlay_alpha=self._param('overlay_alpha'),
+                        overlay_max_width=self._param('overlay_max_width'),
                         deadline_ms=self._param('deadline_ms'),
                         max_age_ms=self._param('max_age_ms'),
                         publish_overlay=self._param('publish_overlay'),
@@ -181,22 +214,29 @@ class VBPNode(Node):
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """On-set: refuse invalid values with a reason; the old values stay."""
-        changes = {p.name: p.value for p in parameters}
+        if self._reverting:  # the running engine's own values: nothing to check
+            return SetParametersResult(successful=True)
+        problem = self._problem({p.name: p.value for p in parameters})
+        return _refuse(problem) if problem else SetParametersResult(successful=True)
+
+    def _problem(self, changes: dict[str, object]) -> str | None:
+        """What is wrong with these new values (with the others as they are), or None. Quick
+        enough for the executor: a model is checked by its header, after making sure that it
+        is a regular file (a FIFO would block); the worker loads it."""
         for name, value in changes.items():
             if name in CHOICES and value not in CHOICES[name]:
-                return _refuse(f'{name} must be one of {", ".join(CHOICES[name])}, '
-                               f'not {value!r}')
+                return f'{name} must be one of {", ".join(CHOICES[name])}, not {value!r}'
         if set(changes) & {'model', 'device', 'cuda_graphs'}:
             settings = {name: changes.get(name, self._param(name)) for name in ENGINE_PARAMETERS}
             try:
                 device = resolve_device(settings['device'])
                 if settings['cuda_graphs'] and device.type != 'cuda':
-                    return _refuse('cuda_graphs needs a CUDA device')
+                    return 'cuda_graphs needs a CUDA device'
                 if 'model' in changes:
-                    load_checkpoint(_model_path(settings['model']))
-            except (ValueError, CheckpointError) as error:
-                return _refuse(str(error))
-        return SetParametersResult(successful=True)
+                    Preprocessor(read_spec(_model_path(settings['model'])))
+            except ValueError as error:  # CheckpointError and FrameError too
+                return str(error)
+        return None
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         """Post-set: hand the worker the new settings (one assignment: it sees all or none)."""
@@ -204,8 +244,20 @@ class VBPNode(Node):
         if names & set(SUBSCRIPTION_PARAMETERS):
             self._subscribe()
         self.settings = self._read_settings()
-        if self.settings.engine != self._engine_settings:
+        if self.settings.engine != self._engine_settings and not self._reverting:
             self.get_logger().info('engine settings changed; rebuilding before the next frame')
+
+    def _revert_engine_parameters(self) -> None:
+        """On the executor, at the worker's request: a model change that failed to load is
+        taken back, so the parameters name the engine that runs."""
+        running = dict(zip(ENGINE_PARAMETERS, self._engine_settings))
+        changed = [Parameter(name, value=value) for name, value in running.items()
+                   if self._param(name) != value]
+        self._reverting = True
+        try:
+            self.set_parameters(changed)
+        finally:
+            self._reverting = False
 
     # -- input --------------------------------------------------------------------------------
 
@@ -239,6 +291,8 @@ class VBPNode(Node):
     # -- worker -------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """The worker loop: no exception ends it; each is counted, logged and reported at
+        ERROR on /diagnostics, and the next frame is processed."""
         seen_drops = 0
         while self._running:
             frame = self.mailbox.get(timeout=0.1)
@@ -248,57 +302,122 @@ class VBPNode(Node):
                 seen_drops = drops
             if frame is None:
                 continue
-            settings = self.settings
-            if settings.engine != self._engine_settings:
-                self._rebuild_engine(settings.engine)
-            self.engine.overlay_alpha = settings.overlay_alpha
             try:
-                self._process(frame, settings)
-            except FrameError as error:
-                self.monitor.count('dropped_invalid')
-                self.get_logger().warning(f'dropped frame: {error}',
-                                          throttle_duration_sec=WARN_PERIOD_S)
-            except Exception as error:  # keep serving; report what went wrong
-                if not rclpy.ok():
-                    return
-                self.monitor.count('dropped_invalid')
-                self.get_logger().error(f'frame failed: {type(error).__name__}: {error}',
-                                        throttle_duration_sec=WARN_PERIOD_S)
+                self._handle(frame)
+            except Exception as error:  # MemoryError too: keep serving, say what went wrong
+                self._report_failure('frame failed', error)
+
+    def _handle(self, frame: _Frame) -> None:
+        settings = self.settings
+        if settings.engine not in (self._engine_settings, self._failed_engine):
+            self._rebuild_engine(settings.engine)
+        self.engine.overlay_alpha = settings.overlay_alpha
+        self.engine.overlay_max_width = settings.overlay_max_width
+        try:
+            self._process(frame, settings)
+        except FrameSizeError as error:
+            self._refuse_frame_size(error)
+        except FrameError as error:
+            self.monitor.count('dropped_invalid')
+            self.get_logger().warning(f'dropped frame: {error}',
+                                      throttle_duration_sec=WARN_PERIOD_S)
+
+    def _report_failure(self, what: str, error: BaseException) -> None:
+        self.monitor.count('errors')
+        self._last_failure = (time.monotonic(), f'{what}: {one_line(error)}')
+        self.get_logger().error(self._last_failure[1], throttle_duration_sec=WARN_PERIOD_S)
+
+    def _refuse_frame_size(self, error: FrameSizeError) -> None:
+        """Frames of a size the model cannot be used on: counted as invalid, reported at ERROR
+        on /diagnostics, and logged once per size (not a warning per frame)."""
+        self.monitor.count('dropped_invalid')
+        self._last_failure = (time.monotonic(), str(error))
+        if self._first_time_seen(str(error)):
+            self.get_logger().error(str(error))
+
+    def _first_time_seen(self, key: object) -> bool:
+        if key in self._sizes_seen:
+            return False
+        if len(self._sizes_seen) >= REMEMBERED_SIZES:
+            self._sizes_seen.clear()
+        self._sizes_seen.add(key)
+        return True
 
     def _rebuild_engine(self, engine_settings: tuple) -> None:
-        self._engine_settings = engine_settings
+        """Build the engine of new settings; on failure keep the running one, say so on
+        /diagnostics and take the parameters back to what runs."""
         try:
             self.engine = self._build_engine(engine_settings)
-            self.get_logger().info(f'engine rebuilt: {engine_settings[0] or "bundled default"} '
-                                   f'on {self.engine.description}')
-        except (ValueError, CheckpointError, RuntimeError) as error:
-            self.get_logger().error(f'engine rebuild failed, keeping the previous one: {error}')
+        except Exception as error:  # a model deleted since its check, CUDA out of memory...
+            self._failed_engine = engine_settings
+            running = self._engine_settings[0] or 'the bundled default'
+            self._model_error = (f'engine settings {engine_settings} failed to load '
+                                 f'({one_line(error)}); still running model {running}')
+            self.get_logger().error(self._model_error)
+            self._revert_request.trigger()
+            return
+        self._engine_settings, self._failed_engine, self._model_error = \
+            engine_settings, None, None
+        self._sizes_seen.clear()
+        self.get_logger().info(f'engine rebuilt: {engine_settings[0] or "bundled default"} '
+                               f'on {self.engine.description}')
 
     def _process(self, frame: _Frame, settings: Settings) -> None:
         header = frame.message.header
-        if settings.max_age_ms > 0 and header_ns(header):
-            age_ms = self._age_ms(header)
-            if age_ms > settings.max_age_ms:
-                self.monitor.count('dropped_stale')
-                self.get_logger().warning(f'dropped stale frame ({age_ms:.0f} ms old)',
-                                          throttle_duration_sec=WARN_PERIOD_S)
-                return
+        stamp = header_ns(header)
+        unusable = stamp_problem(stamp, self._now_ns())
+        if unusable:
+            self.monitor.count('bad_stamps')
+            self.get_logger().warning(f'frame stamp {unusable}: kept out of the latency '
+                                      'figures', throttle_duration_sec=WARN_PERIOD_S)
+        if settings.max_age_ms > 0 and self._stale(stamp, unusable, settings.max_age_ms):
+            return
         image, order = frame_of(frame.message)
+        self._log_frame_size(image.shape)
         overlay = settings.publish_overlay and self.overlay_pub.get_subscription_count() > 0
         result = self.engine.process(image, order=order, overlay=overlay)
+        problem = output_problem(result, self.engine.spec)
+        if problem:
+            self.monitor.count('dropped_bad_output')
+            self.get_logger().warning(f'not published: {problem}',
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
         self.angle_pub.publish(Float32(data=result.angle))
         self.mask_pub.publish(self._mask_message(header, result.mask, settings.mask_float))
         if result.overlay is not None:
             self.overlay_pub.publish(image_message(result.overlay, 'rgb8', header))
             self.monitor.count('overlays')
-        latency_ms = self._age_ms(header)
+        latency_ms = None if unusable else (self._now_ns() - stamp) / 1e6
         processing_ms = (time.perf_counter() - frame.received) * 1e3
         self.processing_pub.publish(Float32(data=processing_ms))
-        self.latency_pub.publish(Float32(data=latency_ms))
+        if latency_ms is not None:
+            self.latency_pub.publish(Float32(data=latency_ms))
         self.monitor.frame_done(processing_ms, latency_ms, settings.deadline_ms)
 
-    def _age_ms(self, header: object) -> float:
-        return (self.get_clock().now().nanoseconds - header_ns(header)) / 1e6
+    def _stale(self, stamp: int, unusable: str | None, max_age_ms: float) -> bool:
+        """Whether max_age_ms drops this frame: too old, or of unknown age (a zero, negative
+        or future stamp cannot show that the frame is fresh)."""
+        age_ms = (self._now_ns() - stamp) / 1e6
+        if not unusable and age_ms <= max_age_ms:
+            return False
+        self.monitor.count('dropped_stale')
+        reason = f'stamp {unusable}' if unusable else f'{age_ms:.0f} ms old'
+        self.get_logger().warning(f'dropped stale frame ({reason}; max_age_ms {max_age_ms:g})',
+                                  throttle_duration_sec=WARN_PERIOD_S)
+        return True
+
+    def _log_frame_size(self, shape: tuple[int, ...]) -> None:
+        """Say once per frame size which part of the frame the network sees."""
+        size = (shape[1], shape[0])
+        if self._first_time_seen(size):
+            try:
+                rule = self.engine.preprocess.rule(shape)
+            except FrameSizeError:
+                return  # refused, and said so, by _refuse_frame_size
+            self.get_logger().info(f'frames of {size[0]}x{size[1]}: the network sees {rule}')
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
 
     @staticmethod
     def _mask_message(header: object, mask: np.ndarray, as_float: bool) -> Image:
@@ -308,22 +427,37 @@ class VBPNode(Node):
 
     # -- diagnostics --------------------------------------------------------------------------
 
-    def _publish_diagnostics(self) -> None:
+    def _status(self, totals: dict[str, int], rates: dict[str, float]) -> tuple[bytes, str]:
+        """The level and message of /diagnostics: ERROR for a model that failed to load or a
+        recent failed or refused frame, WARN for dropped or doubtful frames."""
+        recent = self._last_failure
+        if self._model_error:
+            return DiagnosticStatus.ERROR, self._model_error
+        if recent and time.monotonic() - recent[0] < ERROR_HOLD_S:
+            return DiagnosticStatus.ERROR, recent[1]
+        if totals['received'] and rates['received'] and not rates['processed']:
+            return DiagnosticStatus.WARN, 'receiving frames but processing none'
+        doubtful = [text for key, text in (
+            ('deadline_misses', 'deadline misses'), ('dropped_invalid', 'invalid frames'),
+            ('dropped_bad_output', 'unpublishable outputs'), ('bad_stamps', 'bad stamps'),
+            ('errors', 'failed frames')) if totals[key]]
+        if doubtful:
+            return DiagnosticStatus.WARN, ', '.join(doubtful) + ' seen'
+        return DiagnosticStatus.OK, 'ok'
+
+    def _publish_diagnostics(self, final: bool = False) -> None:
         snapshot = self.monitor.snapshot()
         totals = snapshot.totals
-        level = DiagnosticStatus.OK
-        message = 'ok'
-        if totals['received'] and not snapshot.rates_hz['processed'] and \
-                snapshot.rates_hz['received']:
-            level, message = DiagnosticStatus.WARN, 'receiving frames but processing none'
-        elif totals['deadline_misses'] or totals['dropped_invalid']:
-            level, message = DiagnosticStatus.WARN, 'deadline misses or invalid frames seen'
+        level, message = self._status(totals, snapshot.rates_hz)
         latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
         values = {
             'frames received': totals['received'], 'frames processed': totals['processed'],
             'dropped (superseded by a newer frame)': totals['dropped_superseded'],
             'dropped (stale)': totals['dropped_stale'],
             'dropped (invalid)': totals['dropped_invalid'],
+            'dropped (unpublishable output)': totals['dropped_bad_output'],
+            'dropped (failed)': totals['errors'],
+            'frames with unusable stamps': totals['bad_stamps'],
             'deadline misses': totals['deadline_misses'],
             'overlays published': totals['overlays'],
             'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
@@ -334,16 +468,25 @@ class VBPNode(Node):
             'processing time p99 (ms)': _milliseconds(processing.get('p99')),
             'deadline (ms)': self.settings.deadline_ms,
             'device': self.engine.description,
-            'model': self._param('model') or 'bundled default',
+            'model': self._engine_settings[0] or 'bundled default',
         }
+        if final:
+            message = f'stopped; {message}'
         self.diagnostics_pub.publish(diagnostic_array(
             self, 'pipeline', level, message, self.engine.description, values))
 
     def destroy_node(self) -> None:
-        """Stop the worker (it finishes the frame in hand), then the node."""
-        self._running = False
-        self.mailbox.close()
-        self._worker.join(timeout=5.0)
+        """Stop the worker (it finishes the frame in hand), publish the final counts, then
+        destroy the node."""
+        if self._worker is not None:
+            self._running = False
+            self.mailbox.close()
+            self._worker.join(timeout=WORKER_STOP_S)
+            if self._worker.is_alive():
+                self.get_logger().error(f'worker still busy after {WORKER_STOP_S:.0f} s')
+            self._publish_diagnostics(final=True)
+            self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
+            self._worker = None
         super().destroy_node()
 
 

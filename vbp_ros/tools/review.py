@@ -157,6 +157,8 @@ def review(args: argparse.Namespace) -> dict:
         raise SessionError(f'{out} already holds {", ".join(review_files(out))}; '
                            'pass --force to replace them')
     with open_bag(bag) as reader:
+        if reader.repair is not None:
+            _warn(reader.repair.describe())
         namespace, topics = find_topics(reader.connections, args.namespace)
         index = index_session(reader, topics)
         _report_bad_frames(index.bad)
@@ -179,7 +181,8 @@ def review(args: argparse.Namespace) -> dict:
     plot_series(out / PLOT, index.series, f'{bag.name} (namespace {namespace or "/"})')
     files = {'video': video.path.name, 'plot': PLOT, 'contact_sheet': SHEET, 'summary': SUMMARY}
     summary = summarise(bag, namespace, index, plan, fps, tolerance_ns, files)
-    summary.update(out=str(out), video_frames=video.frames)
+    summary.update(out=str(out), video_frames=video.frames, unreadable_bytes_left_out=(
+        reader.repair.unreadable if reader.repair is not None else 0))
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + '\n')
     return summary
 

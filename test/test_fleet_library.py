@@ -1,0 +1,225 @@
+"""vbp-fleet's library without Ray: mask statistics on constructed masks, bag discovery, frame
+reading (counts, skips, pairing, segments) and the worker's rows against the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vbp_ros.core.checkpoint import ModelSpec
+from vbp_ros.data.camera_bags import CameraFrame, SteeringSample, write_camera_bag
+from vbp_ros.data.fleet.discovery import find_bags
+from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
+from vbp_ros.data.fleet.stats import horizon_in_mask, mask_change, mask_statistics
+from vbp_ros.data.fleet.worker import SegmentWorker, load_model, top_rows
+from vbp_ros.data.sources import synthetic_frames
+from vbp_ros.engine.engine import VBPEngine
+from vbp_ros.pixels.frames import Crop
+
+MS = 1_000_000
+T0 = 1_600_000_000 * 1000 * MS
+SPEC = ModelSpec('authors', 1, 20, 64, crop=(8, 0, 40, 64))  # a small camera: 64x48 frames
+
+
+# -- mask statistics -------------------------------------------------------------------------
+
+def test_statistics_of_a_single_bright_pixel() -> None:
+    masks = np.zeros((1, 10, 20))
+    masks[0, 7, 3] = 2.0
+    stats = mask_statistics(masks, 5.0)
+    assert stats['lower_share'][0] == 1.0 and stats['upper_share'][0] == 0.0
+    assert stats['centre_x'][0] == pytest.approx(3.5 / 20)
+    assert stats['centre_y'][0] == pytest.approx(7.5 / 10)
+    assert stats['entropy'][0] == 0.0
+    assert stats['above_horizon'][0] == 0.0
+
+
+def test_statistics_of_an_even_mask_and_split_rows() -> None:
+    masks = np.ones((2, 5, 4))
+    stats = mask_statistics(masks, np.array([1.5, np.nan]))
+    np.testing.assert_allclose(stats['upper_share'], 0.5)  # 2.5 of 5 rows: the middle split
+    np.testing.assert_allclose(stats['lower_share'], 0.5)
+    np.testing.assert_allclose(stats['centre_x'], 0.5)
+    np.testing.assert_allclose(stats['centre_y'], 0.5)
+    np.testing.assert_allclose(stats['entropy'], 1.0)
+    assert stats['above_horizon'][0] == pytest.approx(1.5 / 5)
+    assert np.isnan(stats['above_horizon'][1])  # horizon unknown
+
+
+def test_statistics_of_a_top_band_and_of_an_empty_mask() -> None:
+    masks = np.zeros((2, 8, 8))
+    masks[0, :2] = 1.0  # the top quarter, evenly
+    stats = mask_statistics(masks, 4.0)
+    assert stats['upper_share'][0] == 1.0 and stats['above_horizon'][0] == 1.0
+    assert stats['centre_y'][0] == pytest.approx(1.0 / 8)
+    assert stats['entropy'][0] == pytest.approx(np.log(16) / np.log(64))
+    assert all(np.isnan(values[1]) for values in stats.values())  # no mass, no statistic
+
+
+def test_mask_change_is_one_minus_cosine_with_the_previous_mask() -> None:
+    first = np.zeros((4, 4))
+    first[0, 0] = 1.0
+    same_direction, orthogonal = 3.0 * first, np.zeros((4, 4))
+    orthogonal[3, 3] = 1.0
+    half = first + orthogonal
+    masks = np.stack([same_direction, orthogonal, half, np.zeros((4, 4))])
+    change = mask_change(masks, previous=first)
+    np.testing.assert_allclose(change[:3], [0.0, 1.0, 1.0 - 1.0 / np.sqrt(2)], atol=1e-12)
+    assert np.isnan(change[3])  # an empty mask has no direction
+    assert np.isnan(mask_change(masks[:1])[0])  # the first frame of a bag has no previous
+
+
+def test_horizon_rows_map_into_the_resized_crop() -> None:
+    region = Crop(200, 0, 100, 640)
+    assert horizon_in_mask(250.0, region, 50) == 25.0
+    assert horizon_in_mask(150.0, region, 50) == -25.0  # above the crop: no mass above it
+    assert np.isnan(horizon_in_mask(None, region, 50))
+
+
+def test_top_rows_takes_the_largest_finite_scores_first() -> None:
+    scores = np.array([0.1, np.nan, 0.9, 0.5, 0.9])
+    assert top_rows(scores, 3).tolist() == [2, 4, 3]
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+def test_discovery_finds_each_bag_once(tmp_path: Path) -> None:
+    bag2 = tmp_path / 'fleet' / 'car1' / 'run1'
+    bag2.mkdir(parents=True)
+    (bag2 / 'metadata.yaml').write_text('x')
+    (bag2 / 'run1_0.mcap').write_bytes(b'')  # part of run1, not a bag of its own
+    killed = tmp_path / 'fleet' / 'car2' / 'killed'
+    killed.mkdir(parents=True)
+    (killed / 'killed_0.mcap').write_bytes(b'')  # no metadata.yaml: the file is the bag
+    (tmp_path / 'fleet' / 'old.bag').write_bytes(b'')
+    (tmp_path / 'fleet' / 'notes.txt').write_text('')
+    single = tmp_path / 'single.db3'
+    single.write_bytes(b'')
+    found = find_bags([tmp_path / 'fleet', single, bag2, tmp_path / 'nope'])
+    assert found.bags == sorted([bag2, killed / 'killed_0.mcap', tmp_path / 'fleet' / 'old.bag',
+                                 single])
+    assert found.missing == [str(tmp_path / 'nope')]
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+def camera_frames(count: int, period_ms: int = 50) -> list[CameraFrame]:
+    rng = np.random.default_rng(3)
+    return [CameraFrame(T0 + i * period_ms * MS, T0 + i * period_ms * MS + 7 * MS,
+                        rng.integers(0, 255, (48, 64), np.uint8)) for i in range(count)]
+
+
+def test_every_message_is_a_row_a_skip_or_subsampled(tmp_path: Path) -> None:
+    frames = camera_frames(11)
+    frames[4] = CameraFrame(frames[4].stamp_ns, frames[4].log_ns, frames[4].pixels,
+                            payload=b'\xff\xd8 broken')
+    bag = write_camera_bag(tmp_path / 'bag', frames, compressed=True, storage='sqlite3')
+    segments = list(read_segments(bag, SPEC, ReadOptions(every=2, segment_inputs=3)))
+    info = segments[-1].info
+    index = np.concatenate([s.index for s in segments])
+    assert index.tolist() == [0, 2, 6, 8, 10]  # message 4 is skipped, odd ones subsampled
+    assert (info.messages, info.frames, info.subsampled) == (11, 5, 5)
+    assert info.skipped == {'truncated JPEG (no end-of-image marker)': 1}
+    assert all(s.info is None for s in segments[:-1]) and info.segments == len(segments)
+    # segment 2 onwards carries the frame before it, for the mask change
+    assert segments[0].context is None
+    for before, after in zip(segments, segments[1:]):
+        if after.frames:
+            np.testing.assert_array_equal(after.context, before.planes[-1])
+    stamps = np.concatenate([s.stamp_ns for s in segments])
+    assert stamps.tolist() == [frames[i].stamp_ns for i in index]
+
+
+@pytest.mark.parametrize('kind', ['report', 'float32', 'float64'])
+def test_recorded_steering_pairs_with_the_nearest_sample(tmp_path: Path, kind: str) -> None:
+    frames = camera_frames(6)
+    samples = [SteeringSample(T0 + t * MS, T0 + t * MS + 7 * MS, 0.01 * t)
+               for t in range(0, 300, 40) if not 90 < t < 190]  # nothing near 150 ms
+    topic = '/vehicle/steering_report' if kind == 'report' else '/steer'
+    ros1 = kind == 'report'
+    bag = write_camera_bag(tmp_path / ('bag.bag' if ros1 else 'bag'), frames,
+                           storage='ros1' if ros1 else 'mcap', steering=samples,
+                           steering_kind=kind, steering_topic=topic)
+    options = ReadOptions(steering_topic=None if kind == 'report' else topic,
+                          steering_tolerance_ns=20 * MS, segment_inputs=64)
+    (segment,) = read_segments(bag, SPEC, options)
+    # frames at 0, 50, 100, 150, 200, 250 ms; samples at 0, 40, 80, 200, 240, 280 ms
+    expected = [0.0, 0.4, 0.8, np.nan, 2.0, 2.4]
+    np.testing.assert_allclose(segment.recorded, expected, rtol=1e-6)
+    assert segment.info.steering_topic == topic
+
+
+def test_a_bag_without_the_camera_topic_is_an_error(tmp_path: Path) -> None:
+    bag = write_camera_bag(tmp_path / 'bag', camera_frames(2), topic='/front')
+    with pytest.raises(BagReadError, match='image topics: /front'):
+        list(read_segments(bag, SPEC, ReadOptions(topic='/rear')))
+
+
+def test_the_busiest_image_topic_is_the_camera() -> None:
+    def connection(topic: str, msgtype: str, count: int) -> SimpleNamespace:
+        return SimpleNamespace(topic=topic, msgtype=msgtype, msgcount=count)
+
+    connections = [connection('/thumb', 'sensor_msgs/msg/Image', 5),
+                   connection('/front/compressed', 'sensor_msgs/msg/CompressedImage', 30),
+                   connection('/steering', 'std_msgs/msg/Float32', 90)]
+    assert [c.topic for c in choose_camera(connections, None)] == ['/front/compressed']
+    with pytest.raises(BagReadError, match='no sensor_msgs/Image'):
+        choose_camera(connections[2:], None)
+
+
+# -- the worker against the engine ---------------------------------------------------------------
+
+def road_frames(count: int) -> list[CameraFrame]:
+    """A synthetic drive at 20 Hz (mono8 640x480), as the bundled model was trained on."""
+    drive = synthetic_frames(seed=4, drive_rate_hz=20.0)
+    return [CameraFrame(T0 + i * 50 * MS, T0 + i * 50 * MS + 7 * MS, next(drive)[0])
+            for i in range(count)]
+
+
+@pytest.fixture(scope='module')
+def bundled() -> tuple[torch.nn.Module, ModelSpec]:
+    return load_model(None)
+
+
+def test_worker_rows_equal_the_engine_frame_by_frame(tmp_path: Path, bundled) -> None:
+    network, spec = bundled
+    frames = road_frames(7)
+    bag = write_camera_bag(tmp_path / 'bag', frames)
+    worker = SegmentWorker(VBPEngine(network, spec, device='cpu', max_batch=2), gallery=2)
+    results = [worker.process(s) for s in read_segments(bag, spec, ReadOptions(
+        segment_inputs=4))]
+    reference = VBPEngine(network, spec, device='cpu')
+    expected = [reference.process(frame.pixels) for frame in frames]
+    angles = np.concatenate([r.rows['angle'] for r in results])
+    np.testing.assert_allclose(angles, [e.angle for e in expected], rtol=1e-5, atol=1e-7)
+    masks = np.stack([e.mask for e in expected])
+    stats = mask_statistics(masks)
+    for name in ('upper_share', 'centre_x', 'entropy'):
+        got = np.concatenate([r.rows[name] for r in results])
+        np.testing.assert_allclose(got, stats[name], rtol=1e-5)
+    change = np.concatenate([r.rows['mask_change'] for r in results])
+    assert np.isnan(change[0])  # the bag's first frame; the others across segment borders too
+    np.testing.assert_allclose(change[1:], mask_change(masks)[1:], rtol=1e-4, atol=1e-7)
+    candidates = [c for r in results for c in r.candidates]
+    assert {c.category for c in candidates} == {'off_road', 'jump'}  # no steering: no error
+    assert all(c.overlay.shape == (125, 640, 3) and c.overlay.dtype == np.uint8
+               for c in candidates)
+
+
+def test_planes_through_the_engine_equal_whole_frames(bundled) -> None:
+    network, spec = bundled
+    engine = VBPEngine(network, spec, device='cpu', max_batch=3)
+    rgb = np.random.default_rng(5).integers(0, 255, (3, 480, 640, 3), np.uint8)
+    direct = engine.process_batch(list(rgb), orders=['bgr'] * 3)
+    planes = [engine.preprocess.planes(frame, 'bgr') for frame in rgb]
+    prepared = engine.process_planes(planes)
+    for a, b in zip(direct, prepared):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert a.angle == b.angle
+    with pytest.raises(ValueError, match='do not fit'):
+        engine.process_planes([cv2.resize(planes[0][0], (32, 10))[None]])

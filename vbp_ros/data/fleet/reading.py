@@ -1,0 +1,255 @@
+"""A bag's camera frames as network inputs, in segments: topic choice, decoding, the engine's
+preprocessing, and the recorded steering paired with each frame.
+
+A *segment* is a run of consecutive processed frames of one bag, as ``planes``: cropped,
+resized and colour-converted by the engine's :class:`~vbp_ros.engine.preprocess.Preprocessor`
+(before scaling, in the frame's pixel type). Every segment but a bag's first also carries the
+planes of the frame before it (``context``), so that a model worker can compute the
+frame-to-frame mask change of its first frame without waiting for another worker.
+
+Every camera message of a bag ends in exactly one count: a processed frame (a row), a
+``subsampled`` frame (``every``), or a ``skipped`` one, with its reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.interfaces import Connection
+from rosbags.serde import SerdeError
+
+from ...core.checkpoint import ModelSpec
+from ...engine.preprocess import Preprocessor
+from ...interface import stamp_to_ns
+from ...pixels.encodings import decode_compressed, decode_image
+from ...pixels.frames import FrameError
+from ..bags import open_bag
+from ..pairing import NO_PARTNER, pair_nearest
+from ..udacity import (STEERING_REPORT_TYPE, STEERING_TOPIC, message_decoder, read_steering,
+                       udacity_typestore)
+from .stats import horizon_in_mask
+
+IMAGE, COMPRESSED = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'
+SCALARS = ('std_msgs/msg/Float32', 'std_msgs/msg/Float64')
+MAX_REASONS = 20  # distinct skip reasons kept per bag; further ones count as 'other'
+MAX_EXAMPLES = 5
+
+
+class BagReadError(ValueError):
+    """A bag that cannot be read as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How frames are chosen and paired.
+
+    Attributes:
+        topic: the camera topic; None picks the Image or CompressedImage topic with the most
+            messages.
+        steering_topic: a Float32/Float64 (paired by log time) or SteeringReport topic; None
+            uses Udacity's /vehicle/steering_report where a bag has it.
+        every: process every Nth camera message (1: all).
+        segment_inputs: network inputs per segment, the context frame included.
+        horizon_row: the camera frame row of the horizon, or None when unknown.
+        steering_tolerance_ns: largest gap between a frame and its steering sample.
+    """
+
+    topic: str | None = None
+    steering_topic: str | None = None
+    every: int = 1
+    segment_inputs: int = 64
+    horizon_row: float | None = None
+    steering_tolerance_ns: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.segment_inputs < 2:
+            raise ValueError('every must be at least 1 and segment_inputs at least 2')
+
+
+@dataclass
+class BagInfo:
+    """What reading a bag found; sent with its last segment."""
+
+    topic: str
+    msgtype: str
+    messages: int
+    start_ns: int = 0  # the bag's first log time: 'ros2 bag play --start-offset' counts from it
+    frames: int = 0
+    subsampled: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skip_examples: list[str] = field(default_factory=list)
+    steering_topic: str | None = None
+    steering_samples: int = 0
+    segments: int = 0
+
+
+@dataclass
+class Segment:
+    """Consecutive processed frames of one bag (see the module docstring)."""
+
+    bag: str
+    number: int
+    messages: int  # camera messages in the bag, for progress
+    planes: np.ndarray  # (S, C, H, W) in the frames' pixel type
+    context: np.ndarray | None  # (C, H, W): the frame before the first, or None
+    index: np.ndarray  # (S,) camera message number in the bag
+    stamp_ns: np.ndarray  # header stamps
+    log_ns: np.ndarray  # bag log (receive) times
+    recorded: np.ndarray  # recorded steering angle, NaN where none was near
+    horizon: np.ndarray  # horizon as a mask row (NaN: unknown)
+    info: BagInfo | None = None  # on the bag's last segment only
+
+    @property
+    def frames(self) -> int:
+        """Processed frames in the segment (the context frame not counted)."""
+        return len(self.index)
+
+
+@dataclass(frozen=True)
+class SteeringSeries:
+    """Recorded steering: topic, sorted times (ns), angles, and which frame time pairs with
+    them ('stamp': header stamps of SteeringReports; 'log': receive times of scalars)."""
+
+    topic: str
+    times_ns: np.ndarray
+    angles: np.ndarray
+    clock: str
+
+    def pair(self, stamp_ns: np.ndarray, log_ns: np.ndarray, tolerance_ns: int) -> np.ndarray:
+        """The recorded angle nearest each frame within ``tolerance_ns``, NaN elsewhere
+        (header stamps that are zero fall back to the log time, as for the reports)."""
+        times = np.where(stamp_ns != 0, stamp_ns, log_ns) if self.clock == 'stamp' else log_ns
+        nearest = pair_nearest(times, self.times_ns, tolerance_ns)
+        return np.where(nearest == NO_PARTNER, np.nan, self.angles[nearest].astype(np.float64))
+
+
+def choose_camera(connections: Sequence[Connection], topic: str | None) -> list[Connection]:
+    """The connections of the camera topic: ``topic``, or the image topic with most messages."""
+    images = [c for c in connections if c.msgtype in (IMAGE, COMPRESSED)]
+    if topic is not None:
+        chosen = [c for c in images if c.topic == topic]
+        if not chosen:
+            found = ', '.join(sorted({c.topic for c in images})) or 'none'
+            raise BagReadError(f'no Image or CompressedImage topic {topic} (image topics: '
+                               f'{found})')
+        return chosen
+    counts = Counter()
+    for connection in images:
+        counts[connection.topic] += connection.msgcount
+    if not counts:
+        raise BagReadError('no sensor_msgs/Image or CompressedImage topic')
+    best = min(counts, key=lambda name: (-counts[name], name))
+    return [c for c in images if c.topic == best]
+
+
+def read_steering_series(reader: AnyReader, decode: Callable[[Connection, bytes], Any],
+                         topic: str | None) -> SteeringSeries | None:
+    """The recorded steering of an open bag, or None when it has none."""
+    name = topic or STEERING_TOPIC
+    connections = [c for c in reader.connections if c.topic == name]
+    if not connections:
+        return None
+    kinds = {c.msgtype for c in connections}
+    if kinds == {STEERING_REPORT_TYPE}:
+        track = read_steering(reader, decode)
+        return SteeringSeries(name, track.stamps, track.angles, 'stamp')
+    if topic is None or not kinds <= set(SCALARS):
+        raise BagReadError(f'steering topic {name} is {", ".join(sorted(kinds))}; expected '
+                           f'{STEERING_REPORT_TYPE} or std_msgs Float32/Float64')
+    samples = [(log_ns, decode(c, raw).data) for c, log_ns, raw in reader.messages(connections)]
+    times = np.array([t for t, _ in samples], np.int64)
+    order = np.argsort(times, kind='stable')
+    return SteeringSeries(name, times[order],
+                          np.array([v for _, v in samples], np.float64)[order], 'log')
+
+
+def decode_frame(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """Pixels and channel order of a deserialized Image or CompressedImage."""
+    return decode_image(message) if msgtype == IMAGE else decode_compressed(message.data)
+
+
+class _SegmentBuilder:
+    """Collects processed frames of one bag into segments."""
+
+    def __init__(self, bag: str, messages: int, options: ReadOptions,
+                 steering: SteeringSeries | None) -> None:
+        self.bag, self.messages, self.options, self.steering = bag, messages, options, steering
+        self.number = 0
+        self.context: np.ndarray | None = None
+        self.planes: list[np.ndarray] = []
+        self.rows: list[tuple[int, int, int, float]] = []
+
+    def add(self, index: int, stamp_ns: int, log_ns: int, planes: np.ndarray,
+            horizon: float) -> Iterator[Segment]:
+        """Add a frame; yields the segment it completes (or a different pixel type ends)."""
+        if self.planes and planes.dtype != self.planes[0].dtype:
+            yield self.flush()
+        self.planes.append(planes)
+        self.rows.append((index, stamp_ns, log_ns, horizon))
+        if len(self.planes) + (self.context is not None) == self.options.segment_inputs:
+            yield self.flush()
+
+    def flush(self, info: BagInfo | None = None) -> Segment:
+        """The collected frames as a segment (maybe empty, to carry ``info``)."""
+        index, stamp, log, horizon = (np.array(column) for column in zip(*self.rows)) \
+            if self.rows else (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
+        stamp, log = stamp.astype(np.int64), log.astype(np.int64)
+        recorded = np.full(len(index), np.nan) if self.steering is None else \
+            self.steering.pair(stamp, log, self.options.steering_tolerance_ns)
+        planes = np.stack(self.planes) if self.planes else np.zeros((0, 1, 1, 1), np.uint8)
+        segment = Segment(self.bag, self.number, self.messages, planes, self.context,
+                          index.astype(np.int64), stamp, log, recorded,
+                          horizon.astype(np.float64), info)
+        if self.planes:
+            self.context = self.planes[-1]
+        self.number += 1
+        self.planes, self.rows = [], []
+        return segment
+
+
+def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> Iterator[Segment]:
+    """The segments of a bag, the last one carrying :class:`BagInfo`. Raises BagReadError (or
+    the bag reader's own errors) when the bag cannot be read at all."""
+    bag = str(path)
+    preprocess = Preprocessor(spec)
+    with open_bag(Path(path)) as reader:
+        camera = choose_camera(reader.connections, options.topic)
+        decode = message_decoder(reader, udacity_typestore(ros1=not reader.is2))
+        steering = read_steering_series(reader, decode, options.steering_topic)
+        messages = sum(c.msgcount for c in camera)
+        info = BagInfo(camera[0].topic, camera[0].msgtype, messages, reader.start_time,
+                       steering_topic=steering and steering.topic,
+                       steering_samples=0 if steering is None else len(steering.times_ns))
+        builder = _SegmentBuilder(bag, messages, options, steering)
+        skipped: Counter[str] = Counter()
+        read = 0
+        for read, (connection, log_ns, raw) in enumerate(reader.messages(camera), start=1):
+            index = read - 1
+            if index % options.every:
+                info.subsampled += 1
+                continue
+            try:
+                message = decode(connection, raw)
+                frame, order = decode_frame(message, connection.msgtype)
+                planes = preprocess.planes(frame, order)
+            except (FrameError, AnyReaderError, SerdeError, ValueError) as error:
+                reason = str(error) if len(skipped) < MAX_REASONS or str(error) in skipped \
+                    else 'other'
+                skipped[reason] += 1
+                if len(info.skip_examples) < MAX_EXAMPLES:
+                    info.skip_examples.append(f'message {index} (log time {log_ns}): {error}')
+                continue
+            horizon = horizon_in_mask(options.horizon_row, preprocess.region(frame.shape),
+                                      spec.input_height)
+            info.frames += 1
+            yield from builder.add(index, stamp_to_ns(message.header.stamp), log_ns, planes,
+                                   horizon)
+        info.messages = read
+        info.skipped = dict(skipped)
+        info.segments = builder.number + 1
+        yield builder.flush(info)

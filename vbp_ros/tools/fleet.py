@@ -1,0 +1,279 @@
+"""vbp-fleet: the steering network and its VisualBackProp mask over a fleet's recordings, on Ray.
+
+INPUT is any mix of rosbag2 directories (MCAP or SQLite 3), .mcap, .db3 and ROS 1 .bag files,
+and folders searched recursively for them. Reader tasks decode and preprocess the camera frames
+(the engine's preprocessing), model actors run the engine in batches (the model is loaded once
+per actor), and the driver writes into --out:
+
+  frames.parquet   one row per processed camera frame: bag, topic, stamp_ns, log_time_ns,
+                   index, angle (rad), mask statistics, and the recorded angle and error where
+                   the bag has steering
+  summary.json     bags found, read and failed (with the reason), frames per bag, frames/s,
+                   wall time, Ray resources, the model's card
+  report.html      per bag an angle-over-time plot and a ranked gallery of the frames most
+                   worth a look (pictures in report_files/)
+  parts/           one finished bag per Parquet part: what --resume continues from
+
+A bag that cannot be read is reported in summary.json and the run goes on. Exit status: 0 when
+every bag was read, 1 when some failed, 2 when the run could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..core.checkpoint import CheckpointError
+from ..data.fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
+                                  start_ray, stop_ray)
+from ..data.fleet.discovery import find_bags
+from ..data.fleet.reading import ReadOptions
+from ..data.fleet.results import (FRAMES, REPORT, SUMMARY, ResultStore, ResultsError,
+                                  bag_key, bag_table, fingerprint)
+from ..data.fleet.worker import CATEGORIES, SegmentResult, load_model, model_card
+from ..render.plots import plot_angles
+from ..render.report import BagSection, GalleryItem, write_report, write_thumbnail
+
+PLOT = 'angles.png'
+
+
+class BagWriter:
+    """Stores each finished bag (part, sidecar, thumbnails, plot) and keeps the run's tally."""
+
+    def __init__(self, store: ResultStore, gallery: int, progress: tqdm) -> None:
+        self.store, self.gallery, self.progress = store, gallery, progress
+        self.failed: dict[str, str] = {}
+        self.read: dict[str, dict] = {}
+        self.frames = 0
+        self._counted: dict[str, int] = {}
+
+    def on_segment(self, result: SegmentResult) -> None:
+        """Progress: the segment's rows (and the bag's message count when new)."""
+        if result.bag not in self._counted:
+            self._counted[result.bag] = 0
+            self.progress.total = (self.progress.total or 0) + result.messages
+        self._counted[result.bag] += len(result.rows['index'])
+        self.progress.update(len(result.rows['index']))
+
+    def on_bag(self, outcome: BagOutcome) -> None:
+        """Store a finished bag, or note why it failed."""
+        if outcome.error is not None:
+            self.failed[outcome.bag] = outcome.error
+        else:
+            self.read[outcome.bag] = self.store_bag(outcome.bag, outcome.results)
+            self.frames += self.read[outcome.bag]['info']['frames']
+        messages = self.read.get(outcome.bag, {}).get('info', {}).get('messages')
+        if messages is not None:  # skipped and subsampled messages complete the bag
+            self.progress.update(messages - self._counted.get(outcome.bag, 0))
+
+    def store_bag(self, bag: str, results: list[SegmentResult]) -> dict:
+        """Part, sidecar, thumbnails and plot of a bag; returns the sidecar."""
+        info = results[-1].info
+        columns = {name: np.concatenate([r.rows[name] for r in results])
+                   for name in results[0].rows}
+        folder = self.store.files / bag_key(bag)
+        folder.mkdir(parents=True, exist_ok=True)
+        gallery = []
+        for category in CATEGORIES:
+            found = sorted((c for r in results for c in r.candidates if c.category == category),
+                           key=lambda c: (-c.score, c.index))[:self.gallery]
+            for rank, candidate in enumerate(found, start=1):
+                image = folder / f'frame-{candidate.index}.jpg'
+                if not image.exists():
+                    write_thumbnail(image, candidate.overlay)
+                gallery.append({
+                    'category': category, 'rank': rank, 'score': candidate.score,
+                    'index': candidate.index, 'stamp_ns': candidate.stamp_ns,
+                    'time_s': (candidate.log_ns - info.start_ns) / 1e9,
+                    'angle': candidate.angle, 'recorded': candidate.recorded,
+                    'image': str(image.relative_to(self.store.out))})
+        sidecar = {'bag': bag, 'info': asdict(info), 'gallery': gallery}
+        table = bag_table(bag, info.topic, columns)
+        write_plot(self.store, bag, sidecar, table.select(['log_time_ns', 'angle',
+                                                           'recorded_angle']).to_pydict())
+        self.store.write_bag(bag, table, sidecar)
+        return sidecar
+
+
+def write_plot(store: ResultStore, bag: str, sidecar: dict, columns: dict) -> str:
+    """The bag's angle plot in report_files (made once); returns its path in the folder."""
+    path = store.files / bag_key(bag) / PLOT
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = sidecar['info']['start_ns']
+        times = (np.asarray(columns['log_time_ns'], np.int64) - start) / 1e9
+        marks = np.array(sorted({item['time_s'] for item in sidecar['gallery']}))
+        plot_angles(path, times, np.asarray(columns['angle'], np.float64),
+                    np.asarray(columns['recorded_angle'], np.float64), marks, Path(bag).name)
+    return str(path.relative_to(store.out))
+
+
+def section(store: ResultStore, sidecar: dict) -> BagSection:
+    """The report section of a finished bag."""
+    info, bag = sidecar['info'], sidecar['bag']
+    plot = write_plot(store, bag, sidecar, store.read_bag(
+        bag, ['log_time_ns', 'angle', 'recorded_angle']).to_pydict())
+    counts = {'camera messages': info['messages'], 'frames processed': info['frames'],
+              'subsampled': info['subsampled'], 'skipped': sum(info['skipped'].values()),
+              'steering': (f'{info["steering_topic"]} ({info["steering_samples"]} samples)'
+                           if info['steering_topic'] else 'none')}
+    counts.update({f'skipped: {reason}': count for reason, count in info['skipped'].items()})
+    items = [GalleryItem(**{key: item[key] for key in GalleryItem.__dataclass_fields__})
+             for item in sidecar['gallery']]
+    return BagSection(bag, info['topic'], counts, plot, items)
+
+
+def settings_of(args: argparse.Namespace, card: dict) -> dict:
+    """What decides a bag's rows (the fingerprint of a part)."""
+    return {'model': card['sha256'], 'spec': card['spec'], 'topic': args.topic,
+            'steering_topic': args.steering_topic, 'every': args.every,
+            'horizon_row': args.horizon_row, 'steering_tolerance_ms': args.steering_tolerance_ms}
+
+
+def run(args: argparse.Namespace, started: float) -> int:
+    """The whole run; returns the exit status."""
+    found = find_bags(args.inputs)
+    _, spec = load_model(args.model)
+    card = model_card(args.model, spec)
+    store = ResultStore(Path(args.out), fingerprint(settings_of(args, card)))
+    if store.has_results() and not (args.resume or args.force):
+        raise ResultsError(f'{args.out} holds results of an earlier run: pass --resume to '
+                           'continue it or --force to start over')
+    store.prepare(args.resume)
+    bags = [str(bag) for bag in found.bags]
+    earlier = {bag: sidecar for bag in bags if (sidecar := store.finished(bag)) is not None}
+    todo = [bag for bag in bags if bag not in earlier]
+    read = ReadOptions(args.topic, args.steering_topic, args.every,
+                       max(args.batch * max(1, round(args.segment / args.batch)), 2),
+                       args.horizon_row, round(args.steering_tolerance_ms * 1e6))
+    job = FleetJob(args.model, spec, args.device, args.batch, read, args.gallery)
+    cluster = ClusterOptions(args.address, args.workers, args.threads, args.readers,
+                             args.object_store_mb)
+    progress = tqdm(desc='vbp-fleet', unit='frame', disable=args.no_progress, mininterval=1.0)
+    writer = BagWriter(store, args.gallery, progress)
+    ray_info = {'address': args.address or 'local', 'workers': args.workers,
+                'threads_per_worker': cluster.thread_count, 'readers': cluster.reader_count}
+    processing_s = 0.0
+    if todo:
+        ray_start = time.perf_counter()
+        ray_info['resources'] = start_ray(cluster)
+        ray_info['start_s'] = time.perf_counter() - ray_start
+        try:
+            processing = time.perf_counter()  # actors load the model while readers start
+            FleetRunner(job, cluster).run(todo, writer.on_bag, writer.on_segment)
+            processing_s = time.perf_counter() - processing
+        finally:
+            stop_ray()
+    progress.close()
+    finished = {**earlier, **writer.read}
+    done = [bag for bag in bags if bag in finished]
+    rows = store.merge(done)
+    summary = {
+        'inputs': args.inputs, 'inputs_not_found': found.missing,
+        'bags_found': len(bags), 'bags_read': len(done), 'bags_read_this_run': len(writer.read),
+        'bags_resumed': sorted(earlier), 'bags_failed': [
+            {'bag': bag, 'reason': reason} for bag, reason in sorted(writer.failed.items())],
+        'frames': rows, 'frames_this_run': writer.frames,
+        'frames_per_bag': {bag: {key: finished[bag]['info'][key] for key in (
+            'topic', 'messages', 'frames', 'subsampled', 'skipped', 'skip_examples',
+            'steering_topic', 'steering_samples')} for bag in done},
+        'processing_s': processing_s,
+        'frames_per_s': writer.frames / processing_s if processing_s else None,
+        'wall_s': time.perf_counter() - started, 'ray': ray_info, 'model': card,
+        'batch': args.batch, 'device': args.device, 'every': args.every,
+        'horizon_row': args.horizon_row, 'files': [FRAMES, SUMMARY, REPORT],
+    }
+    write_report(store.out / REPORT, f'vbp-fleet: {len(done)} of {len(bags)} bags', [
+        ('bags found / read / failed', f'{len(bags)} / {len(done)} / {len(writer.failed)}'),
+        ('frames', rows), ('model', f'{card["path"]} ({card["spec"]["architecture"]})'),
+        ('frames/s (this run)', f'{summary["frames_per_s"] or 0:.1f}'),
+        ('wall time (s)', f'{summary["wall_s"]:.1f}')],
+        sorted(writer.failed.items()), [section(store, finished[bag]) for bag in done],
+        CATEGORIES)
+    summary['wall_s'] = time.perf_counter() - started
+    store.write_json(SUMMARY, summary)
+    print(f'vbp-fleet: {len(done)} of {len(bags)} bags read ({len(earlier)} from an earlier '
+          f'run), {len(writer.failed)} failed; {rows} frames; '
+          f'{summary["frames_per_s"] or 0:.1f} frames/s; wall {summary["wall_s"]:.1f} s; '
+          f'wrote {store.out}/')
+    for name in found.missing:
+        print(f'vbp-fleet: warning: {name} is neither a bag nor a folder', file=sys.stderr)
+    for bag, reason in sorted(writer.failed.items()):
+        print(f'vbp-fleet: failed: {bag}: {reason}', file=sys.stderr)
+    return 1 if writer.failed else 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog='vbp-fleet', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('inputs', nargs='+', metavar='INPUT', help='bags or folders of bags')
+    parser.add_argument('--out', required=True, metavar='DIR', help='output folder')
+    parser.add_argument('--model', help='checkpoint (default: the bundled model)')
+    parser.add_argument('--topic', help='camera topic (default: the Image or CompressedImage '
+                        'topic with the most messages, per bag)')
+    parser.add_argument('--steering-topic', metavar='TOPIC',
+                        help='recorded steering: a std_msgs Float32/Float64 topic (paired by '
+                        'log time) or a SteeringReport topic (default: Udacity\'s '
+                        '/vehicle/steering_report where a bag has it)')
+    parser.add_argument('--steering-tolerance-ms', type=float, default=100.0, metavar='MS',
+                        help='largest gap between a frame and its steering sample '
+                        '(default: %(default)s)')
+    parser.add_argument('--horizon-row', type=float, metavar='ROW',
+                        help='camera frame row of the horizon, for the above_horizon share '
+                        '(default: unknown, the column is NaN)')
+    parser.add_argument('--address', help='Ray cluster address (default: start Ray here)')
+    parser.add_argument('--workers', type=positive_int, default=1,
+                        help='model actors (default: %(default)s)')
+    parser.add_argument('--threads', type=positive_int, help='torch threads per model actor '
+                        '(default: cores / workers here, 1 on a cluster)')
+    parser.add_argument('--readers', type=positive_int,
+                        help='bags read at once (default: 2 x workers)')
+    parser.add_argument('--batch', type=positive_int, default=8,
+                        help='frames per forward pass (default: %(default)s)')
+    parser.add_argument('--segment', type=positive_int, default=64, metavar='N',
+                        help='frames a reader sends to an actor at once, rounded to whole '
+                        'batches (default: %(default)s)')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N, on the actors '
+                        '(default: %(default)s)')
+    parser.add_argument('--every', type=positive_int, default=1, metavar='N',
+                        help='process every Nth camera frame (default: %(default)s)')
+    parser.add_argument('--gallery', type=positive_int, default=4, metavar='N',
+                        help='frames per gallery category and bag (default: %(default)s)')
+    parser.add_argument('--resume', action='store_true',
+                        help='keep the bags already finished in DIR with the same settings')
+    parser.add_argument('--force', action='store_true',
+                        help='start over in a DIR that holds results')
+    parser.add_argument('--object-store-mb', type=positive_int, metavar='MB',
+                        help='object store of a local Ray (default: Ray\'s)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (exit status in the module docstring)."""
+    started = time.perf_counter()
+    args = parse_args(argv)
+    try:
+        return run(args, started)
+    except (CheckpointError, ResultsError, OSError, ValueError) as error:
+        print(f'vbp-fleet: error: {error}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
