@@ -135,7 +135,7 @@ def test_layout_file_shows_the_live_channels() -> None:
               if name.startswith('Image!')}
     assert images == {interface.resolve_topic(interface.OVERLAY_TOPIC, ''),
                       interface.resolve_topic(interface.MASK_TOPIC, ''),
-                      interface.DEFAULT_CAMERA_TOPIC}
+                      interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, '')}
     plotted = {path['value'].rsplit('.', 1)[0] for path in panels['Plot!steering']['paths']}
     assert plotted == {interface.resolve_topic(interface.STEERING_TOPIC, ''),
                        interface.resolve_topic(interface.PIPELINE_LATENCY_TOPIC, '')}
