@@ -16,7 +16,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml') +
-         glob('config/*.rviz')),
+         glob('config/*.rviz') + glob('config/*.json')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

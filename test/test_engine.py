@@ -255,3 +255,28 @@ def test_cuda_engine_matches_the_cpu_and_pipelines(model, frame, graphs: bool) -
     assert first.angle == pytest.approx(cpu.angle, abs=1e-4)
     assert first.times.transfer_ms > 0 and first.times.compute_ms > 0
     assert not np.allclose(second.mask, first.mask)
+
+
+def test_mailbox_hands_over_every_camera_at_once_and_does_not_wait_for_a_quiet_one() -> None:
+    mailbox = LatestFrameMailbox(['front', 'left', 'right'])
+    mailbox.put('f1', 'front')
+    mailbox.put('l1', 'left')
+    mailbox.put('r1', 'right')
+    mailbox.put('f2', 'front')  # replaces f1
+    assert mailbox.take(timeout=1.0) == {'front': 'f2', 'left': 'l1', 'right': 'r1'}
+    assert mailbox.dropped_by_key == {'front': 1} and mailbox.offered == 4
+    # All three are live: a lone frame waits (up to gather_s) for the other two.
+    late = threading.Timer(0.05, lambda: (mailbox.put('l2', 'left'),
+                                          mailbox.put('r2', 'right')))
+    late.start()
+    mailbox.put('f3', 'front')
+    assert mailbox.take(timeout=1.0, gather_s=5.0, live_s=60.0) == {
+        'front': 'f3', 'left': 'l2', 'right': 'r2'}
+    late.join()
+    # 'right' falls quiet: once it is no longer live, nobody waits for it.
+    time.sleep(0.2)
+    mailbox.put('f4', 'front')
+    mailbox.put('l3', 'left')
+    start = time.monotonic()
+    assert mailbox.take(timeout=1.0, gather_s=5.0, live_s=0.1) == {'front': 'f4', 'left': 'l3'}
+    assert time.monotonic() - start < 4.0

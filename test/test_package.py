@@ -62,9 +62,10 @@ LAYERS = {
     'pixels': set(),
     'engine': {'interface', 'core', 'pixels'},
     'render': {'interface', 'pixels'},
+    'live': {'interface', 'pixels'},
     'data': {'interface', 'core', 'pixels', 'engine'},
     'drive': {'interface', 'pixels', 'engine', 'data'},
-    'ros': {'interface', 'core', 'pixels', 'engine', 'data', 'drive'},
+    'ros': {'interface', 'core', 'pixels', 'engine', 'live', 'data', 'drive'},
     'tools': {'interface', 'core', 'pixels', 'engine', 'render', 'data'},
     '__init__': {'core'},
 }
@@ -78,6 +79,7 @@ THIRD_PARTY = {
     # onnx, onnxruntime: the onnxruntime backend and the in-memory export (onnx_backend).
     'engine': {'numpy', 'torch', 'cv2', 'onnx', 'onnxruntime'},
     'render': {'numpy', 'cv2', 'PIL', 'matplotlib'},
+    'live': {'numpy', 'foxglove'},
     'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
     'drive': {'yaml', 'ament_index_python'},
 }

@@ -1,47 +1,80 @@
-"""A single-slot hand-over of the newest item from a producer to one worker."""
+"""Hand-over of the newest frame of each camera from producers to one worker."""
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections import Counter
+from typing import Hashable, Sequence
 
 
 class LatestFrameMailbox:
-    """A single-slot hand-over between a producer and one worker: the worker always gets the
-    newest item; an item replaced before the worker took it is counted as dropped.
+    """The newest item of each of ``keys`` (cameras), for one worker.
 
-    ``put`` never blocks (a camera callback must not wait on inference); ``get`` blocks until an
-    item arrives, the timeout passes (returns None) or the mailbox is closed (returns None).
+    ``put`` never blocks (a camera callback must not wait on inference) and replaces the item
+    of its key still waiting; the replaced one is counted as dropped. ``take`` hands the worker
+    every waiting item at once, one per key, so several cameras go through one forward pass.
+    A camera that stops delivering never holds the others up: ``take`` waits for the other
+    cameras only while they are live (they delivered within ``live_s``) and at most
+    ``gather_s``. ``get`` is the one-camera form.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: Sequence[Hashable] = (None,)) -> None:
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError(f'mailbox keys must be distinct and at least one, not {keys}')
+        self.keys = tuple(keys)
         self._condition = threading.Condition()
-        self._item: object = None
-        self._full = False
+        self._items: dict[Hashable, object] = {}
+        self._last_put = dict.fromkeys(self.keys, -math.inf)
         self._closed = False
-        self.offered = 0
-        self.dropped = 0
+        self.offered_by_key: Counter[Hashable] = Counter()
+        self.dropped_by_key: Counter[Hashable] = Counter()
 
-    def put(self, item: object) -> None:
-        """Offer the newest item; one still waiting is replaced and counted as dropped."""
+    def put(self, item: object, key: Hashable = None) -> None:
+        """Offer the newest item of ``key``; one still waiting is replaced and counted."""
         with self._condition:
-            self.offered += 1
-            if self._full:
-                self.dropped += 1
-            self._item, self._full = item, True
+            self.offered_by_key[key] += 1
+            if key in self._items:
+                self.dropped_by_key[key] += 1
+            self._items[key] = item
+            self._last_put[key] = time.monotonic()
             self._condition.notify()
 
-    def get(self, timeout: float | None = None) -> object | None:
-        """The newest item, or None after ``timeout`` seconds or once closed."""
+    def take(self, timeout: float | None = None, gather_s: float = 0.0,
+             live_s: float = math.inf) -> dict[Hashable, object]:
+        """Every waiting item by key: waits up to ``timeout`` for a first one, then up to
+        ``gather_s`` for the other live keys; empty after the timeout or once closed."""
         with self._condition:
-            if not self._condition.wait_for(lambda: self._full or self._closed, timeout):
-                return None
-            if not self._full:
-                return None
-            item, self._item, self._full = self._item, None, False
-            return item
+            if not self._condition.wait_for(lambda: self._items or self._closed, timeout):
+                return {}
+            if len(self.keys) > 1 and gather_s > 0:
+                self._condition.wait_for(lambda: self._closed or self._all_live_in(live_s),
+                                         gather_s)
+            items, self._items = self._items, {}
+            return items
+
+    def get(self, timeout: float | None = None) -> object | None:
+        """The newest item of a one-key mailbox, or None after ``timeout`` or once closed."""
+        return self.take(timeout).get(self.keys[0])
+
+    @property
+    def offered(self) -> int:
+        """Items offered, all keys together."""
+        return self.offered_by_key.total()
+
+    @property
+    def dropped(self) -> int:
+        """Items replaced before the worker took them, all keys together."""
+        return self.dropped_by_key.total()
 
     def close(self) -> None:
-        """Wake every waiting ``get``; later ones return None at once unless an item waits."""
+        """Wake every waiting worker; later takes return at once unless items wait."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+
+    def _all_live_in(self, live_s: float) -> bool:
+        now = time.monotonic()
+        return all(key in self._items for key in self.keys
+                   if now - self._last_put[key] <= live_s)

@@ -176,3 +176,13 @@ def _decode_png(buffer: np.ndarray) -> tuple[np.ndarray, str]:
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:
     """A [0, 1] float mask as 8-bit gray (0 to 255, rounded)."""
     return cv2.convertScaleAbs(mask, alpha=255.0)
+
+
+def encode_jpeg(picture: np.ndarray, quality: int = 80) -> bytes:
+    """JPEG bytes of an 8-bit HxW gray or HxWx3 RGB picture."""
+    if picture.ndim == 3:
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode('.jpg', picture, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f'cannot encode a {picture.shape} {picture.dtype} picture as JPEG')
+    return data.tobytes()

@@ -1,0 +1,141 @@
+"""The Foxglove live view, seen by a WebSocket client that speaks the protocol."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from foxglove_client import FoxgloveClient, protobuf_fields
+from vbp_ros.live import foxglove_view
+from vbp_ros.live.foxglove_view import CameraTopics, LiveFrame, LiveView
+
+TOPICS = CameraTopics(camera='/camera/image_raw', overlay='/car1/vbp/overlay',
+                      mask='/car1/vbp/mask', angle='/car1/steering_angle',
+                      latency='/car1/debug/pipeline_latency_ms')
+
+
+def frame(index: int) -> LiveFrame:
+    pixels = np.full((48, 64), 10 * index, np.uint8)
+    overlay = np.zeros((48, 64, 3), np.uint8)
+    overlay[:, :, 0] = 200
+    mask = np.linspace(0, 1, 16 * 64, dtype=np.float32).reshape(16, 64)
+    return LiveFrame(stamp_ns=1_700_000_000_000_000_000 + index, frame_id='camera',
+                     pixels=pixels, order='rgb', overlay=overlay, mask=mask,
+                     angle=0.01 * index, latency_ms=5.0 + index)
+
+
+@pytest.fixture
+def view():
+    live = LiveView(port=0, max_rate_hz=0)
+    live.add_camera('front', TOPICS)
+    yield live
+    live.close()
+
+
+@pytest.fixture
+def encodings(monkeypatch) -> list[tuple]:
+    calls = []
+    real = foxglove_view.encode_jpeg
+
+    def counted(picture: np.ndarray, quality: int) -> bytes:
+        calls.append((picture.shape, quality))
+        return real(picture, quality)
+
+    monkeypatch.setattr(foxglove_view, 'encode_jpeg', counted)
+    return calls
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_channels_are_named_like_the_topics(view) -> None:
+    with FoxgloveClient(view.port) as client:
+        client.read_advertisements(set(vars(TOPICS).values()))
+    assert client.channels[TOPICS.overlay]['schemaName'] == 'foxglove.CompressedImage'
+    assert client.channels[TOPICS.angle]['encoding'] == 'json'
+
+
+def test_nothing_is_encoded_without_a_subscriber(view, encodings) -> None:
+    with FoxgloveClient(view.port) as client:  # connected, but subscribed to nothing
+        client.read_advertisements({TOPICS.overlay})
+        assert not view.wants_overlay('front')
+        assert not any(view.publish('front', frame(i)) for i in range(10))
+    assert encodings == [] and view.frames_sent == 0
+
+
+def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodings) -> None:
+    with FoxgloveClient(view.port) as client:
+        client.read_advertisements({TOPICS.overlay, TOPICS.angle})
+        client.subscribe([TOPICS.overlay, TOPICS.angle])
+        assert wait_until(lambda: view.wants_overlay('front'))
+        for index in range(20):
+            view.publish('front', frame(index))
+        client.collect(1.0)
+        overlays = client.received.by_topic[TOPICS.overlay]
+        angles = client.received.by_topic[TOPICS.angle]
+        assert len(overlays) == 20 and len(angles) == 20
+        image = protobuf_fields(overlays[-1][1])
+        assert image[3] == b'jpeg' and image[4] == b'camera'
+        picture = cv2.imdecode(np.frombuffer(image[2], np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (48, 64, 3) and picture[:, :, 2].mean() > 180  # red, BGR
+        assert json.loads(angles[-1][1]) == {'data': pytest.approx(0.19)}
+        assert {shape for shape, _ in encodings} == {(48, 64, 3)}  # the overlay only
+        client.unsubscribe_all()
+        assert wait_until(lambda: not view.wants_overlay('front'))
+        sent = view.frames_sent
+        assert not view.publish('front', frame(21)) and view.frames_sent == sent
+
+
+def test_rate_limit_per_camera(encodings, monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(foxglove_view.time, 'monotonic', lambda: clock[0])
+    live = LiveView(port=0, max_rate_hz=4.0, jpeg_quality=50)
+    live.add_camera('front', TOPICS)
+    try:
+        with FoxgloveClient(live.port) as client:
+            client.read_advertisements({TOPICS.mask})
+            client.subscribe([TOPICS.mask])
+            assert wait_until(lambda: live.publish('front', frame(0)))
+            sent = []
+            for _ in range(16):  # a 16 Hz camera for one second
+                clock[0] += 1 / 16
+                sent.append(live.publish('front', frame(1)))
+            assert sent == [False, False, False, True] * 4  # every 0.25 s
+            assert all(quality == 50 for _, quality in encodings)
+    finally:
+        live.close()
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match='jpeg_quality'):
+        LiveView(port=0, jpeg_quality=0)
+
+
+def test_layout_file_shows_the_live_channels() -> None:
+    """config/vbp_foxglove_layout.json (Lichtblick/Foxglove 'import layout') shows the
+    channels a node in the root namespace advertises, on the default camera topic."""
+    from pathlib import Path
+
+    from vbp_ros import interface
+
+    layout = json.loads((Path(__file__).resolve().parents[1] / 'config' /
+                         'vbp_foxglove_layout.json').read_text())
+    panels = layout['configById']
+    images = {config['imageMode']['imageTopic'] for name, config in panels.items()
+              if name.startswith('Image!')}
+    assert images == {interface.resolve_topic(interface.OVERLAY_TOPIC, ''),
+                      interface.resolve_topic(interface.MASK_TOPIC, ''),
+                      interface.resolve_topic(interface.DEFAULT_CAMERA_TOPIC, '')}
+    plotted = {path['value'].rsplit('.', 1)[0] for path in panels['Plot!steering']['paths']}
+    assert plotted == {interface.resolve_topic(interface.STEERING_TOPIC, ''),
+                       interface.resolve_topic(interface.PIPELINE_LATENCY_TOPIC, '')}
