@@ -44,6 +44,11 @@ class StopRequest:
 
     def _on_signal(self, number: int, frame: object) -> None:
         self.signals += 1
+        # Later signals are ignored from now on, also by the kernel: at exit the interpreter
+        # resets its own handlers to the default, which a second Ctrl-C arriving then (while
+        # threads and extension modules shut down) would turn into death by SIGINT.
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
 
     @property
     def requested(self) -> bool:
