@@ -62,6 +62,22 @@ def ns_to_stamp(nanoseconds: int) -> tuple[int, int]:
     return divmod(int(nanoseconds), NANOSECONDS_PER_SECOND)
 
 
+def camera_name(topic: str) -> str:
+    """The name of a camera by its image topic, which its outputs are published under: the
+    topic's namespace (``/front/image_raw`` -> ``front``, ``cams/left/image`` -> ``cams/left``),
+    or the topic itself when it has none (``image_front`` -> ``image_front``)."""
+    parts = [part for part in topic.split('/') if part]
+    if not parts:
+        raise ValueError(f'{topic!r} is not a topic name')
+    return '/'.join(parts[:-1]) or parts[0]
+
+
+def camera_topic(camera: str, topic: str) -> str:
+    """An output topic of a camera (relative), e.g. ``front/vbp/mask``; the node's own names
+    for the single camera ('')."""
+    return f'{camera}/{topic}' if camera else topic
+
+
 def resolve_topic(topic: str, namespace: str) -> str:
     """A topic name as a node in ``namespace`` resolves it (absolute names stay)."""
     if topic.startswith('/'):

@@ -22,6 +22,7 @@ the export or the graph reading fails (``backend_note`` says why).
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import deque
@@ -221,11 +222,12 @@ class VBPEngine:
 
     def process_batch(self, frames: Sequence[np.ndarray], stamps: Sequence[object] = (),
                       *, orders: Sequence[str] = (), frame_mask: bool = False,
-                      overlay: bool = False) -> list[FrameResult]:
+                      overlay: bool | Sequence[bool] = False) -> list[FrameResult]:
         """Run up to ``max_batch`` frames as one batch and wait for their results (in order).
 
-        ``stamps`` and ``orders`` (channel orders, default 'rgb') are per frame. A frame that
-        cannot be used raises :class:`~vbp_ros.pixels.frames.FrameError` before any work.
+        ``stamps``, ``orders`` (channel orders, default 'rgb') and, when it is a sequence,
+        ``overlay`` are per frame. A frame that cannot be used raises
+        :class:`~vbp_ros.pixels.frames.FrameError` before any work.
         """
         with self._lock:
             self._submit(frames, stamps, orders, frame_mask, overlay)
@@ -252,6 +254,18 @@ class VBPEngine:
         """The result of the oldest submitted frame."""
         with self._lock:
             return self._collect()[0]
+
+    def close(self) -> None:
+        """Give back what the engine holds on its device (network, buffers, CUDA graph); the
+        engine cannot be used afterwards."""
+        with self._lock:
+            for name in ('model', 'vbp', '_onnx', '_device_inputs', '_network_input', '_graph',
+                         '_graph_outputs', '_pending'):
+                if hasattr(self, name):
+                    setattr(self, name, None)
+            gc.collect()
+            if self._cuda:
+                torch.cuda.empty_cache()
 
     @property
     def description(self) -> str:
@@ -301,8 +315,8 @@ class VBPEngine:
     # -- internals ----------------------------------------------------------------------------
 
     def _submit(self, frames: Sequence[np.ndarray], stamps: Sequence[object],
-                orders: Sequence[str], want_frame_mask: bool, want_overlay: bool,
-                prepared: bool = False) -> None:
+                orders: Sequence[str], want_frame_mask: bool,
+                want_overlay: bool | Sequence[bool], prepared: bool = False) -> None:
         count = len(frames)
         if not 1 <= count <= self.max_batch:
             raise ValueError(f'a submission holds 1 to {self.max_batch} frames, not {count}')
@@ -318,9 +332,11 @@ class VBPEngine:
             else:
                 self.preprocess(frame, order, out=self._host_views[slot][index])
         preprocess_ms = (time.perf_counter() - start) * 1e3
-        keep = want_frame_mask or want_overlay
-        jobs = [_Job(stamp, frame if keep else None, order, want_frame_mask, want_overlay)
-                for frame, stamp, order in zip(frames, stamps, orders)]
+        overlays = ([want_overlay] * count if isinstance(want_overlay, bool)
+                    else list(want_overlay))
+        jobs = [_Job(stamp, frame if want_frame_mask or overlay else None, order,
+                     want_frame_mask, overlay)
+                for frame, stamp, order, overlay in zip(frames, stamps, orders, overlays)]
         submission = _Submission(slot, jobs, start, preprocess_ms)
         if self._onnx is not None:
             submission.result = self._onnx(self._host_views[slot][:count])

@@ -11,7 +11,8 @@ from typing import Iterable
 import numpy as np
 
 COUNTERS = ('received', 'processed', 'dropped_superseded', 'dropped_stale', 'dropped_invalid',
-            'dropped_bad_output', 'errors', 'bad_stamps', 'deadline_misses', 'overlays')
+            'dropped_bad_output', 'errors', 'bad_stamps', 'deadline_misses', 'overlays',
+            'forward_passes')
 
 
 @dataclass(frozen=True)
