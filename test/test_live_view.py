@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from foxglove_client import FoxgloveClient, protobuf_fields
 from vbp_ros.live import foxglove_view
+from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 from vbp_ros.live.foxglove_view import CameraTopics, LiveFrame, LiveView
 
 TOPICS = CameraTopics(camera='/camera/image_raw', overlay='/car1/vbp/overlay',

@@ -1,6 +1,7 @@
-"""A minimal Foxglove WebSocket protocol client (subprotocol foxglove.sdk.v1) for the tests:
-connect, read the advertised channels, subscribe, and collect the messages, independent of the
-server's implementation (the wire format of the published protocol specification)."""
+"""A minimal Foxglove WebSocket protocol client (subprotocol foxglove.sdk.v1): connect, read the
+advertised channels, subscribe, and collect the messages. Written from the protocol's wire
+format, independent of the server's implementation, for the tests and vbp-latency's live-view
+figures."""
 
 from __future__ import annotations
 
