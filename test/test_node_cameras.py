@@ -1,0 +1,205 @@
+"""vbp_node with several cameras in one forward pass, and its Foxglove live view, over real DDS
+(the console script in its own process) and a WebSocket client that speaks the protocol."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vbp_ros import ModelSpec, authors_net, save_checkpoint
+from vbp_ros.engine.build import build_engine
+from vbp_ros.live.client import FoxgloveClient, protobuf_fields
+from vbp_ros.pixels.encodings import mask_to_mono8
+
+rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
+
+SCRIPTS = Path(sys.executable).parent
+SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
+CAMERAS = ('front', 'left', 'right')
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('cameras') / 'model.safetensors'
+    save_checkpoint(path, authors_net().eval(), SPEC)
+    return path
+
+
+@pytest.fixture(scope='module')
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+class Node:
+    """vbp_node in its own process, stopped with SIGINT at the end."""
+
+    def __init__(self, namespace: str, *parameters: str) -> None:
+        self.process = subprocess.Popen(
+            [str(SCRIPTS / 'vbp_node'), '--ros-args', '-r', f'__ns:=/{namespace}',
+             *[argument for p in parameters for argument in ('-p', p)]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self) -> str:
+        self.process.send_signal(2)
+        output, _ = self.process.communicate(timeout=30)
+        assert self.process.returncode == 0, output
+        return output
+
+
+def frame(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 90, (480, 640), dtype=np.uint8)
+    image[260:440, 100 + 30 * (seed % 10):130 + 30 * (seed % 10)] = 255
+    return image
+
+
+def image(pixels: np.ndarray, stamp: int, frame_id: str) -> Image:
+    message = Image(height=pixels.shape[0], width=pixels.shape[1], encoding='mono8',
+                    step=pixels.shape[1], data=pixels.tobytes())
+    message.header.stamp.sec, message.header.frame_id = stamp, frame_id
+    return message
+
+
+def spin_until(node: object, condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        rclpy.spin_once(node, timeout_sec=0.02)
+    return condition()
+
+
+def latest_values(arrays: list[DiagnosticArray], name: str) -> dict[str, str]:
+    for array in reversed(arrays):
+        for status in array.status:
+            if status.name == name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def test_three_cameras_share_forward_passes_and_a_quiet_one_stalls_none(ros, checkpoint) -> None:
+    vbp = Node('multi', f'model:={checkpoint}', 'image_topics:=[front/image_raw, '
+               'left/image_raw, right/image_raw]', 'deadline_ms:=0.0')
+    probe = rclpy.create_node('cameras_probe', namespace='/multi')
+    try:
+        cameras = {name: probe.create_publisher(Image, f'{name}/image_raw',
+                                                qos_profile_sensor_data) for name in CAMERAS}
+        masks: dict[str, dict[int, Image]] = {name: {} for name in CAMERAS}
+        angles: dict[str, list[float]] = {name: [] for name in CAMERAS}
+        for name in CAMERAS:
+            probe.create_subscription(
+                Image, f'{name}/vbp/mask',
+                lambda m, name=name: masks[name].__setitem__(m.header.stamp.sec, m), 10)
+            probe.create_subscription(Float32, f'{name}/steering_angle',
+                                      lambda m, name=name: angles[name].append(m.data), 10)
+        diagnostics: list[DiagnosticArray] = []
+        probe.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+
+        def send_round(stamp: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+            sent = {name: frame(stamp + index) for index, name in enumerate(CAMERAS)}
+            for name in names:
+                cameras[name].publish(image(sent[name], stamp, f'{name}_optical'))
+            return sent
+
+        stamp, answered = 100, {}
+        deadline = time.monotonic() + 90.0  # the node loads its model first
+        while time.monotonic() < deadline and len(answered) < 8:
+            stamp += 1
+            sent = send_round(stamp, CAMERAS)
+            if spin_until(probe, lambda: all(stamp in masks[n] for n in CAMERAS), 1.0):
+                answered[stamp] = sent
+        assert len(answered) == 8, 'vbp_node did not answer all three cameras'
+
+        engine = build_engine(checkpoint, device='cpu', max_batch=3)
+        for stamp, sent in list(answered.items())[-3:]:
+            expected = engine.process_batch([sent[n] for n in CAMERAS])
+            for name, result in zip(CAMERAS, expected):
+                mask = masks[name][stamp]
+                assert mask.header.frame_id == f'{name}_optical'  # the camera's own header
+                received = np.frombuffer(mask.data, np.uint8).reshape(125, 640).astype(int)
+                assert np.abs(received - mask_to_mono8(result.mask)).max() <= 1
+
+        def reported() -> dict[str, str]:  # the newest /diagnostics (1 Hz)
+            return latest_values(diagnostics, 'multi/vbp: pipeline')
+        # Wait for a report that counts every answered round.
+        assert spin_until(probe, lambda: int(reported().get('frames processed', 0))
+                          >= len(CAMERAS) * len(answered), 5.0)
+        values = reported()
+        assert int(values['forward passes']) < int(values['frames processed'])  # shared passes
+        assert all(int(values[f'frames processed ({name})']) > 0 for name in CAMERAS)
+
+        # 'right' falls quiet: the other two go on, in batches of their own.
+        time.sleep(1.0)
+        quiet_answers = 0
+        for _ in range(5):
+            stamp += 1
+            send_round(stamp, ('front', 'left'))
+            quiet_answers += spin_until(
+                probe, lambda: stamp in masks['front'] and stamp in masks['left'], 5.0)
+        assert quiet_answers == 5
+        assert not any(s > max(answered) for s in masks['right'])
+    finally:
+        probe.destroy_node()
+        vbp.stop()
+
+
+def test_live_view_sends_jpeg_overlays_to_a_websocket_client(ros, checkpoint) -> None:
+    port = free_port()
+    vbp = Node('live', f'model:={checkpoint}', f'foxglove_port:={port}',
+               'foxglove_max_rate_hz:=0.0')
+    probe = rclpy.create_node('live_probe', namespace='/live')
+    try:
+        camera = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+        masks: dict[int, Image] = {}
+        probe.create_subscription(Image, 'vbp/mask',
+                                  lambda m: masks.__setitem__(m.header.stamp.sec, m), 10)
+
+        def answered(stamp: int) -> bool:
+            camera.publish(image(frame(stamp), stamp, 'camera'))
+            return spin_until(probe, lambda: stamp in masks, 0.5)
+
+        deadline = time.monotonic() + 90.0
+        stamp = 1
+        while not answered(stamp) and time.monotonic() < deadline:
+            stamp += 1
+        assert stamp in masks, 'vbp_node did not answer'
+        with FoxgloveClient(port) as client:
+            overlay, angle = '/live/vbp/overlay', '/live/steering_angle'
+            client.read_advertisements({overlay, angle, '/live/image', '/live/vbp/mask'})
+            client.subscribe([overlay, angle])
+            for _ in range(40):
+                stamp += 1
+                camera.publish(image(frame(stamp), stamp, 'camera'))
+                spin_until(probe, lambda: stamp in masks, 0.2)
+                client.collect(0.01)
+            client.collect(1.0)
+        overlays = client.received.by_topic.get(overlay, [])
+        assert len(overlays) >= 10 and len(client.received.by_topic.get(angle, [])) >= 10
+        fields = protobuf_fields(overlays[-1][1])
+        assert fields[3] == b'jpeg' and fields[4] == b'camera'
+        picture = cv2.imdecode(np.frombuffer(fields[2], np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (480, 640, 3)
+    finally:
+        probe.destroy_node()
+        output = vbp.stop()
+    assert f'live view on ws://127.0.0.1:{port}' in output
