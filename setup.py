@@ -28,6 +28,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vbp_node = vbp_ros.ros.vbp_node:main',
+            'vbp_lifecycle_node = vbp_ros.ros.vbp_lifecycle_node:main',
             'road_camera = vbp_ros.ros.road_camera:main',
             'vbp_record = vbp_ros.ros.recorder:main',
             'vbp-drive = vbp_ros.ros.drive:main',
