@@ -93,6 +93,12 @@ def _arguments() -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument('respawn', default_value='false', choices=BOOLEAN,
                               description='restart vbp_node when it exits (false: its exit '
                                           'stops the drive with an error)'),
+        DeclareLaunchArgument('managed', default_value='false', choices=BOOLEAN,
+                              description='start vbp_node as a managed (lifecycle) node, '
+                                          'configured and activated by the launch'),
+        DeclareLaunchArgument('foxglove_port', default_value='0',
+                              description='live view for Foxglove/Lichtblick on this WebSocket '
+                                          'port (127.0.0.1); 0: off'),
     ]
 
 
@@ -148,6 +154,49 @@ def _recorder(context: LaunchContext) -> list[Action]:
                  **_stop_timeouts(interface.RECORDER_NODE))]
 
 
+def _vbp_node_arguments() -> dict:
+    """What vbp_node is started with, managed or not."""
+    image_topic = LaunchConfiguration('image_topic')
+    return dict(
+        name=interface.VBP_NODE, output='screen', respawn=LaunchConfiguration('respawn'),
+        respawn_delay=plan.RESPAWN_DELAY_S,
+        on_exit=partial(_on_drive_process_exit, respawns=True),
+        **_stop_timeouts(interface.VBP_NODE),
+        parameters=[LaunchConfiguration('params_file'),
+                    {'model': _text('model'), 'device': LaunchConfiguration('device'),
+                     'foxglove_port': LaunchConfiguration('foxglove_port'),
+                     'use_sim_time': LaunchConfiguration('use_sim_time')}],
+        remappings=[(interface.IMAGE_TOPIC, image_topic),
+                    (interface.COMPRESSED_IMAGE_TOPIC, [image_topic, '/compressed'])])
+
+
+def _managed_vbp_node(context: LaunchContext) -> list[Action]:
+    """vbp_lifecycle_node, configured once it runs and activated once it is inactive."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    node = LifecycleNode(package='vbp_ros', executable='vbp_lifecycle_node', namespace='',
+                         **_vbp_node_arguments())
+
+    def change(transition: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition))
+
+    return [
+        RegisterEventHandler(OnProcessStart(
+            target_action=node, on_start=[change(Transition.TRANSITION_CONFIGURE)])),
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, goal_state='inactive',
+            entities=[change(Transition.TRANSITION_ACTIVATE)])),
+        node,
+    ]
+
+
 def generate_launch_description() -> LaunchDescription:
     """road_camera -> vbp_node, with rviz2 and a recorder on request."""
     image_topic = LaunchConfiguration('image_topic')
@@ -170,16 +219,11 @@ def generate_launch_description() -> LaunchDescription:
                  remappings=[raw_image],
                  condition=UnlessCondition(EqualsSubstitution(LaunchConfiguration('source'),
                                                               'topic'))),
-            Node(package='vbp_ros', executable='vbp_node', name=interface.VBP_NODE,
-                 output='screen', respawn=LaunchConfiguration('respawn'),
-                 respawn_delay=plan.RESPAWN_DELAY_S,
-                 on_exit=partial(_on_drive_process_exit, respawns=True),
-                 **_stop_timeouts(interface.VBP_NODE),
-                 parameters=[LaunchConfiguration('params_file'),
-                             {'model': _text('model'),
-                              'device': LaunchConfiguration('device'), **sim_time}],
-                 remappings=[raw_image,
-                             (interface.COMPRESSED_IMAGE_TOPIC, [image_topic, '/compressed'])]),
+            Node(package='vbp_ros', executable='vbp_node',
+                 condition=UnlessCondition(LaunchConfiguration('managed')),
+                 **_vbp_node_arguments()),
+            OpaqueFunction(function=_managed_vbp_node,
+                           condition=IfCondition(LaunchConfiguration('managed'))),
             Node(package='rviz2', executable='rviz2', output='screen',
                  arguments=['-d', _config_file(interface.RVIZ_CONFIG)],
                  parameters=[sim_time], on_exit=Shutdown(reason='rviz2 closed'),

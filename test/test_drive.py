@@ -6,15 +6,19 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from vbp_ros.data.bags import open_bag
 from vbp_ros.interface import stamp_to_ns
+from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 pytest.importorskip('rclpy')
@@ -124,3 +128,36 @@ def test_a_full_disk_fails_the_drive_loudly(tmp_path: Path) -> None:
     processed = summary['vbp_node']['frames processed']
     assert f'vbp_node published {processed}' in ' '.join(summary['problems'])
     assert 'No space left on device' in (logs / 'vbp_record.log').read_text()
+
+
+def test_a_foxglove_client_receives_the_live_overlay_while_the_drive_runs(tmp_path: Path
+                                                                          ) -> None:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([DRIVE, '--no-record', '--log-dir', str(tmp_path / 'logs'),
+                                '--foxglove-port', str(port), '--namespace', 'live_drive'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        lines = []
+        while 'latency p50' not in ''.join(lines):  # frames flow
+            line = process.stdout.readline()
+            assert line, ''.join(lines)
+            lines.append(line)
+        overlay = '/live_drive/vbp/overlay'
+        with FoxgloveClient(port) as client:
+            client.read_advertisements({overlay, '/live_drive/camera/image_raw'})
+            client.subscribe([overlay])
+            client.collect(3.0)
+        os.killpg(process.pid, signal.SIGINT)
+        output = ''.join(lines) + process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    overlays = client.received.by_topic.get(overlay, [])
+    assert len(overlays) >= 5, output
+    fields = protobuf_fields(overlays[-1][1])
+    assert fields[3] == b'jpeg'
+    picture = cv2.imdecode(np.frombuffer(fields[2], np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (480, 640, 3)

@@ -233,10 +233,10 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
     defaults = {'source': 'synthetic', 'path': '', 'image_topic': 'camera/image_raw',
                 'model': '', 'device': 'auto', 'record': 'false', 'bag_dir': '',
                 'recorder': 'auto', 'rviz': 'false', 'namespace': '', 'use_sim_time': 'false',
-                'respawn': 'false',
+                'respawn': 'false', 'managed': 'false', 'foxglove_port': '0',
                 **{name: str(CONFIG / file) for name, file in config_file.items()}}
     choices = {'source': ['synthetic', 'video', 'images', 'topic'], 'record': BOOLEAN,
-               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN, 'respawn': BOOLEAN,
+               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN, 'respawn': BOOLEAN, 'managed': BOOLEAN,
                'recorder': ['auto', 'rosbag2', 'vbp_record']}
     assert set(declared) == set(defaults)
     for name, argument in declared.items():
@@ -278,7 +278,8 @@ def test_default_drive_is_camera_into_vbp_node(description: Recorded) -> None:
         == '/camera/image_raw'
     assert drive.topic('vbp_node', 'image/compressed') == '/camera/image_raw/compressed'
     assert drive.parameters('vbp_node') == [
-        str(CONFIG / 'vbp.yaml'), {'model': '', 'device': 'auto', 'use_sim_time': 'false'}]
+        str(CONFIG / 'vbp.yaml'),
+        {'model': '', 'device': 'auto', 'foxglove_port': '0', 'use_sim_time': 'false'}]
     environment = next(a for a in description.args[0] if kind(a) == 'SetEnvironmentVariable')
     assert environment.args[0] == 'FASTDDS_DEFAULT_PROFILES_FILE'
     assert evaluate(environment.args[1], drive.configs) == str(CONFIG / 'fastdds.xml')

@@ -226,3 +226,19 @@ def test_vbp_node_exiting_stops_the_launch(ros2: Path) -> None:
     assert '[road_camera-1]: process has finished cleanly' in output, output
     assert 'Traceback' not in output, output
     assert_gone(launch.started_pids())
+
+
+def test_managed_vbp_node_is_configured_and_activated_by_the_launch(ros2: Path) -> None:
+    """managed:=true starts vbp_lifecycle_node; launch configures it once it runs and activates
+    it once it is inactive, frames flow, and Ctrl-C stops it cleanly."""
+    with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'managed:=true',
+                 'namespace:=managed_drive') as launch:
+        launch.wait_for('configure: now inactive')
+        launch.wait_for('activate: now active')
+        launch.wait_for('[managed_drive.vbp]: frames of ', timeout=60.0)
+        launch.ctrl_c()
+        code = launch.finish()
+    assert code == 0, launch.output
+    assert '[vbp_lifecycle_node-2]: process has finished cleanly' in launch.output, launch.output
+    assert 'Traceback' not in launch.output, launch.output
+    assert_gone(launch.started_pids())

@@ -37,6 +37,7 @@ class DriveRequest:
     path: str | None = None
     model: str | None = None
     device: str | None = None
+    foxglove_port: int | None = None
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict:
@@ -148,7 +149,8 @@ def drive_processes(request: DriveRequest, log_dir: Path) -> list[Child]:
                          wait_for_subscribers=2 + records_camera)
     node = [*common, '--params-file', str(request.params_file), '-r', f'{IMAGE_TOPIC}:={topic}',
             '-r', f'{COMPRESSED_IMAGE_TOPIC}:={topic}/compressed']
-    node += _overrides(model=request.model, device=request.device)
+    node += _overrides(model=request.model, device=request.device,
+                       foxglove_port=request.foxglove_port)
     processes = [(CAMERA_NODE, 'road_camera', camera), (VBP_NODE, 'vbp_node', node)]
     if request.bag is not None:
         processes.append((RECORDER_NODE, 'vbp_record', [

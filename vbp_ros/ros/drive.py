@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     request = DriveRequest(options.namespace, options.image_topic, options.params_file,
                            options.camera_params_file, options.record_params_file, bag,
-                           options.source, options.path, options.model, options.device)
+                           options.source, options.path, options.model, options.device,
+                           options.foxglove_port)
     children = drive_processes(request, log_dir)
     stop = StopRequest().install()  # Ctrl-C or SIGTERM: stop the children in order
     with rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO):
@@ -112,6 +113,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--path', default=None, help='video file or image folder')
     parser.add_argument('--model', default=None, help='vbp_ros checkpoint; default: bundled')
     parser.add_argument('--device', default=None, help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--foxglove-port', type=int, default=None, metavar='PORT',
+                        help='live view of vbp_node for Foxglove/Lichtblick on this WebSocket '
+                             'port of 127.0.0.1 (default: the parameter file\'s, 0: off)')
     parser.add_argument('--image-topic', default=DEFAULT_CAMERA_TOPIC,
                         help='camera topic between road_camera and vbp_node')
     parser.add_argument('--namespace', default='', help='namespace of every node and topic')
