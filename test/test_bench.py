@@ -1,4 +1,5 @@
-"""vbp-bench prints its table with both backends, timed side by side."""
+"""vbp-bench prints its table with both backends, timed side by side, and the engine's
+figures: its stages, and several cameras batched against separate passes."""
 
 from __future__ import annotations
 
@@ -20,4 +21,6 @@ def test_bench_times_torch_and_onnxruntime_side_by_side(tmp_path: Path, capsys) 
         ('onnxruntime', 'vbp')}
     assert all(r['median_ms'] > 0 for r in records)
     assert 'onnxruntime vs torch, authors batch 1: forward ' in printed
-    assert printed.count('engine, NetSVF') == 2 and 'onnxruntime' in printed
+    assert printed.count('engine, NetSVF, mono8') == 2 and 'onnxruntime' in printed
+    assert printed.count('engine, NetSVF, 3 cameras') == 2
+    assert 'a frame as one batch' in printed

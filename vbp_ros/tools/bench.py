@@ -208,6 +208,23 @@ def engine_stages(frames: int, backend: str = 'torch') -> str:
             f'postprocess with overlay {np.median(overlay_total):.2f}')
 
 
+def engine_cameras(cameras: int, rounds: int, backend: str = 'torch') -> str:
+    """Per-frame cost of ``cameras`` frames (NetSVF, RGB 640x480, CPU) through the engine as
+    one batch, as vbp_node runs several cameras, against one forward pass per frame; timed
+    interleaved, round by round, on one engine."""
+    engine = VBPEngine(build_network('netsvf'), synthetic_spec('netsvf'), device='cpu',
+                       backend=backend, max_batch=cameras)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(cameras)]
+    runs = {'batched': lambda: engine.process_batch(frames),
+            'separate': lambda: [engine.process(frame) for frame in frames]}
+    times = time_methods(runs, rounds, warmup=3)
+    batched, separate = (np.median(times[name]) / cameras for name in ('batched', 'separate'))
+    return (f'engine, NetSVF, {cameras} cameras of RGB 640x480, {engine.description}: '
+            f'{batched:.2f} ms a frame as one batch, {separate:.2f} ms a frame in separate '
+            f'forward passes ({separate / batched:.2f}x)')
+
+
 def format_table(records: list[dict]) -> str:
     """Records as a text table, with each mask's own cost (paired against the forward pass),
     that cost relative to the forward pass, and how many times VisualBackProp's it is."""
@@ -241,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='comma-separated, from %(default)s')
     parser.add_argument('--engine-frames', type=int, default=30,
                         help='frames for the engine stage breakdown (0: skip)')
+    parser.add_argument('--cameras', type=int, default=3,
+                        help='cameras for the batched-against-separate engine figure (0: skip)')
     parser.add_argument('--networks', default='netsvf',
                         help=f'comma-separated, from {",".join(NETWORKS)}, or zoo for '
                         f'{",".join(ZOO)} (%(default)s)')
@@ -277,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     print('\n'.join(speedups(records)))
     for backend in backends if args.engine_frames else ():
         print(engine_stages(args.engine_frames, backend))
+        if args.cameras:
+            print(engine_cameras(args.cameras, args.engine_frames, backend))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w', encoding='utf-8') as handle:
