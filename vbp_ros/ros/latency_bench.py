@@ -36,6 +36,7 @@ from ..data.datasets import synthetic_spec
 from ..engine.monitor import percentiles
 from ..interface import (FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC, PIPELINE_LATENCY_TOPIC,
                          PROCESSING_TIME_TOPIC)
+from ..live.client import FoxgloveClient
 from .messages import header_ns, image_message, time_message
 from .paths import share
 
@@ -64,8 +65,10 @@ class Probe(Node):
 
 
 def run(model: str, rate: float, duration: float, width: int, height: int,
-        node_parameters: list[str]) -> dict:
-    """Start the node, stream frames, and return the figures."""
+        node_parameters: list[str], live_port: int = 0) -> dict:
+    """Start the node, stream frames, and return the figures. With ``live_port`` the node
+    serves its live view there, and a Foxglove client subscribes to every channel for the
+    second half of the run."""
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(share('config', FASTDDS_PROFILE))
     node = subprocess.Popen([str(Path(sys.executable).parent / 'vbp_node'), '--ros-args',
                              '-p', f'model:={model}', '-p', f'deadline_ms:={1000.0 / rate}',
@@ -93,11 +96,16 @@ def run(model: str, rate: float, duration: float, width: int, height: int,
         period = 1.0 / rate
         start = time.monotonic()
         sent = 0
+        viewer = None
         while time.monotonic() - start < duration:
+            if live_port and viewer is None and time.monotonic() - start >= duration / 2:
+                viewer = LiveViewer(live_port, sent, {'latency_ms': len(probe.latencies_ms),
+                                                      'processing_ms': len(probe.processing_ms)})
             probe.publish_frame(image)
             sent += 1
             time.sleep(max(0.0, start + sent * period - time.monotonic()))
         time.sleep(0.5)
+        live = viewer.stop() if viewer is not None else None
     finally:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=15)
@@ -108,7 +116,38 @@ def run(model: str, rate: float, duration: float, width: int, height: int,
     age_at_start = np.subtract(probe.pipeline_ms[:count], probe.processing_ms[:count])
     return {'sent': sent, 'received': len(probe.latencies_ms), 'period_ms': 1000.0 * period,
             'latency_ms': np.asarray(probe.latencies_ms),
-            'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start}
+            'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start,
+            'live': live}
+
+
+class LiveViewer:
+    """A Foxglove client subscribed to every channel of the node's live view, reading on a
+    thread of its own until :meth:`stop`."""
+
+    def __init__(self, port: int, sent_before: int, answered_before: dict[str, int]) -> None:
+        self.sent_before = sent_before  # frames sent, and figures per key, before it came
+        self.answered_before = answered_before
+        self.client = FoxgloveClient(port).__enter__()
+        self.client.read_advertisements({'/vbp/overlay'})
+        self.client.subscribe(sorted(self.client.channels))
+        self.started = time.monotonic()
+        self._running = True
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while self._running:
+            self.client.collect(0.1)
+
+    def stop(self) -> dict:
+        """What the client received: messages per channel and its seconds connected."""
+        self._running = False
+        self._thread.join()
+        self.client.__exit__(None, None, None)
+        return {'sent_before': self.sent_before, 'answered_before': self.answered_before,
+                'seconds': time.monotonic() - self.started,
+                'messages': {topic: len(messages)
+                             for topic, messages in self.client.received.by_topic.items()}}
 
 
 def report(figures: dict) -> str:
@@ -134,7 +173,25 @@ def report(figures: dict) -> str:
         f'target frame age at receipt always < one period: max {age["max"]:.2f} ms '
         f'({"met" if age["max"] < period else "MISSED"})',
     ]
+    live = figures['live']
+    if live is not None:
+        lines += [_live_half(figures, live, watched) for watched in (False, True)]
+        rates = ', '.join(f'{topic} {count / live["seconds"]:.1f} Hz'
+                          for topic, count in sorted(live['messages'].items()))
+        lines.append(f'live view client received: {rates}')
     return '\n'.join(lines)
+
+
+def _live_half(figures: dict, live: dict, watched: bool) -> str:
+    """One half of a live-view run: frames answered, node processing and end-to-end latency."""
+    parts = {key: figures[key][count:] if watched else figures[key][:count]
+             for key, count in live['answered_before'].items()}
+    sent = figures['sent'] - live['sent_before'] if watched else live['sent_before']
+    processing, latency = (percentiles(parts[key]) for key in ('processing_ms', 'latency_ms'))
+    return (f'live view, {"with a client on every channel" if watched else "no client"}: '
+            f'{len(parts["latency_ms"])}/{sent} masks received, processing p50 '
+            f'{processing["p50"]:.2f} p99 {processing["p99"]:.2f} ms, latency p50 '
+            f'{latency["p50"]:.2f} p99 {latency["p99"]:.2f} ms')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backends', default='auto',
                         help='comma-separated vbp_node backends, run one after the other '
                              '(%(default)s)')
+    parser.add_argument('--live-view', type=int, default=0, metavar='PORT',
+                        help='serve the live view on PORT and measure its rate and cost: a '
+                             'Foxglove client subscribes for the second half of each run')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     args = parser.parse_args(argv)
@@ -157,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             model = str(Path(folder) / 'netsvf.safetensors')
             save_checkpoint(model, net_svf().eval(), synthetic_spec('netsvf'))
         for backend in args.backends.split(','):
+            live = [f'foxglove_port:={args.live_view}', 'foxglove_max_rate_hz:=0.0'] \
+                if args.live_view else []
             figures = run(model, args.rate, args.duration, args.width, args.height,
-                          [*args.param, f'backend:={backend}'])
+                          [*args.param, *live, f'backend:={backend}'], args.live_view)
             print(f'vbp_node, backend {backend}, mono8 {args.width}x{args.height} at '
                   f'{args.rate:g} Hz for {args.duration:g} s')
             print(report(figures))
