@@ -24,7 +24,6 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Float32  # noqa: E402
 
 SCRIPTS = Path(sys.executable).parent
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
@@ -97,54 +96,76 @@ def latest_values(arrays: list[DiagnosticArray], name: str) -> dict[str, str]:
     return {}
 
 
+class CameraRig:
+    """Three cameras publishing into a vbp_node in ``namespace``, and its outputs collected."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.probe = rclpy.create_node('cameras_probe', namespace=f'/{namespace}')
+        self.publishers = {name: self.probe.create_publisher(Image, f'{name}/image_raw',
+                                                             qos_profile_sensor_data)
+                           for name in CAMERAS}
+        self.masks: dict[str, dict[int, Image]] = {name: {} for name in CAMERAS}
+        for name in CAMERAS:
+            self.probe.create_subscription(
+                Image, f'{name}/vbp/mask',
+                lambda m, name=name: self.masks[name].__setitem__(m.header.stamp.sec, m), 10)
+        self.diagnostics: list[DiagnosticArray] = []
+        self.probe.create_subscription(DiagnosticArray, '/diagnostics',
+                                       self.diagnostics.append, 10)
+        self.stamp = 100
+
+    def send_round(self, names: tuple[str, ...] = CAMERAS) -> dict[str, np.ndarray]:
+        """A frame from each of ``names`` (all of them are made) with the next stamp."""
+        self.stamp += 1
+        sent = {name: frame(self.stamp + index) for index, name in enumerate(CAMERAS)}
+        for name in names:
+            self.publishers[name].publish(image(sent[name], self.stamp, f'{name}_optical'))
+        return sent
+
+    def answer(self, names: tuple[str, ...], timeout: float) -> bool:
+        """Wait until every camera of ``names`` has its mask of the last round."""
+        return self.spin_until(lambda: all(self.stamp in self.masks[n] for n in names), timeout)
+
+    def answered_rounds(self, count: int) -> dict[int, dict[str, np.ndarray]]:
+        """Send rounds until ``count`` are answered by every camera (the node loads first)."""
+        answered = {}
+        deadline = time.monotonic() + 90.0
+        while time.monotonic() < deadline and len(answered) < count:
+            sent = self.send_round()
+            if self.answer(CAMERAS, 1.0):
+                answered[self.stamp] = sent
+        assert len(answered) == count, 'vbp_node did not answer all three cameras'
+        return answered
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        return spin_until(self.probe, condition, timeout)
+
+    def reported(self, rounds: int) -> dict[str, str]:
+        """The pipeline's newest /diagnostics (1 Hz) once it counts ``rounds`` of 3 frames."""
+        def newest() -> dict[str, str]:
+            return latest_values(self.diagnostics, f'{self.namespace}/vbp: pipeline')
+        assert self.spin_until(lambda: int(newest().get('frames processed', 0))
+                               >= len(CAMERAS) * rounds, 5.0)
+        return newest()
+
+
 def test_three_cameras_share_forward_passes_and_a_quiet_one_stalls_none(ros, checkpoint) -> None:
     vbp = Node('multi', f'model:={checkpoint}', 'image_topics:=[front/image_raw, '
                'left/image_raw, right/image_raw]', 'deadline_ms:=0.0')
-    probe = rclpy.create_node('cameras_probe', namespace='/multi')
+    rig = CameraRig('multi')
     try:
-        cameras = {name: probe.create_publisher(Image, f'{name}/image_raw',
-                                                qos_profile_sensor_data) for name in CAMERAS}
-        masks: dict[str, dict[int, Image]] = {name: {} for name in CAMERAS}
-        angles: dict[str, list[float]] = {name: [] for name in CAMERAS}
-        for name in CAMERAS:
-            probe.create_subscription(
-                Image, f'{name}/vbp/mask',
-                lambda m, name=name: masks[name].__setitem__(m.header.stamp.sec, m), 10)
-            probe.create_subscription(Float32, f'{name}/steering_angle',
-                                      lambda m, name=name: angles[name].append(m.data), 10)
-        diagnostics: list[DiagnosticArray] = []
-        probe.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
-
-        def send_round(stamp: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-            sent = {name: frame(stamp + index) for index, name in enumerate(CAMERAS)}
-            for name in names:
-                cameras[name].publish(image(sent[name], stamp, f'{name}_optical'))
-            return sent
-
-        stamp, answered = 100, {}
-        deadline = time.monotonic() + 90.0  # the node loads its model first
-        while time.monotonic() < deadline and len(answered) < 8:
-            stamp += 1
-            sent = send_round(stamp, CAMERAS)
-            if spin_until(probe, lambda: all(stamp in masks[n] for n in CAMERAS), 1.0):
-                answered[stamp] = sent
-        assert len(answered) == 8, 'vbp_node did not answer all three cameras'
-
+        answered = rig.answered_rounds(8)
         engine = build_engine(checkpoint, device='cpu', max_batch=3)
         for stamp, sent in list(answered.items())[-3:]:
             expected = engine.process_batch([sent[n] for n in CAMERAS])
             for name, result in zip(CAMERAS, expected):
-                mask = masks[name][stamp]
+                mask = rig.masks[name][stamp]
                 assert mask.header.frame_id == f'{name}_optical'  # the camera's own header
                 received = np.frombuffer(mask.data, np.uint8).reshape(125, 640).astype(int)
                 assert np.abs(received - mask_to_mono8(result.mask)).max() <= 1
 
-        def reported() -> dict[str, str]:  # the newest /diagnostics (1 Hz)
-            return latest_values(diagnostics, 'multi/vbp: pipeline')
-        # Wait for a report that counts every answered round.
-        assert spin_until(probe, lambda: int(reported().get('frames processed', 0))
-                          >= len(CAMERAS) * len(answered), 5.0)
-        values = reported()
+        values = rig.reported(len(answered))
         assert int(values['forward passes']) < int(values['frames processed'])  # shared passes
         assert all(int(values[f'frames processed ({name})']) > 0 for name in CAMERAS)
 
@@ -152,14 +173,25 @@ def test_three_cameras_share_forward_passes_and_a_quiet_one_stalls_none(ros, che
         time.sleep(1.0)
         quiet_answers = 0
         for _ in range(5):
-            stamp += 1
-            send_round(stamp, ('front', 'left'))
-            quiet_answers += spin_until(
-                probe, lambda: stamp in masks['front'] and stamp in masks['left'], 5.0)
+            rig.send_round(('front', 'left'))
+            quiet_answers += rig.answer(('front', 'left'), 5.0)
         assert quiet_answers == 5
-        assert not any(s > max(answered) for s in masks['right'])
+        assert not any(s > max(answered) for s in rig.masks['right'])
     finally:
-        probe.destroy_node()
+        rig.probe.destroy_node()
+        vbp.stop()
+
+
+def test_camera_batch_one_gives_each_camera_its_own_forward_pass(ros, checkpoint) -> None:
+    vbp = Node('single', f'model:={checkpoint}', 'image_topics:=[front/image_raw, '
+               'left/image_raw, right/image_raw]', 'camera_batch:=1', 'deadline_ms:=0.0')
+    rig = CameraRig('single')
+    try:
+        answered = rig.answered_rounds(3)
+        values = rig.reported(len(answered))
+        assert int(values['forward passes']) == int(values['frames processed'])
+    finally:
+        rig.probe.destroy_node()
         vbp.stop()
 
 

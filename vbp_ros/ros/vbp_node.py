@@ -75,8 +75,6 @@ CHOICES = {
 ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device', 'precision',
                      'cuda_graphs')
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')
-START_UP_PARAMETERS = ('image_topics', 'cpu_threads', 'foxglove_port', 'foxglove_address',
-                       'foxglove_jpeg_quality', 'foxglove_max_rate_hz')  # read-only
 OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 WARN_PERIOD_S = 5.0
 ERROR_HOLD_S = 10.0  # /diagnostics stays at ERROR this long after a failed or refused frame
@@ -152,6 +150,11 @@ PARAMETERS = {
         description="cameras processed as one batch, one image topic each; a camera's outputs "
                     'go under its name (the topic\'s namespace: /front/image_raw -> '
                     "front/steering_angle, front/vbp/mask ...); []: the one topic 'image'")),
+    'camera_batch': (0, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER, read_only=True,
+        description='several cameras: most frames in one forward pass; 0: every camera '
+                    '(1: one pass per camera, faster on some CPUs: see vbp-bench --cameras)',
+        integer_range=[IntegerRange(from_value=0, to_value=64, step=1)])),
     'camera_stale_ms': (500.0, _describe(ParameterType.PARAMETER_DOUBLE,
                                          'several cameras: one whose newest frame is older than '
                                          'this is not waited for', low=1.0, high=60000.0)),
@@ -375,6 +378,11 @@ class VBPPipeline:
                     "named by its topic's namespace (/front/image_raw -> front)")
         return None
 
+    def _batch_size(self) -> int:
+        """Most frames in one forward pass: every camera, or at most ``camera_batch``."""
+        cameras = len(self._camera_topics())
+        return min(self._param('camera_batch') or cameras, cameras)
+
     def _camera_inputs(self) -> list[str]:
         return [self.resolve_topic_name(camera.topic) for camera in self.cameras.values()]
 
@@ -399,12 +407,13 @@ class VBPPipeline:
 
     def _build_engine(self, values: dict[str, object]) -> VBPEngine:
         """Load the model and its card, build the engine and warm it up (ValueError if any of
-        it fails: the message is the reason); one batch holds every camera."""
+        it fails: the message is the reason); one batch holds every camera, or
+        ``camera_batch`` frames."""
         return build_engine(values['model'], values['model_card'], values['card_overrides'],
                             backend=values['backend'], device=values['device'],
                             precision=values['precision'], cuda_graphs=values['cuda_graphs'],
                             threads=self._param('cpu_threads'),
-                            max_batch=len(self._camera_topics()),
+                            max_batch=self._batch_size(),
                             overlay_alpha=self._param('overlay_alpha'),
                             overlay_max_width=self._param('overlay_max_width'))
 
@@ -560,10 +569,12 @@ class VBPPipeline:
                  if (item := self._guarded(self._prepare, self.cameras[name], frame, settings))]
         if not ready:
             return
-        if len(ready) > 1 and self._guarded(self._run, ready, settings, quiet=True) is not None:
-            return
-        for item in ready:  # one camera, or a batch with a frame the network refuses
-            self._guarded(self._run, [item], settings)
+        size = self.engine.max_batch
+        for batch in (ready[start:start + size] for start in range(0, len(ready), size)):
+            if len(batch) > 1 and self._guarded(self._run, batch, settings, quiet=True):
+                continue
+            for item in batch:  # one camera, or a batch with a frame the network refuses
+                self._guarded(self._run, [item], settings)
 
     def _guarded(self, step, *args: object, quiet: bool = False) -> object | None:
         """``step(*args)``; a frame it refuses is counted and reported (unless ``quiet``, for a
