@@ -143,6 +143,15 @@ def test_every_transition_over_dds(checkpoint, tmp_path: Path) -> None:
         assert probe.set('model', str(checkpoint))
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.state() == State.PRIMARY_STATE_INACTIVE
+
+        # Shut down while active: processing stops, the node stays reachable, finalized.
+        assert probe.transition(Transition.TRANSITION_ACTIVATE)
+        assert probe.frames_answered(10, 30.0) >= 5
+        assert probe.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert probe.state() == State.PRIMARY_STATE_FINALIZED
+        assert probe.status_state() == 'finalized'
+        time.sleep(0.5)
+        assert probe.frames_answered(5, 5.0) == 0
     finally:
         probe.node.destroy_node()
         rclpy.shutdown()
@@ -151,5 +160,5 @@ def test_every_transition_over_dds(checkpoint, tmp_path: Path) -> None:
     assert process.returncode == 0, output
     for transition in ('configure: now inactive', 'activate: now active',
                        'deactivate: now inactive', 'cleanup: now unconfigured',
-                       'configure failed'):
+                       'configure failed', 'shutdown: now finalized'):
         assert transition in output, output

@@ -48,7 +48,11 @@ class VBPLifecycleNode(VBPPipeline, LifecycleNode):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         """Stop whatever runs."""
-        return self._transition('shutdown', self._finish_pipeline)
+        return self._transition('shutdown', self._finalize)
+
+    def _finalize(self) -> None:
+        self._finish_pipeline()
+        self.state = 'finalized'
 
     def _deactivate_and_release(self) -> None:
         self._deactivate_pipeline()
