@@ -4,8 +4,10 @@ newest-frame mailbox, and flat memory."""
 from __future__ import annotations
 
 import copy
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -255,6 +257,29 @@ def test_cuda_engine_matches_the_cpu_and_pipelines(model, frame, graphs: bool) -
     assert first.angle == pytest.approx(cpu.angle, abs=1e-4)
     assert first.times.transfer_ms > 0 and first.times.compute_ms > 0
     assert not np.allclose(second.mask, first.mask)
+
+
+@pytest.mark.parametrize('backend', ['torch', 'onnxruntime'])
+def test_close_lets_go_of_the_network(model, frame, backend: str) -> None:
+    network = copy.deepcopy(model)
+    alive = weakref.ref(network)
+    engine = VBPEngine(network, CROPPED, device='cpu', backend=backend)
+    engine.process(frame)
+    del network
+    engine.close()
+    gc.collect()
+    assert alive() is None  # what a deactivated lifecycle node gives back
+
+
+@needs_cuda
+def test_close_gives_the_cuda_memory_back(model, frame) -> None:
+    torch.cuda.empty_cache()
+    resting = torch.cuda.memory_reserved()
+    engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cuda', max_batch=4)
+    engine.process(frame)
+    assert torch.cuda.memory_reserved() > resting
+    engine.close()
+    assert torch.cuda.memory_reserved() == resting
 
 
 def test_mailbox_hands_over_every_camera_at_once_and_does_not_wait_for_a_quiet_one() -> None:
