@@ -26,6 +26,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
@@ -34,7 +35,7 @@ from ..core.checkpoint import save_checkpoint
 from ..core.networks import net_svf
 from ..data.datasets import synthetic_spec
 from ..engine.monitor import percentiles
-from ..interface import (FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC, PIPELINE_LATENCY_TOPIC,
+from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC, PIPELINE_LATENCY_TOPIC,
                          PROCESSING_TIME_TOPIC)
 from ..live.client import FoxgloveClient
 from .messages import header_ns, image_message, time_message
@@ -55,6 +56,14 @@ class Probe(Node):
                                  lambda m: self.processing_ms.append(m.data), 100)
         self.create_subscription(Float32, PIPELINE_LATENCY_TOPIC,
                                  lambda m: self.pipeline_ms.append(m.data), 100)
+        self.published = 0  # start-up frames included
+        self.node_counts: dict[str, str] = {}  # the node's newest /diagnostics
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.endswith(': pipeline'):
+                self.node_counts = {kv.key: kv.value for kv in status.values}
 
     def _on_mask(self, message: Image) -> None:
         self.latencies_ms.append((time.time_ns() - header_ns(message.header)) / 1e6)
@@ -62,6 +71,7 @@ class Probe(Node):
     def publish_frame(self, image: Image) -> None:
         image.header.stamp = time_message(time.time_ns())
         self.publisher.publish(image)
+        self.published += 1
 
 
 def run(model: str, rate: float, duration: float, width: int, height: int,
@@ -117,7 +127,7 @@ def run(model: str, rate: float, duration: float, width: int, height: int,
     return {'sent': sent, 'received': len(probe.latencies_ms), 'period_ms': 1000.0 * period,
             'latency_ms': np.asarray(probe.latencies_ms),
             'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start,
-            'live': live}
+            'live': live, 'published': probe.published, 'node_counts': probe.node_counts}
 
 
 class LiveViewer:
@@ -173,6 +183,14 @@ def report(figures: dict) -> str:
         f'target frame age at receipt always < one period: max {age["max"]:.2f} ms '
         f'({"met" if age["max"] < period else "MISSED"})',
     ]
+    counts = figures['node_counts']
+    if counts:
+        drops = ', '.join(f'{key[len("dropped ("):-1]} {value}' for key, value in counts.items()
+                          if key.startswith('dropped') and value != '0') or 'none'
+        lost = figures['published'] - int(counts['frames received'])
+        lines.append(f'where frames went (the whole run, start-up included): published '
+                     f'{figures["published"]}, not received by the node {lost}, processed '
+                     f'{counts["frames processed"]}; dropped by the node: {drops}')
     live = figures['live']
     if live is not None:
         lines += [_live_half(figures, live, watched) for watched in (False, True)]
