@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
@@ -35,8 +35,8 @@ from ..core.checkpoint import save_checkpoint
 from ..core.networks import net_svf
 from ..data.datasets import synthetic_spec
 from ..engine.monitor import percentiles
-from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC, PIPELINE_LATENCY_TOPIC,
-                         PROCESSING_TIME_TOPIC)
+from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC,
+                         PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC)
 from ..live.client import FoxgloveClient
 from .messages import header_ns, image_message, time_message
 from .paths import share
