@@ -422,10 +422,16 @@ def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path
     try:
         client = node.create_client(GetParameters, '/params_test/vbp/get_parameters')
         assert client.wait_for_service(timeout_sec=60.0)
-        future = client.call_async(GetParameters.Request(names=['deadline_ms']))
         # The service exists from the node's creation; it answers once the node spins, after
-        # its model is loaded (slow on a loaded machine).
-        rclpy.spin_until_future_complete(node, future, timeout_sec=60.0)
+        # its model is loaded (slow on a loaded machine). The answer to a request sent before
+        # the server has matched the client's response reader may be lost (rmw_fastrtps waits
+        # for the match only briefly): ask again.
+        deadline = time.monotonic() + 120.0
+        future = None
+        while time.monotonic() < deadline and not (future and future.done()):
+            future = client.call_async(GetParameters.Request(names=['deadline_ms']))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
+        assert future.done(), 'vbp_node did not answer get_parameters'
         assert future.result().values[0].double_value == 12.5
     finally:
         node.destroy_node()
