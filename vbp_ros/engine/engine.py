@@ -403,18 +403,15 @@ class VBPEngine:
     def _warm_up(self) -> None:
         """Trace the layout, build VBP buffers, pick kernels: nothing is built per frame later."""
         blank = np.zeros(self.preprocess.camera_shape, np.uint8)
-        outputs = self.spec.output_index + 1
         for count in sorted({1, self.max_batch}):
             for _ in range(3):
                 with self._lock:  # (the output index is checked before the angle is taken)
                     self._submit([blank] * count, (), (), False, False)
-                    submission = self._pending[-1]
-                    outputs = self._output_count(submission)
+                    self._check_output_index(self._pending[-1])
                     self._collect()
-        self.output_count = outputs
 
-    def _output_count(self, submission: _Submission) -> int:
-        """Outputs per image, checked against the card's output.index."""
+    def _check_output_index(self, submission: _Submission) -> None:
+        """CheckpointError when the card's output.index is beyond the network's outputs."""
         if self._cuda:
             count = self._host_outputs[submission.slot].shape[1]
         else:
@@ -425,7 +422,6 @@ class VBPEngine:
             self._pending.clear()
             raise CheckpointError(f'output.index {self.spec.output_index} is out of range: the '
                                   f'network gives {count} output{"s" * (count != 1)} per image')
-        return count
 
     # -- CUDA ---------------------------------------------------------------------------------
 

@@ -608,14 +608,15 @@ class VBPPipeline:
     def _run(self, ready: list[_Ready], settings: Settings) -> bool:
         """Run the frames through the engine as one batch (one forward pass) and publish each
         camera's outputs."""
-        overlays = [self._ros_overlay(item.camera, settings) or self._live_overlay(item.camera)
-                    for item in ready]
+        ros_overlays = [self._ros_overlay(item.camera, settings) for item in ready]
+        overlays = [ros or self._live_overlay(item.camera)
+                    for item, ros in zip(ready, ros_overlays)]
         results = self.engine.process_batch([item.image for item in ready],
                                             orders=[item.order for item in ready],
                                             overlay=overlays)
         self.monitor.count('forward_passes')
-        for item, result in zip(ready, results):
-            self._publish(item, result, settings)
+        for item, result, ros_overlay in zip(ready, results, ros_overlays):
+            self._publish(item, result, settings, ros_overlay)
         return True
 
     def _ros_overlay(self, camera: _Camera, settings: Settings) -> bool:
@@ -624,7 +625,9 @@ class VBPPipeline:
     def _live_overlay(self, camera: _Camera) -> bool:
         return self.live is not None and self.live.wants_overlay(camera.name)
 
-    def _publish(self, item: _Ready, result: FrameResult, settings: Settings) -> None:
+    def _publish(self, item: _Ready, result: FrameResult, settings: Settings,
+                 ros_overlay: bool) -> None:
+        """The camera's ROS outputs (the overlay when ``ros_overlay``), then its live view."""
         camera, header = item.camera, item.frame.message.header
         problem = output_problem(result, self.engine.spec)
         if problem:
@@ -635,7 +638,7 @@ class VBPPipeline:
         camera.angle.publish(Float32(data=result.angle))
         camera.outputs.publish(_outputs_message(result.outputs))
         camera.mask.publish(self._mask_message(header, result.mask, settings.mask_float))
-        if result.overlay is not None and self._ros_overlay(camera, settings):
+        if ros_overlay:
             camera.overlay.publish(image_message(result.overlay, 'rgb8', header))
             self.monitor.count('overlays')
         latency_ms = None if item.unusable else (self._now_ns() - item.stamp) / 1e6
