@@ -31,11 +31,6 @@ class ArchitectureError(ValueError):
     ``architecture`` key)."""
 
 
-def registered_architectures() -> dict[str, str]:
-    """The names that installed packages register, with what each points at."""
-    return {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def resolve_architecture(name: str) -> Callable[..., nn.Module]:
     """The callable that builds the architecture ``name`` (imports the user's module)."""
     if name in ARCHITECTURES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import stat
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -167,11 +167,6 @@ class ModelSpec:
     def build(self) -> nn.Module:
         """A freshly initialised network of this architecture (may import the user's code)."""
         return build_architecture(self.architecture, self.arguments)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The names of the spec's fields."""
-        return tuple(f.name for f in fields(cls))
 
 
 def _as_tuple(value: object) -> object:

@@ -463,7 +463,6 @@ class ChainReader:
                 f'no layer named {", ".join(map(repr, missing))} in the model; named layers '
                 f'are: {", ".join(name for name in modules if name)}')
         self.layers = {modules[name]: name for name in layers}
-        self.kept_calls: list[str] = []
 
     def record(self, run: Callable[[], Tensor], x_shape: torch.Size
                ) -> tuple[Tensor, Record, list[tuple]]:
@@ -525,7 +524,6 @@ class ChainReader:
                 name, name, type(module).__name__, int(record.shapes[event][1]),
                 getattr(rule_for(module), 'nonnegative', False))
             previous_event = event
-        self.kept_calls = [events[i][0] for i in kept_events]
         return MaskGraph(nodes, [('after the last named layer', [events[previous_event][0]])])
 
     def _link(self, nodes: list[FlowNode], previous: int, previous_key: Any, spatial: list[int],

@@ -129,7 +129,10 @@ class PilotNet(nn.Module):
         previous = in_channels
         for index, (channels, kernel, stride) in enumerate(self.CONVOLUTIONS, start=1):
             self.add_module(f'conv{index}', nn.Conv2d(previous, channels, kernel, stride))
-            height, width = _shrunk(input_size, height, width, kernel, stride, 0)
+            height = conv_output_size(height, kernel, stride)
+            width = conv_output_size(width, kernel, stride)
+            if height < 1 or width < 1:
+                raise ValueError(f'input size {tuple(input_size)} is too small for the network')
             previous = channels
         features = previous * height * width
         for index, units in enumerate(self.HEAD + (1,), start=1):
@@ -319,15 +322,6 @@ def _keras_same(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """Keras 'same' padding (before, after) along one axis: ceil(size / stride) outputs."""
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
-
-
-def _shrunk(input_size: tuple[int, int], height: int, width: int, kernel: int, stride: int,
-            padding: int) -> tuple[int, int]:
-    height = (height + 2 * padding - kernel) // stride + 1
-    width = (width + 2 * padding - kernel) // stride + 1
-    if height < 1 or width < 1:
-        raise ValueError(f'input size {tuple(input_size)} is too small for the network')
-    return height, width
 
 
 def pilotnet(activation: str = 'relu', in_channels: int = 3, input_height: int = 66,

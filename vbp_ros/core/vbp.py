@@ -251,6 +251,7 @@ class _Reading:
             plan = _Plan(self.graph, record, x.shape[0], x.device)
             for buffer, values in zip(plan.maps, maps):
                 buffer.copy_(values)
+        record.sums.clear()  # the plan keeps the shapes; these sums are in its maps now
         self.plans[_plan_key(x)] = plan
         return output, plan
 
