@@ -16,7 +16,8 @@ from vbp_ros.data.camera_bags import CameraFrame, SteeringSample, write_camera_b
 from vbp_ros.data.fleet.discovery import find_bags
 from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
 from vbp_ros.data.fleet.stats import horizon_in_mask, mask_change, mask_statistics
-from vbp_ros.data.fleet.worker import SegmentWorker, load_model, top_rows
+from vbp_ros.core.loading import load_model
+from vbp_ros.data.fleet.worker import SegmentWorker, top_rows
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.pixels.frames import Crop

@@ -13,8 +13,9 @@ from ..core.networks import build_network
 from ..engine.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
 
-SYNTHETIC_CROP = SyntheticRoads().crop_region.as_tuple()
-SYNTHETIC_CAMERA = (SyntheticRoads().width, SyntheticRoads().height)
+_ROADS = SyntheticRoads()
+SYNTHETIC_CROP = _ROADS.crop_region.as_tuple()
+SYNTHETIC_CAMERA = (_ROADS.width, _ROADS.height)
 
 
 def synthetic_spec(architecture: str = 'authors', arguments: dict | None = None) -> ModelSpec:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core.checkpoint import ModelSpec
+from ..core.loading import flatten_outputs
 from ..core.onnx_vbp import MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input
 
 OPSET = 20
@@ -40,7 +41,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
     model = model.eval()
     blank = torch.zeros(1, *input_shape)
     with torch.inference_mode():
-        count = len(_as_list(model(blank)))
+        count = len(flatten_outputs(model(blank)))
     outputs = [OUTPUT_NAME] if count == 1 else [f'{OUTPUT_NAME}{i}' for i in range(count)]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -49,10 +50,6 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
                           input_names=[INPUT_NAME], output_names=outputs,
                           dynamic_axes={name: {0: 'batch'} for name in [INPUT_NAME, *outputs]})
     return onnx.load_from_string(buffer.getvalue())
-
-
-def _as_list(output: object) -> list:
-    return list(output) if isinstance(output, (tuple, list)) else [output]
 
 
 def onnxruntime_providers(device: str) -> list:
@@ -116,7 +113,6 @@ class OnnxRuntimeNetwork:
         batch = self.session.get_inputs()[0].shape[0] if len(self.session.get_inputs()) == 1 \
             else next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
         self.max_batch = batch if isinstance(batch, int) else None
-        self.graph = model
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W)."""

@@ -45,7 +45,8 @@ class Preprocessor:
         std = np.broadcast_to(np.asarray(spec.std, np.float32), (channels,))
         mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (channels,))
         # input = pixel * (scale / std) - mean / std, per channel
-        self._gain = (np.float32(spec.pixel_scale) / std).reshape(channels, 1, 1)
+        gain = (np.float32(spec.pixel_scale) / std).reshape(channels, 1, 1)
+        self._gains = {dtype: gain * np.float32(to_8bit) for dtype, to_8bit in TO_8BIT.items()}
         self._offset = (-mean / std).reshape(channels, 1, 1) if mean.any() else None
         _check_limits(spec)
         self._regions: dict[tuple[int, int], tuple[Crop, str]] = {}
@@ -58,13 +59,12 @@ class Preprocessor:
     def scale(self, planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The network input from the output of :meth:`planes` (made here or in another
         process; its pixel type sets the scale), written into ``out``."""
-        if planes.shape != self.shape or planes.dtype not in TO_8BIT:
+        if planes.shape != self.shape or planes.dtype not in self._gains:
             raise FrameError(f'planes {planes.shape} {planes.dtype} do not fit the network '
                              f'input {self.shape}')
         if out is None:
             out = np.empty(self.shape, np.float32)
-        gain = self._gain * np.float32(TO_8BIT[planes.dtype])
-        np.multiply(planes, gain, out=out, casting='unsafe')
+        np.multiply(planes, self._gains[planes.dtype], out=out, casting='unsafe')
         if self._offset is not None:
             out += self._offset
         return out
@@ -121,7 +121,7 @@ class Preprocessor:
     def _find_region(self, height: int, width: int) -> tuple[Crop, str]:
         crop, spec = self.crop_region, self.spec
         if crop is None:
-            return Crop(0, 0, height, width), 'the whole frame (the checkpoint has no crop)'
+            return Crop.whole((height, width)), 'the whole frame (the checkpoint has no crop)'
         camera = spec.camera_size
         if camera is not None and same_aspect(width, height, *camera):
             region = crop.scaled(width / camera[0], height / camera[1])
@@ -132,7 +132,7 @@ class Preprocessor:
                           'checkpoint states no camera size, so the crop does not scale')
         if same_aspect(width, height, spec.input_width, spec.input_height) or \
                 same_aspect(width, height, crop.width, crop.height):
-            return Crop(0, 0, height, width), (
+            return Crop.whole((height, width)), (
                 'the whole frame: it has the aspect ratio of the network input or of the crop, '
                 'so it is taken as cropped already')
         rows, columns = self.camera_shape

@@ -36,7 +36,8 @@ from ..data.fleet.discovery import find_bags
 from ..data.fleet.reading import ReadOptions
 from ..data.fleet.results import (FRAMES, REPORT, SUMMARY, ResultStore, ResultsError,
                                   bag_key, bag_table, fingerprint)
-from ..data.fleet.worker import CATEGORIES, SegmentResult, load_model, model_card
+from ..core.loading import load_model
+from ..data.fleet.worker import CATEGORIES, SegmentResult, model_card
 from ..render.plots import plot_angles
 from ..render.report import BagSection, GalleryItem, write_report, write_thumbnail
 from .arguments import positive_int

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import ray
 
+from ..core.loading import load_model
 from ..data.camera_bags import CameraFrame, write_camera_bag
 from ..data.fleet.cluster import ClusterOptions, FleetJob, FleetRunner, start_ray, stop_ray
 from ..data.fleet.reading import ReadOptions
-from ..data.fleet.worker import load_model
 from ..data.sources import synthetic_frames
 from ..engine.build import build_engine
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from ...core.checkpoint import ModelSpec, default_model_path
-from ...core.loading import Model
-from ...core.loading import load_model as load_any_model
 from ...engine.build import build_engine
 from ...engine.engine import VBPEngine
 from ...pixels.frames import to_rgb8
@@ -26,13 +24,6 @@ CATEGORIES = {
     'off_road': 'mask off the road (share above the horizon, else in the upper half)',
     'jump': 'biggest attention jump (mask change from the frame before)',
 }
-
-
-def load_model(path: str | Path | None) -> tuple[Model, ModelSpec]:
-    """The network and its card from ``path`` (any model vbp_node accepts: a vbp_ros
-    checkpoint, own weights or an ONNX file, with the card beside it), or the bundled default
-    model. The one place vbp-fleet loads a model."""
-    return load_any_model(path)
 
 
 def model_card(path: str | Path | None, spec: ModelSpec) -> dict:
