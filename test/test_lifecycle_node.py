@@ -25,6 +25,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from service_calls import call_until_answered  # noqa: E402
+
 SCRIPTS = Path(sys.executable).parent
 NAMESPACE = '/managed'
 
@@ -54,23 +56,33 @@ class Probe:
                                       self.diagnostics.append, 10)
         self.stamp = 0
 
-    def call(self, client: object, request: object, timeout: float = 120.0) -> object:
-        assert client.wait_for_service(timeout_sec=60.0)
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout)
-        return future.result()
-
     def transition(self, transition: int) -> bool:
-        return self.call(self.change, ChangeState.Request(
-            transition=Transition(id=transition))).success
+        """A transition is not idempotent: when its answer is lost (see service_calls), the
+        node's state tells whether it happened before it is asked again."""
+        before = self.state()
+        request = ChangeState.Request(transition=Transition(id=transition))
+        assert self.change.wait_for_service(timeout_sec=60.0)
+        future = self.change.call_async(request)
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:
+            if self.spin_until(future.done, 10.0):
+                return future.result().success
+            state = self.state()
+            if state >= State.TRANSITION_STATE_CONFIGURING:  # still on its way
+                continue
+            self.change.remove_pending_request(future)
+            if state != before:
+                return True
+            future = self.change.call_async(request)
+        raise AssertionError(f'transition {transition} not answered in 120 s')
 
     def state(self) -> int:
-        return self.call(self.get, GetState.Request()).current_state.id
+        return call_until_answered(self.node, self.get, GetState.Request()).current_state.id
 
     def set(self, name: str, value: object) -> bool:
         message = Parameter(name, value=value).to_parameter_msg()
-        return self.call(self.set_parameters,
-                         SetParameters.Request(parameters=[message])).results[0].successful
+        return call_until_answered(self.node, self.set_parameters, SetParameters.Request(
+            parameters=[message])).results[0].successful
 
     def spin_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -36,6 +36,8 @@ from vbp_ros.engine.build import build_engine  # noqa: E402
 from vbp_ros.ros.diagnostics import status_owner  # noqa: E402
 from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
+from service_calls import call_until_answered  # noqa: E402
+
 SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 
@@ -140,19 +142,14 @@ class Harness:
                                self.counter(name) > above, timeout)
 
     def set_parameter(self, name: str, value: object) -> tuple[bool, str]:
-        assert self.set_client.wait_for_service(timeout_sec=10.0)
         message = Parameter(name, value=value).to_parameter_msg()
         request = SetParameters.Request(parameters=[message])
-        future = self.set_client.call_async(request)
-        assert self.spin_until(future.done, 20.0)
-        result = future.result().results[0]
+        result = call_until_answered(self.node, self.set_client, request).results[0]
         return result.successful, result.reason
 
     def get_parameter(self, name: str) -> object:
-        assert self.get_client.wait_for_service(timeout_sec=10.0)
-        future = self.get_client.call_async(GetParameters.Request(names=[name]))
-        assert self.spin_until(future.done, 10.0)
-        value = future.result().values[0]
+        request = GetParameters.Request(names=[name])
+        value = call_until_answered(self.node, self.get_client, request).values[0]
         return Parameter.from_parameter_msg(ParameterMsg(name=name, value=value)).value
 
 
@@ -382,10 +379,7 @@ def test_clean_exit_after_serving_parameter_requests(ros, checkpoint) -> None:
         for run in range(3):
             process = start_node('-p', f'model:={checkpoint}', '-r', f'__ns:=/exit_test{run}')
             client = probe.create_client(GetParameters, f'/exit_test{run}/vbp/get_parameters')
-            assert client.wait_for_service(timeout_sec=60.0)
-            future = client.call_async(GetParameters.Request(names=['deadline_ms']))
-            rclpy.spin_until_future_complete(probe, future, timeout_sec=30.0)
-            assert future.done()
+            call_until_answered(probe, client, GetParameters.Request(names=['deadline_ms']))
             process.send_signal(signal.SIGINT)
             try:
                 process.communicate(timeout=20)
@@ -421,18 +415,10 @@ def test_parameter_file_applies_in_any_namespace(ros, checkpoint, tmp_path: Path
     node = rclpy.create_node('params_probe')
     try:
         client = node.create_client(GetParameters, '/params_test/vbp/get_parameters')
-        assert client.wait_for_service(timeout_sec=60.0)
         # The service exists from the node's creation; it answers once the node spins, after
-        # its model is loaded (slow on a loaded machine). The answer to a request sent before
-        # the server has matched the client's response reader may be lost (rmw_fastrtps waits
-        # for the match only briefly): ask again.
-        deadline = time.monotonic() + 120.0
-        future = None
-        while time.monotonic() < deadline and not (future and future.done()):
-            future = client.call_async(GetParameters.Request(names=['deadline_ms']))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
-        assert future.done(), 'vbp_node did not answer get_parameters'
-        assert future.result().values[0].double_value == 12.5
+        # its model is loaded (slow on a loaded machine).
+        answer = call_until_answered(node, client, GetParameters.Request(names=['deadline_ms']))
+        assert answer.values[0].double_value == 12.5
     finally:
         node.destroy_node()
         process.send_signal(signal.SIGINT)
