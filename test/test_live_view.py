@@ -96,6 +96,28 @@ def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodin
         assert not view.publish('front', frame(21)) and view.frames_sent == sent
 
 
+def test_a_wide_camera_frame_is_sent_shrunk_to_max_width(encodings) -> None:
+    """An 8K camera must not put a full-size JPEG encode in the worker for every frame."""
+    live = LiveView(port=0, max_rate_hz=0, max_width=640)
+    live.add_camera('front', TOPICS)
+    wide = np.zeros((2160, 3840, 3), np.uint8)
+    wide[:, 1920:] = (0, 0, 255)  # the right half blue
+    try:
+        with FoxgloveClient(live.port) as client:
+            client.read_advertisements({TOPICS.camera})
+            client.subscribe([TOPICS.camera])
+            assert wait_until(lambda: live.publish('front', LiveFrame(
+                stamp_ns=1, frame_id='camera', pixels=wide, order='rgb', overlay=None,
+                mask=np.zeros((16, 64), np.float32), angle=0.0, latency_ms=None)))
+            client.collect(1.0)
+            image = protobuf_fields(client.received.by_topic[TOPICS.camera][-1][1])
+    finally:
+        live.close()
+    picture = cv2.imdecode(np.frombuffer(image[2], np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (360, 640, 3) and encodings == [((360, 640, 3), 80)]
+    assert picture[:, 400:, 0].mean() > 200 and picture[:, :240, 0].mean() < 20  # BGR
+
+
 def test_rate_limit_per_camera(encodings, monkeypatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(foxglove_view.time, 'monotonic', lambda: clock[0])
@@ -119,6 +141,8 @@ def test_rate_limit_per_camera(encodings, monkeypatch) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match='jpeg_quality'):
         LiveView(port=0, jpeg_quality=0)
+    with pytest.raises(ValueError, match='max_width'):
+        LiveView(port=0, max_width=0)
 
 
 def test_layout_file_shows_the_live_channels() -> None:

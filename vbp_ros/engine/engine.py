@@ -29,7 +29,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
-import cv2
 import numpy as np
 import onnx
 import torch
@@ -39,7 +38,7 @@ from ..core.rules import UnsupportedModelError
 from ..core.loading import Model, flatten_outputs
 from ..core.vbp import VisualBackProp
 from ..pixels.frames import Crop, to_rgb8
-from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, overlay_shape, red_overlay
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, red_overlay, shrunk_to_width
 from .onnx_backend import OnnxRuntimeNetwork, export_onnx
 from .preprocess import Preprocessor
 
@@ -392,11 +391,10 @@ class VBPEngine:
     def _overlay(self, job: _Job, region: Crop, mask: np.ndarray) -> np.ndarray:
         """The red overlay, drawn at its published size: a frame wider than
         ``overlay_max_width`` is shrunk first, so the work is bounded whatever comes in."""
-        frame = job.frame
-        rows, columns = overlay_shape(frame.shape, self.overlay_max_width)
-        if (rows, columns) != frame.shape[:2]:
-            frame = cv2.resize(frame, (columns, rows), interpolation=cv2.INTER_AREA)
-            region = region.scaled(columns / job.frame.shape[1], rows / job.frame.shape[0])
+        frame = shrunk_to_width(job.frame, self.overlay_max_width)
+        if frame is not job.frame:
+            region = region.scaled(frame.shape[1] / job.frame.shape[1],
+                                   frame.shape[0] / job.frame.shape[0])
         return red_overlay(to_rgb8(frame, job.order), region.place(mask, frame.shape),
                            self.overlay_alpha)
 

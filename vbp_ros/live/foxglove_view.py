@@ -5,8 +5,9 @@ topics: the camera frame, ``vbp/overlay`` and ``vbp/mask`` as ``foxglove.Compres
 (JPEG), and the steering angle and the pipeline latency as JSON ``{"data": value}``. A channel
 is encoded only while a client subscribes to it (the server says so through
 ``has_sinks()``), at most ``max_rate_hz`` times a second per camera, so the live view costs
-nothing without a client. It binds to 127.0.0.1 unless another address is given, which
-exposes the stream to that network.
+nothing without a client. The camera frame is shrunk to at most ``max_width`` columns first,
+as the overlay is, so an 8K camera does not put a 30 MB encode in the worker. It binds to
+127.0.0.1 unless another address is given, which exposes the stream to that network.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from foxglove.messages import CompressedImage, Timestamp
 from ..interface import ns_to_stamp
 from ..pixels.encodings import encode_jpeg, mask_to_mono8
 from ..pixels.frames import to_rgb8
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, shrunk_to_width
 
 SCALAR_SCHEMA = foxglove.Schema(
     name='vbp_ros.Scalar', encoding='jsonschema',
@@ -87,13 +89,16 @@ class LiveView:
         host: address to bind; 127.0.0.1 keeps the stream on this machine.
         jpeg_quality: JPEG quality of the images, 1 to 100.
         max_rate_hz: most frames a second per camera (0: every frame).
+        max_width: widest camera picture sent; wider frames are shrunk proportionally.
     """
 
     def __init__(self, port: int, host: str = '127.0.0.1', jpeg_quality: int = 80,
-                 max_rate_hz: float = 15.0) -> None:
-        if not 1 <= jpeg_quality <= 100 or max_rate_hz < 0:
-            raise ValueError('jpeg_quality must be in [1, 100] and max_rate_hz >= 0')
+                 max_rate_hz: float = 15.0, max_width: int = DEFAULT_OVERLAY_WIDTH) -> None:
+        if not 1 <= jpeg_quality <= 100 or max_rate_hz < 0 or max_width < 1:
+            raise ValueError('jpeg_quality must be in [1, 100], max_rate_hz >= 0 and '
+                             'max_width >= 1')
         self.jpeg_quality = jpeg_quality
+        self.max_width = max_width
         self.period_s = 1.0 / max_rate_hz if max_rate_hz else 0.0
         self._context = foxglove.Context()
         self._cameras: dict[str, _CameraChannels] = {}
@@ -126,7 +131,8 @@ class LiveView:
         channels.next_due = now + self.period_s
         stamp = Timestamp(*ns_to_stamp(frame.stamp_ns))
         if channels.camera.has_sinks():
-            self._image(channels.camera, to_rgb8(frame.pixels, frame.order), frame, stamp)
+            picture = to_rgb8(shrunk_to_width(frame.pixels, self.max_width), frame.order)
+            self._image(channels.camera, picture, frame, stamp)
         if channels.overlay.has_sinks() and frame.overlay is not None:
             self._image(channels.overlay, frame.overlay, frame, stamp)
         if channels.mask.has_sinks():

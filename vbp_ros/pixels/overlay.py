@@ -19,6 +19,15 @@ def overlay_shape(frame_shape: tuple[int, ...], max_width: int) -> tuple[int, in
     return max(1, round(rows * max_width / columns)), max_width
 
 
+def shrunk_to_width(frame: np.ndarray, max_width: int) -> np.ndarray:
+    """The frame itself, or for one wider than ``max_width`` a copy shrunk to
+    :func:`overlay_shape` (area interpolation): what is drawn or encoded stays bounded."""
+    rows, columns = overlay_shape(frame.shape, max_width)
+    if (rows, columns) == frame.shape[:2]:
+        return frame
+    return cv2.resize(frame, (columns, rows), interpolation=cv2.INTER_AREA)
+
+
 def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """An rgb8 image: the mask added to the red channel and subtracted from green and blue
     (saturating 8-bit arithmetic, as the authors' overlay).

@@ -135,8 +135,9 @@ PARAMETERS = {
                                      low=0.0, high=1.0)),
     'overlay_max_width': (DEFAULT_OVERLAY_WIDTH, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER,
-        description='widest published overlay in pixels; a wider frame gives a proportionally '
-                    'smaller overlay (never larger than the frame)',
+        description='widest published overlay (and live-view camera picture) in pixels; a '
+                    'wider frame gives a proportionally smaller one (never larger than the '
+                    'frame)',
         integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
     'cpu_threads': (0, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER, read_only=True,
@@ -526,7 +527,8 @@ class VBPPipeline:
             return
         self.live = LiveView(port, self._param('foxglove_address'),
                              self._param('foxglove_jpeg_quality'),
-                             self._param('foxglove_max_rate_hz'))
+                             self._param('foxglove_max_rate_hz'),
+                             self._param('overlay_max_width'))
         for camera in self.cameras.values():
             resolve = self.resolve_topic_name
             self.live.add_camera(camera.name, CameraTopics(
@@ -565,6 +567,8 @@ class VBPPipeline:
         settings = self.settings
         self.engine.overlay_alpha = settings.overlay_alpha
         self.engine.overlay_max_width = settings.overlay_max_width
+        if self.live is not None:
+            self.live.max_width = settings.overlay_max_width
         ready = [item for name, frame in frames.items()
                  if (item := self._guarded(self._prepare, self.cameras[name], frame, settings))]
         if not ready:
