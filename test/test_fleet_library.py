@@ -136,6 +136,14 @@ def test_every_message_is_a_row_a_skip_or_subsampled(tmp_path: Path) -> None:
     assert stamps.tolist() == [frames[i].stamp_ns for i in index]
 
 
+def test_a_bag_directory_named_like_a_file_is_read_as_a_directory(tmp_path: Path) -> None:
+    """A rosbag2 folder called drive.mcap failed with 'IsADirectoryError'."""
+    bag = write_camera_bag(tmp_path / 'drive.mcap', camera_frames(3))
+    assert bag.is_dir() and find_bags([tmp_path]).bags == [bag]
+    info = list(read_segments(bag, SPEC, ReadOptions()))[-1].info
+    assert (info.messages, info.frames) == (3, 3)
+
+
 @pytest.mark.parametrize('kind', ['report', 'float32', 'float64'])
 def test_recorded_steering_pairs_with_the_nearest_sample(tmp_path: Path, kind: str) -> None:
     frames = camera_frames(6)

@@ -165,7 +165,7 @@ def open_bag(path: Path) -> BagReader:
     An MCAP file that was not closed is read from a repaired copy in the temporary folder
     (``TMPDIR``); ``reader.repair`` says what was left out."""
     storage = bag_storage(path)
-    if storage.suffix != '.mcap' or mcap_is_complete(storage):
+    if storage.is_dir() or storage.suffix != '.mcap' or mcap_is_complete(storage):
         return BagReader(storage, None, None)
     copy_dir = Path(tempfile.mkdtemp(prefix='vbp_bag_'))
     try:
