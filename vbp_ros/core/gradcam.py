@@ -14,14 +14,13 @@ the graph with one forward pass of its own.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .graph import GraphReader
 from .rules import UnsupportedModelError
+from .targets import Target, explained_index
 
 __all__ = ['GradCAM']
 
@@ -56,7 +55,7 @@ class GradCAM:
         """The target tensor's name (after the first call when read from the graph)."""
         return self.layer if self.layer is not None else getattr(self, '_target_name', None)
 
-    def __call__(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None
+    def __call__(self, x: Tensor, target: Target = None
                  ) -> tuple[Tensor, Tensor]:
         """The model output (detached) and the (B, 1, H, W) float32 Grad-CAM map.
 
@@ -111,13 +110,7 @@ class GradCAM:
         self._grabbed = tensor
 
 
-def _scores(output: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
-    """The explained output per image: the only one, the target one or the largest."""
-    flat = output.reshape(output.shape[0], -1)
-    if flat.shape[1] == 1:
-        return flat[:, 0]
-    if target is None:
-        index = flat.argmax(dim=1)
-    else:
-        index = torch.as_tensor(target, device=output.device).reshape(-1).expand(flat.shape[0])
-    return flat.gather(1, index[:, None])[:, 0]
+def _scores(output: Tensor, target: Target) -> Tensor:
+    """The explained output per image (see :func:`explained_index`)."""
+    flat, index = explained_index(output, target)
+    return flat[:, 0] if index is None else flat.gather(1, index[:, None])[:, 0]

@@ -22,14 +22,13 @@ layer, which is exact (the rule is linear in R), and the scale is applied once a
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
 from .graph import display_names, leaf_modules, op_label
 from .rules import UnsupportedModelError
+from .targets import Target, explained_index
 
 __all__ = ['LRPEpsilon', 'normalize_relevance']
 
@@ -78,7 +77,7 @@ class LRPEpsilon:
                 self._padding[name] = _conv_padding(name, layer)
         self._checked = _check_chain_graph(model, [name for name, _ in self.layers])
 
-    def __call__(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None, *,
+    def __call__(self, x: Tensor, target: Target = None, *,
                  normalize: bool | None = None) -> tuple[Tensor, Tensor]:
         """Return the model output and the (B, 1, H, W) float32 input relevance.
 
@@ -217,15 +216,12 @@ def _check_chain_graph(model: nn.Module, layer_names: list[str]) -> bool:
     return True
 
 
-def _start(output: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
-    """Initial relevance: the output (one output per image) or the one-hot target output."""
-    flat = output.reshape(output.shape[0], -1)
-    if flat.shape[1] == 1:
+def _start(output: Tensor, target: Target) -> Tensor:
+    """Initial relevance: the output (one output per image) or the one-hot explained output
+    (see :func:`explained_index`)."""
+    flat, index = explained_index(output, target)
+    if index is None:
         return output.clone()
-    if target is None:
-        index = flat.argmax(dim=1)
-    else:
-        index = torch.as_tensor(target, device=output.device).reshape(-1).expand(flat.shape[0])
     relevance = torch.zeros_like(flat)
     rows = torch.arange(flat.shape[0], device=output.device)
     relevance[rows, index] = flat[rows, index]
