@@ -20,6 +20,7 @@ import torch
 
 from vbp_ros import VisualBackProp, authors_net, load_checkpoint
 from vbp_ros.core.torch7 import load_torch7_model
+from vbp_ros.render.figure2 import LABEL_HEIGHT
 from vbp_ros.tools import figure2
 
 
@@ -84,9 +85,9 @@ def test_figure2_tool_renders_every_layer(authors_checkpoint: Path, reference_di
     images = [str(reference_dir / 'images' / name) for name in ('img1.jpg', 'img7.jpg')]
     assert figure2.main(['--model', str(authors_checkpoint), '--out', str(tmp_path)] + images) == 0
     figure = cv2.imread(str(tmp_path / 'img1_figure2.png'))
-    tile = 125 + figure2.LABEL_HEIGHT
+    tile = 125 + LABEL_HEIGHT
     assert figure.shape == (12 * tile, 2 * 640, 3)  # input row, ten layer rows, mask row
-    overlay = figure[figure2.LABEL_HEIGHT:tile, 640:]
+    overlay = figure[LABEL_HEIGHT:tile, 640:]
     assert (overlay[:, :, 2].astype(int) - overlay[:, :, 1]).max() > 100  # red where the mask is
     assert 'img7.jpg: output' in capsys.readouterr().out
 

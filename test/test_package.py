@@ -86,6 +86,9 @@ THIRD_PARTY = {
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
             'builtin_interfaces', 'lifecycle_msgs'}
 COMPUTING = {'torch', 'cv2'}  # a module that imports rclpy computes nothing
+# Console scripts share no code with each other beyond their argument helpers: a library a
+# second tool needs lives a layer down.
+TOOL_HELPERS = {'vbp_ros.tools', 'vbp_ros.tools.arguments'}
 
 
 def layer_of(module: str) -> str:
@@ -140,6 +143,9 @@ def layer_violations(paths: list[Path]) -> list[str]:
             found.append(f'{module_name(path)} imports ROS outside the ros layer')
         if outside & ROS_ONLY and outside & COMPUTING:
             found.append(f'{module_name(path)} imports rclpy and computes')
+        if layer == 'tools':
+            found += [f'{module_name(path)} imports {name}: a tool imports another tool'
+                      for name in own if layer_of(name) == 'tools' and name not in TOOL_HELPERS]
     return found
 
 
@@ -168,6 +174,7 @@ def test_imports_follow_the_layers() -> None:
     ('import rclpy\n', 'data', 'ROS outside the ros layer'),
     ('import torch\nimport rclpy\n', 'ros', 'imports rclpy and computes'),
     ('import rosbags\n', 'core', 'imports rosbags'),
+    ('from .figure2 import read_image\n', 'tools', 'a tool imports another tool'),
 ])
 def test_the_layer_check_catches_a_forbidden_import(tmp_path: Path, monkeypatch, source: str,
                                                     layer: str, message: str) -> None:

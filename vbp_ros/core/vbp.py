@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,6 +37,9 @@ from .rules import AxisGeometry, Geometry, UnsupportedModelError
 __all__ = ['VisualBackProp', 'VBPExplanation', 'UnsupportedModelError']
 
 _TINY = torch.finfo(torch.float32).tiny
+
+
+LayerPictures = tuple[str, np.ndarray, np.ndarray]  # name, averaged map, intermediate mask
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ class VBPExplanation:
     layer_names: tuple[str, ...]
     averaged_maps: tuple[Tensor, ...]
     intermediate_masks: tuple[Tensor, ...]
+
+    def pictures(self, index: int = 0) -> tuple[np.ndarray, list[LayerPictures]]:
+        """Image ``index`` as 2-D float32 numpy arrays, for rendering: the mask, and per kept
+        tensor its name, averaged map and intermediate mask."""
+        def picture(tensor: Tensor) -> np.ndarray:
+            return tensor[index, 0].float().cpu().numpy()
+
+        return picture(self.mask), [
+            (name, picture(averaged), picture(intermediate)) for name, averaged, intermediate
+            in zip(self.layer_names, self.averaged_maps, self.intermediate_masks)]
 
 
 class _OnesTransposedConv1d:

@@ -13,7 +13,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..pixels.frames import as_rgb
+from ..pixels.frames import FrameError, as_rgb
 from .synthetic import SyntheticRoads
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
@@ -49,18 +49,47 @@ def video_frames(path: str, loop: bool = True) -> Iterator[Frame]:
             return
 
 
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit gray or RGB image from a file; FrameError when it is none."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FrameError(f'{path}: not a readable image')
+    if image.dtype != np.uint8:
+        raise FrameError(f'{path}: only 8-bit images are supported, not {image.dtype}')
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4
+                             else cv2.COLOR_BGR2RGB)
+    return image
+
+
+def image_paths(sources: list[str | Path]) -> list[Path]:
+    """Image files named directly or found in named folders (sorted naturally: 2 before 10)."""
+    paths: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = [p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+            paths += sorted(found, key=lambda p: (len(p.stem), p.stem))
+        else:
+            paths.append(source)
+    return paths
+
+
 def image_frames(folder: str, loop: bool = True) -> Iterator[Frame]:
-    """The images of a folder in name order (mono8 for gray files, rgb8 otherwise)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The images of a folder in natural name order (mono8 for gray files, rgb8 otherwise);
+    unreadable and non-8-bit files are skipped."""
+    if not Path(folder).is_dir():
+        raise ValueError(f'{folder}: not a folder')
+    paths = image_paths([folder])
     if not paths:
         raise ValueError(f'{folder}: no images ({", ".join(IMAGE_SUFFIXES)})')
     while True:
         readable = 0
         for path in paths:
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is None or image.dtype != np.uint8:
-                continue  # unreadable or not 8-bit: skipped
+            try:
+                image = read_image(path)
+            except FrameError:
+                continue
             readable += 1
-            yield (image, 'mono8') if image.ndim == 2 else (as_rgb(image, 'bgr'), 'rgb8')
+            yield image, 'mono8' if image.ndim == 2 else 'rgb8'
         if not (loop and readable):
             return

@@ -24,9 +24,9 @@ from ..core.loading import load_checkpoint
 from ..core.lrp import LRPEpsilon
 from ..core.metrics import pearson, top_fraction_overlap
 from ..core.vbp import VisualBackProp
+from ..data.sources import image_paths, read_image
 from ..engine.preprocess import Preprocessor
 from ..pixels.frames import FrameError
-from .figure2 import image_paths, read_image
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,41 +32,13 @@ from ..core.rules import UnsupportedModelError
 from ..data.datasets import synthetic_spec
 from ..engine.engine import BACKENDS, VBPEngine
 from ..engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
+from ..engine.timing import paired_extra_ms, time_methods
 
 NETWORKS = tuple(ARCHITECTURES)
 RECORD_KEYS = ('network', 'batch', 'device', 'backend', 'method', 'median_ms', 'p90_ms',
                'mask_ms')
 METHODS = ('forward', *EXPLAINERS, 'vbp_mask', 'lrp_reference')
 ONNXRUNTIME_METHODS = ('forward', 'vbp')  # what the onnxruntime backend runs
-
-
-def time_methods(methods: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                 budget_s: float = 10.0) -> dict[str, np.ndarray]:
-    """Milliseconds per call of each method, interleaved round by round. A slow method stops
-    early once it has spent ``budget_s`` seconds (after at least three timed calls)."""
-    spent = dict.fromkeys(methods, 0.0)
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(warmup):
-        for name, run in methods.items():
-            if spent[name] < budget_s / 4:
-                start = time.perf_counter()
-                run()
-                spent[name] += time.perf_counter() - start
-    spent = dict.fromkeys(methods, 0.0)
-
-    def wanted(name: str) -> bool:
-        count = len(times[name])
-        return count < 3 or (count < repeats and spent[name] < budget_s)
-
-    while any(wanted(name) for name in methods):
-        for name, run in methods.items():
-            if wanted(name):
-                start = time.perf_counter()
-                run()
-                elapsed = time.perf_counter() - start
-                spent[name] += elapsed
-                times[name].append(elapsed * 1e3)
-    return {name: np.asarray(values) for name, values in times.items()}
 
 
 def method_runners(network: str, x: torch.Tensor, methods: Sequence[str]
@@ -180,15 +151,6 @@ def speedups(records: list[dict]) -> list[str]:
             lines.append(f'onnxruntime vs torch, {network} batch {batch}: {", ".join(parts)} '
                          'faster')
     return lines
-
-
-def paired_extra_ms(values: np.ndarray, forward: np.ndarray | None) -> float | None:
-    """Median over rounds of (method - forward) timed back to back: the mask's own cost, far
-    less disturbed by slow drifts of the machine than a difference of two medians."""
-    if forward is None or values is forward:
-        return None
-    rounds = min(len(values), len(forward))
-    return float(np.median(values[:rounds] - forward[:rounds]))
 
 
 def engine_stages(frames: int, backend: str = 'torch') -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -32,9 +32,11 @@ from ..core.explainers import EXPLAINERS, explainer
 from ..core.networks import ARCHITECTURES, build_network
 from ..core.rules import UnsupportedModelError
 from ..core.vbp import VisualBackProp
+from ..data.sources import read_image
 from ..engine.preprocess import Preprocessor
+from ..engine.timing import paired_extra_ms, time_methods
 from ..pixels.frames import FrameError
-from .figure2 import read_image, render_figure2
+from ..render.figure2 import render_figure2
 
 
 def load_model(source: str) -> tuple[nn.Module, tuple[int, int, int] | None, object]:
@@ -81,17 +83,13 @@ def method_costs(model: nn.Module, x: torch.Tensor, repeats: int) -> list[str]:
             runners[name] = method
         except UnsupportedModelError as error:
             lines.append(f'  {name}: refused: {error}')
-    times = {name: [] for name in runners}
     with torch.inference_mode():
-        for _ in range(repeats + 2):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - start)
-    forward = np.array(times.pop('forward')[2:]) * 1e3
-    result = [f'  forward pass: {np.median(forward):.2f} ms (median of {repeats})']
+        times = time_methods({name: partial(run, x) for name, run in runners.items()},
+                             repeats, warmup=2)
+    forward = times.pop('forward')
+    result = [f'  forward pass: {np.median(forward):.2f} ms (median of {len(forward)})']
     for name, values in times.items():
-        extra = np.median(np.array(values[2:]) * 1e3 - forward)
+        extra = paired_extra_ms(values, forward)
         result.append(f'  {name}: adds {extra:.2f} ms ({100 * extra / np.median(forward):+.1f}%)')
     for method in runners.values():
         getattr(method, 'remove', lambda: None)()
@@ -154,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.image is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f'{args.image.stem}_figure2.png'
-        figure = render_figure2(x[0].numpy(), explanation)
+        figure = render_figure2(x[0].numpy(), *explanation.pictures())
         cv2.imwrite(str(target), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
         print(f'Figure 2 for {args.image.name}: {target}')
     return 0
