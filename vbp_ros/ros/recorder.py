@@ -26,7 +26,7 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
-from ..interface import DIAGNOSTICS_TOPIC, RECORDER_NODE, VBP_OUTPUTS
+from ..interface import DIAGNOSTICS_TOPIC, RECORDER_NODE, VBP_OUTPUTS, ns_to_stamp
 from .diagnostics import diagnostic_array
 from .runner import run_node
 
@@ -192,8 +192,7 @@ def _subscription_qos(publishers: list[TopicEndpointInfo]) -> QoSProfile:
 def _bag_qos(profile: QoSProfile) -> Qos:
     """A publisher's QoS as rosbag2 metadata, so ``ros2 bag play`` offers it again."""
     def duration(value: object) -> QosTime:
-        seconds, nanoseconds = divmod(value.nanoseconds, 1_000_000_000)
-        return QosTime(seconds, nanoseconds)
+        return QosTime(*ns_to_stamp(value.nanoseconds))
     return Qos(QosHistory(int(profile.history)), profile.depth,
                QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
                duration(profile.deadline), duration(profile.lifespan),
