@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from vbp_ros.data.sources import image_frames, image_paths
+
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -72,6 +74,16 @@ def test_image_folder_in_name_order(ros, tmp_path: Path) -> None:
     assert encodings[start:start + 2] == ['mono8', 'rgb8']
     red = np.frombuffer(messages[start + 1].data, np.uint8).reshape(48, 64, 3)
     assert (red[:, :, 0] == 200).all() and not red[:, :, 1:].any()
+
+
+def test_image_folders_are_read_in_natural_order(tmp_path: Path) -> None:
+    """img2 before img10: a folder of numbered frames plays in the order it was written."""
+    for name in ('img10.png', 'img2.png', 'b10.png', 'b9.png', 'a.png'):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4), np.uint8))
+    (tmp_path / 'notes.txt').write_text('')
+    assert [p.name for p in image_paths([tmp_path])] == [
+        'a.png', 'b9.png', 'b10.png', 'img2.png', 'img10.png']
+    assert len(list(image_frames(str(tmp_path), loop=False))) == 5
 
 
 @pytest.mark.parametrize('parameter, message', [

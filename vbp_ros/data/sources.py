@@ -6,6 +6,7 @@ and image folders start over at the end when ``loop`` is set, and otherwise stop
 
 from __future__ import annotations
 
+import re
 from itertools import count
 from pathlib import Path
 from typing import Iterator
@@ -68,10 +69,16 @@ def image_paths(sources: list[str | Path]) -> list[Path]:
     for source in map(Path, sources):
         if source.is_dir():
             found = [p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-            paths += sorted(found, key=lambda p: (len(p.stem), p.stem))
+            paths += sorted(found, key=_natural_key)
         else:
             paths.append(source)
     return paths
+
+
+def _natural_key(path: Path) -> list[str | int]:
+    """'img2' before 'img10': digit runs compare as numbers (strings and numbers alternate,
+    so like is always compared with like)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', path.name)]
 
 
 def image_frames(folder: str, loop: bool = True) -> Iterator[Frame]:
