@@ -59,3 +59,25 @@ def authors_checkpoint(reference_dir: Path, tmp_path_factory: pytest.TempPathFac
     target = tmp_path_factory.mktemp('models') / 'authors.safetensors'
     assert import_t7.main([str(reference_dir / 'model.t7b'), str(target)]) == 0
     return target
+
+
+@pytest.fixture(scope='session')
+def camera_spec():
+    """The card of the node tests' model: the authors' architecture on the road of a 640x480
+    camera (rows 200 to 450)."""
+    from vbp_ros import ModelSpec
+
+    return ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
+
+
+@pytest.fixture(scope='session')
+def checkpoint(camera_spec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node tests' model: ``camera_spec`` with seed-0 initial weights."""
+    import torch
+
+    from vbp_ros import authors_net, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('node') / 'model.safetensors'
+    save_checkpoint(path, authors_net().eval(), camera_spec)
+    return path

@@ -13,9 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from vbp_ros import ModelSpec, authors_net, save_checkpoint
 from vbp_ros.engine.build import build_engine
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 from vbp_ros.pixels.encodings import mask_to_mono8
@@ -26,16 +24,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 SCRIPTS = Path(sys.executable).parent
-SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 CAMERAS = ('front', 'left', 'right')
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('cameras') / 'model.safetensors'
-    save_checkpoint(path, authors_net().eval(), SPEC)
-    return path
 
 
 @pytest.fixture(scope='module')

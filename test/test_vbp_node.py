@@ -38,16 +38,7 @@ from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
 from service_calls import call_until_answered  # noqa: E402
 
-SPEC = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('node') / 'model.safetensors'
-    save_checkpoint(path, authors_net().eval(), SPEC)
-    return path
 
 
 def start_node(*arguments: str) -> subprocess.Popen:
@@ -533,14 +524,15 @@ def test_a_model_deleted_after_acceptance_keeps_running(harness, checkpoint,
         lambda: harness.latest_diagnostics().get('model') == str(checkpoint), 5.0)
 
 
-def test_outputs_beyond_range_are_not_published(harness, checkpoint, tmp_path: Path) -> None:
+def test_outputs_beyond_range_are_not_published(harness, checkpoint, camera_spec,
+                                                tmp_path: Path) -> None:
     """Frames the network answered with NaN, -4.4e32 or -400 rad went out as steering
     angles."""
     wild = tmp_path / 'wild.safetensors'
     network = authors_net().eval()
     with torch.no_grad():
         network.head[-1].bias.fill_(400.0)  # every answer: about 400 rad
-    save_checkpoint(wild, network, SPEC)
+    save_checkpoint(wild, network, camera_spec)
     assert harness.set_parameter('model', str(wild)) == (True, '')
     try:
         before = harness.counter('dropped (unpublishable output)')
