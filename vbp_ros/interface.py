@@ -23,10 +23,14 @@ STEERING_TOPIC = 'steering_angle'
 OUTPUTS_TOPIC = 'outputs'  # std_msgs/Float32MultiArray: every network output, flattened
 MASK_TOPIC = 'vbp/mask'
 OVERLAY_TOPIC = 'vbp/overlay'
+# sensor_msgs/RegionOfInterest, latched (transient local): the rectangle of the camera frame
+# that vbp/mask covers (the network's crop), published when it changes; with the camera
+# frames it lets a review draw overlays that the node never drew.
+MASK_ROI_TOPIC = 'vbp/mask_roi'
 PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
-VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PROCESSING_TIME_TOPIC,
-               PIPELINE_LATENCY_TOPIC)
+VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, OVERLAY_TOPIC,
+               PROCESSING_TIME_TOPIC, PIPELINE_LATENCY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
 # road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the topic.
