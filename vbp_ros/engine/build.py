@@ -13,7 +13,7 @@ from typing import Mapping
 
 from ..core.checkpoint import default_model_path
 from ..core.loading import load_model, model_card_path
-from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
 from .engine import VBPEngine
 
 
@@ -28,7 +28,8 @@ def describe_model(model: str | Path | None, card: str | Path | None = None) -> 
 def build_engine(model: str | Path | None, card: str | Path | None = None,
                  overrides: Mapping | str | None = None, *, backend: str = 'auto',
                  device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
-                 threads: int = 0, max_batch: int = 1, overlay_alpha: float = 0.8,
+                 threads: int = 0, max_batch: int = 1,
+                 overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
                  overlay_max_width: int = DEFAULT_OVERLAY_WIDTH) -> VBPEngine:
     """A warmed-up engine for a model file ('' or None: the bundled default) and its card;
     raises ValueError (CheckpointError included) naming what does not fit."""

@@ -37,8 +37,8 @@ from ..core.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, Model
 from ..core.rules import UnsupportedModelError
 from ..core.loading import Model, flatten_outputs
 from ..core.vbp import VisualBackProp
-from ..pixels.frames import Crop, to_rgb8
-from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, red_overlay, shrunk_to_width
+from ..pixels.frames import Crop
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, draw_overlay
 from .onnx_backend import OnnxRuntimeNetwork, export_onnx
 from .preprocess import Preprocessor
 
@@ -164,7 +164,8 @@ class VBPEngine:
 
     def __init__(self, model: Model, spec: ModelSpec, *, backend: str = 'torch',
                  device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
-                 overlay_alpha: float = 0.8, overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
+                 overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
+                 overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
                  threads: int = 0, max_batch: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
@@ -389,14 +390,9 @@ class VBPEngine:
         return full_mask, overlay
 
     def _overlay(self, job: _Job, region: Crop, mask: np.ndarray) -> np.ndarray:
-        """The red overlay, drawn at its published size: a frame wider than
-        ``overlay_max_width`` is shrunk first, so the work is bounded whatever comes in."""
-        frame = shrunk_to_width(job.frame, self.overlay_max_width)
-        if frame is not job.frame:
-            region = region.scaled(frame.shape[1] / job.frame.shape[1],
-                                   frame.shape[0] / job.frame.shape[0])
-        return red_overlay(to_rgb8(frame, job.order), region.place(mask, frame.shape),
-                           self.overlay_alpha)
+        """The red overlay, drawn at its published size (:func:`draw_overlay`)."""
+        return draw_overlay(job.frame, job.order, region, mask, self.overlay_alpha,
+                            self.overlay_max_width)
 
     def _warm_up(self) -> None:
         """Trace the layout, build VBP buffers, pick kernels: nothing is built per frame later."""

@@ -173,9 +173,10 @@ def _decode_png(buffer: np.ndarray) -> tuple[np.ndarray, str]:
     return frame, 'bgr' if frame.ndim == 3 else 'rgb'
 
 
-def mask_to_mono8(mask: np.ndarray) -> np.ndarray:
-    """A [0, 1] float mask as 8-bit gray (0 to 255, rounded)."""
-    return cv2.convertScaleAbs(mask, alpha=255.0)
+def mask_to_mono8(mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A [0, 1] float mask as 8-bit gray (0 to 255, rounded), written into ``out`` (uint8 of
+    the mask's shape) when given."""
+    return cv2.convertScaleAbs(mask, dst=out, alpha=255.0)
 
 
 def encode_jpeg(picture: np.ndarray, quality: int = 80) -> bytes:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .frames import as_rgb, to_uint8
+from .frames import Crop, as_rgb, to_rgb8, to_uint8
 
 DEFAULT_OVERLAY_WIDTH = 1920  # widest overlay by default: a published message stays bounded
+DEFAULT_OVERLAY_ALPHA = 0.8  # strength of the red mask in an overlay by default
 
 
 def overlay_shape(frame_shape: tuple[int, ...], max_width: int) -> tuple[int, int]:
@@ -39,8 +40,37 @@ def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.n
     """
     if image.shape[:2] != mask.shape:
         raise ValueError(f'image {image.shape[:2]} and mask {mask.shape} differ in size')
-    image = as_rgb(to_uint8(image), 'rgb')
+    picture = as_rgb(to_uint8(image), 'rgb')
+    picture = picture.copy() if picture is image else np.ascontiguousarray(picture)
+    _paint_red(picture, mask, alpha)
+    return picture
+
+
+def draw_overlay(frame: np.ndarray, order: str, region: Crop, mask: np.ndarray, alpha: float,
+                 max_width: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The red overlay of a camera frame at the size it is published (:func:`overlay_shape`),
+    with the mask (network resolution) resized into ``region``, the rectangle of the frame
+    the network saw; the picture elsewhere is the frame's. Only the region is computed, and
+    ``out`` (rgb8 of the overlay's shape) is reused when given: nothing frame-sized is
+    allocated per frame. Returns the overlay (``out`` when it fits)."""
+    picture = shrunk_to_width(frame, max_width)
+    if picture is not frame:
+        region = region.scaled(picture.shape[1] / frame.shape[1],
+                               picture.shape[0] / frame.shape[0])
+    shape = (*picture.shape[:2], 3)
+    if out is None or out.shape != shape or out.dtype != np.uint8:
+        out = np.empty(shape, np.uint8)
+    np.copyto(out, to_rgb8(picture, order))
+    resized = cv2.resize(mask, (region.width, region.height), interpolation=cv2.INTER_LINEAR)
+    _paint_red(region.apply(out), resized, alpha)
+    return out
+
+
+def _paint_red(picture: np.ndarray, mask: np.ndarray, alpha: float) -> None:
+    """Add ``mask`` (float in [0, 1], the picture's height and width) x 255 x alpha to the red
+    channel of an rgb8 picture (or a view of one) and subtract it from green and blue, in
+    place, saturating."""
     shift = cv2.convertScaleAbs(mask.astype(np.float32, copy=False), alpha=255.0 * alpha)
-    red, green, blue = cv2.split(image)
-    return cv2.merge([cv2.add(red, shift), cv2.subtract(green, shift),
-                      cv2.subtract(blue, shift)])
+    zero = np.zeros_like(shift)
+    cv2.add(picture, cv2.merge([shift, zero, zero]), dst=picture)
+    cv2.subtract(picture, cv2.merge([zero, shift, shift]), dst=picture)
