@@ -82,6 +82,14 @@ def camera_topic(camera: str, topic: str) -> str:
     return f'{camera}/{topic}' if camera else topic
 
 
+def one_line(error: BaseException) -> str:
+    """How every error reads in a log line, a refusal or /diagnostics: its message on one line,
+    with its type where the message alone is vague (anything but ValueError and its
+    subclasses, e.g. CheckpointError)."""
+    text = ' '.join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
+
+
 def resolve_topic(topic: str, namespace: str) -> str:
     """A topic name as a node in ``namespace`` resolves it (absolute names stay)."""
     if topic.startswith('/'):
