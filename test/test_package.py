@@ -189,7 +189,7 @@ def test_the_layer_check_catches_a_forbidden_import(tmp_path: Path, monkeypatch,
 def test_parameter_file_matches_the_node_defaults() -> None:
     import yaml
 
-    from vbp_ros.ros.vbp_node import PARAMETERS
+    from vbp_ros.ros.parameters import PARAMETERS
 
     document = yaml.safe_load((REPOSITORY / 'config' / 'vbp.yaml').read_text())
     (key, section), = document.items()

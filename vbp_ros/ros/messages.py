@@ -1,14 +1,14 @@
-"""sensor_msgs images to and from numpy frames, and header stamps: one place for each."""
+"""sensor_msgs images of numpy pictures (made once, or reused frame to frame), and header stamps:
+one place for each."""
 
 from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..interface import ns_to_stamp, stamp_to_ns
-from ..pixels.encodings import decode_compressed, decode_image
 
 
 def image_message(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
@@ -19,12 +19,26 @@ def image_message(pixels: np.ndarray, encoding: str, header: Header | None = Non
                  is_bigendian=0, step=pixels.strides[0], data=pixels.tobytes())
 
 
-def frame_of(message: Image | CompressedImage) -> tuple[np.ndarray, str]:
-    """The frame (numpy, possibly sharing the message's memory) and its channel order;
-    :class:`~vbp_ros.pixels.frames.FrameError` when it cannot be decoded."""
-    if isinstance(message, CompressedImage):
-        return decode_compressed(message.data)
-    return decode_image(message)
+class ImageBuffer:
+    """An Image message that is published again and again: its data is allocated once per
+    size, and :meth:`pixels` hands out a numpy view of it to draw the next picture into."""
+
+    def __init__(self, encoding: str, dtype: type = np.uint8) -> None:
+        self.message = Image(encoding=encoding, is_bigendian=0)
+        self._dtype = np.dtype(dtype)
+        self._pixels: np.ndarray | None = None
+
+    def pixels(self, header: Header, shape: tuple[int, ...]) -> np.ndarray:
+        """The message, stamped with ``header``, for a picture of ``shape`` (HxW or HxWxC);
+        the view to write that picture into."""
+        message = self.message
+        if self._pixels is None or self._pixels.shape != shape:
+            message.height, message.width = shape[:2]
+            message.step = int(np.prod(shape[1:])) * self._dtype.itemsize
+            message.data = bytes(message.step * message.height)
+            self._pixels = np.frombuffer(message.data, self._dtype).reshape(shape)
+        message.header = header
+        return self._pixels
 
 
 def header_ns(header: Header) -> int:

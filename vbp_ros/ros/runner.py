@@ -17,10 +17,13 @@ import signal
 from typing import Callable
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from ..engine.memory import keep_frame_memory
+from ..interface import one_line
 
 SPIN_PERIOD_S = 0.1  # longest time between a signal and the start of the shutdown
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -56,15 +59,7 @@ class StopRequest:
         return self.signals > 0
 
 
-def one_line(error: BaseException) -> str:
-    """An exception as one line: its message, with its type where the message alone is vague
-    (anything but ValueError and its subclasses, e.g. CheckpointError)."""
-    text = ' '.join(str(error).split()) or type(error).__name__
-    return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
-
-
-def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None,
-             executor_threads: int = 1) -> int:
+def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -> int:
     """Create the node, spin it until SIGINT/SIGTERM, destroy it; the exit code.
 
     A node may define ``finishing() -> bool``: after the stop signal it is spun for as long as
@@ -73,14 +68,15 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None,
     file, an unusable device) is logged as one fatal line and gives exit code 1. A node may
     define ``exit_problem() -> str | None``, asked after its destruction: a problem (e.g. a
     recorder that lost messages) is logged as an error and gives exit code 1. A clean stop
-    gives 0, however many signals arrived. With more than one executor thread, callbacks of
-    different callback groups run side by side (vbp_node: a parameter change that builds a new
-    engine does not hold up frames and diagnostics).
+    gives 0, however many signals arrived. The executor is single-threaded: a node that
+    must not wait for its services (vbp_node's frames) serves those entities on a thread of
+    its own (:mod:`vbp_ros.ros.frame_thread`). Freed frame buffers stay with the process
+    (:func:`~vbp_ros.engine.memory.keep_frame_memory`).
     """
     stop = StopRequest().install()
+    keep_frame_memory()
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-        executor = (MultiThreadedExecutor(num_threads=executor_threads)
-                    if executor_threads > 1 else SingleThreadedExecutor())
+        executor = SingleThreadedExecutor()
         try:
             node = make_node()
         except Exception as error:  # every start-up failure: one line, exit code 1
@@ -95,7 +91,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None,
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         finally:
             executor.remove_node(node)
-            executor.shutdown()  # joins a multi-threaded executor's threads before exit
+            executor.shutdown()
             node.destroy_node()
         problem = getattr(node, 'exit_problem', lambda: None)()
     if problem:

@@ -1,0 +1,183 @@
+"""vbp_node's parameters: one table of names, defaults, descriptions and ranges, and the rules
+that normalise and check their values (config/vbp.yaml lists the same names for users)."""
+
+from __future__ import annotations
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from ..engine.engine import BACKENDS, PRECISIONS
+from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
+
+CHOICES = {
+    'input_transport': ('raw', 'compressed'),
+    'input_qos': ('sensor_data', 'reliable', 'auto'),
+    'mask_encoding': ('mono8', '32FC1'),
+    'precision': tuple(PRECISIONS),
+    'backend': BACKENDS,
+}
+# A change of these builds a new engine, accepted only once it is built and warmed up.
+ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device', 'precision',
+                     'cuda_graphs')
+SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')  # a change subscribes again
+CASE_INSENSITIVE = ('input_transport', 'input_qos', 'precision', 'backend', 'device')
+
+
+def _describe(kind: int, text: str, choices: tuple[str, ...] = (),
+              low: float | None = None, high: float | None = None) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(type=kind, description=text)
+    if choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(choices)
+    if low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    return descriptor
+
+
+def _read_only_integer(text: str, low: int, high: int) -> ParameterDescriptor:
+    return ParameterDescriptor(type=ParameterType.PARAMETER_INTEGER, read_only=True,
+                               description=text,
+                               integer_range=[IntegerRange(from_value=low, to_value=high,
+                                                           step=1)])
+
+
+STRING, DOUBLE, BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                        ParameterType.PARAMETER_BOOL)
+PARAMETERS = {
+    'model': ('', _describe(STRING, 'model file: a vbp_ros checkpoint or safetensors weights of '
+                            "your own network (.safetensors), or an ONNX file (.onnx); '' for "
+                            'the bundled default model')),
+    'model_card': ('', _describe(STRING, "model card (YAML); '' for the card beside the model "
+                                 "(same stem, .yaml), or a vbp_ros checkpoint's own")),
+    'card_overrides': ('', _describe(STRING, "card values that win over the card's, as YAML, "
+                                     "e.g. '{output.index: 1, input.color: bgr}'")),
+    'backend': ('auto', _describe(STRING, 'torch, onnxruntime (mask inside the ONNX graph), or '
+                                  'auto: onnxruntime for ONNX models and on the CPU, else torch',
+                                  CHOICES['backend'])),
+    'device': ('auto', _describe(STRING, 'auto (CUDA when present), cpu, cuda or cuda:N; '
+                                 'tensorrt[:N] with onnxruntime')),
+    'precision': ('fp32', _describe(STRING, 'network precision', CHOICES['precision'])),
+    'input_transport': ('raw', _describe(STRING, "subscribe 'image' (raw) or 'image/compressed'",
+                                         CHOICES['input_transport'])),
+    'input_qos': ('sensor_data', _describe(
+        STRING, 'input QoS: best effort depth 1, reliable, or auto (reliable when every '
+        'publisher is reliable)', CHOICES['input_qos'])),
+    'deadline_ms': (33.3, _describe(DOUBLE, 'per-frame processing budget; 0 disables',
+                                    low=0.0, high=10000.0)),
+    'max_age_ms': (0.0, _describe(DOUBLE, 'drop frames whose header stamp is older than this; '
+                                  '0 off', low=0.0, high=60000.0)),
+    'publish_overlay': (True, _describe(BOOL, 'publish vbp/overlay (only while subscribed)')),
+    'mask_encoding': ('mono8', _describe(STRING, 'vbp/mask encoding', CHOICES['mask_encoding'])),
+    'overlay_alpha': (DEFAULT_OVERLAY_ALPHA, _describe(DOUBLE, 'strength of the red mask',
+                                                       low=0.0, high=1.0)),
+    'overlay_max_width': (DEFAULT_OVERLAY_WIDTH, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER,
+        description='widest published overlay (and live-view camera picture) in pixels; a '
+                    'wider frame gives a proportionally smaller one (never larger than the '
+                    'frame)',
+        integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
+    'cpu_threads': (0, _read_only_integer(
+        'CPU threads of the network (torch, onnxruntime), read at start; 0: one per core '
+        'that the node\'s other threads leave free', 0, 256)),
+    'cuda_graphs': (False, _describe(BOOL, 'capture network and mask as a CUDA graph (CUDA '
+                                     'only)')),
+    'image_topics': ([], ParameterDescriptor(
+        type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True,
+        description="cameras processed as one batch, one image topic each; a camera's outputs "
+                    'go under its name (the topic\'s namespace: /front/image_raw -> '
+                    "front/steering_angle, front/vbp/mask ...); []: the one topic 'image'")),
+    'camera_batch': (0, _read_only_integer(
+        'several cameras: most frames in one forward pass; 0: every camera (1: one pass per '
+        'camera, faster on some CPUs: see vbp-bench --cameras)', 0, 64)),
+    'camera_stale_ms': (500.0, _describe(DOUBLE, 'several cameras: one whose newest frame is '
+                                         'older than this is not waited for', low=1.0,
+                                         high=60000.0)),
+    'batch_wait_ms': (15.0, _describe(DOUBLE, 'several cameras: how long the first frame '
+                                      'waits for the other live cameras to join its batch',
+                                      low=0.0, high=1000.0)),
+    'foxglove_port': (0, _read_only_integer(
+        'live view for Foxglove/Lichtblick (WebSocket) on this port; 0: off', 0, 65535)),
+    'foxglove_address': ('127.0.0.1', ParameterDescriptor(
+        type=STRING, read_only=True,
+        description='address the live view listens on; another than 127.0.0.1 exposes the '
+                    'camera and the masks to that network')),
+    'foxglove_jpeg_quality': (80, _read_only_integer('JPEG quality of the live view', 1, 100)),
+    'foxglove_max_rate_hz': (15.0, ParameterDescriptor(
+        type=DOUBLE, read_only=True,
+        description='most live-view frames a second per camera; 0: every frame',
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1000.0)])),
+}
+
+
+def declare(node: Node) -> None:
+    """Declare every parameter of the table on ``node``."""
+    for name, (default, descriptor) in PARAMETERS.items():
+        # An empty list would be typed as bytes: such a parameter is declared by its type.
+        node.declare_parameter(name, Parameter.Type.STRING_ARRAY if default == [] else default,
+                               descriptor)
+
+
+def current(node: Node, name: str) -> Parameter:
+    """A parameter; its default where it is declared by type alone and has no value."""
+    default = PARAMETERS[name][0]
+    fallback = (Parameter(name, value=default) if default != []
+                else Parameter(name, Parameter.Type.STRING_ARRAY, []))
+    return node.get_parameter_or(name, fallback)
+
+
+def value(node: Node, name: str) -> object:
+    """A parameter's value (see :func:`current`)."""
+    return current(node, name).value
+
+
+def values(node: Node, names: tuple[str, ...] | None = None) -> dict[str, object]:
+    """The values of ``names`` (every parameter of the table by default)."""
+    return {name: value(node, name) for name in names or PARAMETERS}
+
+
+def normalized(parameters: list[Parameter]) -> list[Parameter]:
+    """Enumerated strings matched without regard to spaces (and to case, but for the
+    mask encoding's OpenCV names)."""
+    result = []
+    for parameter in parameters:
+        if (parameter.name in CHOICES or parameter.name == 'device') and \
+                parameter.type_ == Parameter.Type.STRING:
+            text = parameter.value.strip()
+            if parameter.name in CASE_INSENSITIVE:
+                text = text.lower()
+            parameter = Parameter(parameter.name, Parameter.Type.STRING, text)
+        result.append(parameter)
+    return result
+
+
+def problem(changes: dict[str, object]) -> str | None:
+    """What is wrong with these values of the enumerated parameters, or None (the engine's
+    parameters are checked by building the engine)."""
+    for name, new in changes.items():
+        if name in CHOICES and new not in CHOICES[name]:
+            return f'{name} must be one of {", ".join(CHOICES[name])}, not {new!r}'
+    return None
+
+
+def camera_topics(image_topics: list[str], transport: str) -> dict[str, str]:
+    """The cameras by name, with their input topics (one unnamed camera by default)."""
+    compressed = transport == 'compressed'
+    if not image_topics:
+        return {'': COMPRESSED_IMAGE_TOPIC if compressed else IMAGE_TOPIC}
+    return {camera_name(topic): f'{topic}/compressed' if compressed else topic
+            for topic in image_topics}
+
+
+def camera_problem(image_topics: list[str]) -> str | None:
+    """What is wrong with ``image_topics``, or None: names that give no camera, or two
+    cameras of the same name."""
+    try:
+        names = [camera_name(topic) for topic in image_topics]
+    except ValueError as error:
+        return f'image_topics: {error}'
+    if len(set(names)) != len(names):
+        return (f'image_topics {image_topics} give cameras of the same name {names}: a camera '
+                "is named by its topic's namespace (/front/image_raw -> front)")
+    return None
