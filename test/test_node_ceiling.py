@@ -1,8 +1,12 @@
-"""vbp-ceiling: the near-free network and its card, and the figures' arithmetic (ROS-free)."""
+"""vbp-ceiling: the near-free network and its card, the figures' arithmetic (ROS-free), and
+the command end to end as a user runs it (node, DDS, rgb8 frames; no timing assertions)."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -103,3 +107,33 @@ def test_process_cpu_time_counts_every_thread() -> None:
     assert 0.1 < used < 2.0
     times = os.times()
     assert process_cpu_seconds(os.getpid()) == pytest.approx(times.user + times.system, abs=0.05)
+
+
+RATE_LINE = re.compile(r'  ([\d.]+) Hz: sent (\d+) \(([\d.]+) Hz(, the publisher fell SHORT)?\), '
+                       r'answered (\d+) \(([\d.]+) %, ([\d.]+) Hz\), node CPU ([\d.]+) ms/frame')
+
+
+def test_vbp_ceiling_reports_rates_a_ceiling_and_the_node_answers() -> None:
+    pytest.importorskip('rclpy')
+    result = subprocess.run(
+        [sys.executable, '-m', 'vbp_ros.ros.ceiling_bench', '--sizes', '320x240',
+         '--rates', '10,20', '--duration', '2', '--warmup', '0.5'],
+        capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert 'rgb8 320x240' in output
+    rows = RATE_LINE.findall(output)
+    assert [float(row[0]) for row in rows] == [10.0, 20.0], output
+    within = []
+    for rate, sent, send_hz, short, answered, share, answered_hz, _ in rows:
+        sent, answered = int(sent), int(answered)
+        assert 0 < answered <= sent, output
+        assert float(share) == pytest.approx(100 * answered / sent, abs=0.06)
+        assert float(answered_hz) == pytest.approx(float(send_hz) * answered / sent, abs=0.06)
+        if not short and answered >= 0.99 * sent:
+            within.append(float(rate))
+    ceiling = re.search(r'ceiling: (?:at least )?([\d.]+) Hz', output)
+    if within:
+        assert ceiling and float(ceiling[1]) == max(within), output
+    else:
+        assert 'ceiling: below the lowest rate tried' in output
