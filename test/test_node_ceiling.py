@@ -77,7 +77,10 @@ def test_the_ceiling_is_the_highest_rate_answered_with_the_publisher_keeping_up(
     assert ceiling_line([figures(30, 0.98)]).startswith('ceiling: below the lowest rate')
     assert ceiling_line([figures(30), figures(60, 1.0, 40.0)]).startswith(
         'ceiling: at least 30 Hz (the publisher could not reach 60 Hz')
-    assert ceiling_line([figures(30), figures(60)]).startswith('ceiling: at least 60 Hz')
+    assert ceiling_line([figures(30), figures(60)]) == \
+        'ceiling: at least 60 Hz (the highest rate tried; try higher ones)'
+    assert ceiling_line([figures(15, 0.973), figures(30)]).endswith(
+        '; lower, yet under 99 %: 15 Hz (97.3 %)')
 
 
 def test_overload_is_judged_by_the_slowest_rate_up_to_four_times_the_ceiling() -> None:

@@ -225,8 +225,9 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 
 def ceiling_line(figures: Sequence[RateFigures]) -> str:
-    """The ceiling, and what bounds it: a rate the node did not keep up with, or (only) rates
-    the publisher could not reach, or no higher rate tried."""
+    """The ceiling and what bounds it: a rate the node did not keep up with, or (only) rates
+    the publisher could not reach, or no higher rate tried; and the lower rates that missed,
+    if any (a ceiling above a missed rate is the machine's noise, or a node that recovers)."""
     threshold = f'{100 * ANSWERED_SHARE:g} %'
     ceiling = ceiling_hz(figures)
     if ceiling is None:
@@ -235,13 +236,19 @@ def ceiling_line(figures: Sequence[RateFigures]) -> str:
     above = [rate for rate in figures if rate.rate_hz > ceiling]
     missed = next((rate for rate in above if rate.publisher_kept_up), None)
     if missed is not None:
-        return (f'ceiling: {ceiling:g} Hz (the highest rate with at least {threshold} of its '
-                f'frames answered; {missed.rate_hz:g} Hz: '
-                f'{100 * missed.answered_share:.1f} %)')
-    if above:
-        return (f'ceiling: at least {ceiling:g} Hz (the publisher could not reach '
+        line = (f'ceiling: {ceiling:g} Hz (the highest rate with at least {threshold} of its '
+                f'frames answered; {missed.rate_hz:g} Hz: {100 * missed.answered_share:.1f} %)')
+    elif above:
+        line = (f'ceiling: at least {ceiling:g} Hz (the publisher could not reach '
                 f'{above[0].rate_hz:g} Hz: the node may keep up with more)')
-    return f'ceiling: at least {ceiling:g} Hz (every rate tried was answered; try higher ones)'
+    else:
+        line = f'ceiling: at least {ceiling:g} Hz (the highest rate tried; try higher ones)'
+    below = [rate for rate in figures if rate.rate_hz < ceiling and not rate.within_ceiling]
+    if below:
+        missed_below = ', '.join(f'{rate.rate_hz:g} Hz ({100 * rate.answered_share:.1f} %)'
+                                 for rate in below)
+        line += f'; lower, yet under {threshold}: {missed_below}'
+    return line
 
 
 def overload_line(judged: Overload) -> str:
