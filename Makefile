@@ -3,8 +3,8 @@
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
 # Other targets: make figure2 (the paper's Figure 2), make bench (timings), make fleet-bench
-# (vbp-fleet's throughput), make gpu-check (CUDA tests and benchmarks on a GPU machine),
-# make clean.
+# (vbp-fleet's throughput), make node-ceiling (the highest camera rate vbp_node keeps up with),
+# make gpu-check (CUDA tests and benchmarks on a GPU machine), make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
@@ -25,7 +25,7 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive figure2 test bench fleet-bench gpu-check clean python-venv apt
+.PHONY: drive figure2 test bench fleet-bench node-ceiling gpu-check clean python-venv apt
 
 SETUP := $(VENV)/.package $(VENV)/.ros2launch
 
@@ -50,6 +50,9 @@ bench: $(VENV)/.package
 
 fleet-bench: $(VENV)/.package
 	$(BIN)/vbp-fleet-bench --json $(RUNS)/fleet-bench.json
+
+node-ceiling: $(VENV)/.package
+	$(BIN)/vbp-ceiling
 
 # The CUDA tests and benchmarks in one call, on a GPU machine (under 4 minutes). It uses the
 # machine's own CUDA torch (GPU_PYTHON, e.g. Python 3.12 with torch 2.11 + CUDA), never the CPU

@@ -33,6 +33,7 @@ setup(
             'vbp_record = vbp_ros.ros.recorder:main',
             'vbp-drive = vbp_ros.ros.drive:main',
             'vbp-latency = vbp_ros.ros.latency_bench:main',
+            'vbp-ceiling = vbp_ros.ros.ceiling_bench:main',
             'vbp-import-t7 = vbp_ros.tools.import_t7:main',
             'vbp-figure2 = vbp_ros.tools.figure2:main',
             'vbp-bench = vbp_ros.tools.bench:main',

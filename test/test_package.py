@@ -65,7 +65,8 @@ LAYERS = {
     'live': {'interface', 'pixels'},
     'data': {'interface', 'core', 'pixels', 'engine'},
     'drive': {'interface', 'pixels', 'engine', 'data'},
-    'ros': {'interface', 'core', 'pixels', 'engine', 'live', 'data', 'drive'},
+    'bench': {'core', 'engine'},
+    'ros': {'interface', 'core', 'pixels', 'engine', 'live', 'data', 'drive', 'bench'},
     'tools': {'interface', 'core', 'pixels', 'engine', 'render', 'data'},
     '__init__': {'core'},
 }
@@ -82,6 +83,7 @@ THIRD_PARTY = {
     'live': {'numpy', 'foxglove', 'websocket'},
     'data': {'numpy', 'torch', 'cv2', 'rosbags', 'yaml', 'ray', 'pyarrow'},
     'drive': {'yaml', 'ament_index_python'},
+    'bench': {'torch'},
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
             'builtin_interfaces', 'lifecycle_msgs'}

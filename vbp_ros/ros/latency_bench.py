@@ -20,7 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 import rclpy
@@ -43,35 +45,120 @@ from .paths import share
 
 
 class Probe(Node):
-    """Publishes frames and records what comes back."""
+    """Publishes frames and records what comes back: every mask's stamp and receipt time, the
+    node's debug figures (with ``debug_topics``) and its newest /diagnostics counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, debug_topics: bool = True) -> None:
         super().__init__('vbp_latency_probe')
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
-        self.latencies_ms: list[float] = []
+        self.answers: list[tuple[int, int]] = []  # (mask stamp, received), ns
         self.processing_ms: list[float] = []
         self.pipeline_ms: list[float] = []
         self.create_subscription(Image, MASK_TOPIC, self._on_mask, 10)
-        self.create_subscription(Float32, PROCESSING_TIME_TOPIC,
-                                 lambda m: self.processing_ms.append(m.data), 100)
-        self.create_subscription(Float32, PIPELINE_LATENCY_TOPIC,
-                                 lambda m: self.pipeline_ms.append(m.data), 100)
+        if debug_topics:
+            self.create_subscription(Float32, PROCESSING_TIME_TOPIC,
+                                     lambda m: self.processing_ms.append(m.data), 100)
+            self.create_subscription(Float32, PIPELINE_LATENCY_TOPIC,
+                                     lambda m: self.pipeline_ms.append(m.data), 100)
         self.published = 0  # start-up frames included
         self.node_counts: dict[str, str] = {}  # the node's newest /diagnostics
+        self.node_counts_ns = 0  # and its stamp
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """Mask received - frame published, per mask."""
+        return [(received - stamp) / 1e6 for stamp, received in self.answers]
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
             if status.name.endswith(': pipeline'):
                 self.node_counts = {kv.key: kv.value for kv in status.values}
+                self.node_counts_ns = header_ns(message.header)
 
     def _on_mask(self, message: Image) -> None:
-        self.latencies_ms.append((time.time_ns() - header_ns(message.header)) / 1e6)
+        self.answers.append((header_ns(message.header), time.time_ns()))
 
-    def publish_frame(self, image: Image) -> None:
-        image.header.stamp = time_message(time.time_ns())
+    def publish_frame(self, image: Image) -> int:
+        """Publish ``image`` stamped now; the stamp (ns)."""
+        stamp = time.time_ns()
+        image.header.stamp = time_message(stamp)
         self.publisher.publish(image)
         self.published += 1
+        return stamp
+
+    def counts_since(self, since_ns: int, timeout: float = 5.0) -> dict[str, str]:
+        """The node's first /diagnostics counts stamped at ``since_ns`` or later (it publishes
+        them every second); {} when none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.node_counts_ns < since_ns and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return dict(self.node_counts) if self.node_counts_ns >= since_ns else {}
+
+
+@contextmanager
+def probing(debug_topics: bool = True) -> Iterator[Probe]:
+    """rclpy with the package's Fast DDS profile (which a node started in the block inherits),
+    and a :class:`Probe` spinning on a thread of its own, until the block ends."""
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(share('config', FASTDDS_PROFILE))
+    rclpy.init()
+    probe = Probe(debug_topics)
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        yield probe
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown()
+
+
+@contextmanager
+def running_node(model: str, parameters: list[str], log: IO | int = subprocess.DEVNULL
+                 ) -> Iterator[subprocess.Popen]:
+    """vbp_node (:func:`node_script`, in this process's environment) in a process of its own
+    with ``parameters`` (``NAME:=VALUE``) and its output in ``log``, until the block ends: then
+    Ctrl-C, and wait for it to end (a probe still spinning gets its final /diagnostics)."""
+    node = subprocess.Popen([str(node_script()), '--ros-args', '-p', f'model:={model}',
+                             *[arg for p in parameters for arg in ('-p', p)]],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield node
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=15)
+
+
+def node_script() -> Path:
+    """The vbp_node console script that the benchmarks start: the one beside this Python."""
+    return Path(sys.executable).parent / 'vbp_node'
+
+
+def wait_for_answer(probe: Probe, image: Image, node: subprocess.Popen,
+                    timeout: float = 60.0) -> None:
+    """Publish ``image`` five times a second until the node answers (start-up, discovery);
+    RuntimeError when it ends or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not probe.answers and time.monotonic() < deadline and node.poll() is None:
+        probe.publish_frame(image)
+        time.sleep(0.2)
+    if node.poll() is not None:
+        raise RuntimeError(f'vbp_node ended (exit code {node.returncode}) before it answered')
+    if not probe.answers:
+        raise RuntimeError(f'vbp_node did not answer within {timeout:g} s')
+
+
+def stream(probe: Probe, image: Image, rate: float, duration: float) -> list[int]:
+    """Publish ``image`` at ``rate`` for ``duration`` seconds, each stamped when it is sent
+    (a publisher that falls behind catches up); the stamps (ns)."""
+    period = 1.0 / rate
+    stamps: list[int] = []
+    start = time.monotonic()
+    while time.monotonic() - start < duration:
+        stamps.append(probe.publish_frame(image))
+        time.sleep(max(0.0, start + len(stamps) * period - time.monotonic()))
+    return stamps
 
 
 def run(model: str, rate: float, duration: float, width: int, height: int,
@@ -79,55 +166,32 @@ def run(model: str, rate: float, duration: float, width: int, height: int,
     """Start the node, stream frames, and return the figures. With ``live_port`` the node
     serves its live view there, and a Foxglove client subscribes to every channel for the
     second half of the run."""
-    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(share('config', FASTDDS_PROFILE))
-    node = subprocess.Popen([str(Path(sys.executable).parent / 'vbp_node'), '--ros-args',
-                             '-p', f'model:={model}', '-p', f'deadline_ms:={1000.0 / rate}',
-                             *[arg for p in node_parameters for arg in ('-p', p)]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rclpy.init()
-    probe = Probe()
-    executor = SingleThreadedExecutor()
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     frame = np.random.default_rng(0).integers(0, 255, (height, width), dtype=np.uint8)
     image = image_message(frame, 'mono8')
     image.header.frame_id = 'camera'
-    try:
-        deadline = time.monotonic() + 60.0
-        while not probe.latencies_ms and time.monotonic() < deadline:  # start-up, discovery
-            probe.publish_frame(image)
-            time.sleep(0.2)
-        if not probe.latencies_ms:
-            raise RuntimeError('vbp_node did not answer within 60 s')
-        time.sleep(1.0)
-        for store in (probe.latencies_ms, probe.processing_ms, probe.pipeline_ms):
-            store.clear()
-        period = 1.0 / rate
-        start = time.monotonic()
-        sent = 0
-        viewer = None
-        while time.monotonic() - start < duration:
-            if live_port and viewer is None and time.monotonic() - start >= duration / 2:
-                viewer = LiveViewer(live_port, sent, {'latency_ms': len(probe.latencies_ms),
+    parameters = [f'deadline_ms:={1000.0 / rate}', *node_parameters]
+    with probing() as probe:
+        with running_node(model, parameters) as node:
+            wait_for_answer(probe, image, node)
+            time.sleep(1.0)
+            for store in (probe.answers, probe.processing_ms, probe.pipeline_ms):
+                store.clear()
+            viewer = None
+            if live_port:
+                sent = len(stream(probe, image, rate, duration / 2))
+                viewer = LiveViewer(live_port, sent, {'latency_ms': len(probe.answers),
                                                       'processing_ms': len(probe.processing_ms)})
-            probe.publish_frame(image)
-            sent += 1
-            time.sleep(max(0.0, start + sent * period - time.monotonic()))
-        time.sleep(0.5)
-        live = viewer.stop() if viewer is not None else None
-    finally:
-        node.send_signal(signal.SIGINT)
-        node.wait(timeout=15)
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown()
-    count = min(len(probe.processing_ms), len(probe.pipeline_ms))
-    age_at_start = np.subtract(probe.pipeline_ms[:count], probe.processing_ms[:count])
-    return {'sent': sent, 'received': len(probe.latencies_ms), 'period_ms': 1000.0 * period,
-            'latency_ms': np.asarray(probe.latencies_ms),
-            'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start,
-            'live': live, 'published': probe.published, 'node_counts': probe.node_counts}
+                sent += len(stream(probe, image, rate, duration / 2))
+            else:
+                sent = len(stream(probe, image, rate, duration))
+            time.sleep(0.5)
+            live = viewer.stop() if viewer is not None else None
+        count = min(len(probe.processing_ms), len(probe.pipeline_ms))
+        age_at_start = np.subtract(probe.pipeline_ms[:count], probe.processing_ms[:count])
+        return {'sent': sent, 'received': len(probe.answers), 'period_ms': 1000.0 / rate,
+                'latency_ms': np.asarray(probe.latencies_ms),
+                'processing_ms': np.asarray(probe.processing_ms), 'age_at_start_ms': age_at_start,
+                'live': live, 'published': probe.published, 'node_counts': probe.node_counts}
 
 
 class LiveViewer:
