@@ -30,6 +30,7 @@ from ..data.recording import default_bag_dir
 from ..drive.plan import DriveRequest, drive_processes, record_topics
 from ..drive.summary import drive_problems, drive_summary, format_summary
 from ..drive.supervisor import Child, first_exited
+from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
                          RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_OUTPUTS, VBP_PARAMS)
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                            options.foxglove_port)
     children = drive_processes(request, log_dir)
     stop = StopRequest().install()  # Ctrl-C or SIGTERM: stop the children in order
+    keep_frame_memory()  # its monitor takes every camera frame
     with rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO):
         monitor = DriveMonitor(options.namespace, options.image_topic)
         executor = SingleThreadedExecutor()

@@ -36,6 +36,7 @@ from std_msgs.msg import Float32
 from ..core.checkpoint import save_checkpoint
 from ..core.networks import net_svf
 from ..data.datasets import synthetic_spec
+from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC,
                          PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC)
@@ -101,6 +102,7 @@ def probing(debug_topics: bool = True) -> Iterator[Probe]:
     """rclpy with the package's Fast DDS profile (which a node started in the block inherits),
     and a :class:`Probe` spinning on a thread of its own, until the block ends."""
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(share('config', FASTDDS_PROFILE))
+    keep_frame_memory()  # the probe publishes every frame: as the node, it keeps the buffers
     rclpy.init()
     probe = Probe(debug_topics)
     executor = SingleThreadedExecutor()
