@@ -31,6 +31,8 @@ PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
 VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, OVERLAY_TOPIC,
                PROCESSING_TIME_TOPIC, PIPELINE_LATENCY_TOPIC)
+# vbp_node's pictures: never camera frames, whatever reads a bag (vbp-fleet, vbp-review).
+IMAGE_OUTPUTS = (MASK_TOPIC, OVERLAY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
 # road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the topic.

@@ -4,25 +4,28 @@ A session is what vbp_node published while it was recorded: ``vbp/overlay``, ``v
 ``steering_angle`` and the ``debug/*`` figures, matched by suffix so that a namespace such as
 ``/car1`` is found. :func:`index_session` reads a bag once (no pixels kept) and learns the
 counts, the overlay times, the Float32 series and the frames that cannot be decoded; vbp-review
-and vbp-drive's summary build on it.
+and vbp-drive's summary build on it. vbp_node's own pictures are never camera frames
+(:func:`camera_connections`, also vbp-fleet's rule).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection
 
-from ..interface import (MASK_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
+from ..interface import (IMAGE_OUTPUTS, MASK_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
                          PROCESSING_TIME_TOPIC, STEERING_TOPIC, stamp_to_ns)
-from ..pixels.encodings import decode_image
+from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import FrameError, check_frame
 
-IMAGE, FLOAT32 = 'sensor_msgs/msg/Image', 'std_msgs/msg/Float32'
+IMAGE, COMPRESSED = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'
+FLOAT32 = 'std_msgs/msg/Float32'
+CAMERA_TYPES = (IMAGE, COMPRESSED)
 TOPICS = {  # role: (topic suffix, message type)
     'overlay': (OVERLAY_TOPIC, IMAGE), 'mask': (MASK_TOPIC, IMAGE),
     'angle': (STEERING_TOPIC, FLOAT32), 'latency': (PIPELINE_LATENCY_TOPIC, FLOAT32),
@@ -76,6 +79,24 @@ def topic_namespace(topic: str, suffix: str) -> str | None:
 def normalise_namespace(namespace: str) -> str:
     """'car1', '/car1/' and '/car1' all become '/car1'; '/' and '' mean no namespace."""
     return '/' + namespace.strip('/') if namespace.strip('/') else ''
+
+
+def is_image_output(topic: str) -> bool:
+    """Whether ``topic`` is one of vbp_node's pictures (vbp/mask, vbp/overlay) in any
+    namespace: never camera frames."""
+    return any(topic_namespace(topic, output) is not None for output in IMAGE_OUTPUTS)
+
+
+def camera_connections(connections: Sequence[Connection]) -> list[Connection]:
+    """The Image and CompressedImage connections that may hold camera frames: all but
+    vbp_node's own pictures."""
+    return [c for c in connections
+            if c.msgtype in CAMERA_TYPES and not is_image_output(c.topic)]
+
+
+def decode_frame(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """Pixels and channel order of a deserialized Image or CompressedImage."""
+    return decode_image(message) if msgtype == IMAGE else decode_compressed(message.data)
 
 
 def find_topics(connections: Sequence[Connection],
