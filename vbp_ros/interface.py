@@ -34,6 +34,12 @@ VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, OVERLA
 # vbp_node's pictures: never camera frames, whatever reads a bag (vbp-fleet, vbp-review).
 IMAGE_OUTPUTS = (MASK_TOPIC, OVERLAY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'
+# What a recording keeps by default (config/record.yaml lists the same): the camera, vbp_node's
+# outputs but the overlay, which a review draws from the camera frames, the masks and their
+# region, and /diagnostics. Recording the overlay is an option (record_overlay:=true,
+# vbp-drive --record-overlay): it makes vbp_node draw a picture per frame for the recorder.
+RECORDED_TOPICS = (DEFAULT_CAMERA_TOPIC,
+                   *(topic for topic in VBP_OUTPUTS if topic != OVERLAY_TOPIC), DIAGNOSTICS_TOPIC)
 
 # road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the topic.
 CAMERA_SOURCES = ('synthetic', 'video', 'images')
