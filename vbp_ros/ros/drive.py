@@ -6,9 +6,10 @@ status line every second (frame rates, pipeline latency p50/p99, drops, messages
 after ``--duration`` seconds or Ctrl-C (SIGINT or SIGTERM; more of them are ignored while it
 stops), stops them in data-flow order (camera, node, recorder, so the bag gets every processed
 frame), collects each process's final counts from /diagnostics, reads the bag back and prints
-a summary (:mod:`vbp_ros.drive.summary`). It fails loudly (exit code 1) when a process exited
-on its own or with an error, the recorder lost messages, or the bag does not hold what
-vbp_node published.
+a summary (:mod:`vbp_ros.drive.summary`). The bag holds the camera frames, vbp_node's masks,
+their region and the other outputs but the overlays, which vbp-review draws (``--record-overlay``
+records them too). It fails loudly (exit code 1) when a process exited on its own or with an
+error, the recorder lost messages, or the bag does not hold what vbp_node published.
 
     vbp-drive --duration 20 --bag-dir runs/drive/bag
 """
