@@ -7,12 +7,15 @@ recorder, all in one namespace with the package's Fast DDS profile.
         model:=/path/to/model.safetensors device:=cuda
     ros2 launch vbp_ros drive.launch.py record:=true bag_dir:=/data/bags/run1 namespace:=car1
     ros2 launch vbp_ros drive.launch.py record:=true recorder:=vbp_record use_sim_time:=true
+    ros2 launch vbp_ros drive.launch.py record:=true record_overlay:=true  # for rviz2 replays
 
 Optional pieces (rviz2 for rviz:=true, rosbag2 for recorder:=rosbag2) are checked before anything
 starts. A process of the drive that fails (vbp_node on a bad parameter, the recorder on a full
 disk) stops the whole drive with an error (exit code 1); respawn:=true restarts vbp_node
 instead. One that finishes (exit code 0) ends the drive cleanly, and so does closing rviz2.
-Every topic is relative, so namespace:= isolates a whole drive.
+Every topic is relative, so namespace:= isolates a whole drive. A recording holds the camera
+frames, the masks and their region, not the overlays (vbp-review draws them; vbp_node draws
+none for the recorder): record_overlay:=true adds vbp/overlay.
 
 What is plain Python lives in the package, shared with the pip runner vbp-drive: the names
 (topics, files, choices) in vbp_ros.interface, the recorded topics, the recorder command, the
@@ -26,7 +29,7 @@ from launch import Action, LaunchContext, LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, GroupAction, OpaqueFunction,
                             SetEnvironmentVariable, Shutdown)
 from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import EqualsSubstitution, LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -76,7 +79,11 @@ def _arguments() -> list[DeclareLaunchArgument]:
                               default_value=_config_file(interface.RECORD_PARAMS),
                               description='recorder parameters: the topics, for either recorder'),
         DeclareLaunchArgument('record', default_value='false', choices=BOOLEAN,
-                              description='record the outputs into a rosbag2 directory (MCAP)'),
+                              description='record the camera and the outputs into a rosbag2 '
+                                          'directory (MCAP)'),
+        DeclareLaunchArgument('record_overlay', default_value='false', choices=BOOLEAN,
+                              description='record vbp/overlay too, for replays in rviz2 or '
+                                          'Foxglove (vbp-review draws overlays without it)'),
         DeclareLaunchArgument('bag_dir', default_value='',
                               description="new bag directory; empty: record_params_file's "
                                           'bag_dir, or a name the recorder makes up'),
@@ -136,21 +143,50 @@ def _stop_timeouts(node_name: str) -> dict[str, str]:
     return {'sigterm_timeout': seconds, 'sigkill_timeout': seconds}
 
 
+def _recorded_topics(config: dict[str, str]) -> list[str]:
+    """What the recorder records (nothing without record:=true)."""
+    if config['record'] != 'true':
+        return []
+    return plan.recorded_topics(Path(config['record_params_file']), config['image_topic'],
+                                config['record_overlay'] == 'true')
+
+
+def _camera(context: LaunchContext) -> list[Action]:
+    """road_camera (none for source:=topic), whose first frame waits for vbp_node, for the
+    recorder when it records the camera, and for rviz2, so that frame one is processed and
+    recorded."""
+    config = context.launch_configurations
+    if config['source'] == 'topic':
+        return []
+    records_camera = plan.records_camera(_recorded_topics(config), config['image_topic'],
+                                         config['namespace'])
+    waits = plan.camera_subscribers(records_camera, watchers=int(config['rviz'] == 'true'))
+    return [Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE,
+                 output='screen', on_exit=_on_drive_process_exit,
+                 **_stop_timeouts(interface.CAMERA_NODE),
+                 parameters=[LaunchConfiguration('camera_params_file'),
+                             {'source': LaunchConfiguration('source'), 'path': _text('path'),
+                              'wait_for_subscribers': waits,
+                              'use_sim_time': LaunchConfiguration('use_sim_time')}],
+                 remappings=[(interface.IMAGE_TOPIC, LaunchConfiguration('image_topic'))])]
+
+
 def _recorder(context: LaunchContext) -> list[Action]:
     """The recorder of record:=true, chosen at run time: 'ros2 bag record' or vbp_record."""
     config = context.launch_configurations
     params_file = Path(config['record_params_file'])
     bag_dir = plan.record_bag_dir(params_file, config['bag_dir'])
     use_sim_time = config['use_sim_time'] == 'true'
+    topics = _recorded_topics(config)
     if plan.chosen_recorder(config['recorder']) == 'rosbag2':
-        command = plan.ros2_bag_record_command(params_file, bag_dir, config['namespace'],
+        command = plan.ros2_bag_record_command(params_file, topics, bag_dir, config['namespace'],
                                                use_sim_time)
         return [ExecuteProcess(cmd=command, output='screen', on_exit=_on_drive_process_exit,
                                **_stop_timeouts(interface.RECORDER_NODE))]
     return [Node(package='vbp_ros', executable='vbp_record', name=interface.RECORDER_NODE,
                  output='screen', on_exit=_on_drive_process_exit,
-                 parameters=[str(params_file),
-                             {'bag_dir': bag_dir, 'use_sim_time': use_sim_time}],
+                 parameters=[str(params_file), {'bag_dir': bag_dir, 'topics': topics,
+                                                'use_sim_time': use_sim_time}],
                  **_stop_timeouts(interface.RECORDER_NODE))]
 
 
@@ -200,7 +236,6 @@ def _managed_vbp_node(context: LaunchContext) -> list[Action]:
 def generate_launch_description() -> LaunchDescription:
     """road_camera -> vbp_node, with rviz2 and a recorder on request."""
     image_topic = LaunchConfiguration('image_topic')
-    raw_image = (interface.IMAGE_TOPIC, image_topic)
     sim_time = {'use_sim_time': LaunchConfiguration('use_sim_time')}
     return LaunchDescription([
         *_arguments(),
@@ -210,15 +245,7 @@ def generate_launch_description() -> LaunchDescription:
                                _config_file(interface.FASTDDS_PROFILE)),
         GroupAction([
             PushRosNamespace(LaunchConfiguration('namespace')),
-            Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE,
-                 output='screen', on_exit=_on_drive_process_exit,
-                 **_stop_timeouts(interface.CAMERA_NODE),
-                 parameters=[LaunchConfiguration('camera_params_file'),
-                             {'source': LaunchConfiguration('source'),
-                              'path': _text('path'), **sim_time}],
-                 remappings=[raw_image],
-                 condition=UnlessCondition(EqualsSubstitution(LaunchConfiguration('source'),
-                                                              'topic'))),
+            OpaqueFunction(function=_camera),
             Node(package='vbp_ros', executable='vbp_node',
                  condition=UnlessCondition(LaunchConfiguration('managed')),
                  **_vbp_node_arguments()),

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 from vbp_ros.data.bags import open_bag
+from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, write_camera_bag
+from vbp_ros.drive.summary import Observations, drive_problems, drive_summary, format_summary
 from vbp_ros.interface import stamp_to_ns
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 
@@ -32,37 +34,37 @@ def header_stamps(bag: Path, topic: str) -> list[int]:
                 for c, _, d in reader.messages(connections=connections)]
 
 
-def test_drive_records_every_processed_frame_with_camera_stamps(tmp_path: Path) -> None:
+def test_drive_records_the_camera_and_every_processed_frame(tmp_path: Path) -> None:
+    """The bag holds the camera frames (frame one included) and, for every processed frame,
+    the mask and the angle; no overlays (vbp-review draws them)."""
     bag = tmp_path / 'bag'
-    record_params = tmp_path / 'record.yaml'  # the package's, plus the camera
-    record_params.write_text((REPOSITORY / 'config' / 'record.yaml').read_text().replace(
-        '      - /diagnostics\n', '      - /diagnostics\n      - camera/image_raw\n'))
     result = subprocess.run([DRIVE, '--duration', '4', '--bag-dir', str(bag),
-                             '--namespace', 'car1', '--record-params-file', str(record_params)],
-                            capture_output=True, text=True, timeout=240)
+                             '--namespace', 'car1'], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'latency p50' in result.stdout  # the live status line
     summary = json.loads((tmp_path / 'bag_logs' / 'summary.json').read_text())
     assert summary['exit codes'] == {'road_camera': 0, 'vbp': 0, 'vbp_record': 0}
     messages = summary['recorded']['messages']
-    overlays = messages['/car1/vbp/overlay']
-    assert overlays > 0  # how many depends on the machine's load; the counts below must agree
-    assert messages['/car1/vbp/mask'] == overlays == messages['/car1/steering_angle']
+    masks = messages['/car1/vbp/mask']
+    assert masks > 0  # how many depends on the machine's load; the counts below must agree
+    assert messages['/car1/steering_angle'] == masks and '/car1/vbp/overlay' not in messages
     # The counts are the processes' own: the node's processed frames are all in the bag, and
     # what it did not process is accounted for by its drop counters.
     node = summary['vbp_node']
-    assert node['frames processed'] == overlays
+    assert node['frames processed'] == masks
     assert node['frames received'] == node['frames processed'] + sum(
         value for key, value in node.items() if key.startswith('dropped'))
-    published = summary['camera frames published']
-    assert published >= node['frames received'] and published >= messages['/car1/camera/image_raw']
+    published, recorded = summary['camera frames published'], summary['camera frames recorded']
+    assert recorded == {'topic': '/car1/camera/image_raw',
+                        'frames': messages['/car1/camera/image_raw']}
+    assert published >= node['frames received'] and published >= recorded['frames'] > 0
+    assert f"the bag holds {recorded['frames']} of the {published} camera frames" in result.stdout
     assert summary['problems'] == [] and summary['recorded']['complete']
     assert summary['recorded']['images with a camera frame stamp'] == {
-        '/car1/vbp/mask': overlays, '/car1/vbp/overlay': overlays,
-        '/car1/camera/image_raw': messages['/car1/camera/image_raw']}
+        '/car1/vbp/mask': masks, '/car1/camera/image_raw': recorded['frames']}
     assert (bag / 'metadata.yaml').exists()
-    stamps = header_stamps(bag, '/car1/vbp/overlay')
-    assert stamps == sorted(stamps) and len(set(stamps)) == overlays
+    stamps = header_stamps(bag, '/car1/vbp/mask')
+    assert stamps == sorted(stamps) and len(set(stamps)) == masks
     camera = header_stamps(bag, '/car1/camera/image_raw')
     assert set(stamps) <= set(camera)
     assert camera[0] == stamps[0]  # frame one was recorded and processed
@@ -72,10 +74,12 @@ def test_drive_records_every_processed_frame_with_camera_stamps(tmp_path: Path) 
 
 def test_ctrl_c_stops_the_pipeline_in_order_and_closes_the_bag(tmp_path: Path) -> None:
     """A terminal's Ctrl-C, pressed twice 30 ms apart (the second one used to surface as a
-    KeyboardInterrupt inside a pybind11 call and leave the processes running)."""
+    KeyboardInterrupt inside a pybind11 call and leave the processes running); the overlays
+    are recorded on request, and vbp-review reviews them."""
     bag = tmp_path / 'bag'
-    process = subprocess.Popen([DRIVE, '--bag-dir', str(bag)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen([DRIVE, '--bag-dir', str(bag), '--record-overlay'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     try:
         lines = []
         deadline = time.monotonic() + 180
@@ -93,8 +97,35 @@ def test_ctrl_c_stops_the_pipeline_in_order_and_closes_the_bag(tmp_path: Path) -
     assert (bag / 'metadata.yaml').exists(), output
     summary = json.loads((tmp_path / 'bag_logs' / 'summary.json').read_text())
     assert summary['exit codes'] == {'road_camera': 0, 'vbp': 0, 'vbp_record': 0}
-    masks = summary['recorded']['messages']['/vbp/mask']
+    messages = summary['recorded']['messages']
+    masks = messages['/vbp/mask']
     assert masks > 0 and masks == summary['vbp_node']['frames processed']
+    assert messages['/vbp/overlay'] == masks
+    review = subprocess.run([str(Path(DRIVE).with_name('vbp-review')), str(bag)],
+                            capture_output=True, text=True, timeout=120)
+    assert review.returncode == 0, review.stderr
+    assert f'{masks} recorded overlays' in review.stdout
+
+
+@pytest.mark.parametrize('recorded', [3, 0])
+def test_the_summary_counts_the_camera_frames_in_the_bag(tmp_path: Path, recorded: int) -> None:
+    """How many of the camera frames published the bag holds; none is a problem."""
+    frames = [CameraFrame(i * 10**8, i * 10**8 + 10**6, np.zeros((48, 64), np.uint8))
+              for i in range(3)]
+    outputs = [NodeOutput(f.stamp_ns, f.log_ns + 10**6, np.zeros((8, 8), np.float32), 0.0)
+               for f in frames]
+    bag = write_camera_bag(tmp_path / 'bag', frames[:recorded], outputs=outputs)
+    final = {'road_camera': {'frames published': '3', 'final': 'true'},
+             'vbp': {'frames processed': '3', 'final': 'true'}}
+    summary = drive_summary(Observations(), bag, {'road_camera': 0, 'vbp': 0}, tmp_path, final,
+                            '/camera/image_raw')
+    assert summary['camera frames recorded'] == {'topic': '/camera/image_raw',
+                                                 'frames': recorded}
+    assert f'the bag holds {recorded} of the 3 camera frames published' in \
+        format_summary(summary)
+    assert drive_problems(summary) == ([] if recorded else [
+        'the bag holds none of the 3 camera frames published on /camera/image_raw: '
+        'vbp-review and vbp-fleet need them'])
 
 
 def test_drive_refuses_an_existing_bag_directory(tmp_path: Path) -> None:

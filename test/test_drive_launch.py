@@ -80,7 +80,10 @@ SUBSTITUTIONS: dict[str, Callable[[Recorded, dict], str]] = {
 
 
 def evaluate(value: Any, configs: dict[str, str]) -> Any:
-    """What a substitution, or a list of them, performs to; other values stay."""
+    """What a substitution, or a list of them, performs to; other values stay (a list of
+    plain strings too, as launch_ros keeps a string-array parameter)."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
     if isinstance(value, list):
         return ''.join(evaluate(item, configs) for item in value)
     return SUBSTITUTIONS[kind(value)](value, configs) if isinstance(value, Recorded) else value
@@ -231,12 +234,14 @@ def test_launch_arguments_defaults_choices_and_descriptions(description: Recorde
     config_file = {'params_file': 'vbp.yaml', 'camera_params_file': 'road_camera.yaml',
                    'record_params_file': 'record.yaml'}
     defaults = {'source': 'synthetic', 'path': '', 'image_topic': 'camera/image_raw',
-                'model': '', 'device': 'auto', 'record': 'false', 'bag_dir': '',
+                'model': '', 'device': 'auto', 'record': 'false', 'record_overlay': 'false',
+                'bag_dir': '',
                 'recorder': 'auto', 'rviz': 'false', 'namespace': '', 'use_sim_time': 'false',
                 'respawn': 'false', 'managed': 'false', 'foxglove_port': '0',
                 **{name: str(CONFIG / file) for name, file in config_file.items()}}
     choices = {'source': ['synthetic', 'video', 'images', 'topic'], 'record': BOOLEAN,
-               'rviz': BOOLEAN, 'use_sim_time': BOOLEAN, 'respawn': BOOLEAN, 'managed': BOOLEAN,
+               'record_overlay': BOOLEAN, 'rviz': BOOLEAN, 'use_sim_time': BOOLEAN,
+               'respawn': BOOLEAN, 'managed': BOOLEAN,
                'recorder': ['auto', 'rosbag2', 'vbp_record']}
     assert set(declared) == set(defaults)
     for name, argument in declared.items():
@@ -289,7 +294,8 @@ def test_camera_source_and_path_reach_road_camera(description: Recorded) -> None
     drive = Drive(description, source='video', path='/data/drive.mp4', use_sim_time='true',
                   camera_params_file='/tmp/camera.yaml')
     assert drive.parameters('road_camera') == ['/tmp/camera.yaml', {
-        'source': 'video', 'path': '/data/drive.mp4', 'use_sim_time': 'true'}]
+        'source': 'video', 'path': '/data/drive.mp4', 'wait_for_subscribers': 1,
+        'use_sim_time': 'true'}]
 
 
 def test_source_topic_starts_no_road_camera(description: Recorded) -> None:
@@ -343,7 +349,11 @@ def test_ros2_bag_record_gets_the_namespaced_topics(description: Recorded,
         'ros2', 'bag', 'record', '-s', 'mcap', '--storage-preset-profile', 'zstd_fast',
         '-o', '/data/bags/run1', '--use-sim-time',
         *(topic if topic.startswith('/') else f'/car1/{topic}' for topic in topics)]
-    assert '/car1/vbp/overlay' in process.kwargs['cmd']
+    assert '/car1/camera/image_raw' in process.kwargs['cmd']
+    assert '/car1/vbp/overlay' not in process.kwargs['cmd']
+    (process,) = Drive(description, record='true', recorder='rosbag2', namespace='car1',
+                       record_overlay='true').processes()
+    assert process.kwargs['cmd'][-1] == '/car1/vbp/overlay'
 
 
 def test_vbp_record_runs_in_the_namespace_with_the_record_file(
@@ -355,8 +365,44 @@ def test_vbp_record_runs_in_the_namespace_with_the_record_file(
     node, namespace = drive.nodes()['vbp_record']
     assert (node.kwargs['package'], node.kwargs['name'], namespace) == (
         'vbp_ros', 'vbp_record', 'car1')
-    assert drive.parameters('vbp_record') == [
-        str(own_file), {'bag_dir': '/data/bags/mine', 'use_sim_time': False}]
+    assert drive.parameters('vbp_record') == [str(own_file), {
+        'bag_dir': '/data/bags/mine', 'topics': list(interface.RECORDED_TOPICS),
+        'use_sim_time': False}]  # the file names no topics: the recorder's default
+
+
+@pytest.mark.parametrize('arguments, topics, waits', [
+    ({}, None, 1),  # vbp_node
+    ({'rviz': 'true'}, None, 2),  # and rviz2, which would otherwise stand in for vbp_node
+    ({'record': 'true', 'image_topic': 'front/image'},
+     ['front/image', 'steering_angle', 'outputs', 'vbp/mask', 'vbp/mask_roi',
+      'debug/processing_time_ms', 'debug/pipeline_latency_ms', '/diagnostics'], 2),
+    ({'record': 'true', 'record_overlay': 'true', 'rviz': 'true'},
+     ['camera/image_raw', 'steering_angle', 'outputs', 'vbp/mask', 'vbp/mask_roi',
+      'debug/processing_time_ms', 'debug/pipeline_latency_ms', '/diagnostics', 'vbp/overlay'],
+     3)])
+def test_a_recording_keeps_the_camera_and_frame_one(
+        description: Recorded, monkeypatch: pytest.MonkeyPatch, arguments: dict,
+        topics: list[str] | None, waits: int) -> None:
+    """The recorder records the camera (the drive's image_topic) and the masks, not the
+    overlays unless asked; road_camera's first frame waits until it listens."""
+    monkeypatch.setattr(plan, 'rviz2_available', lambda: True)
+    drive = Drive(description, recorder='vbp_record', namespace='car1', **arguments)
+    assert drive.parameters('road_camera')[1]['wait_for_subscribers'] == waits
+    if topics is None:
+        assert 'vbp_record' not in drive.nodes()
+        return
+    assert drive.parameters('vbp_record')[1]['topics'] == topics
+    assert drive.topic('road_camera', 'image') == interface.resolve_topic(topics[0], 'car1')
+
+
+def test_a_record_file_without_the_camera_leaves_frame_one_to_vbp_node(
+        description: Recorded, tmp_path: Path) -> None:
+    own_file = tmp_path / 'record.yaml'
+    own_file.write_text('/**/vbp_record:\n  ros__parameters:\n    topics: [vbp/overlay]\n')
+    drive = Drive(description, record='true', recorder='vbp_record',
+                  record_params_file=str(own_file))
+    assert drive.parameters('road_camera')[1]['wait_for_subscribers'] == 1
+    assert drive.parameters('vbp_record')[1]['topics'] == ['vbp/overlay']
 
 
 @pytest.mark.parametrize('arguments, missing', [
@@ -509,14 +555,42 @@ def test_ros2_bag_record_command(tmp_path: Path) -> None:
     params_file = tmp_path / 'record.yaml'
     params_file.write_text('/**/vbp_record:\n  ros__parameters:\n'
                            '    topics: [steering_angle, /diagnostics]\n')
-    assert plan.ros2_bag_record_command(params_file, '', '') == [
+    topics = plan.record_topics(params_file)
+    assert plan.ros2_bag_record_command(params_file, topics, '', '') == [
         'ros2', 'bag', 'record', '-s', 'mcap', '/steering_angle', '/diagnostics']
-    assert plan.ros2_bag_record_command(params_file, 'run1', 'car1', use_sim_time=True) == [
+    assert plan.ros2_bag_record_command(params_file, topics, 'run1', 'car1',
+                                        use_sim_time=True) == [
         'ros2', 'bag', 'record', '-s', 'mcap', '-o', 'run1', '--use-sim-time',
         '/car1/steering_angle', '/diagnostics']
     params_file.write_text(params_file.read_text() + '    compression: zstd\n')
-    assert plan.ros2_bag_record_command(params_file, '', '')[5:7] == [
+    assert plan.ros2_bag_record_command(params_file, topics, '', '')[5:7] == [
         '--storage-preset-profile', 'zstd_fast']
+
+
+def test_recorded_topics_put_the_drives_camera_in_place_of_the_files(tmp_path: Path) -> None:
+    path = CONFIG / interface.RECORD_PARAMS
+    assert plan.record_topics(path) == list(interface.RECORDED_TOPICS)
+    assert plan.recorded_topics(path, '/front/image_raw') == [
+        '/front/image_raw', *interface.RECORDED_TOPICS[1:]]
+    assert plan.recorded_topics(path, 'camera/image_raw', record_overlay=True) == [
+        *interface.RECORDED_TOPICS, 'vbp/overlay']
+    assert plan.records_camera(['camera/image_raw'], '/car1/camera/image_raw', 'car1')
+    assert not plan.records_camera(['/camera/image_raw'], 'camera/image_raw', 'car1')
+    assert 'vbp/overlay' not in interface.RECORDED_TOPICS
+
+
+def test_vbp_drive_records_what_launch_records(tmp_path: Path) -> None:
+    request = plan.DriveRequest('car1', 'front/image', CONFIG / interface.VBP_PARAMS,
+                                CONFIG / interface.CAMERA_PARAMS, CONFIG / interface.RECORD_PARAMS,
+                                tmp_path / 'bag', record_overlay=True)
+    camera, node, recorder = plan.drive_processes(request, tmp_path)
+    assert camera.command[camera.command.index('wait_for_subscribers:=3') - 1] == '-p'
+    topics = next(argument for argument in recorder.command if argument.startswith('topics:='))
+    assert yaml.safe_load(topics.split(':=', 1)[1]) == request.recorded_topics() == [
+        'front/image', *interface.RECORDED_TOPICS[1:], 'vbp/overlay']
+    assert not plan.DriveRequest('', 'camera/image_raw', CONFIG / interface.VBP_PARAMS,
+                                 CONFIG / interface.CAMERA_PARAMS,
+                                 CONFIG / interface.RECORD_PARAMS, None).records_camera()
 
 
 def test_auto_recorder_is_vbp_record_without_ros2(monkeypatch: pytest.MonkeyPatch,

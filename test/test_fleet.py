@@ -1,6 +1,7 @@
 """vbp-fleet end to end on Ray: a folder of mixed bags written here (rosbag2 MCAP and SQLite 3,
 ROS 1; raw and JPEG frames; one corrupt bag), Parquet rows checked one by one against the
-engine, the summary, the HTML report in headless Chromium, and a killed run resumed."""
+engine, the summary, the HTML report in headless Chromium, a killed run resumed, and drives'
+bags with and without camera frames."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 import websocket
 
-from vbp_ros.data.camera_bags import CameraFrame, SteeringSample, write_camera_bag
+from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
 from vbp_ros.data.fleet.stats import horizon_in_mask, mask_statistics
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
+from vbp_ros.pixels.frames import Crop
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1000 * MS
@@ -39,6 +41,10 @@ CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic
 BAGS = {'car1/mcap_raw': ('mcap', False, False), 'car1/mcap_jpeg': ('mcap', True, False),
         'car2/sqlite_raw': ('sqlite3', False, True), 'car2/sqlite_jpeg': ('sqlite3', True, True),
         'old/ros1_raw.bag': ('ros1', False, False), 'old/ros1_jpeg.bag': ('ros1', True, True)}
+# A drive's bag (the camera, vbp_node's outputs for it in its namespace) is read; the same
+# outputs without the camera frames (a drive recorded before the camera was) fail, and say so.
+DRIVE, DRIVE_WITHOUT_CAMERA = 'drives/front', 'drives/front_outputs_only'
+READ = len(BAGS) + 1
 
 
 def report_ms(index: int) -> int:
@@ -88,6 +94,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                                 topic='/front/image_raw' + ('/compressed' if compressed else ''),
                                 steering=steering)
         expected[str(path)] = decoded
+    messages, decoded = frames_of(len(BAGS), False, False)
+    outputs = [NodeOutput(frame.stamp_ns, frame.log_ns + 20 * MS,
+                          np.full((66, 200), 0.5, np.float32), 0.1, np.zeros((480, 640, 3),
+                                                                             np.uint8))
+               for frame in messages]
+    drive = write_camera_bag(root / DRIVE, messages, topic='/front/image_raw', steering=steering,
+                             outputs=outputs, mask_region=Crop(200, 0, 280, 640),
+                             node_namespace='front')
+    expected[str(drive)] = decoded
+    write_camera_bag(root / DRIVE_WITHOUT_CAMERA, [], steering=steering, outputs=outputs,
+                     node_namespace='front')
     (root / 'broken.mcap').write_bytes(b'\x89MCAP0\r\n' + bytes(range(256)) * 8)
     (root / 'car1' / 'notes.txt').write_text('not a bag')
     return root, expected
@@ -107,21 +124,30 @@ def fleet_run(fleet, tmp_path_factory) -> tuple[Path, subprocess.CompletedProces
     return out, result
 
 
-def test_a_corrupt_bag_is_reported_and_the_rest_is_read(fleet_run) -> None:
+def test_a_corrupt_bag_and_one_without_camera_frames_are_reported_and_the_rest_is_read(
+        fleet, fleet_run) -> None:
     out, result = fleet_run
     assert result.returncode == 1, result.stderr  # 1: finished, some bags failed
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['bags_found'] == len(BAGS) + 1 and summary['bags_read'] == len(BAGS)
-    (failed,) = summary['bags_failed']
-    assert failed['bag'].endswith('broken.mcap') and failed['reason']
+    assert summary['bags_found'] == READ + 2 and summary['bags_read'] == READ
+    broken, outputs_only = summary['bags_failed']
+    assert broken['bag'].endswith('broken.mcap') and broken['reason']
     assert 'broken.mcap' in result.stderr
+    # Never the masks of vbp_node for camera frames (it used to rank masks of masks).
+    assert outputs_only['bag'] == str(fleet[0] / DRIVE_WITHOUT_CAMERA)
+    assert outputs_only['reason'] == (
+        "no camera frames: no sensor_msgs/Image or CompressedImage topic besides vbp_node's own "
+        'pictures (/front/vbp/mask, /front/vbp/overlay); record the camera topic (vbp-drive '
+        'does by default)')
+    assert f'failed: {outputs_only["bag"]}: no camera frames' in result.stderr
+    assert outputs_only['reason'] in (out / 'report.html').read_text().replace('&#x27;', "'")
     for bag, counts in summary['frames_per_bag'].items():
         compressed = 'jpeg' in bag
         assert counts['messages'] == FRAMES
         assert counts['frames'] == FRAMES - compressed
         assert sum(counts['skipped'].values()) == compressed
         assert counts['steering_topic'] == '/vehicle/steering_report'
-    assert summary['frames'] == summary['frames_this_run'] == len(BAGS) * FRAMES - 3
+    assert summary['frames'] == summary['frames_this_run'] == READ * FRAMES - 3
     assert summary['frames_per_s'] > 0 and summary['wall_s'] > summary['processing_s']
     assert summary['ray']['resources']['CPU'] >= 2 and summary['ray']['workers'] == 2
     assert summary['model']['spec']['architecture'] == 'authors'
@@ -131,7 +157,7 @@ def test_rows_equal_the_engine_frame_by_frame(fleet, fleet_run) -> None:
     _, expected = fleet
     out, _ = fleet_run
     rows = pq.read_table(out / 'frames.parquet').to_pylist()
-    assert len(rows) == len(BAGS) * FRAMES - 3
+    assert len(rows) == READ * FRAMES - 3
     engine = build_engine(None, device='cpu')  # the path vbp-fleet's workers take
     spec = engine.spec
     region = engine.preprocess.region((480, 640))
@@ -244,8 +270,8 @@ def test_report_loads_in_chromium_with_every_thumbnail(fleet_run, tmp_path: Path
     errors, shown = open_in_chromium(out / 'report.html', tmp_path / 'profile')
     assert errors == []
     assert shown['thumbnails'] == gallery_size(table) > 0
-    assert shown['loaded'] == shown['images'] == shown['thumbnails'] + len(BAGS)
-    assert shown['plots'] == shown['sections'] == len(BAGS)
+    assert shown['loaded'] == shown['images'] == shown['thumbnails'] + READ
+    assert shown['plots'] == shown['sections'] == READ
     assert 'broken.mcap' in shown['text'] and 't = ' in shown['text']
     for link in out.glob('report_files/*/*'):
         assert link.stat().st_size > 0

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from vbp_ros.core.checkpoint import ModelSpec
-from vbp_ros.data.camera_bags import CameraFrame, SteeringSample, write_camera_bag
+from rosbags.rosbag2 import Writer
+from rosbags.typesys import Stores, get_typestore
+
+from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
 from vbp_ros.data.fleet.discovery import find_bags
 from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
 from vbp_ros.data.fleet.stats import horizon_in_mask, mask_change, mask_statistics
@@ -165,7 +168,7 @@ def test_recorded_steering_pairs_with_the_nearest_sample(tmp_path: Path, kind: s
 
 def test_a_bag_without_the_camera_topic_is_an_error(tmp_path: Path) -> None:
     bag = write_camera_bag(tmp_path / 'bag', camera_frames(2), topic='/front')
-    with pytest.raises(BagReadError, match='image topics: /front'):
+    with pytest.raises(BagReadError, match='camera topics: /front'):
         list(read_segments(bag, SPEC, ReadOptions(topic='/rear')))
 
 
@@ -177,8 +180,49 @@ def test_the_busiest_image_topic_is_the_camera() -> None:
                    connection('/front/compressed', 'sensor_msgs/msg/CompressedImage', 30),
                    connection('/steering', 'std_msgs/msg/Float32', 90)]
     assert [c.topic for c in choose_camera(connections, None)] == ['/front/compressed']
-    with pytest.raises(BagReadError, match='no sensor_msgs/Image'):
+    with pytest.raises(BagReadError, match='no camera frames: no sensor_msgs/Image'):
         choose_camera(connections[2:], None)
+
+
+def test_vbp_nodes_pictures_are_never_the_camera() -> None:
+    """A drive's bag without camera frames used to be analysed on /vbp/mask: masks of masks."""
+    def connection(topic: str, count: int) -> SimpleNamespace:
+        return SimpleNamespace(topic=topic, msgtype='sensor_msgs/msg/Image', msgcount=count)
+
+    outputs = [connection('/vbp/mask', 600), connection('/car1/vbp/overlay', 600),
+               connection('/front/vbp/mask', 600)]
+    camera = connection('/camera/image_raw', 10)
+    assert choose_camera([*outputs, camera], None) == [camera]
+    with pytest.raises(BagReadError, match=r'no camera frames: .* besides vbp_node\'s own '
+                       r'pictures \(/car1/vbp/overlay, /front/vbp/mask, /vbp/mask\)'):
+        choose_camera(outputs, None)
+    with pytest.raises(BagReadError, match='/vbp/mask holds vbp_node\'s pictures'):
+        choose_camera([*outputs, camera], '/vbp/mask')
+
+
+def drive_outputs(count: int) -> list[NodeOutput]:
+    return [NodeOutput(T0 + i * 50 * MS, T0 + i * 50 * MS + 20 * MS,
+                       np.full((20, 64), 0.5, np.float32), 0.1) for i in range(count)]
+
+
+def test_a_drives_bag_is_read_on_its_camera(tmp_path: Path) -> None:
+    bag = write_camera_bag(tmp_path / 'drive', camera_frames(5), outputs=drive_outputs(5),
+                           mask_region=Crop(8, 0, 40, 64))
+    segments = list(read_segments(bag, SPEC, ReadOptions()))
+    info = segments[-1].info
+    assert (info.topic, info.messages, info.frames) == ('/camera/image_raw', 5, 5)
+
+
+def test_a_bag_without_camera_frames_says_so(tmp_path: Path) -> None:
+    old_drive = write_camera_bag(tmp_path / 'old_drive', [], outputs=drive_outputs(5))
+    with pytest.raises(BagReadError, match='no camera frames: .* own pictures \\(/vbp/mask\\)'):
+        list(read_segments(old_drive, SPEC, ReadOptions()))
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    with Writer(tmp_path / 'silent', version=9) as writer:  # a camera topic, no message
+        writer.add_connection('/camera/image_raw', 'sensor_msgs/msg/Image', typestore=typestore)
+    with pytest.raises(BagReadError, match='no camera frames: /camera/image_raw holds no '
+                       'messages'):
+        list(read_segments(tmp_path / 'silent', SPEC, ReadOptions()))
 
 
 # -- the worker against the engine ---------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""vbp-review on small bags written here like the vbp node's recordings (MCAP and SQLite 3)."""
+"""vbp-review on small bags written here like the vbp node's recordings (MCAP and SQLite 3):
+old ones with the overlays recorded, and new ones whose overlays it draws from the camera
+frames, the masks and their region."""
 
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ from rosbags.typesys import Stores, get_typestore
 
 from vbp_ros.data import sessions
 from vbp_ros.data.bags import open_bag
+from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, write_camera_bag
 from vbp_ros.data.pairing import pair_nearest
+from vbp_ros.data.sources import synthetic_frames
+from vbp_ros.engine.build import build_engine
+from vbp_ros.pixels.encodings import mask_to_mono8
+from vbp_ros.pixels.frames import Crop
 from vbp_ros.render import pictures
 from vbp_ros.tools import review
 
@@ -155,7 +162,9 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
     assert code == 0, err
     folder = mcap_bag.with_name('drive_review')
     summary = json.loads((folder / 'summary.json').read_text())
-    assert summary['topics'] == {f'/{suffix}': FRAMES for suffix, _ in sessions.TOPICS.values()}
+    assert summary['topics'] == {f'/{suffix}': FRAMES for role, (suffix, _)
+                                 in sessions.TOPICS.items() if role != 'region'}
+    assert summary['overlays_drawn_from'] is None
     assert (summary['overlays'], summary['masks'], summary['angles'],
             summary['overlays_with_angle']) == (FRAMES, FRAMES, FRAMES, FRAMES)
     assert summary['bad_frames_skipped'] == {'overlays': 0, 'masks': 0}
@@ -373,7 +382,7 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, _, err = run(capsys, tmp_path / 'nowhere')
     assert code == 2 and 'does not exist' in err and err.count('\n') == 1
     assert not (tmp_path / 'nowhere_review').exists()
-    bag = write_bag(tmp_path / 'angles_only', skip=('vbp/overlay',))
+    bag = write_bag(tmp_path / 'angles_only', skip=('vbp/overlay', 'vbp/mask'))
     code, _, err = run(capsys, bag)
     assert code == 2 and 'vbp/overlay' in err and '/steering_angle' in err
     assert 'Traceback' not in err and err.count('\n') == 1
@@ -390,3 +399,153 @@ def test_existing_review_needs_force(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run(capsys, bag, '--out', out, '--force', '--gif')[0] == 0
     assert sorted(p.name for p in out.iterdir()) == [
         'contact_sheet.png', 'overlays.gif', 'steering_angle.png', 'summary.json']
+
+
+# -- new bags: camera frames, masks and their region; the overlays are drawn here -----------
+
+REGION = Crop(8, 0, 32, WIDTH)  # rows 8 to 39 of the 64x48 camera frame
+ALPHA = review.OVERLAY_ALPHA
+
+
+def gray_level(index: int) -> int:
+    """Camera frame content encodes the frame index in its gray level."""
+    return 20 + 4 * index
+
+
+def mask_level(index: int) -> float:
+    return index / FRAMES
+
+
+def drive_outputs(namespace: str = '/', overlays: bool = False) -> list[NodeOutput]:
+    """vbp_node's outputs for FRAMES camera frames, 20 ms after each (a uniform mask)."""
+    return [NodeOutput(T0 + i * PERIOD, T0 + i * PERIOD + 20 * MS,
+                       np.full((MASK_HEIGHT, MASK_WIDTH), mask_level(i), np.float32),
+                       ramp_angle(i), overlay_pixels(i) if overlays else None)
+            for i in range(FRAMES)]
+
+
+def camera(indices: range | list[int]) -> list[CameraFrame]:
+    return [CameraFrame(T0 + i * PERIOD, T0 + i * PERIOD + 5 * MS,
+                        np.full((HEIGHT, WIDTH), gray_level(i), np.uint8)) for i in indices]
+
+
+def mono8_level(index: int) -> int:
+    """The mask as the bag stores it."""
+    return int(mask_to_mono8(np.float32([mask_level(index)]))[0])
+
+
+def drawn_red_shift(index: int) -> int:
+    """How far the red overlay moves a pixel inside the region."""
+    return round(mono8_level(index) * ALPHA)
+
+
+def test_a_new_bag_gets_its_overlays_drawn_from_camera_frames(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lost = 7  # the recorder lost this camera frame: its mask gets no overlay
+    bag = write_camera_bag(tmp_path / 'drive', camera([i for i in range(FRAMES) if i != lost]),
+                           outputs=drive_outputs(), mask_region=REGION)
+    code, out, err = run(capsys, bag, '--sheet-cols', '8', '--sheet-rows', '5')
+    assert code == 0, err
+    folder = tmp_path / 'drive_review'
+    summary = json.loads((folder / 'summary.json').read_text())
+    kept = [i for i in range(FRAMES) if i != lost]
+    assert summary['overlays_drawn_from'] == '/camera/image_raw'
+    assert (summary['overlays'], summary['masks'], summary['camera_frames'],
+            summary['masks_without_camera_frame']) == (FRAMES - 1, FRAMES, FRAMES - 1, 1)
+    assert summary['overlays_with_angle'] == FRAMES - 1
+    assert summary['frame_size'] == [WIDTH, HEIGHT]
+    assert summary['bad_frames_skipped'] == {'camera_frames': 0, 'masks': 0, 'mask_regions': 0}
+    assert 'overlays drawn from /camera/image_raw' in out and '1 masks have no camera' in err
+    frames = video_frames(folder / 'overlays.mp4')
+    assert len(frames) == FRAMES - 1 == summary['video_frames']
+    inside = [float(f[20:30, :12, 0].mean()) for f in frames]  # in the region, left
+    outside = [float(f[-6:, :12, 0].mean()) for f in frames]  # below it
+    assert inside == pytest.approx([min(255, gray_level(i) + drawn_red_shift(i)) for i in kept],
+                                   abs=8)
+    assert outside == pytest.approx([gray_level(i) for i in kept], abs=8)
+    # The contact sheet (lossless) shows every frame: the overlay exactly, its mask under it.
+    sheet = cv2.imread(str(folder / 'contact_sheet.png'))[:, :, ::-1]
+    labels = [f't={i * PERIOD / 1e9:.1f} s ' + pictures.angle_text(ramp_angle(i)) for i in kept]
+    scale = pictures.fitting_scale(labels, WIDTH - 4, max(0.3, WIDTH / 600))
+    band = cv2.getTextSize('0', pictures.FONT, scale, 1)[0][1] + round(10 * scale) + 2
+    cell_h, cell_w = band + HEIGHT + MASK_HEIGHT + pictures.SHEET_GAP, WIDTH + pictures.SHEET_GAP
+    for cell, index in enumerate(kept):
+        top, left = cell // 8 * cell_h + band, cell % 8 * cell_w
+        overlay = sheet[top:top + HEIGHT, left:left + WIDTH].astype(int)
+        gray, shift = gray_level(index), drawn_red_shift(index)
+        assert (overlay[:8] == gray).all() and (overlay[40:] == gray).all()
+        assert (overlay[8:40, :, 0] == min(255, gray + shift)).all()
+        assert (overlay[8:40, :, 1:] == max(0, gray - shift)).all()
+        mask = sheet[top + HEIGHT:top + HEIGHT + MASK_HEIGHT, left:left + WIDTH]
+        assert (mask == mono8_level(index)).all()
+
+
+def test_overlays_are_drawn_as_vbp_node_draws_them() -> None:
+    """The review's overlay of a recorded camera frame, mask and region is the node's own."""
+    engine = build_engine(None, device='cpu')
+    for width, height in ((640, 480), (2560, 1920)):  # the second is shrunk to 1920 wide
+        frame = cv2.resize(next(synthetic_frames(seed=1))[0], (width, height))
+        result = engine.process(frame, overlay=True)
+        region = engine.preprocess.region(frame.shape)
+        drawn = pictures.overlay_in_region(frame, 'rgb', result.mask, region,
+                                           engine.overlay_alpha)
+        np.testing.assert_array_equal(drawn, result.overlay)  # a 32FC1 mask
+        mono8 = pictures.overlay_in_region(frame, 'rgb', mask_to_mono8(result.mask), region,
+                                           engine.overlay_alpha)
+        assert np.abs(mono8.astype(int) - result.overlay).max() <= 1  # mono8 rounding
+
+
+def test_recorded_overlays_are_taken_over_camera_frames(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """record_overlay: the bag holds both; the overlays are the node's, not drawn again."""
+    bag = write_camera_bag(tmp_path / 'both', camera(range(FRAMES)),
+                           outputs=drive_outputs(overlays=True), mask_region=REGION)
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    summary = json.loads((tmp_path / 'both_review' / 'summary.json').read_text())
+    assert summary['overlays_drawn_from'] is None and summary['overlays'] == FRAMES
+    frames = video_frames(tmp_path / 'both_review' / 'overlays.mp4')
+    assert [corner_red(f) for f in frames] == pytest.approx(
+        [red_level(i) for i in range(FRAMES)], abs=8)
+
+
+def test_the_camera_in_the_sessions_namespace_is_taken(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A JPEG camera in the session's namespace, beside another camera."""
+    bag = write_camera_bag(tmp_path / 'car1', camera(range(FRAMES)), topic='/car1/front/image',
+                           compressed=True, outputs=drive_outputs(), mask_region=REGION,
+                           node_namespace='car1')
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    summary = json.loads((tmp_path / 'car1_review' / 'summary.json').read_text())
+    assert summary['namespace'] == '/car1' and summary['overlays'] == FRAMES
+    assert summary['overlays_drawn_from'] == '/car1/front/image'
+    with open_bag(bag) as reader:
+        with pytest.raises(sessions.SessionError, match='no camera topic /rear'):
+            sessions.find_topics(reader.connections, None, '/rear')
+        with pytest.raises(sessions.SessionError, match='no camera topic /car1/vbp/mask'):
+            sessions.find_topics(reader.connections, None, '/car1/vbp/mask')
+
+
+@pytest.mark.parametrize('frames, region, expected', [
+    (False, True, 'neither /vbp/overlay nor camera frames'),
+    (True, False, 'no /vbp/mask_roi'),
+])
+def test_a_bag_without_overlays_or_what_draws_them_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, frames: bool, region: bool,
+        expected: str) -> None:
+    bag = write_camera_bag(tmp_path / 'bag', camera(range(FRAMES)) if frames else [],
+                           outputs=drive_outputs(), mask_region=REGION if region else None)
+    code, _, err = run(capsys, bag)
+    assert code == 2 and expected in err, err
+    assert 'Traceback' not in err and err.count('\n') == 1
+    assert not (tmp_path / 'bag_review').exists()
+
+
+def test_a_region_that_does_not_fit_the_camera_frame_skips_its_masks(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bag = write_camera_bag(tmp_path / 'bag', camera(range(FRAMES)), outputs=drive_outputs(),
+                           mask_region=Crop(40, 0, 32, WIDTH))
+    code, _, err = run(capsys, bag)
+    assert code == 2 and 'does not fit the camera frame 64x48' in err
+    assert 'Traceback' not in err

@@ -31,7 +31,15 @@ PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
 VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, OVERLAY_TOPIC,
                PROCESSING_TIME_TOPIC, PIPELINE_LATENCY_TOPIC)
+# vbp_node's pictures: never camera frames, whatever reads a bag (vbp-fleet, vbp-review).
+IMAGE_OUTPUTS = (MASK_TOPIC, OVERLAY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'
+# What a recording keeps by default (config/record.yaml lists the same): the camera, vbp_node's
+# outputs but the overlay, which a review draws from the camera frames, the masks and their
+# region, and /diagnostics. Recording the overlay is an option (record_overlay:=true,
+# vbp-drive --record-overlay): it makes vbp_node draw a picture per frame for the recorder.
+RECORDED_TOPICS = (DEFAULT_CAMERA_TOPIC,
+                   *(topic for topic in VBP_OUTPUTS if topic != OVERLAY_TOPIC), DIAGNOSTICS_TOPIC)
 
 # road_camera's sources; drive.launch.py adds 'topic': an existing camera publishes the topic.
 CAMERA_SOURCES = ('synthetic', 'video', 'images')

@@ -8,14 +8,17 @@ where launch_ros cannot run.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
-from ..interface import (CAMERA_NODE, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, MASK_TOPIC,
-                         OVERLAY_TOPIC, RECORDER_NODE, VBP_NODE, resolve_topic)
+from ..interface import (CAMERA_NODE, COMPRESSED_IMAGE_TOPIC, DEFAULT_CAMERA_TOPIC, IMAGE_TOPIC,
+                         MASK_TOPIC, OVERLAY_TOPIC, RECORDED_TOPICS, RECORDER_NODE, VBP_NODE,
+                         resolve_topic)
 from .supervisor import Child, executable
 
 # Seconds each process may take to stop after SIGINT (the recorder writes its backlog).
@@ -38,6 +41,17 @@ class DriveRequest:
     model: str | None = None
     device: str | None = None
     foxglove_port: int | None = None
+    record_overlay: bool = False
+
+    def recorded_topics(self) -> list[str]:
+        """What the recorder records (empty without a recording)."""
+        if self.bag is None:
+            return []
+        return recorded_topics(self.record_params_file, self.image_topic, self.record_overlay)
+
+    def records_camera(self) -> bool:
+        """Whether the recorder records the camera topic."""
+        return records_camera(self.recorded_topics(), self.image_topic, self.namespace)
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict:
@@ -58,8 +72,34 @@ def record_bag_dir(params_file: Path, bag_dir: str) -> str:
 
 
 def record_topics(params_file: Path) -> list[str]:
-    """The topics vbp_record records with this parameter file."""
-    return list(node_parameters(params_file, RECORDER_NODE).get('topics', []))
+    """The topics vbp_record records with this parameter file (its default where the file
+    names none)."""
+    return list(node_parameters(params_file, RECORDER_NODE).get('topics', RECORDED_TOPICS))
+
+
+def recorded_topics(params_file: Path, image_topic: str, record_overlay: bool = False
+                    ) -> list[str]:
+    """What a drive records: the parameter file's topics, its camera
+    (:data:`~vbp_ros.interface.DEFAULT_CAMERA_TOPIC`) being the drive's ``image_topic``, and
+    vbp/overlay too when ``record_overlay``."""
+    topics = [image_topic if topic == DEFAULT_CAMERA_TOPIC else topic
+              for topic in record_topics(params_file)]
+    return topics + [OVERLAY_TOPIC] if record_overlay and OVERLAY_TOPIC not in topics \
+        else topics
+
+
+def records_camera(topics: Sequence[str], image_topic: str, namespace: str) -> bool:
+    """Whether ``topics`` (as a recorder in ``namespace`` resolves them) hold the camera."""
+    camera = resolve_topic(image_topic, namespace)
+    return any(resolve_topic(topic, namespace) == camera for topic in topics)
+
+
+def camera_subscribers(records_camera: bool, watchers: int) -> int:
+    """How many subscribers road_camera waits for before its first frame: vbp_node, the
+    recorder when it records the camera, and ``watchers`` (vbp-drive's monitor, rviz2), which
+    would otherwise make up the count before the others listen. So frame one is processed
+    and recorded."""
+    return 1 + records_camera + watchers
 
 
 def rosbag2_available() -> bool:
@@ -113,18 +153,18 @@ def chosen_recorder(recorder: str) -> str:
     return 'rosbag2' if rosbag2_available() else 'vbp_record'
 
 
-def ros2_bag_record_command(params_file: Path, bag_dir: str, namespace: str,
-                            use_sim_time: bool = False) -> list[str]:
-    """``ros2 bag record`` as MCAP of what vbp_record would record with ``params_file``: its
-    topics (resolved in ``namespace``) and its compression (zstd: the zstd_fast preset).
-    An empty ``bag_dir`` lets rosbag2 name the bag; ``use_sim_time`` stamps with /clock."""
+def ros2_bag_record_command(params_file: Path, topics: Sequence[str], bag_dir: str,
+                            namespace: str, use_sim_time: bool = False) -> list[str]:
+    """``ros2 bag record`` as MCAP of ``topics`` (resolved in ``namespace``) with the
+    compression of vbp_record's ``params_file`` (zstd: the zstd_fast preset). An empty
+    ``bag_dir`` lets rosbag2 name the bag; ``use_sim_time`` stamps with /clock."""
     parameters = node_parameters(params_file, RECORDER_NODE)
     output = ['-o', bag_dir] if bag_dir else []
     clock = ['--use-sim-time'] if use_sim_time else []
     preset = ['--storage-preset-profile', 'zstd_fast'] \
         if parameters.get('compression') == 'zstd' else []
     return ['ros2', 'bag', 'record', '-s', 'mcap', *preset, *output, *clock,
-            *(resolve_topic(topic, namespace) for topic in parameters.get('topics', []))]
+            *(resolve_topic(topic, namespace) for topic in topics)]
 
 
 def rviz_remappings() -> list[tuple[str, str]]:
@@ -140,13 +180,10 @@ def drive_processes(request: DriveRequest, log_dir: Path) -> list[Child]:
     records the camera."""
     namespace, topic = request.namespace, request.image_topic
     common = ['--ros-args', '-r', f'__ns:=/{namespace.strip("/")}']
-    records_camera = request.bag is not None and resolve_topic(topic, namespace) in {
-        resolve_topic(recorded, namespace)
-        for recorded in record_topics(request.record_params_file)}
     camera = [*common, '--params-file', str(request.camera_params_file),
               '-r', f'{IMAGE_TOPIC}:={topic}']
     camera += _overrides(source=request.source, path=request.path,
-                         wait_for_subscribers=2 + records_camera)
+                         wait_for_subscribers=camera_subscribers(request.records_camera(), 1))
     node = [*common, '--params-file', str(request.params_file), '-r', f'{IMAGE_TOPIC}:={topic}',
             '-r', f'{COMPRESSED_IMAGE_TOPIC}:={topic}/compressed']
     node += _overrides(model=request.model, device=request.device,
@@ -155,7 +192,8 @@ def drive_processes(request: DriveRequest, log_dir: Path) -> list[Child]:
     if request.bag is not None:
         processes.append((RECORDER_NODE, 'vbp_record', [
             *common, '--params-file', str(request.record_params_file),
-            '-p', f'bag_dir:={request.bag.resolve()}']))
+            '-p', f'bag_dir:={request.bag.resolve()}',
+            '-p', f'topics:={json.dumps(request.recorded_topics())}']))
     return [Child(name, [executable(program), *arguments], log_dir / f'{program}.log',
                   STOP_TIMEOUT_S[name])
             for name, program, arguments in processes]

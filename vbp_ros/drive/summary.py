@@ -23,10 +23,12 @@ class Observations:
 
 
 def drive_summary(seen: Observations, bag: Path | None, codes: dict[str, int | None],
-                  log_dir: Path, final: dict[str, dict[str, str]] | None = None) -> dict:
+                  log_dir: Path, final: dict[str, dict[str, str]] | None = None,
+                  camera_topic: str | None = None) -> dict:
     """The summary.json document: what was published, processed and recorded, by the
     processes' own final counts (``final``: their last /diagnostics values by node name) and
-    by the bag; what vbp-drive saw over DDS itself is kept apart (best effort: it may miss
+    by the bag (``camera_topic``: the recorded camera, as resolved; None when the camera is
+    not recorded); what vbp-drive saw over DDS itself is kept apart (best effort: it may miss
     camera frames)."""
     final = final or {}
     camera, node = final.get(CAMERA_NODE, {}), final.get(VBP_NODE, {})
@@ -49,6 +51,10 @@ def drive_summary(seen: Observations, bag: Path | None, codes: dict[str, int | N
             summary['recorded'] = recorded(bag, set(seen.camera_stamps))
         except BAG_READ_ERRORS as error:
             summary['recorded'] = {'error': str(error)}
+        if camera_topic is not None and 'messages' in summary['recorded']:
+            summary['camera frames recorded'] = {
+                'topic': camera_topic,
+                'frames': summary['recorded']['messages'].get(camera_topic, 0)}
     return summary
 
 
@@ -79,6 +85,11 @@ def drive_problems(summary: dict) -> list[str]:
                             f'{processed}')
     if not messages:
         problems.append('the bag holds no messages')
+    camera = summary.get('camera frames recorded')
+    if camera is not None and not camera['frames'] and summary['camera frames published']:
+        problems.append(f"the bag holds none of the {summary['camera frames published']} "
+                        f"camera frames published on {camera['topic']}: vbp-review and "
+                        'vbp-fleet need them')
     return problems
 
 
@@ -106,6 +117,11 @@ def format_summary(summary: dict) -> str:
     if drops:
         lines.append('  not processed or late: ' + ', '.join(
             f'{key} {value}' for key, value in drops.items()))
+    camera = summary.get('camera frames recorded')
+    if camera is not None:
+        lines.append(f"the bag holds {camera['frames']} of the "
+                     f"{_text(summary['camera frames published'])} camera frames published "
+                     f"({camera['topic']})")
     if latency:
         lines.append(f"pipeline latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} "
                      f"ms, max {latency['max']:.1f} ms over {summary['latency samples']} frames")

@@ -6,9 +6,10 @@ status line every second (frame rates, pipeline latency p50/p99, drops, messages
 after ``--duration`` seconds or Ctrl-C (SIGINT or SIGTERM; more of them are ignored while it
 stops), stops them in data-flow order (camera, node, recorder, so the bag gets every processed
 frame), collects each process's final counts from /diagnostics, reads the bag back and prints
-a summary (:mod:`vbp_ros.drive.summary`). It fails loudly (exit code 1) when a process exited
-on its own or with an error, the recorder lost messages, or the bag does not hold what
-vbp_node published.
+a summary (:mod:`vbp_ros.drive.summary`). The bag holds the camera frames, vbp_node's masks,
+their region and the other outputs but the overlays, which vbp-review draws (``--record-overlay``
+records them too). It fails loudly (exit code 1) when a process exited on its own or with an
+error, the recorder lost messages, or the bag does not hold what vbp_node published.
 
     vbp-drive --duration 20 --bag-dir runs/drive/bag
 """
@@ -27,13 +28,14 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from ..data.recording import default_bag_dir
-from ..drive.plan import DriveRequest, drive_processes, record_topics
+from ..drive.plan import DriveRequest, drive_processes
 from ..drive.summary import drive_problems, drive_summary, format_summary
 from ..drive.supervisor import Child, first_exited
 from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
-                         RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_OUTPUTS, VBP_PARAMS)
+                         MASK_ROI_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_OUTPUTS,
+                         VBP_PARAMS)
 from .drive_monitor import DriveMonitor
 from .paths import share
 from .runner import StopRequest
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     request = DriveRequest(options.namespace, options.image_topic, options.params_file,
                            options.camera_params_file, options.record_params_file, bag,
                            options.source, options.path, options.model, options.device,
-                           options.foxglove_port)
+                           options.foxglove_port, options.record_overlay)
     children = drive_processes(request, log_dir)
     stop = StopRequest().install()  # Ctrl-C or SIGTERM: stop the children in order
     keep_frame_memory()  # its monitor takes every camera frame
@@ -67,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
         try:
-            failure = _start(children, monitor, executor, options.record_params_file, stop)
+            failure = _start(children, monitor, executor, request.recorded_topics(), stop)
             if failure is None and not stop.requested:
                 failure = _run(children, monitor, executor, options.duration, stop)
         finally:
             print()
             codes = _stop_all(children, monitor, executor)
-        summary = drive_summary(monitor.seen, bag, codes, log_dir, monitor.final_counts())
+        summary = drive_summary(monitor.seen, bag, codes, log_dir, monitor.final_counts(),
+                                monitor.image_topic if request.records_camera() else None)
         monitor.destroy_node()
     problems = ([failure] if failure else []) + drive_problems(summary)
     summary['problems'] = problems
@@ -108,6 +111,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--bag-dir', type=Path,
                         help='new rosbag2 directory (default rosbag2_YYYY_MM_DD-HH_MM_SS)')
     parser.add_argument('--no-record', action='store_true', help='do not start the recorder')
+    parser.add_argument('--record-overlay', action='store_true',
+                        help='record vbp/overlay too (for rviz2 or Foxglove replays; vbp-review '
+                        'draws overlays from the camera frames and masks without it)')
     parser.add_argument('--log-dir', type=Path,
                         help="the processes' logs and summary.json (default BAG_DIR_logs)")
     parser.add_argument('--source', default=None, choices=CAMERA_SOURCES,
@@ -137,18 +143,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
-           record_params: Path, stop: StopRequest) -> str | None:
+           recorded_topics: list[str], stop: StopRequest) -> str | None:
     """Start recorder and node, wait until the node subscribes to the camera and the recorder
-    to the node's outputs it records, then start the camera, so that no frame goes
-    unprocessed or unrecorded for want of a subscriber. An error text on failure."""
+    to the node's per-frame outputs it records, then start the camera (whose first frame
+    waits for the recorder when it records the camera), so that no frame goes unprocessed or
+    unrecorded for want of a subscriber. An error text on failure."""
     camera, *listeners = children
     for child in listeners:
         child.start()
     print('vbp-drive: waiting for vbp_node' + (' and vbp_record' if len(listeners) > 1 else ''))
-    recorded = {monitor.resolve_topic_name(topic) for topic in record_topics(
-        record_params)} if len(listeners) > 1 else set()
-    awaited = [topic for topic in VBP_OUTPUTS
-               if monitor.resolve_topic_name(topic) in recorded]
+    recorded = {monitor.resolve_topic_name(topic) for topic in recorded_topics}
+    # vbp/mask_roi is latched (transient local): recorded whenever the recorder subscribes.
+    awaited = [topic for topic in VBP_OUTPUTS if topic != MASK_ROI_TOPIC
+               and monitor.resolve_topic_name(topic) in recorded]
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not (monitor.subscribed_by(monitor.image_topic, VBP_NODE) and
                all(monitor.subscribed_by(topic, RECORDER_NODE) for topic in awaited)):

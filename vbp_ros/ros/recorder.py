@@ -26,11 +26,10 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
-from ..interface import DIAGNOSTICS_TOPIC, RECORDER_NODE, VBP_OUTPUTS, ns_to_stamp
+from ..interface import DIAGNOSTICS_TOPIC, RECORDED_TOPICS, RECORDER_NODE, ns_to_stamp
 from .diagnostics import diagnostic_array
 from .runner import run_node
 
-DEFAULT_TOPICS = (*VBP_OUTPUTS, DIAGNOSTICS_TOPIC)  # as config/record.yaml lists them
 DISCOVERY_PERIOD_S = 0.5
 SUBSCRIPTION_DEPTH = 100
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
@@ -62,7 +61,7 @@ class Recorder(Node):
 
     def _declare_parameters(self) -> None:
         read_only = partial(ParameterDescriptor, read_only=True)
-        self.declare_parameter('topics', list(DEFAULT_TOPICS), read_only(
+        self.declare_parameter('topics', list(RECORDED_TOPICS), read_only(
             type=ParameterType.PARAMETER_STRING_ARRAY,
             description='topics to record (relative names resolve in the namespace)'))
         self.declare_parameter('bag_dir', '', read_only(

@@ -1,9 +1,9 @@
 """vbp-review: a quick look at a recorded vbp session (a rosbag2 directory, .mcap or .db3 file).
 
-Reads the vbp node's topics (``vbp/overlay``, ``vbp/mask``, ``steering_angle``,
-``debug/pipeline_latency_ms``, ``debug/processing_time_ms``; matched by suffix, so a namespace
-such as ``/car1`` is found) and writes into ``--out`` (default: ``<bag name>_review`` beside
-the bag):
+Reads the vbp node's topics (``vbp/overlay``, ``vbp/mask``, ``vbp/mask_roi``,
+``steering_angle``, ``debug/pipeline_latency_ms``, ``debug/processing_time_ms``; matched by
+suffix, so a namespace such as ``/car1`` is found) and writes into ``--out`` (default:
+``<bag name>_review`` beside the bag):
 
   overlays.mp4        every overlay (every Nth with --stride) with its steering angle and time;
                       the frame rate is the recorded one (divided by the stride), estimated from
@@ -14,8 +14,12 @@ the bag):
   contact_sheet.png   a grid of overlays spread evenly over the recording, masks under them
   summary.json        message counts, pairing, bad frames, stamps, frame rate, latency figures
 
-The steering angle (std_msgs/Float32, no header) is paired with the overlay whose bag receive
-time is nearest, within half the median frame period and at most 50 ms. Angles follow REP 103
+A bag without recorded overlays (what vbp-drive and drive.launch.py record by default) gets
+them drawn as vbp_node draws them: each mask with the camera frame of the same header stamp
+(the camera topic in the session's namespace, or --camera-topic), resized into the region of
+vbp/mask_roi, in red (--overlay-alpha); masks without a camera frame are counted. The steering
+angle (std_msgs/Float32, no header) is paired with the overlay (or mask) whose bag receive time
+is nearest, within half the median frame period and at most 50 ms. Angles follow REP 103
 (positive = left); the drawn indicator tilts by the angle times --angle-gain. Frames that
 cannot be decoded are counted and skipped.
 """
@@ -27,6 +31,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -39,17 +44,22 @@ from ..data.sessions import (SessionError, SessionIndex, default_tolerance_ns, f
                              frame_rate, index_session, read_image)
 from ..engine.monitor import percentiles
 from ..pixels.frames import FrameError, to_rgb8
-from ..render.pictures import Cell, angle_text, annotate, contact_sheet, thumbnail
+from ..render.pictures import (Cell, angle_text, annotate, contact_sheet, overlay_in_region,
+                               thumbnail)
 from ..render.plots import plot_series
 from ..render.video import GifVideo, Mp4Video, open_video
-from .arguments import positive_int
+from .arguments import positive_int, unit_interval
 
 VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'
 REVIEW_FILES = (VIDEO_MP4, VIDEO_GIF, PLOT, SHEET, SUMMARY)
 MAX_WARNINGS = 5
+OVERLAY_ALPHA = 0.8  # vbp_node's overlay_alpha in config/vbp.yaml
+BAD_LABELS = {'overlay': 'overlays', 'mask': 'masks', 'camera': 'camera_frames',
+              'region': 'mask_regions'}
 
 Thumbnails = dict[int, np.ndarray]  # overlays by frame index, masks by header stamp
+MaskSink = Callable[[int, np.ndarray, str], None]  # header stamp, mask, channel order
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class Plan:
     sheet: np.ndarray  # overlay indices on the contact sheet
     angle_gain: float
     thumb_width: int
+    overlay_alpha: float
 
 
 def sheet_indices(frames: int, cells: int) -> np.ndarray:
@@ -72,31 +83,81 @@ def sheet_indices(frames: int, cells: int) -> np.ndarray:
 def render(reader: AnyReader, topics: dict[str, list[Connection]], index: SessionIndex,
            plan: Plan, video: Mp4Video | GifVideo) -> tuple[Thumbnails, Thumbnails]:
     """Second pass: writes the video and returns the contact sheet's overlay thumbnails (by
-    overlay index) and mask thumbnails (by header stamp)."""
-    wanted = {int(index.overlay_stamp_ns[i]) for i in plan.sheet}
-    picks, overlays, masks = set(plan.sheet.tolist()), {}, {}
-    frame_index = -1
+    frame index) and mask thumbnails (by header stamp)."""
+    on_sheet = set(plan.sheet.tolist())
+    sheet_stamps = {int(index.overlay_stamp_ns[i]) for i in on_sheet}
+    wanted = [i for i in range(len(index.overlay_stamp_ns))
+              if i % plan.stride == 0 or i in on_sheet]
+    overlays, masks = {}, {}
+
+    def keep_mask(stamp: int, mask: np.ndarray, order: str) -> None:
+        if stamp in sheet_stamps and stamp not in masks:
+            masks[stamp] = thumbnail(to_rgb8(mask, order), plan.thumb_width)
+
+    pictures = drawn_overlays(reader, topics, index, wanted, plan.overlay_alpha, keep_mask) \
+        if index.drawn else recorded_overlays(reader, topics, set(wanted), keep_mask)
+    for frame_index, rgb in pictures:
+        if frame_index % plan.stride == 0:
+            video.write(annotate(rgb, plan.angles[frame_index], plan.times_s[frame_index],
+                                 plan.angle_gain))
+        if frame_index in on_sheet:
+            overlays[frame_index] = thumbnail(rgb, plan.thumb_width)
+    return overlays, masks
+
+
+def recorded_overlays(reader: AnyReader, topics: dict[str, list[Connection]], wanted: set[int],
+                      on_mask: MaskSink) -> Iterator[tuple[int, np.ndarray]]:
+    """The recorded overlays of the frame indices ``wanted`` (RGB), in order; every decodable
+    mask goes to ``on_mask``."""
     mask_ids = {c.id for c in topics['mask']}
+    frame_index = -1
     for connection, _, raw in reader.messages(connections=topics['overlay'] + topics['mask']):
         try:
             stamp, frame, order = read_image(reader, connection, raw)
         except FrameError:
             continue  # counted and reported by the first pass
         if connection.id in mask_ids:
-            if stamp in wanted:
-                masks.setdefault(stamp, thumbnail(to_rgb8(frame, order), plan.thumb_width))
+            on_mask(stamp, frame, order)
             continue
         frame_index += 1
-        in_video, on_sheet = frame_index % plan.stride == 0, frame_index in picks
-        if not (in_video or on_sheet):
+        if frame_index in wanted:
+            yield frame_index, to_rgb8(frame, order)
+
+
+def drawn_overlays(reader: AnyReader, topics: dict[str, list[Connection]], index: SessionIndex,
+                   wanted: list[int], alpha: float,
+                   on_mask: MaskSink) -> Iterator[tuple[int, np.ndarray]]:
+    """The overlays of the frame indices ``wanted`` (ascending), drawn from each one's mask and
+    the camera frame of the same header stamp, whichever the bag holds first, in order;
+    every decodable mask goes to ``on_mask``."""
+    waiting = {int(index.overlay_stamp_ns[i]): i for i in wanted}
+    frames: dict[int, tuple[np.ndarray, str]] = {}
+    masks: dict[int, np.ndarray] = {}
+    drawn: dict[int, np.ndarray] = {}
+    upcoming = iter(wanted)
+    following = next(upcoming, None)
+    camera_ids = {c.id for c in topics['camera']}
+    for connection, _, raw in reader.messages(connections=topics['camera'] + topics['mask']):
+        try:
+            stamp, picture, order = read_image(reader, connection, raw)
+        except FrameError:
+            continue  # counted and reported by the first pass
+        if connection.id not in camera_ids:
+            on_mask(stamp, picture, order)
+        if stamp not in waiting:
             continue
-        rgb = to_rgb8(frame, order)
-        if in_video:
-            video.write(annotate(rgb, plan.angles[frame_index], plan.times_s[frame_index],
-                                 plan.angle_gain))
-        if on_sheet:
-            overlays[frame_index] = thumbnail(rgb, plan.thumb_width)
-    return overlays, masks
+        if connection.id in camera_ids:
+            frames.setdefault(stamp, (picture, order))
+        else:
+            masks.setdefault(stamp, picture)
+        if stamp in frames and stamp in masks:
+            frame_index = waiting.pop(stamp)
+            (frame, frame_order), mask = frames.pop(stamp), masks.pop(stamp)
+            drawn[frame_index] = overlay_in_region(frame, frame_order, mask,
+                                                   index.regions[frame_index], alpha)
+        while following in drawn:
+            yield following, drawn.pop(following)
+            following = next(upcoming, None)
 
 
 def sheet_cells(plan: Plan, index: SessionIndex, overlays: Thumbnails,
@@ -108,15 +169,20 @@ def sheet_cells(plan: Plan, index: SessionIndex, overlays: Thumbnails,
 
 
 def summarise(bag: Path, namespace: str, index: SessionIndex, plan: Plan, fps: float,
-              tolerance_ns: int, files: dict[str, str]) -> dict:
-    """The summary.json document."""
+              tolerance_ns: int, files: dict[str, str], camera_topic: str | None) -> dict:
+    """The summary.json document (``camera_topic``: where the overlays were drawn from; None
+    for recorded overlays)."""
     angles_deg = np.degrees(index.series['angle'].values)
     return {
         'bag': str(bag.resolve()), 'namespace': namespace or '/',
         'topics': index.counts,
         'overlays': len(index.overlay_stamp_ns), 'masks': index.masks,
+        'overlays_drawn_from': camera_topic,
+        'camera_frames': index.camera_frames if camera_topic else None,
+        'masks_without_camera_frame': index.unpaired_masks if camera_topic else None,
         'angles': len(angles_deg), 'overlays_with_angle': int((~np.isnan(plan.angles)).sum()),
-        'bad_frames_skipped': {role + 's': len(lines) for role, lines in index.bad.items()},
+        'bad_frames_skipped': {BAD_LABELS[role]: len(lines)
+                               for role, lines in index.bad.items()},
         'first_stamp_ns': int(index.overlay_stamp_ns[0]),
         'last_stamp_ns': int(index.overlay_stamp_ns[-1]),
         'duration_s': float(plan.times_s[-1]), 'frame_rate_hz': fps,
@@ -136,7 +202,7 @@ def make_plan(index: SessionIndex, args: argparse.Namespace, tolerance_ns: int) 
     angles = np.append(angle.values, np.nan)[nearest]  # -1 (no angle) picks the NaN
     return Plan(angles, (index.overlay_stamp_ns - index.overlay_stamp_ns[0]) / 1e9, args.stride,
                 sheet_indices(len(angles), args.sheet_cols * args.sheet_rows), args.angle_gain,
-                min(args.thumb_width, index.frame_size[0]))
+                min(args.thumb_width, index.frame_size[0]), args.overlay_alpha)
 
 
 def default_out(bag: Path) -> Path:
@@ -160,9 +226,13 @@ def review(args: argparse.Namespace) -> dict:
     with open_bag(bag) as reader:
         if reader.repair is not None:
             _warn(reader.repair.describe())
-        namespace, topics = find_topics(reader.connections, args.namespace)
+        namespace, topics = find_topics(reader.connections, args.namespace, args.camera_topic)
         index = index_session(reader, topics)
         _report_bad_frames(index.bad)
+        camera_topic = topics['camera'][0].topic if index.drawn else None
+        if index.unpaired_masks:
+            _warn(f'{index.unpaired_masks} masks have no camera frame of their header stamp on '
+                  f'{camera_topic}: no overlay drawn for them')
         fps = frame_rate(index.overlay_stamp_ns)
         tolerance_ns = (default_tolerance_ns(index.overlay_stamp_ns)
                         if args.pair_tolerance_ms is None else round(args.pair_tolerance_ms * 1e6))
@@ -181,7 +251,7 @@ def review(args: argparse.Namespace) -> dict:
     cv2.imwrite(str(out / SHEET), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     plot_series(out / PLOT, index.series, f'{bag.name} (namespace {namespace or "/"})')
     files = {'video': video.path.name, 'plot': PLOT, 'contact_sheet': SHEET, 'summary': SUMMARY}
-    summary = summarise(bag, namespace, index, plan, fps, tolerance_ns, files)
+    summary = summarise(bag, namespace, index, plan, fps, tolerance_ns, files, camera_topic)
     summary.update(out=str(out), video_frames=video.frames, unreadable_bytes_left_out=(
         reader.repair.unreadable if reader.repair is not None else 0))
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + '\n')
@@ -202,14 +272,18 @@ def _warn(message: str) -> None:
 
 def format_summary(summary: dict) -> str:
     """A few lines for the terminal."""
-    bad = summary['bad_frames_skipped']
-    lines = [f'{summary["bag"]} (namespace {summary["namespace"]}): '
-             f'{summary["overlays"]} overlays over {summary["duration_s"]:.3f} s at '
-             f'{summary["frame_rate_hz"]:.1f} Hz, {summary["masks"]} masks, '
-             f'{summary["angles"]} steering angles',
+    bad = ', '.join(f'{count} {label}' for label, count in
+                    summary['bad_frames_skipped'].items()).replace('_', ' ')
+    source = summary['overlays_drawn_from']
+    overlays = f'{summary["overlays"]} ' + (
+        f'overlays drawn from {source} ({summary["camera_frames"]} camera frames; '
+        f'{summary["masks_without_camera_frame"]} masks without one)' if source
+        else 'recorded overlays')
+    lines = [f'{summary["bag"]} (namespace {summary["namespace"]}): {overlays} over '
+             f'{summary["duration_s"]:.3f} s at {summary["frame_rate_hz"]:.1f} Hz, '
+             f'{summary["masks"]} masks, {summary["angles"]} steering angles',
              f'{summary["overlays_with_angle"]} overlays paired with an angle (within '
-             f'{summary["pair_tolerance_ms"]:.1f} ms); bad frames skipped: '
-             f'{bad["overlays"]} overlays, {bad["masks"]} masks']
+             f'{summary["pair_tolerance_ms"]:.1f} ms); bad frames skipped: {bad}']
     latency = summary['pipeline_latency_ms']
     if latency:
         lines.append(f'pipeline latency p50 {latency["p50"]:.1f} ms, p99 {latency["p99"]:.1f} '
@@ -231,6 +305,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='replace review files already in the output folder')
     parser.add_argument('--namespace', metavar='NS', help='namespace of the vbp topics, e.g. '
                         '/car1 (default: the only one in the bag; / for none)')
+    parser.add_argument('--camera-topic', metavar='TOPIC',
+                        help='camera frames to draw the overlays on when the bag holds none '
+                        '(default: the camera topic in the namespace)')
+    parser.add_argument('--overlay-alpha', type=unit_interval, default=OVERLAY_ALPHA,
+                        metavar='A', help='strength of the red mask in overlays drawn here, 0 '
+                        'to 1 (default: %(default)s, as vbp_node)')
     parser.add_argument('--stride', type=positive_int, default=1, metavar='N',
                         help='put every Nth overlay in the video, which keeps real time '
                         '(frame rate / N) (default: %(default)s)')

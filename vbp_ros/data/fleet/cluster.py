@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ...core.checkpoint import ModelSpec
-from .reading import ReadOptions, Segment, read_segments
+from .reading import BagReadError, ReadOptions, Segment, read_segments
 from .worker import SegmentResult, SegmentWorker
 
 QUEUE_PER_WORKER = 2
@@ -138,13 +138,16 @@ class _Actor:
 
 
 def error_text(error: BaseException) -> str:
-    """The original exception of a (possibly chained) Ray task error, as one line."""
+    """The original exception of a (possibly chained) Ray task error, as one line: a bag that
+    cannot be read as asked by its message alone, which says why."""
     from ray.exceptions import RayTaskError
 
     while isinstance(error, RayTaskError) and error.cause is not None:
         error = error.cause
     if isinstance(error, RayTaskError):
         return str(error).strip().splitlines()[-1]
+    if isinstance(error, BagReadError):
+        return str(error)
     return f'{type(error).__name__}: {error}'
 
 

@@ -8,7 +8,9 @@ planes of the frame before it (``context``), so that a model worker can compute 
 frame-to-frame mask change of its first frame without waiting for another worker.
 
 Every camera message of a bag ends in exactly one count: a processed frame (a row), a
-``subsampled`` frame (``every``), or a ``skipped`` one, with its reason.
+``subsampled`` frame (``every``), or a ``skipped`` one, with its reason. vbp_node's own
+pictures (``vbp/mask``, ``vbp/overlay``) are never camera frames, and a bag without camera
+frames is an error that says so, never a bag of no frames.
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ from rosbags.serde import SerdeError
 from ...core.checkpoint import ModelSpec
 from ...engine.preprocess import Preprocessor
 from ...interface import stamp_to_ns
-from ...pixels.encodings import decode_compressed, decode_image
 from ...pixels.frames import FrameError
 from ..bags import open_bag
 from ..pairing import NO_PARTNER, pair_nearest
+from ..sessions import CAMERA_TYPES, camera_connections, decode_frame, is_image_output
 from ..udacity import (STEERING_REPORT_TYPE, STEERING_TOPIC, message_decoder, read_steering,
                        udacity_typestore)
 from .stats import horizon_in_mask
 
-IMAGE, COMPRESSED = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'
 SCALARS = ('std_msgs/msg/Float32', 'std_msgs/msg/Float64')
 MAX_REASONS = 20  # distinct skip reasons kept per bag; further ones count as 'other'
 MAX_EXAMPLES = 5
@@ -129,20 +130,27 @@ class SteeringSeries:
 
 
 def choose_camera(connections: Sequence[Connection], topic: str | None) -> list[Connection]:
-    """The connections of the camera topic: ``topic``, or the image topic with most messages."""
-    images = [c for c in connections if c.msgtype in (IMAGE, COMPRESSED)]
+    """The connections of the camera topic: ``topic``, or the camera topic with most messages.
+    vbp_node's pictures are never camera frames."""
+    if topic is not None and is_image_output(topic):
+        raise BagReadError(f'{topic} holds vbp_node\'s pictures, not camera frames')
+    images = camera_connections(connections)
     if topic is not None:
         chosen = [c for c in images if c.topic == topic]
         if not chosen:
             found = ', '.join(sorted({c.topic for c in images})) or 'none'
-            raise BagReadError(f'no Image or CompressedImage topic {topic} (image topics: '
+            raise BagReadError(f'no Image or CompressedImage topic {topic} (camera topics: '
                                f'{found})')
         return chosen
     counts = Counter()
     for connection in images:
         counts[connection.topic] += connection.msgcount
     if not counts:
-        raise BagReadError('no sensor_msgs/Image or CompressedImage topic')
+        outputs = sorted({c.topic for c in connections
+                          if c.msgtype in CAMERA_TYPES and is_image_output(c.topic)})
+        raise BagReadError('no camera frames: no sensor_msgs/Image or CompressedImage topic' + (
+            f' besides vbp_node\'s own pictures ({", ".join(outputs)}); record the camera '
+            'topic (vbp-drive does by default)' if outputs else ''))
     best = min(counts, key=lambda name: (-counts[name], name))
     return [c for c in images if c.topic == best]
 
@@ -166,11 +174,6 @@ def read_steering_series(reader: AnyReader, decode: Callable[[Connection, bytes]
     order = np.argsort(times, kind='stable')
     return SteeringSeries(name, times[order],
                           np.array([v for _, v in samples], np.float64)[order], 'log')
-
-
-def decode_frame(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
-    """Pixels and channel order of a deserialized Image or CompressedImage."""
-    return decode_image(message) if msgtype == IMAGE else decode_compressed(message.data)
 
 
 class _SegmentBuilder:
@@ -249,6 +252,8 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
             info.frames += 1
             yield from builder.add(index, stamp_to_ns(message.header.stamp), log_ns, planes,
                                    horizon)
+        if not read:
+            raise BagReadError(f'no camera frames: {info.topic} holds no messages')
         info.messages = read
         info.skipped = dict(skipped)
         info.segments = builder.number + 1
