@@ -27,6 +27,7 @@ from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.encodings import mask_to_mono8
 from vbp_ros.pixels.frames import Crop
+from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA
 from vbp_ros.render import pictures
 from vbp_ros.tools import review
 
@@ -404,7 +405,7 @@ def test_existing_review_needs_force(tmp_path: Path, capsys: pytest.CaptureFixtu
 # -- new bags: camera frames, masks and their region; the overlays are drawn here -----------
 
 REGION = Crop(8, 0, 32, WIDTH)  # rows 8 to 39 of the 64x48 camera frame
-ALPHA = review.OVERLAY_ALPHA
+ALPHA = DEFAULT_OVERLAY_ALPHA
 
 
 def gray_level(index: int) -> int:

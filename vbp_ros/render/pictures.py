@@ -6,8 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..pixels.frames import TO_8BIT, Crop, to_rgb8
-from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, red_overlay, shrunk_to_width
+from ..pixels.frames import TO_8BIT, Crop
+from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, draw_overlay
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SHEET_GAP = 4  # pixels between contact sheet cells
@@ -16,15 +16,11 @@ Cell = tuple[np.ndarray, np.ndarray | None, str]  # overlay thumbnail, mask thum
 
 def overlay_in_region(frame: np.ndarray, order: str, mask: np.ndarray, region: Crop,
                       alpha: float, max_width: int = DEFAULT_OVERLAY_WIDTH) -> np.ndarray:
-    """The red overlay as vbp_node draws it, from a camera frame (channels in ``order``) and
-    its mask (network resolution; 8- or 16-bit, or floats in [0, 1]) that covers ``region``
-    of the frame: the frame is shrunk to ``max_width`` first, the mask resized into the
-    region, the frame unchanged elsewhere."""
-    shrunk = shrunk_to_width(frame, max_width)
-    if shrunk is not frame:
-        region = region.scaled(shrunk.shape[1] / frame.shape[1], shrunk.shape[0] / frame.shape[0])
+    """The red overlay as vbp_node draws it (:func:`~vbp_ros.pixels.overlay.draw_overlay`),
+    from a camera frame (channels in ``order``) and its recorded mask (network resolution; 8-
+    or 16-bit, or floats in [0, 1]) that covers ``region`` of the frame."""
     values = mask.astype(np.float32) * np.float32(TO_8BIT[mask.dtype] / 255.0)
-    return red_overlay(to_rgb8(shrunk, order), region.place(values, shrunk.shape), alpha)
+    return draw_overlay(frame, order, region, values, alpha, max_width)
 
 
 def angle_text(angle_rad: float) -> str:

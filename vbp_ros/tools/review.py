@@ -44,6 +44,7 @@ from ..data.sessions import (SessionError, SessionIndex, default_tolerance_ns, f
                              frame_rate, index_session, read_image)
 from ..engine.monitor import percentiles
 from ..pixels.frames import FrameError, to_rgb8
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA
 from ..render.pictures import (Cell, angle_text, annotate, contact_sheet, overlay_in_region,
                                thumbnail)
 from ..render.plots import plot_series
@@ -54,7 +55,6 @@ VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'
 REVIEW_FILES = (VIDEO_MP4, VIDEO_GIF, PLOT, SHEET, SUMMARY)
 MAX_WARNINGS = 5
-OVERLAY_ALPHA = 0.8  # vbp_node's overlay_alpha in config/vbp.yaml
 BAD_LABELS = {'overlay': 'overlays', 'mask': 'masks', 'camera': 'camera_frames',
               'region': 'mask_regions'}
 
@@ -308,7 +308,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--camera-topic', metavar='TOPIC',
                         help='camera frames to draw the overlays on when the bag holds none '
                         '(default: the camera topic in the namespace)')
-    parser.add_argument('--overlay-alpha', type=unit_interval, default=OVERLAY_ALPHA,
+    parser.add_argument('--overlay-alpha', type=unit_interval, default=DEFAULT_OVERLAY_ALPHA,
                         metavar='A', help='strength of the red mask in overlays drawn here, 0 '
                         'to 1 (default: %(default)s, as vbp_node)')
     parser.add_argument('--stride', type=positive_int, default=1, metavar='N',
