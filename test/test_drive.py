@@ -70,6 +70,11 @@ def test_drive_records_the_camera_and_every_processed_frame(tmp_path: Path) -> N
     assert camera[0] == stamps[0]  # frame one was recorded and processed
     assert summary['latency samples'] == summary['seen by vbp-drive']['steering angles']
     assert 0 < summary['pipeline latency ms']['p50'] < 1000
+    assert messages['/car1/vbp/mask_roi'] >= 1  # latched: where each mask lies in its frame
+    review = subprocess.run([str(Path(DRIVE).with_name('vbp-review')), str(bag)],
+                            capture_output=True, text=True, timeout=240)
+    assert review.returncode == 0, review.stderr
+    assert f'{masks} overlays drawn from /car1/camera/image_raw' in review.stdout, review.stdout
 
 
 def test_ctrl_c_stops_the_pipeline_in_order_and_closes_the_bag(tmp_path: Path) -> None:
