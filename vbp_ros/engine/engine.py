@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import onnx
 import torch
@@ -152,8 +153,8 @@ class VBPEngine:
         cuda_graphs: capture network and mask as one CUDA graph (CUDA only).
         overlay_alpha: strength of the red overlay, in [0, 1].
         overlay_max_width: widest overlay; wider frames get a proportionally smaller overlay.
-        threads: CPU threads for torch and onnxruntime (0 keeps their default: one per physical
-            core).
+        threads: CPU threads for torch, onnxruntime and OpenCV's preprocessing (0 keeps their
+            defaults: one per physical core). Process-wide for torch and OpenCV.
         max_batch: most frames per submission (one forward pass).
 
     Raises:
@@ -185,6 +186,8 @@ class VBPEngine:
         self.model_name = spec.description or spec.architecture or 'model'  # for diagnostics
         self.dtype = PRECISIONS[precision]
         self._onnx = None
+        if threads:
+            cv2.setNumThreads(threads)
         self.backend = self._choose_backend(model, backend, device, precision, cuda_graphs,
                                             threads)
         if self.backend == 'onnxruntime':
