@@ -280,6 +280,18 @@ def test_deep_networks_do_not_underflow() -> None:
     np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
 
 
+def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
+    """On a chain every kept tensor is a narrow point; the shallowest one's mask meets no
+    further product, so dividing it by its maximum would guard nothing."""
+    model, shape = build('pilotnet_relu')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    kept = list(plan.kept)
+    assert set(kept) <= plan.narrow
+    assert plan.rescaled == set(kept[1:])
+    graph = add_visualbackprop(export_onnx(model, shape))
+    assert sum(node.name.startswith('vbp/rescaled') for node in graph.graph.node) == len(kept) - 1
+
+
 def test_constant_mask_is_zeros_not_nan() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 1))
     nn.init.zeros_(model[0].weight)

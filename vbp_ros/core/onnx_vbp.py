@@ -29,9 +29,9 @@ Masks, deepest first: ``M(t) = A(t) * sum over consumers c of scale_up(M(c))`` w
 ReLU6, whose outputs are not negative) and 1 otherwise; a kept tensor without a masked consumer
 starts with ``M(t) = A(t)``. The mask is ``M(input)``, min-max normalized per image, float32,
 (N, 1, H, W), as the extra graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks
-are divided by their per-image maximum at *narrow points*: tensors every path of the mask flow
-passes through, so that every term of every later sum is scaled alike and the normalized mask
-does not change.
+are divided by their per-image maximum at kept *narrow points*: tensors every path of the mask
+flow passes through, so that every term of every later sum is scaled alike and the normalized
+mask does not change; only where another product still follows on the way to the input.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ class VBPGraphPlan:
         kept: kept tensors in graph order, each with the node kind that made it.
         order: the feature tensors that get a mask, from the deepest to the input.
         edges: per feature tensor, its consumers that carry a mask back.
-        narrow: tensors every path of the mask flow passes through (rescaled there).
+        narrow: tensors every path of the mask flow passes through.
+        rescaled: the kept narrow tensors whose mask meets another product on its way to the
+            input: there the mask is divided by its per-image maximum.
         head: the nodes where the feature part ends.
         channels: channel count per kept tensor.
     """
@@ -128,6 +130,7 @@ class VBPGraphPlan:
     order: list[str] = field(default_factory=list)
     edges: dict[str, list[Edge]] = field(default_factory=dict)
     narrow: set[str] = field(default_factory=set)
+    rescaled: set[str] = field(default_factory=set)
     head: list[str] = field(default_factory=list)
     channels: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -587,6 +590,13 @@ class _Reader:
             if reach <= position[tensor]:
                 plan.narrow.add(tensor)
             reach = max(reach, last_use[tensor])
+        # After the last product a division by the maximum guards nothing: the min-max
+        # normalization removes any per-image factor.
+        meets_product = dict.fromkeys(plan.order, False)
+        for tensor in reversed(plan.order):  # the input first
+            for edge in plan.edges[tensor]:
+                meets_product[edge.target] |= meets_product[tensor] or tensor in plan.kept
+        plan.rescaled = {t for t in plan.narrow & set(plan.kept) if meets_product[t]}
 
 
 # -- writing the mask into the graph --------------------------------------------------------------
@@ -684,7 +694,7 @@ class _Writer:
             if tensor in plan.kept:
                 averaged = self.averaged_map(tensor)
                 mask = averaged if total is None else self.node('Mul', [averaged, total], 'mask')
-            if tensor in plan.narrow and tensor != plan.input and tensor in plan.kept:
+            if tensor in plan.rescaled:
                 mask = self.rescale(mask)
             masks[tensor] = mask
         self.normalize(masks[plan.input])
