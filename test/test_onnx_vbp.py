@@ -292,6 +292,22 @@ def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
     assert sum(node.name.startswith('vbp/rescaled') for node in graph.graph.node) == len(kept) - 1
 
 
+def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
+    """The all-ones kernel is separable: a k x k edge is two one-dimensional ConvTransposes,
+    and the 1x1 convolutions of MobileNet's blocks, which change nothing, take none."""
+    model, shape = build('mobilenet')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    steps = [e.scale_up for edges in plan.edges.values() for e in edges if e.scale_up]
+    assert sum(step.kernel == (1, 1) and step.strides == (1, 1) for step in steps) >= 4
+    changing = [s for s in steps if s.kernel != (1, 1) or s.strides != (1, 1)]
+    graph = add_visualbackprop(export_onnx(model, shape))
+    kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in graph.graph.node
+               if node.op_type == 'ConvTranspose' for a in node.attribute
+               if a.name == 'kernel_shape']
+    assert len(kernels) == 2 * len(changing)
+    assert all(1 in kernel for kernel in kernels)
+
+
 def test_constant_mask_is_zeros_not_nan() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 1))
     nn.init.zeros_(model[0].weight)

@@ -10,10 +10,12 @@ entry per operator type:
   ReLU6, ThresholdedRelu): its output is *kept*. Gated activations, ``x * gate(x)`` with a gate
   of Sigmoid (SiLU), HardSigmoid (hard swish), Tanh(Softplus) (Mish) or the erf form of GELU,
   are found as their ``Mul``; the gate's own nodes take no part.
-- ``spatial`` (Conv, MaxPool, AveragePool, Pad): the mask is scaled up along the edge by a
-  one-channel all-ones ``ConvTranspose`` with the node's kernel, strides, dilations and pads
-  (explicit or ``auto_pad``), its output padding (or extra end crop, for ``ceil_mode``) making
-  the size equal the node's input size exactly; a Pad's edge is a ``Slice``.
+- ``spatial`` (Conv, MaxPool, AveragePool, Pad): the mask is scaled up along the edge by the
+  one-channel all-ones transposed convolution with the node's kernel, strides, dilations and
+  pads (explicit or ``auto_pad``), its output padding (or extra end crop, for ``ceil_mode``)
+  making the size equal the node's input size exactly. The kernel is separable: two
+  one-dimensional ``ConvTranspose`` nodes, columns then rows, and none along an axis the node
+  leaves alone (1x1 convolutions); a Pad's edge is a ``Slice``.
 - ``identity`` (BatchNormalization and other normalizations, Dropout, Identity, Cast, pointwise
   Add/Sub/Mul/Div, residual adds, channel Concat): the mask passes unchanged to every operand
   that is a feature tensor.
@@ -657,13 +659,27 @@ class _Writer:
                                  lambda: np.asarray([top + height, left + width], np.int64))
             axes = self.constant(('i64', 2, 3), lambda: np.asarray([2, 3], np.int64))
             return self.node('Slice', [mask, starts, ends, axes], 'unpad')
-        ones = self.constant(('ones', step.kernel),
-                             lambda: np.ones((1, 1, *step.kernel), np.float32))
-        return self.node('ConvTranspose', [mask, ones], 'scale_up',
-                         kernel_shape=list(step.kernel), strides=list(step.strides),
-                         dilations=list(step.dilations),
-                         pads=[*step.begin, *step.end_crop],
-                         output_padding=list(step.output_padding))
+        # The all-ones kernel is separable: one pass per axis does k instead of k * k additions
+        # per pixel (onnxruntime's one-channel ConvTranspose costs in proportion), columns
+        # first, as in vbp.py. Axes the edge leaves alone (1x1 convolutions) take no node.
+        for axis in (1, 0):
+            geometry = (step.kernel[axis], step.strides[axis], step.begin[axis],
+                        step.end_crop[axis], step.output_padding[axis])
+            if geometry != (1, 1, 0, 0, 0):
+                mask = self._scale_up_axis(mask, step, axis)
+        return mask
+
+    def _scale_up_axis(self, mask: str, step: ScaleUp, axis: int) -> str:
+        def along(value: int, other: int) -> list[int]:
+            return [value, other] if axis == 0 else [other, value]
+
+        kernel = along(step.kernel[axis], 1)
+        ones = self.constant(('ones', *kernel), lambda: np.ones((1, 1, *kernel), np.float32))
+        return self.node('ConvTranspose', [mask, ones], 'scale_up', kernel_shape=kernel,
+                         strides=along(step.strides[axis], 1),
+                         dilations=along(step.dilations[axis], 1),
+                         pads=along(step.begin[axis], 0) + along(step.end_crop[axis], 0),
+                         output_padding=along(step.output_padding[axis], 0))
 
     def rescale(self, mask: str) -> str:
         """Divide each image's mask by its maximum (never by less than float32's tiny)."""
