@@ -308,6 +308,16 @@ def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
     assert all(1 in kernel for kernel in kernels)
 
 
+@pytest.mark.parametrize('name, mean_op', [('pilotnet_relu', 'Conv'), ('pilotnet_elu', 'MatMul')])
+def test_channel_means_read_the_layout_onnxruntime_keeps(name: str, mean_op: str) -> None:
+    """ReLU outputs stay in onnxruntime's blocked layout, where a 1x1 Conv reads them; ELU
+    outputs do not, and a MatMul reads them without a copy into that layout."""
+    model, shape = build(name)
+    graph = add_visualbackprop(export_onnx(model, shape))
+    means = [node.op_type for node in graph.graph.node if 'channel_mean' in node.name]
+    assert means == [mean_op] * len(plan_visualbackprop(export_onnx(model, shape)).kept)
+
+
 def test_constant_mask_is_zeros_not_nan() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 1))
     nn.init.zeros_(model[0].weight)

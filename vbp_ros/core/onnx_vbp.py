@@ -27,13 +27,15 @@ node. The output of the last Conv or pooling before the head is kept too when no
 follows it (comma.ai's model).
 
 Masks, deepest first: ``M(t) = A(t) * sum over consumers c of scale_up(M(c))`` with
-``A(t) = ReduceMean(Relu(t), channels)`` for kept tensors (the Relu is left out after ReLU and
+``A(t)`` the channel mean of ``Relu(t)`` for kept tensors (the Relu is left out after ReLU and
 ReLU6, whose outputs are not negative) and 1 otherwise; a kept tensor without a masked consumer
-starts with ``M(t) = A(t)``. The mask is ``M(input)``, min-max normalized per image, float32,
-(N, 1, H, W), as the extra graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks
-are divided by their per-image maximum at kept *narrow points*: tensors every path of the mask
-flow passes through, so that every term of every later sum is scaled alike and the normalized
-mask does not change; only where another product still follows on the way to the input.
+starts with ``M(t) = A(t)``. The channel mean is a 1x1 ``Conv`` of weight 1/C, or a ``MatMul``
+after the activations that onnxruntime keeps out of its blocked layout (``_PLAIN_LAYOUT``).
+The mask is ``M(input)``, min-max normalized per image, float32, (N, 1, H, W), as the extra
+graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks are divided by their
+per-image maximum at kept *narrow points*: tensors every path of the mask flow passes through,
+so that every term of every later sum is scaled alike and the normalized mask does not change;
+only where another product still follows on the way to the input.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ RULES: dict[str, str] = {
     **dict.fromkeys(('Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Erf'), GATE),
 }
 _NONNEGATIVE = {'Relu'}  # activations whose output needs no Relu before the channel mean
+# Activations that onnxruntime's CPU provider cannot fuse into its blocked-layout (NCHWc)
+# convolutions, so their outputs stay in the plain layout. There the channel mean is a MatMul;
+# a 1x1 Conv would first copy the whole tensor into the blocked layout. Everything else is
+# blocked there, and a 1x1 Conv reads it as it lies (a MatMul would copy it out).
+_PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 
 
@@ -647,9 +654,20 @@ class _Writer:
         if tensor not in self.plan.nonnegative:
             tensor = self.node('Relu', [tensor], 'positive')
         channels = self.plan.channels[original]
+        if self.plan.kept[original] in _PLAIN_LAYOUT:
+            return self._channel_mean_by_matmul(tensor, channels, self.plan.sizes[original])
         weight = self.constant(('mean', channels),
                                lambda: np.full((1, channels, 1, 1), 1.0 / channels, np.float32))
         return self.node('Conv', [tensor, weight], 'channel_mean', kernel_shape=[1, 1])
+
+    def _channel_mean_by_matmul(self, tensor: str, channels: int, size: tuple[int, int]) -> str:
+        rows = self.constant(('rows', channels), lambda: np.asarray([0, channels, -1], np.int64))
+        weight = self.constant(('mean_row', channels),
+                               lambda: np.full((1, channels), 1.0 / channels, np.float32))
+        mean = self.node('MatMul', [weight, self.node('Reshape', [tensor, rows], 'rows')],
+                         'channel_mean')
+        shape = self.constant(('map', *size), lambda: np.asarray([0, 1, *size], np.int64))
+        return self.node('Reshape', [mean, shape], 'map')
 
     def scale_up(self, mask: str, step: ScaleUp) -> str:
         if step.op_type == 'Pad':
