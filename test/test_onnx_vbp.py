@@ -308,14 +308,22 @@ def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
     assert all(1 in kernel for kernel in kernels)
 
 
-@pytest.mark.parametrize('name, mean_op', [('pilotnet_relu', 'Conv'), ('pilotnet_elu', 'MatMul')])
+def channel_mean_ops(model: nn.Module, shape: tuple[int, int, int]) -> list[str]:
+    graph = add_visualbackprop(export_onnx(model.eval(), shape))
+    return [node.op_type for node in graph.graph.node if 'channel_mean' in node.name]
+
+
+@pytest.mark.parametrize('name, mean_op', [('pilotnet', 'Conv'), ('pilotnet_elu', 'MatMul')])
 def test_channel_means_read_the_layout_onnxruntime_keeps(name: str, mean_op: str) -> None:
-    """ReLU outputs stay in onnxruntime's blocked layout, where a 1x1 Conv reads them; ELU
-    outputs do not, and a MatMul reads them without a copy into that layout."""
-    model, shape = build(name)
-    graph = add_visualbackprop(export_onnx(model, shape))
-    means = [node.op_type for node in graph.graph.node if 'channel_mean' in node.name]
-    assert means == [mean_op] * len(plan_visualbackprop(export_onnx(model, shape)).kept)
+    """ReLU outputs (24 to 64 channels here) stay in onnxruntime's blocked layout, where a 1x1
+    Conv reads them; ELU outputs do not, and a MatMul reads them without a copy into it."""
+    assert channel_mean_ops(networks.build_network(name), (3, 66, 200)) == [mean_op] * 5
+
+
+def test_channel_means_under_one_block_of_channels_are_matmuls() -> None:
+    """Below 16 channels onnxruntime keeps tensors in the plain layout (all of them here)."""
+    model, shape = build('pilotnet_relu')
+    assert channel_mean_ops(model, shape) == ['MatMul'] * 4
 
 
 def test_constant_mask_is_zeros_not_nan() -> None:

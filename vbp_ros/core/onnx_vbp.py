@@ -30,7 +30,7 @@ Masks, deepest first: ``M(t) = A(t) * sum over consumers c of scale_up(M(c))`` w
 ``A(t)`` the channel mean of ``Relu(t)`` for kept tensors (the Relu is left out after ReLU and
 ReLU6, whose outputs are not negative) and 1 otherwise; a kept tensor without a masked consumer
 starts with ``M(t) = A(t)``. The channel mean is a 1x1 ``Conv`` of weight 1/C, or a ``MatMul``
-after the activations that onnxruntime keeps out of its blocked layout (``_PLAIN_LAYOUT``).
+where onnxruntime holds the tensor in its plain layout (``_PLAIN_LAYOUT``, ``_BLOCK_CHANNELS``).
 The mask is ``M(input)``, min-max normalized per image, float32, (N, 1, H, W), as the extra
 graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks are divided by their
 per-image maximum at kept *narrow points*: tensors every path of the mask flow passes through,
@@ -74,11 +74,15 @@ RULES: dict[str, str] = {
     **dict.fromkeys(('Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Erf'), GATE),
 }
 _NONNEGATIVE = {'Relu'}  # activations whose output needs no Relu before the channel mean
-# Activations that onnxruntime's CPU provider cannot fuse into its blocked-layout (NCHWc)
-# convolutions, so their outputs stay in the plain layout. There the channel mean is a MatMul;
-# a 1x1 Conv would first copy the whole tensor into the blocked layout. Everything else is
-# blocked there, and a 1x1 Conv reads it as it lies (a MatMul would copy it out).
+# Where onnxruntime's CPU provider holds a kept tensor in its plain layout, the channel mean is
+# a MatMul, which reads it as it lies; a 1x1 Conv would copy it into the blocked (NCHWc) layout
+# first, or, under one block of channels, take a slow plain-input path. That is: after the
+# activations it cannot fuse into its blocked convolutions, and for fewer channels than its
+# block (16 with AVX-512; 8 with AVX2, where 8 to 15 channels then cost one copy out of the
+# blocked layout). Other tensors are blocked, and a 1x1 Conv reads them in place (a MatMul
+# would copy them out).
 _PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
+_BLOCK_CHANNELS = 16
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 
 
@@ -654,7 +658,7 @@ class _Writer:
         if tensor not in self.plan.nonnegative:
             tensor = self.node('Relu', [tensor], 'positive')
         channels = self.plan.channels[original]
-        if self.plan.kept[original] in _PLAIN_LAYOUT:
+        if self.plan.kept[original] in _PLAIN_LAYOUT or channels < _BLOCK_CHANNELS:
             return self._channel_mean_by_matmul(tensor, channels, self.plan.sizes[original])
         weight = self.constant(('mean', channels),
                                lambda: np.full((1, channels, 1, 1), 1.0 / channels, np.float32))
