@@ -245,23 +245,30 @@ def mask_costs(network: str, repetitions: int, rounds: int, warmup: int,
                clock: str = 'wall') -> list[MaskCost]:
     """The mask's cost in torch and in the onnxruntime graph on one network, at one thread
     (torch's threads must already be set to one) and batch 1: ``repetitions`` times, each
-    timing the four runs interleaved over ``rounds`` rounds."""
+    timing a backend's forward pass and forward + mask interleaved over ``rounds`` rounds.
+    The backends take turns but are not interleaved with each other: a forward pass timed
+    right after the other backend's run would find the caches emptied by it, and the mask's
+    cost would come out too low."""
     probe = build_network(network)
     x = torch.rand(1, probe.in_channels, *probe.input_size)
     runners, cleanups, refused = method_runners(network, x, ('forward', 'vbp'))
     runners.update(onnxruntime_runners(network, x, ONNXRUNTIME_METHODS, threads=1))
     for method, reason in refused.items():
         print(f'{network}: {method} refused: {reason}', file=sys.stderr)
-    runs = [time_methods(runners, rounds, warmup, clock=CLOCKS[clock][0])
-            for _ in range(repetitions)]
+    backends = {backend: names for backend, names in MASK_COST_METHODS.items()
+                if all(name in runners for name in names)}
+    runs = {backend: [] for backend in backends}
+    for _ in range(repetitions):
+        for backend, names in backends.items():
+            runs[backend].append(time_methods({name: runners[name] for name in names}, rounds,
+                                              warmup, clock=CLOCKS[clock][0]))
     for cleanup in cleanups:
         cleanup()
     return [MaskCost(network, backend,
-                     tuple(float(np.median(times[forward])) for times in runs),
+                     tuple(float(np.median(times[forward])) for times in runs[backend]),
                      tuple(mask_cost_percent(times[with_mask], times[forward])
-                           for times in runs))
-            for backend, (forward, with_mask) in MASK_COST_METHODS.items()
-            if with_mask in runners]
+                           for times in runs[backend]))
+            for backend, (forward, with_mask) in backends.items()]
 
 
 def format_mask_costs(costs: list[MaskCost], rounds: int, clock: str) -> str:
