@@ -665,6 +665,7 @@ class _Writer:
         return self.node('Conv', [tensor, weight], 'channel_mean', kernel_shape=[1, 1])
 
     def _channel_mean_by_matmul(self, tensor: str, channels: int, size: tuple[int, int]) -> str:
+        """The channel mean as (N, C, H*W), multiplied by a row of 1/C, back to (N, 1, H, W)."""
         rows = self.constant(('rows', channels), lambda: np.asarray([0, channels, -1], np.int64))
         weight = self.constant(('mean_row', channels),
                                lambda: np.full((1, channels), 1.0 / channels, np.float32))
