@@ -1,10 +1,14 @@
 """vbp-bench prints its table with both backends, timed side by side, and the engine's
-figures: its stages, and several cameras batched against separate passes."""
+figures: its stages, and several cameras batched against separate passes; and issue 19's
+figure, the mask's cost as % of the forward pass against its targets."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from vbp_ros.tools import bench
 
@@ -24,3 +28,34 @@ def test_bench_times_torch_and_onnxruntime_side_by_side(tmp_path: Path, capsys) 
     assert printed.count('engine, NetSVF, mono8') == 2 and 'onnxruntime' in printed
     assert printed.count('engine, NetSVF, 3 cameras') == 2
     assert 'a frame as one batch' in printed
+
+
+def test_mask_cost_is_the_median_paired_difference_over_the_median_forward() -> None:
+    forward = np.array([10.0, 12.0, 11.0, 30.0])
+    with_mask = np.array([11.0, 13.5, 12.0, 31.0])  # paired differences 1, 1.5, 1, 1
+    # not the difference of the medians (12.75 - 11.5), which a slow round would skew
+    assert bench.mask_cost_percent(with_mask, forward) == pytest.approx(100.0 * 1.0 / 11.5)
+
+
+def test_mask_cost_takes_the_best_repetition_against_the_issue_target() -> None:
+    missed = bench.MaskCost('netsvf', 'onnxruntime', (15.0, 15.4), (12.0, 10.5))
+    met = bench.MaskCost('resnet18', 'onnxruntime', (10.0, 10.2), (6.0, 4.9))
+    untargeted = bench.MaskCost('authors', 'torch', (9.0,), (7.0,))
+    assert (missed.best, missed.target, missed.verdict) == (10.5, 10.0, 'MISSED')
+    assert (met.best, met.target, met.verdict) == (4.9, 5.0, 'met')
+    assert (untargeted.target, untargeted.verdict) == (None, '')
+    table = bench.format_mask_costs([missed, met, untargeted], rounds=50, clock='cpu')
+    header, columns, *rows = table.splitlines()
+    assert 'best of 2 repetitions of 50 rounds' in header and 'CPU time' in header
+    assert rows[0].split() == ['netsvf', 'onnxruntime', '15.20', '12.0', '10.5', '10.5', '10',
+                               'MISSED']
+    assert rows[1].split()[-3:] == ['4.9', '5', 'met']
+    assert rows[2].split()[-2:] == ['7.0', '-']
+
+
+def test_mask_cost_mode_times_both_backends_per_network(capsys) -> None:
+    assert bench.main(['--mask-cost', '--networks', 'authors', '--repeats', '3',
+                       '--repetitions', '2', '--warmup', '1', '--clock', 'cpu']) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [['authors', 'torch'], ['authors', 'onnxruntime']]
+    assert all(len(row) == 7 and row[-1] == '-' for row in rows)  # forward, 2 runs, best, target

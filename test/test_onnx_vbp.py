@@ -280,6 +280,52 @@ def test_deep_networks_do_not_underflow() -> None:
     np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
 
 
+def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
+    """On a chain every kept tensor is a narrow point; the shallowest one's mask meets no
+    further product, so dividing it by its maximum would guard nothing."""
+    model, shape = build('pilotnet_relu')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    kept = list(plan.kept)
+    assert set(kept) <= plan.narrow
+    assert plan.rescaled == set(kept[1:])
+    graph = add_visualbackprop(export_onnx(model, shape))
+    assert sum(node.name.startswith('vbp/rescaled') for node in graph.graph.node) == len(kept) - 1
+
+
+def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
+    """The all-ones kernel is separable: a k x k edge is two one-dimensional ConvTransposes,
+    and the 1x1 convolutions of MobileNet's blocks, which change nothing, take none."""
+    model, shape = build('mobilenet')
+    plan = plan_visualbackprop(export_onnx(model, shape))
+    steps = [e.scale_up for edges in plan.edges.values() for e in edges if e.scale_up]
+    assert sum(step.kernel == (1, 1) and step.strides == (1, 1) for step in steps) >= 4
+    changing = [s for s in steps if s.kernel != (1, 1) or s.strides != (1, 1)]
+    graph = add_visualbackprop(export_onnx(model, shape))
+    kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in graph.graph.node
+               if node.op_type == 'ConvTranspose' for a in node.attribute
+               if a.name == 'kernel_shape']
+    assert len(kernels) == 2 * len(changing)
+    assert all(1 in kernel for kernel in kernels)
+
+
+def channel_mean_ops(model: nn.Module, shape: tuple[int, int, int]) -> list[str]:
+    graph = add_visualbackprop(export_onnx(model.eval(), shape))
+    return [node.op_type for node in graph.graph.node if 'channel_mean' in node.name]
+
+
+@pytest.mark.parametrize('name, mean_op', [('pilotnet', 'Conv'), ('pilotnet_elu', 'MatMul')])
+def test_channel_means_read_the_layout_onnxruntime_keeps(name: str, mean_op: str) -> None:
+    """ReLU outputs (24 to 64 channels here) stay in onnxruntime's blocked layout, where a 1x1
+    Conv reads them; ELU outputs do not, and a MatMul reads them without a copy into it."""
+    assert channel_mean_ops(networks.build_network(name), (3, 66, 200)) == [mean_op] * 5
+
+
+def test_channel_means_under_one_block_of_channels_are_matmuls() -> None:
+    """Below 16 channels onnxruntime keeps tensors in the plain layout (all of them here)."""
+    model, shape = build('pilotnet_relu')
+    assert channel_mean_ops(model, shape) == ['MatMul'] * 4
+
+
 def test_constant_mask_is_zeros_not_nan() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 1))
     nn.init.zeros_(model[0].weight)

@@ -10,10 +10,12 @@ entry per operator type:
   ReLU6, ThresholdedRelu): its output is *kept*. Gated activations, ``x * gate(x)`` with a gate
   of Sigmoid (SiLU), HardSigmoid (hard swish), Tanh(Softplus) (Mish) or the erf form of GELU,
   are found as their ``Mul``; the gate's own nodes take no part.
-- ``spatial`` (Conv, MaxPool, AveragePool, Pad): the mask is scaled up along the edge by a
-  one-channel all-ones ``ConvTranspose`` with the node's kernel, strides, dilations and pads
-  (explicit or ``auto_pad``), its output padding (or extra end crop, for ``ceil_mode``) making
-  the size equal the node's input size exactly; a Pad's edge is a ``Slice``.
+- ``spatial`` (Conv, MaxPool, AveragePool, Pad): the mask is scaled up along the edge by the
+  one-channel all-ones transposed convolution with the node's kernel, strides, dilations and
+  pads (explicit or ``auto_pad``), its output padding (or extra end crop, for ``ceil_mode``)
+  making the size equal the node's input size exactly. The kernel is separable: two
+  one-dimensional ``ConvTranspose`` nodes, columns then rows, and none along an axis the node
+  leaves alone (1x1 convolutions); a Pad's edge is a ``Slice``.
 - ``identity`` (BatchNormalization and other normalizations, Dropout, Identity, Cast, pointwise
   Add/Sub/Mul/Div, residual adds, channel Concat): the mask passes unchanged to every operand
   that is a feature tensor.
@@ -25,13 +27,15 @@ node. The output of the last Conv or pooling before the head is kept too when no
 follows it (comma.ai's model).
 
 Masks, deepest first: ``M(t) = A(t) * sum over consumers c of scale_up(M(c))`` with
-``A(t) = ReduceMean(Relu(t), channels)`` for kept tensors (the Relu is left out after ReLU and
+``A(t)`` the channel mean of ``Relu(t)`` for kept tensors (the Relu is left out after ReLU and
 ReLU6, whose outputs are not negative) and 1 otherwise; a kept tensor without a masked consumer
-starts with ``M(t) = A(t)``. The mask is ``M(input)``, min-max normalized per image, float32,
-(N, 1, H, W), as the extra graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks
-are divided by their per-image maximum at *narrow points*: tensors every path of the mask flow
-passes through, so that every term of every later sum is scaled alike and the normalized mask
-does not change.
+starts with ``M(t) = A(t)``. The channel mean is a 1x1 ``Conv`` of weight 1/C, or a ``MatMul``
+where onnxruntime holds the tensor in its plain layout (``_PLAIN_LAYOUT``, ``_BLOCK_CHANNELS``).
+The mask is ``M(input)``, min-max normalized per image, float32, (N, 1, H, W), as the extra
+graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks are divided by their
+per-image maximum at kept *narrow points*: tensors every path of the mask flow passes through,
+so that every term of every later sum is scaled alike and the normalized mask does not change;
+only where another product still follows on the way to the input.
 """
 
 from __future__ import annotations
@@ -70,6 +74,15 @@ RULES: dict[str, str] = {
     **dict.fromkeys(('Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Erf'), GATE),
 }
 _NONNEGATIVE = {'Relu'}  # activations whose output needs no Relu before the channel mean
+# Where onnxruntime's CPU provider holds a kept tensor in its plain layout, the channel mean is
+# a MatMul, which reads it as it lies; a 1x1 Conv would copy it into the blocked (NCHWc) layout
+# first, or, under one block of channels, take a slow plain-input path. That is: after the
+# activations it cannot fuse into its blocked convolutions, and for fewer channels than its
+# block (16 with AVX-512; 8 with AVX2, where 8 to 15 channels then cost one copy out of the
+# blocked layout). Other tensors are blocked, and a 1x1 Conv reads them in place (a MatMul
+# would copy them out).
+_PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
+_BLOCK_CHANNELS = 16
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 
 
@@ -116,7 +129,9 @@ class VBPGraphPlan:
         kept: kept tensors in graph order, each with the node kind that made it.
         order: the feature tensors that get a mask, from the deepest to the input.
         edges: per feature tensor, its consumers that carry a mask back.
-        narrow: tensors every path of the mask flow passes through (rescaled there).
+        narrow: tensors every path of the mask flow passes through.
+        rescaled: the kept narrow tensors whose mask meets another product on its way to the
+            input: there the mask is divided by its per-image maximum.
         head: the nodes where the feature part ends.
         channels: channel count per kept tensor.
     """
@@ -128,6 +143,7 @@ class VBPGraphPlan:
     order: list[str] = field(default_factory=list)
     edges: dict[str, list[Edge]] = field(default_factory=dict)
     narrow: set[str] = field(default_factory=set)
+    rescaled: set[str] = field(default_factory=set)
     head: list[str] = field(default_factory=list)
     channels: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -587,6 +603,13 @@ class _Reader:
             if reach <= position[tensor]:
                 plan.narrow.add(tensor)
             reach = max(reach, last_use[tensor])
+        # After the last product a division by the maximum guards nothing: the min-max
+        # normalization removes any per-image factor.
+        meets_product = dict.fromkeys(plan.order, False)
+        for tensor in reversed(plan.order):  # the input first
+            for edge in plan.edges[tensor]:
+                meets_product[edge.target] |= meets_product[tensor] or tensor in plan.kept
+        plan.rescaled = {t for t in plan.narrow & set(plan.kept) if meets_product[t]}
 
 
 # -- writing the mask into the graph --------------------------------------------------------------
@@ -635,9 +658,21 @@ class _Writer:
         if tensor not in self.plan.nonnegative:
             tensor = self.node('Relu', [tensor], 'positive')
         channels = self.plan.channels[original]
+        if self.plan.kept[original] in _PLAIN_LAYOUT or channels < _BLOCK_CHANNELS:
+            return self._channel_mean_by_matmul(tensor, channels, self.plan.sizes[original])
         weight = self.constant(('mean', channels),
                                lambda: np.full((1, channels, 1, 1), 1.0 / channels, np.float32))
         return self.node('Conv', [tensor, weight], 'channel_mean', kernel_shape=[1, 1])
+
+    def _channel_mean_by_matmul(self, tensor: str, channels: int, size: tuple[int, int]) -> str:
+        """The channel mean as (N, C, H*W), multiplied by a row of 1/C, back to (N, 1, H, W)."""
+        rows = self.constant(('rows', channels), lambda: np.asarray([0, channels, -1], np.int64))
+        weight = self.constant(('mean_row', channels),
+                               lambda: np.full((1, channels), 1.0 / channels, np.float32))
+        mean = self.node('MatMul', [weight, self.node('Reshape', [tensor, rows], 'rows')],
+                         'channel_mean')
+        shape = self.constant(('map', *size), lambda: np.asarray([0, 1, *size], np.int64))
+        return self.node('Reshape', [mean, shape], 'map')
 
     def scale_up(self, mask: str, step: ScaleUp) -> str:
         if step.op_type == 'Pad':
@@ -647,13 +682,27 @@ class _Writer:
                                  lambda: np.asarray([top + height, left + width], np.int64))
             axes = self.constant(('i64', 2, 3), lambda: np.asarray([2, 3], np.int64))
             return self.node('Slice', [mask, starts, ends, axes], 'unpad')
-        ones = self.constant(('ones', step.kernel),
-                             lambda: np.ones((1, 1, *step.kernel), np.float32))
-        return self.node('ConvTranspose', [mask, ones], 'scale_up',
-                         kernel_shape=list(step.kernel), strides=list(step.strides),
-                         dilations=list(step.dilations),
-                         pads=[*step.begin, *step.end_crop],
-                         output_padding=list(step.output_padding))
+        # The all-ones kernel is separable: one pass per axis does k instead of k * k additions
+        # per pixel (onnxruntime's one-channel ConvTranspose costs in proportion), columns
+        # first, as in vbp.py. Axes the edge leaves alone (1x1 convolutions) take no node.
+        for axis in (1, 0):
+            geometry = (step.kernel[axis], step.strides[axis], step.begin[axis],
+                        step.end_crop[axis], step.output_padding[axis])
+            if geometry != (1, 1, 0, 0, 0):
+                mask = self._scale_up_axis(mask, step, axis)
+        return mask
+
+    def _scale_up_axis(self, mask: str, step: ScaleUp, axis: int) -> str:
+        def along(value: int, other: int) -> list[int]:
+            return [value, other] if axis == 0 else [other, value]
+
+        kernel = along(step.kernel[axis], 1)
+        ones = self.constant(('ones', *kernel), lambda: np.ones((1, 1, *kernel), np.float32))
+        return self.node('ConvTranspose', [mask, ones], 'scale_up', kernel_shape=kernel,
+                         strides=along(step.strides[axis], 1),
+                         dilations=along(step.dilations[axis], 1),
+                         pads=along(step.begin[axis], 0) + along(step.end_crop[axis], 0),
+                         output_padding=along(step.output_padding[axis], 0))
 
     def rescale(self, mask: str) -> str:
         """Divide each image's mask by its maximum (never by less than float32's tiny)."""
@@ -684,7 +733,7 @@ class _Writer:
             if tensor in plan.kept:
                 averaged = self.averaged_map(tensor)
                 mask = averaged if total is None else self.node('Mul', [averaged, total], 'mask')
-            if tensor in plan.narrow and tensor != plan.input and tensor in plan.kept:
+            if tensor in plan.rescaled:
                 mask = self.rescale(mask)
             masks[tensor] = mask
         self.normalize(masks[plan.input])

@@ -11,6 +11,12 @@ Methods are timed interleaved (one repetition of each in turn, over every backen
 from other processes affects all of them alike; medians and 90th percentiles are over the
 warmed-up repetitions. Timings do not depend on the weights, so every network is timed with its
 initial weights.
+
+``--mask-cost`` prints issue 19's figure instead: what VisualBackProp's mask adds to the forward
+pass, in torch and inside the onnxruntime graph, at one thread and batch 1, as % of the forward
+pass: the median over rounds of (forward + mask) - forward timed back to back, per repetition,
+and the best of the repetitions against the target, met or MISSED. ``--clock cpu`` times the
+calling thread's CPU time, which waiting for the cores of a shared machine does not inflate.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,6 +47,18 @@ RECORD_KEYS = ('network', 'batch', 'device', 'backend', 'method', 'median_ms', '
                'mask_ms')
 METHODS = ('forward', *EXPLAINERS, 'vbp_mask', 'lrp_reference')
 ONNXRUNTIME_METHODS = ('forward', 'vbp')  # what the onnxruntime backend runs
+# What --clock reads, and how the tables name it.
+CLOCKS = {'wall': (time.perf_counter, 'wall-clock time'),
+          'cpu': (time.thread_time, "the calling thread's CPU time")}
+#: Issue 19's targets for the mask's cost, % of the forward pass, by (backend, network).
+MASK_TARGETS: dict[tuple[str, str], float] = {
+    ('onnxruntime', 'netsvf'): 10.0, ('onnxruntime', 'pilotnet_elu'): 10.0,
+    ('onnxruntime', 'resnet18'): 5.0, ('onnxruntime', 'mobilenet_v2'): 5.0,
+    ('torch', 'netsvf'): 5.0}
+MASK_COST_NETWORKS = ('netsvf', 'pilotnet_elu', 'resnet18', 'mobilenet_v2')
+# The forward pass and forward + mask of each backend, as named by the runners below.
+MASK_COST_METHODS = {'torch': ('forward', 'vbp'),
+                     'onnxruntime': ('forward[onnxruntime]', 'vbp[onnxruntime]')}
 
 
 def method_runners(network: str, x: torch.Tensor, methods: Sequence[str]
@@ -106,17 +126,18 @@ def _inference(function: Callable[[torch.Tensor], object], x: torch.Tensor) -> o
 
 
 def bench_network(network: str, batch: int, methods: Sequence[str], repeats: int,
-                  warmup: int, backends: Sequence[str] = ('torch',), threads: int = 0
-                  ) -> list[dict]:
+                  warmup: int, backends: Sequence[str] = ('torch',), threads: int = 0,
+                  clock: str = 'wall') -> list[dict]:
     """Records for each method and backend of one network at one batch size on the CPU
-    (``threads``: onnxruntime's intra-op threads, 0 for its default)."""
+    (``threads``: onnxruntime's intra-op threads, 0 for its default; ``clock``: a key of
+    :data:`CLOCKS`)."""
     probe = build_network(network)
     x = torch.rand(batch, probe.in_channels, *probe.input_size)
     runners, cleanups, refused = (method_runners(network, x, methods) if 'torch' in backends
                                   else ({}, [], {}))
     if 'onnxruntime' in backends:
         runners.update(onnxruntime_runners(network, x, methods, threads))
-    times = time_methods(runners, repeats, warmup)
+    times = time_methods(runners, repeats, warmup, clock=CLOCKS[clock][0])
     for cleanup in cleanups:
         cleanup()
     for method, reason in refused.items():
@@ -187,6 +208,86 @@ def engine_cameras(cameras: int, rounds: int, backend: str = 'torch') -> str:
             f'forward passes ({separate / batched:.2f}x)')
 
 
+def mask_cost_percent(with_mask: np.ndarray, forward: np.ndarray) -> float:
+    """The mask's cost as % of the forward pass: the median over rounds of (forward + mask) -
+    forward, timed back to back, over the median forward pass (milliseconds in both)."""
+    return 100.0 * paired_extra_ms(with_mask, forward) / float(np.median(forward))
+
+
+@dataclass(frozen=True)
+class MaskCost:
+    """The mask's cost on one network and backend, one figure per repetition."""
+
+    network: str
+    backend: str
+    forward_ms: tuple[float, ...]  # median forward pass, per repetition
+    percents: tuple[float, ...]  # mask_cost_percent, per repetition
+
+    @property
+    def best(self) -> float:
+        """The lowest cost of the repetitions (the one least disturbed by other load)."""
+        return min(self.percents)
+
+    @property
+    def target(self) -> float | None:
+        """Issue 19's target, where it sets one."""
+        return MASK_TARGETS.get((self.backend, self.network))
+
+    @property
+    def verdict(self) -> str:
+        """'met' or 'MISSED' against the target; '' without one."""
+        if self.target is None:
+            return ''
+        return 'met' if self.best <= self.target else 'MISSED'
+
+
+def mask_costs(network: str, repetitions: int, rounds: int, warmup: int,
+               clock: str = 'wall') -> list[MaskCost]:
+    """The mask's cost in torch and in the onnxruntime graph on one network, at one thread
+    (torch's threads must already be set to one) and batch 1: ``repetitions`` times, each
+    timing a backend's forward pass and forward + mask interleaved over ``rounds`` rounds.
+    The backends take turns but are not interleaved with each other: a forward pass timed
+    right after the other backend's run would find the caches emptied by it, and the mask's
+    cost would come out too low."""
+    probe = build_network(network)
+    x = torch.rand(1, probe.in_channels, *probe.input_size)
+    runners, cleanups, refused = method_runners(network, x, ('forward', 'vbp'))
+    runners.update(onnxruntime_runners(network, x, ONNXRUNTIME_METHODS, threads=1))
+    for method, reason in refused.items():
+        print(f'{network}: {method} refused: {reason}', file=sys.stderr)
+    backends = {backend: names for backend, names in MASK_COST_METHODS.items()
+                if all(name in runners for name in names)}
+    runs = {backend: [] for backend in backends}
+    for _ in range(repetitions):
+        for backend, names in backends.items():
+            runs[backend].append(time_methods({name: runners[name] for name in names}, rounds,
+                                              warmup, clock=CLOCKS[clock][0]))
+    for cleanup in cleanups:
+        cleanup()
+    return [MaskCost(network, backend,
+                     tuple(float(np.median(times[forward])) for times in runs[backend]),
+                     tuple(mask_cost_percent(times[with_mask], times[forward])
+                           for times in runs[backend]))
+            for backend, (forward, with_mask) in backends.items()]
+
+
+def format_mask_costs(costs: list[MaskCost], rounds: int, clock: str) -> str:
+    """The costs as a table: per repetition, the best, the target and whether it is met."""
+    repetitions = max((len(c.percents) for c in costs), default=0)
+    lines = [f'VisualBackProp mask cost as % of the forward pass: median of paired differences '
+             f'((forward + mask) - forward, back to back), best of {repetitions} repetitions '
+             f'of {rounds} rounds; one thread, batch 1, {CLOCKS[clock][1]}',
+             f'{"network":<14}{"backend":<13}{"forward ms":>11}  {"repetitions %":<22}'
+             f'{"best %":>7}{"target %":>10}  verdict']
+    for cost in costs:
+        target = '-' if cost.target is None else f'{cost.target:.0f}'
+        runs = ' '.join(f'{p:.1f}' for p in cost.percents)
+        lines.append(f'{cost.network:<14}{cost.backend:<13}'
+                     f'{float(np.median(cost.forward_ms)):>11.2f}  {runs:<22}'
+                     f'{cost.best:>7.1f}{target:>10}  {cost.verdict}')
+    return '\n'.join(lines)
+
+
 def format_table(records: list[dict]) -> str:
     """Records as a text table, with each mask's own cost (paired against the forward pass),
     that cost relative to the forward pass, and how many times VisualBackProp's it is."""
@@ -222,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='frames for the engine stage breakdown (0: skip)')
     parser.add_argument('--cameras', type=int, default=3,
                         help='cameras for the batched-against-separate engine figure (0: skip)')
-    parser.add_argument('--networks', default='netsvf',
+    parser.add_argument('--networks', default=None,
                         help=f'comma-separated, from {",".join(NETWORKS)}, or zoo for '
-                        f'{",".join(ZOO)} (%(default)s)')
+                        f'{",".join(ZOO)} (netsvf; with --mask-cost '
+                        f'{",".join(MASK_COST_NETWORKS)})')
     parser.add_argument('--batches', default='1,8', help='comma-separated (%(default)s)')
     parser.add_argument('--repeats', type=int, default=50, help='timed repetitions (%(default)s)')
     parser.add_argument('--warmup', type=int, default=5, help='untimed repetitions (%(default)s)')
@@ -234,13 +336,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=0,
                         help='torch and onnxruntime CPU threads (0: their default, one per '
                              'physical core)')
+    parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                        help="wall time, or the calling thread's CPU time (%(default)s)")
+    parser.add_argument('--mask-cost', action='store_true',
+                        help="only issue 19's figure: the mask's cost as %% of the forward "
+                             'pass in torch and onnxruntime, one thread, batch 1, best of '
+                             '--repetitions, against the targets')
+    parser.add_argument('--repetitions', type=int, default=3,
+                        help='with --mask-cost: repetitions of --repeats rounds (%(default)s)')
     parser.add_argument('--json', metavar='PATH', help='also write the records as JSON')
     args = parser.parse_args(argv)
-    networks = [n for name in args.networks.split(',')
+    default_networks = ','.join(MASK_COST_NETWORKS) if args.mask_cost else 'netsvf'
+    networks = [n for name in (args.networks or default_networks).split(',')
                 for n in (ZOO if name == 'zoo' else (name,))]
     unknown = sorted(set(networks) - set(NETWORKS))
     if unknown:
         parser.error(f'unknown networks: {", ".join(unknown)}')
+    if args.mask_cost:
+        torch.set_num_threads(1)
+        costs = [cost for network in networks for cost in mask_costs(
+            network, args.repetitions, args.repeats, args.warmup, args.clock)]
+        print(format_mask_costs(costs, args.repeats, args.clock))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods.split(',')
@@ -252,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown backends: {", ".join(unknown)} (torch, onnxruntime)')
     records = [record for network in networks for batch in map(int, args.batches.split(','))
                for record in bench_network(network, batch, methods, args.repeats, args.warmup,
-                                           backends, args.threads)]
+                                           backends, args.threads, args.clock)]
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')
     print(format_table(records))
     print('\n'.join(speedups(records)))
