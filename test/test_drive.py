@@ -172,7 +172,8 @@ def test_a_foxglove_client_receives_the_live_overlay_while_the_drive_runs(tmp_pa
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen([DRIVE, '--no-record', '--log-dir', str(tmp_path / 'logs'),
-                                '--foxglove-port', str(port), '--namespace', 'live_drive'],
+                                '--foxglove-port', str(port), '--namespace', 'live_drive',
+                                '--watch-live-view'],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:
@@ -197,3 +198,7 @@ def test_a_foxglove_client_receives_the_live_overlay_while_the_drive_runs(tmp_pa
     assert fields[3] == b'jpeg'
     picture = cv2.imdecode(np.frombuffer(fields[2], np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape == (480, 640, 3)
+    # --watch-live-view: vbp-drive's own client on every channel, its rates in the summary
+    live = json.loads((tmp_path / 'logs' / 'summary.json').read_text())['live view client']
+    assert live['messages'][overlay] >= 5 and 0 < live['messages a second'][overlay] <= 16
+    assert 'live view client received (messages a second): ' in output

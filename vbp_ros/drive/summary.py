@@ -133,6 +133,10 @@ def format_summary(summary: dict) -> str:
             stamped = recorded_['images with a camera frame stamp'].get(topic)
             note = f' ({stamped} with a camera frame stamp)' if stamped is not None else ''
             lines.append(f'  {topic}: {count}{note}')
+    live = summary.get('live view client')
+    if live is not None:
+        lines.append('live view client received (messages a second): ' + ', '.join(
+            f'{topic} {rate:.1f}' for topic, rate in live['messages a second'].items()))
     lines.append(f"logs and summary.json: {summary['logs']}")
     return '\n'.join(lines)
 

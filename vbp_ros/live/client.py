@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -87,6 +88,43 @@ class FoxgloveClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.connection.close()
+
+
+class ChannelWatcher:
+    """A client subscribed to every channel of a live view, reading on a thread of its own
+    from its creation (once ``wait_for`` topics are advertised) until :meth:`stop`: what a
+    viewer in a browser costs the server, and what it receives."""
+
+    def __init__(self, port: int, wait_for: set[str]) -> None:
+        self.client = FoxgloveClient(port).__enter__()
+        self.client.read_advertisements(wait_for)
+        self.client.subscribe(sorted(self.client.channels))
+        self.started = time.monotonic()
+        self._running = True
+        self._thread = threading.Thread(target=self._read, name='live_view_client',
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while self._running:
+            self.client.collect(0.1)
+
+    def stop(self) -> tuple[float, dict[str, int]]:
+        """Disconnect; the seconds connected and the messages received per channel."""
+        self._running = False
+        self._thread.join()
+        self.client.__exit__(None, None, None)
+        return time.monotonic() - self.started, {
+            topic: len(messages) for topic, messages in self.client.received.by_topic.items()}
+
+    def rates_hz(self) -> dict[str, float]:
+        """Messages a second per channel while it flowed: from its first message's log time
+        to its last one (channels with fewer than two messages give 0)."""
+        rates = {}
+        for topic, messages in self.client.received.by_topic.items():
+            span_ns = messages[-1][0] - messages[0][0] if len(messages) > 1 else 0
+            rates[topic] = (len(messages) - 1) / span_ns * 1e9 if span_ns > 0 else 0.0
+        return rates
 
 
 def protobuf_fields(payload: bytes) -> dict[int, bytes | int]:

@@ -34,8 +34,9 @@ from ..drive.supervisor import Child, first_exited
 from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
-                         MASK_ROI_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_OUTPUTS,
-                         VBP_PARAMS)
+                         MASK_ROI_TOPIC, OVERLAY_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE,
+                         VBP_OUTPUTS, VBP_PARAMS)
+from ..live.client import ChannelWatcher
 from .drive_monitor import DriveMonitor
 from .paths import share
 from .runner import StopRequest
@@ -68,15 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         monitor = DriveMonitor(options.namespace, options.image_topic)
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
+        watcher = None
         try:
             failure = _start(children, monitor, executor, request.recorded_topics(), stop)
             if failure is None and not stop.requested:
+                if options.watch_live_view:  # the live view runs once vbp_node subscribes
+                    watcher = ChannelWatcher(options.foxglove_port,
+                                             {monitor.resolve_topic_name(OVERLAY_TOPIC)})
                 failure = _run(children, monitor, executor, options.duration, stop)
         finally:
             print()
+            live = _watched(watcher)
             codes = _stop_all(children, monitor, executor)
         summary = drive_summary(monitor.seen, bag, codes, log_dir, monitor.final_counts(),
                                 monitor.image_topic if request.records_camera() else None)
+        if live is not None:
+            summary['live view client'] = live
         monitor.destroy_node()
     problems = ([failure] if failure else []) + drive_problems(summary)
     summary['problems'] = problems
@@ -85,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f'vbp-drive: {problem}', file=sys.stderr)
     return 1 if problems else 0
+
+
+def _watched(watcher: ChannelWatcher | None) -> dict | None:
+    """What the live-view client received, for the summary (None without one)."""
+    if watcher is None:
+        return None
+    seconds, messages = watcher.stop()
+    return {'seconds connected': round(seconds, 1), 'messages': messages,
+            'messages a second': {topic: round(rate, 2)
+                                  for topic, rate in sorted(watcher.rates_hz().items())}}
 
 
 def _stop_all(children: list[Child], monitor: DriveMonitor,
@@ -124,6 +142,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--foxglove-port', type=int, default=None, metavar='PORT',
                         help='live view of vbp_node for Foxglove/Lichtblick on this WebSocket '
                              'port of 127.0.0.1 (default: the parameter file\'s, 0: off)')
+    parser.add_argument('--watch-live-view', action='store_true',
+                        help='connect a Foxglove client to every channel of the live view '
+                        '(needs --foxglove-port) and report the messages a second it '
+                        'received, as a browser would')
     parser.add_argument('--image-topic', default=DEFAULT_CAMERA_TOPIC,
                         help='camera topic between road_camera and vbp_node')
     parser.add_argument('--namespace', default='', help='namespace of every node and topic')
@@ -136,6 +158,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.duration < 0:
         parser.error('--duration must not be negative')
+    if options.watch_live_view and not options.foxglove_port:
+        parser.error('--watch-live-view needs --foxglove-port')
     for path in (options.params_file, options.camera_params_file, options.record_params_file):
         if not path.is_file():
             parser.error(f'{path} does not exist')

@@ -40,7 +40,7 @@ from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC,
                          PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC)
-from ..live.client import FoxgloveClient
+from ..live.client import ChannelWatcher
 from .messages import header_ns, image_message, time_message
 from .paths import share
 
@@ -197,33 +197,19 @@ def run(model: str, rate: float, duration: float, width: int, height: int,
 
 
 class LiveViewer:
-    """A Foxglove client subscribed to every channel of the node's live view, reading on a
-    thread of its own until :meth:`stop`."""
+    """A :class:`~vbp_ros.live.client.ChannelWatcher` on the node's live view, and what had
+    been sent and answered before it came."""
 
     def __init__(self, port: int, sent_before: int, answered_before: dict[str, int]) -> None:
         self.sent_before = sent_before  # frames sent, and figures per key, before it came
         self.answered_before = answered_before
-        self.client = FoxgloveClient(port).__enter__()
-        self.client.read_advertisements({'/vbp/overlay'})
-        self.client.subscribe(sorted(self.client.channels))
-        self.started = time.monotonic()
-        self._running = True
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while self._running:
-            self.client.collect(0.1)
+        self.watcher = ChannelWatcher(port, {'/vbp/overlay'})
 
     def stop(self) -> dict:
         """What the client received: messages per channel and its seconds connected."""
-        self._running = False
-        self._thread.join()
-        self.client.__exit__(None, None, None)
+        seconds, messages = self.watcher.stop()
         return {'sent_before': self.sent_before, 'answered_before': self.answered_before,
-                'seconds': time.monotonic() - self.started,
-                'messages': {topic: len(messages)
-                             for topic, messages in self.client.received.by_topic.items()}}
+                'seconds': seconds, 'messages': messages}
 
 
 def report(figures: dict) -> str:
