@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from vbp_ros.engine.build import build_engine
-from vbp_ros.engine.pipeline import ERROR, OK, WARN, Answer, FramePipeline, PipelineSettings
+from vbp_ros.engine.mailbox import LatestFrameMailbox
+from vbp_ros.engine.pipeline import (ERROR, OK, WARN, Answer, Arrival, FramePipeline,
+                                     PipelineSettings)
 from vbp_ros.pixels.overlay import red_overlay
 
 NOW_NS = 2_000_000_000_000
@@ -88,9 +90,14 @@ def settings(engine, **changes) -> PipelineSettings:
 
 
 def pipeline(engine, port: Port, log: Log | None = None, **changes) -> FramePipeline:
-    result = FramePipeline([''], port, log or Log(), lambda: NOW_NS)
+    """A pipeline fed through a newest-frame mailbox (see offer)."""
+    result = FramePipeline(LatestFrameMailbox(['']), port, log or Log(), lambda: NOW_NS)
     result.update(settings(engine, **changes))
     return result
+
+
+def offer(frames: FramePipeline, message: SimpleNamespace) -> None:
+    frames.source.put(Arrival(message, time.perf_counter()), '')
 
 
 def wait_for(condition, timeout: float = 20.0) -> bool:
@@ -105,10 +112,10 @@ def test_the_angle_goes_out_first_and_the_overlay_only_when_wanted(engine) -> No
     frames = pipeline(engine, port)
     frames.start()
     try:
-        frames.offer('', image(frame(1), NOW_NS - 5_000_000))
+        offer(frames, image(frame(1), NOW_NS - 5_000_000))
         assert wait_for(lambda: ('live', NOW_NS - 5_000_000) in port.calls)
         port.want_overlay = False
-        frames.offer('', image(frame(2), NOW_NS - 1_000_000))
+        offer(frames, image(frame(2), NOW_NS - 1_000_000))
         assert wait_for(lambda: ('live', NOW_NS - 1_000_000) in port.calls)
     finally:
         assert frames.stop(10.0)
@@ -131,7 +138,7 @@ def test_the_newest_frame_is_answered_and_the_others_counted(engine) -> None:
     port = Port()
     frames = pipeline(engine, port)
     for stamp in range(1, 4):  # waiting before the worker runs: only the newest is kept
-        frames.offer('', image(frame(stamp), NOW_NS - stamp))
+        offer(frames, image(frame(stamp), NOW_NS - stamp))
     frames.start()
     assert wait_for(lambda: port.answers)
     assert frames.stop(10.0)
@@ -144,7 +151,7 @@ def test_stop_answers_what_waits(engine) -> None:
     port = Port()
     frames = pipeline(engine, port)
     frames.start()
-    frames.offer('', image(frame(4), NOW_NS - 7))
+    offer(frames, image(frame(4), NOW_NS - 7))
     assert frames.stop(10.0)
     totals = frames.monitor.snapshot().totals
     assert totals['received'] == totals['processed'] + totals['dropped_superseded'] == 1
@@ -158,11 +165,11 @@ def test_bad_and_stale_frames_are_counted_and_the_next_is_answered(engine) -> No
     try:
         bad = image(frame(5), NOW_NS - 10)
         bad.encoding = 'bayer_rggb16'
-        frames.offer('', bad)
+        offer(frames, bad)
         assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == 1)
-        frames.offer('', image(frame(6), NOW_NS - 60_000_000))  # 60 ms old
+        offer(frames, image(frame(6), NOW_NS - 60_000_000))  # 60 ms old
         assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_stale'] == 1)
-        frames.offer('', image(frame(7), NOW_NS - 1_000_000))
+        offer(frames, image(frame(7), NOW_NS - 1_000_000))
         assert wait_for(lambda: port.answers)
     finally:
         assert frames.stop(10.0)
@@ -177,7 +184,7 @@ def test_a_frame_size_the_model_cannot_take_is_an_error_said_once(engine) -> Non
     frames.start()
     try:
         for stamp in (1, 2):
-            frames.offer('', image(np.zeros((100, 100), np.uint8), NOW_NS - stamp))
+            offer(frames, image(np.zeros((100, 100), np.uint8), NOW_NS - stamp))
             assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == stamp)
     finally:
         assert frames.stop(10.0)
@@ -194,7 +201,7 @@ def test_new_settings_reach_the_next_frame(engine, checkpoint) -> None:
         replacement = build_engine(checkpoint, device='cpu', threads=1)
         replacement.model_name = 'the replacement'
         frames.update(settings(replacement))
-        frames.offer('', image(frame(8), NOW_NS - 3))
+        offer(frames, image(frame(8), NOW_NS - 3))
         assert wait_for(lambda: port.answers)
     finally:
         assert frames.stop(10.0)

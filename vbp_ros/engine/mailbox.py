@@ -68,6 +68,11 @@ class LatestFrameMailbox:
         """Items replaced before the worker took them, all keys together."""
         return self.dropped_by_key.total()
 
+    def open(self) -> None:
+        """Let takes wait again after :meth:`close`."""
+        with self._condition:
+            self._closed = False
+
     def close(self) -> None:
         """Wake every waiting worker; later takes return at once unless items wait."""
         with self._condition:

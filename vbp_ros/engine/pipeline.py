@@ -1,12 +1,12 @@
 """vbp_node's frame pipeline, ROS-free: camera frames in, answers handed to an output port.
 
-The node feeds it (:meth:`FramePipeline.offer`, from the thread that takes the camera messages)
-and drains it through a :class:`FrameOutputs` port that publishes. In between, one worker
-thread:
+The node feeds it through a :class:`FrameSource` (the camera subscriptions themselves, or a
+:class:`~vbp_ros.engine.mailbox.LatestFrameMailbox` that a producer fills) and drains it
+through a :class:`FrameOutputs` port that publishes. In between, one worker thread:
 
-1. takes the newest frame of every camera at once from a
-   :class:`~vbp_ros.engine.mailbox.LatestFrameMailbox` (an older frame still waiting is
-   replaced and counted as superseded: latency never piles up);
+1. takes the newest frame of every camera at once from the source, when it is ready for them
+   (an older frame still waiting is replaced and counted as superseded: latency never piles
+   up, and a frame that is replaced costs nothing to process);
 2. prepares each: its stamp is checked (a stamp that gives no age is flagged and kept out of
    the latency figures), a frame older than ``max_age_ms`` is dropped, the message is decoded
    (a view of its data where the layout allows);
@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -38,7 +38,6 @@ from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import Crop, FrameError, FrameSizeError
 from ..pixels.overlay import draw_overlay
 from .engine import FrameResult, VBPEngine, output_problem
-from .mailbox import LatestFrameMailbox
 from .monitor import PipelineMonitor, Snapshot, stamp_problem
 
 WARN_PERIOD_S = 5.0  # the same warning at most this often
@@ -102,6 +101,23 @@ class Answer:
     result: FrameResult
 
 
+class FrameSource(Protocol):
+    """Where the worker takes its frames from (a :class:`LatestFrameMailbox` fits)."""
+
+    offered: int  # frames that reached the source, every camera together
+    dropped: int  # of them, replaced by a newer frame of their camera before they were taken
+
+    def take(self, timeout: float | None, gather_s: float, live_s: float
+             ) -> dict[str, Arrival]:
+        """The newest Arrival of every camera that has one (see LatestFrameMailbox.take)."""
+
+    def open(self) -> None:
+        """Take frames again after :meth:`close`."""
+
+    def close(self) -> None:
+        """Wake a waiting take; takes return what waits, at once, until :meth:`open`."""
+
+
 class FrameOutputs(Protocol):
     """What the pipeline publishes through (the ROS node), in the order it calls them."""
 
@@ -139,18 +155,18 @@ class _Ready:
 
 
 class FramePipeline:
-    """Newest-frame mailbox, worker, engine and counts of one node (see the module docstring).
+    """The worker, its engine and the counts of one node (see the module docstring).
 
     Args:
-        cameras: the cameras' names (mailbox keys).
+        source: where the frames come from.
         outputs: the port the answers go to (set before :meth:`start`).
         log: where problems are reported (each warning at most every WARN_PERIOD_S).
         now_ns: the node's clock (ROS time: simulated time in a replay), for stamps.
     """
 
-    def __init__(self, cameras: Sequence[str], outputs: FrameOutputs | None, log: Log,
+    def __init__(self, source: FrameSource, outputs: FrameOutputs | None, log: Log,
                  now_ns: Callable[[], int]) -> None:
-        self.cameras = tuple(cameras)
+        self.source = source
         self.outputs = outputs
         self.log = log
         self.now_ns = now_ns
@@ -159,8 +175,7 @@ class FramePipeline:
         self.settings: PipelineSettings | None = None
         self.engine: VBPEngine | None = None  # the engine the worker runs
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, what)
-        self._mailbox = LatestFrameMailbox(self.cameras)
-        self._superseded_seen = 0
+        self._counted = (0, 0)  # the source's offered and dropped frames, counted so far
         self._worker: threading.Thread | None = None
         self._running = False
         self._sizes_seen: set[object] = set()
@@ -168,11 +183,6 @@ class FramePipeline:
         self._overlays: dict[str, np.ndarray] = {}  # per camera, reused frame to frame
 
     # -- the node's side ----------------------------------------------------------------------
-
-    def offer(self, camera: str, message: object) -> None:
-        """A camera message has arrived (from any thread; never blocks)."""
-        self.monitor.count('received')
-        self._mailbox.put(Arrival(message, time.perf_counter()), camera)
 
     def update(self, settings: PipelineSettings) -> None:
         """Hand the worker new settings; it takes them up before its next frames."""
@@ -190,22 +200,21 @@ class FramePipeline:
         if self.settings is None:
             raise RuntimeError('the pipeline has no settings')
         self._running = True
+        self.source.open()
         self._worker = threading.Thread(target=self._work, name='vbp_worker', daemon=True)
         self._worker.start()
 
     def stop(self, timeout: float) -> bool:
         """Stop the worker once it has answered the frames in hand and those waiting (stop
-        offering first: every frame received is answered or counted); whether it did within
-        ``timeout`` seconds. Later offers wait for the next start."""
+        the producers first: every frame received is answered or counted); whether it did
+        within ``timeout`` seconds."""
         if self._worker is None:
             return True
         self._running = False
-        self._mailbox.close()
+        self.source.close()
         self._worker.join(timeout)
         stopped = not self._worker.is_alive()
         self._worker = None
-        self._mailbox = LatestFrameMailbox(self.cameras)
-        self._superseded_seen = 0
         return stopped
 
     def release(self) -> None:
@@ -240,9 +249,9 @@ class FramePipeline:
         reported as the health's ERROR, and the next frames are processed."""
         while True:
             waiting = self.settings
-            arrivals = self._mailbox.take(timeout=IDLE_WAKE_S, gather_s=waiting.batch_wait_s,
-                                          live_s=waiting.camera_stale_s)
-            self._count_superseded()
+            arrivals = self.source.take(IDLE_WAKE_S, waiting.batch_wait_s,
+                                        waiting.camera_stale_s)
+            self._count_arrivals()
             settings = self.settings  # the newest: a frame sent after a change sees it
             if settings.engine is not self.engine:  # between frames, also when idle
                 self._swap_engine(settings.engine)
@@ -255,11 +264,13 @@ class FramePipeline:
             except Exception as error:  # MemoryError too: keep serving, say what went wrong
                 self._report_failure('frame failed', error)
 
-    def _count_superseded(self) -> None:
-        dropped = self._mailbox.dropped
-        if dropped != self._superseded_seen:
-            self.monitor.count('dropped_superseded', dropped - self._superseded_seen)
-            self._superseded_seen = dropped
+    def _count_arrivals(self) -> None:
+        """Frames received and superseded since the last count, by the source's totals."""
+        offered, dropped = self.source.offered, self.source.dropped
+        if (offered, dropped) != self._counted:
+            self.monitor.count('received', offered - self._counted[0])
+            self.monitor.count('dropped_superseded', dropped - self._counted[1])
+            self._counted = (offered, dropped)
 
     def _swap_engine(self, engine: VBPEngine) -> None:
         self.engine = engine

@@ -11,10 +11,10 @@ executable ``vbp_node`` is this node configured and activated at start (exit cod
 reason when that fails); ``vbp_lifecycle_node`` leaves the transitions to its manager.
 
 Threads: the executor (a SingleThreadedExecutor in the main thread) serves the parameter and
-lifecycle services; a :class:`~vbp_ros.ros.frame_thread.FrameThread` takes each camera message
-the moment it arrives, hands it to the pipeline's newest-frame mailbox and publishes
-/diagnostics once a second, in every state; the pipeline's worker runs the engine and publishes
-through :class:`RosOutputs`. So a parameter change that builds a new engine, which the
+lifecycle services; the pipeline's worker takes the newest frame of each camera straight from
+its subscription when it is ready (:class:`~vbp_ros.ros.camera_source.CameraSource`), runs the
+engine and publishes through :class:`RosOutputs`; a thread of its own publishes /diagnostics
+once a second, in every state. So a parameter change that builds a new engine, which the
 parameter service waits for, holds up neither frames nor diagnostics.
 
 Validation before acceptance: a change of ``model``, ``model_card``, ``card_overrides``,
@@ -28,6 +28,7 @@ that runs.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from ..pixels.encodings import mask_to_mono8
 from ..pixels.frames import Crop
 from . import parameters
 from .diagnostics import diagnostic_array
-from .frame_thread import FrameThread
+from .camera_source import CameraSource
 from .messages import ImageBuffer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS
 from .runner import run_node
@@ -210,16 +211,14 @@ class VBPNode(LifecycleNode):
         self._check_start_up_parameters()
         self.cameras = parameters.camera_topics(self._param('image_topics'), 'raw')
         self.outputs: RosOutputs | None = None
-        self.pipeline = FramePipeline(list(self.cameras), None, self.get_logger(),
-                                      self._now_ns)
+        self.source = CameraSource(self)
+        self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='vbp_build')
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(parameters.normalized)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self.frames = FrameThread(self, self.pipeline.offer, self._publish_diagnostics,
-                                  DIAGNOSTICS_PERIOD_S)
-        self.frames.start()
+        self.diagnostics = Periodic(self._publish_diagnostics, DIAGNOSTICS_PERIOD_S)
 
     @classmethod
     def active(cls) -> VBPNode:
@@ -313,7 +312,7 @@ class VBPNode(LifecycleNode):
     def _stop_processing(self) -> None:
         """Unsubscribe, let the worker finish the frames in hand, close the live view."""
         for name in self.cameras:
-            self.frames.unsubscribe(name)
+            self.source.unsubscribe(name)
         if not self.pipeline.stop(WORKER_STOP_S):
             self.get_logger().error(f'worker still busy after {WORKER_STOP_S:.0f} s')
         if self.outputs is not None and self.outputs.viewer is not None:
@@ -332,10 +331,11 @@ class VBPNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Stop the frames and diagnostics, let the worker finish the frame in hand, publish
         the final counts, then destroy the node."""
-        if hasattr(self, 'frames'):  # a node that failed to start has nothing to stop
-            self.frames.stop()
+        if hasattr(self, 'diagnostics'):  # a node that failed to start has nothing to stop
+            self.diagnostics.stop()
             running = self.pipeline.running
             self._stop_processing()
+            self.source.destroy()
             if running or self.lifecycle_state != 'unconfigured':
                 self._publish_diagnostics(final=True)
                 self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
@@ -437,7 +437,7 @@ class VBPNode(LifecycleNode):
                                           self._param('input_transport'))
         for name, topic in topics.items():
             qos = self._input_qos(topic)
-            self.frames.subscribe(name, CompressedImage if compressed else Image, topic, qos)
+            self.source.subscribe(name, CompressedImage if compressed else Image, topic, qos)
             reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
                 else 'best effort'
             self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} '
@@ -455,7 +455,7 @@ class VBPNode(LifecycleNode):
         return qos_profile_sensor_data
 
     def _camera_inputs(self) -> list[str]:
-        return [self.frames.topic(name) or '' for name in self.cameras]
+        return [self.source.topic(name) or '' for name in self.cameras]
 
     def _live_view(self) -> LiveView | None:
         port = self._param('foxglove_port')
@@ -524,6 +524,26 @@ class VBPNode(LifecycleNode):
         hardware = engine.description if engine is not None else 'no model loaded'
         self.diagnostics_pub.publish(diagnostic_array(
             self, 'pipeline', LEVELS[level], message, hardware, values))
+
+
+class Periodic:
+    """Calls ``function`` every ``period_s`` seconds on a thread of its own, from its creation
+    until :meth:`stop` (outside the executor, which may wait for a model build)."""
+
+    def __init__(self, function: Callable[[], None], period_s: float) -> None:
+        self._function, self._period_s = function, period_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='vbp_diagnostics', daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._period_s):
+            self._function()
+
+    def stop(self) -> None:
+        """Stop after the call in hand, if any."""
+        self._stopped.set()
+        self._thread.join()
 
 
 def network_threads() -> int:
