@@ -266,6 +266,7 @@ class VBPEngine:
                          '_graph_outputs', '_pending'):
                 if hasattr(self, name):
                     setattr(self, name, None)
+            gc.unfreeze()  # objects settle_heap froze are collectable again
             gc.collect()
             if self._cuda:
                 torch.cuda.empty_cache()

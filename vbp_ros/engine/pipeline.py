@@ -38,6 +38,7 @@ from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import Crop, FrameError, FrameSizeError
 from ..pixels.overlay import draw_overlay
 from .engine import FrameResult, VBPEngine, output_problem
+from .memory import settle_heap
 from .monitor import PipelineMonitor, Snapshot, stamp_problem
 
 WARN_PERIOD_S = 5.0  # the same warning at most this often
@@ -275,6 +276,7 @@ class FramePipeline:
     def _swap_engine(self, engine: VBPEngine) -> None:
         self.engine = engine
         self._sizes_seen.clear()
+        settle_heap()  # the old engine's objects go, the new one's are spared from now on
         self.log.info(f'now running {engine.model_name} on {engine.description}'
                       f'{engine_note(engine)}')
 

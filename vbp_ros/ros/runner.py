@@ -22,7 +22,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from ..engine.memory import keep_frame_memory
+from ..engine.memory import keep_frame_memory, settle_heap
 from ..interface import one_line
 
 SPIN_PERIOD_S = 0.1  # longest time between a signal and the start of the shutdown
@@ -70,8 +70,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
     recorder that lost messages) is logged as an error and gives exit code 1. A clean stop
     gives 0, however many signals arrived. The executor is single-threaded: a node that
     must not wait for its services (vbp_node's frames) serves those entities on a thread of
-    its own (:mod:`vbp_ros.ros.frame_thread`). Freed frame buffers stay with the process
-    (:func:`~vbp_ros.engine.memory.keep_frame_memory`).
+    its own (:mod:`vbp_ros.ros.camera_source`). Freed frame buffers stay with the process
+    (:func:`~vbp_ros.engine.memory.keep_frame_memory`), and the objects of its start-up are
+    left out of the garbage collector's full passes (:func:`~vbp_ros.engine.memory.settle_heap`).
     """
     stop = StopRequest().install()
     keep_frame_memory()
@@ -82,6 +83,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         except Exception as error:  # every start-up failure: one line, exit code 1
             get_logger(name).fatal(one_line(error))
             return 1
+        settle_heap()
         try:
             executor.add_node(node)
             while not stop.requested and rclpy.ok():

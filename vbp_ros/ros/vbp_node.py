@@ -47,6 +47,7 @@ from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
 
 from ..engine.build import build_engine
 from ..engine.engine import VBPEngine
+from ..engine.memory import settle_heap
 from ..engine.pipeline import ERROR, OK, WARN, Answer, FramePipeline, PipelineSettings, \
     engine_note
 from ..interface import (DIAGNOSTICS_TOPIC, MASK_ROI_TOPIC, MASK_TOPIC, OUTPUTS_TOPIC,
@@ -285,6 +286,7 @@ class VBPNode(LifecycleNode):
                 parameters.values(self, ENGINE_PARAMETERS))))
         self.outputs.viewer = self._live_view()
         super().on_activate(state)  # the lifecycle publishers publish from now on
+        settle_heap()  # before the first frame: a full collection now costs no deadline
         self.pipeline.start()
         self._subscribe()
         engine = self.pipeline.engine
