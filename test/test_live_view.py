@@ -134,6 +134,13 @@ def test_rate_limit_per_camera(encodings, monkeypatch) -> None:
                 sent.append(live.publish('front', frame(1)))
             assert sent == [False, False, False, True] * 4  # every 0.25 s
             assert all(quality == 50 for _, quality in encodings)
+            sent = []
+            for index in range(48):  # a 12 Hz camera for 4 s, frames 3 ms early or late
+                clock[0] += 1 / 12 + (0.003 if index % 2 else -0.003)
+                sent.append(live.publish('front', frame(1)))
+            assert sum(sent) >= 15  # 4 Hz; timed from each send it was 13 (3.25 Hz)
+            clock[0] += 10.0  # after a pause: one frame, then the rate again, no burst
+            assert [live.publish('front', frame(1)) for _ in range(3)] == [True, False, False]
     finally:
         live.close()
 

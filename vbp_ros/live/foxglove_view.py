@@ -128,7 +128,7 @@ class LiveView:
         now = time.monotonic()
         if now < channels.next_due or not channels.watched():
             return False
-        channels.next_due = now + self.period_s
+        channels.next_due = _next_due(channels.next_due, now, self.period_s)
         stamp = Timestamp(*ns_to_stamp(frame.stamp_ns))
         if channels.camera.has_sinks():
             picture = to_rgb8(shrunk_to_width(frame.pixels, self.max_width), frame.order)
@@ -152,3 +152,12 @@ class LiveView:
     def close(self) -> None:
         """Stop the server (clients are disconnected)."""
         self._server.stop()
+
+
+def _next_due(due: float, now: float, period_s: float) -> float:
+    """When a camera's next live frame is due, after one sent at ``now`` that was due at
+    ``due``: one period after the due time, so that frames a little late keep the rate (a
+    30 Hz camera at a 15 Hz limit sends every second frame; one period after ``now`` gave
+    every third, 10 Hz, as frames arrived a millisecond early as often as late), or after
+    ``now`` when it is a period or more behind (no burst after a pause)."""
+    return (due if now - due < period_s else now) + period_s
