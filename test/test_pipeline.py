@@ -3,6 +3,7 @@ and how every frame that is not answered is counted."""
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
@@ -219,3 +220,22 @@ def test_health_follows_the_counts(engine) -> None:
     time.sleep(0.01)
     level, message = frames.health(frames.monitor.snapshot(), 'active')
     assert (level, message) == (WARN, 'receiving frames but processing none')
+
+
+def test_a_frame_that_takes_seconds_is_a_warning(engine) -> None:
+    port = Port()
+    release = threading.Event()
+    port.steering = lambda answer: release.wait(10.0)  # a stuck output, or a stuck network
+    frames = pipeline(engine, port)
+    frames.start()
+
+    def health() -> tuple[str, str]:
+        return frames.health(frames.monitor.snapshot(), 'active')
+    try:
+        offer(frames, image(frame(9), NOW_NS - 3))
+        assert wait_for(lambda: health() == (WARN, 'one frame has been processing for 2 s'),
+                        timeout=10.0)
+    finally:
+        release.set()
+        assert frames.stop(10.0)
+    assert 'processing for' not in health()[1]

@@ -44,6 +44,7 @@ from .monitor import PipelineMonitor, Snapshot, stamp_problem
 WARN_PERIOD_S = 5.0  # the same warning at most this often
 ERROR_HOLD_S = 10.0  # health stays ERROR this long after a failed or refused frame
 IDLE_WAKE_S = 0.25  # an idle worker takes up new settings (a new engine) this often
+STALL_S = 2.0  # health is WARN while one batch of frames takes longer than this
 REMEMBERED_SIZES = 16  # frame sizes whose rule was logged; more distinct sizes start over
 OK, WARN, ERROR = 'OK', 'WARN', 'ERROR'
 
@@ -177,6 +178,7 @@ class FramePipeline:
         self.engine: VBPEngine | None = None  # the engine the worker runs
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, what)
         self._counted = (0, 0)  # the source's offered and dropped frames, counted so far
+        self._busy_since: float | None = None  # monotonic time the batch in hand was taken
         self._worker: threading.Thread | None = None
         self._running = False
         self._sizes_seen: set[object] = set()
@@ -225,13 +227,18 @@ class FramePipeline:
     def health(self, snapshot: Snapshot, state: str) -> tuple[str, str]:
         """Level (OK, WARN or ERROR) and message of the pipeline in the node's ``state``
         ('active' when it processes), from a monitor snapshot: ERROR after a recent failed or
-        refused frame, WARN for frames received but none processed, and for dropped or
-        doubtful frames."""
+        refused frame, WARN while one batch takes longer than STALL_S (frames that arrive
+        meanwhile wait in DDS, uncounted until the next take), for frames received but none
+        processed, and for dropped or doubtful frames."""
+        now = time.monotonic()
         recent = self.last_failure
-        if recent and time.monotonic() - recent[0] < ERROR_HOLD_S:
+        if recent and now - recent[0] < ERROR_HOLD_S:
             return ERROR, recent[1]
         if state != 'active':
             return OK, f'{state}: not processing'
+        busy = self._busy_since
+        if busy is not None and now - busy > STALL_S:
+            return WARN, f'one frame has been processing for {now - busy:.0f} s'
         totals, rates = snapshot.totals, snapshot.rates_hz
         if totals['received'] and rates['received'] and not rates['processed']:
             return WARN, 'receiving frames but processing none'
@@ -260,10 +267,13 @@ class FramePipeline:
                 if self._running:
                     continue
                 return  # stopped, and the last frames are answered
+            self._busy_since = time.monotonic()
             try:
                 self._handle(arrivals, settings)
             except Exception as error:  # MemoryError too: keep serving, say what went wrong
                 self._report_failure('frame failed', error)
+            finally:
+                self._busy_since = None
 
     def _count_arrivals(self) -> None:
         """Frames received and superseded since the last count, by the source's totals."""
