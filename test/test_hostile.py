@@ -49,22 +49,35 @@ def with_size(jpeg_or_png: bytes, width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def tiny(extension: str, channels: int = 1) -> bytes:
+def tiny(extension: str, channels: int = 1, dtype: type = np.uint8) -> bytes:
     shape = (8, 8) if channels == 1 else (8, 8, channels)
-    return cv2.imencode(extension, np.full(shape, 90, np.uint8))[1].tobytes()
+    return cv2.imencode(extension, np.full(shape, 90, dtype))[1].tobytes()
 
 
-BOMBS = {
-    'jpeg 32767x32767 gray': with_size(tiny('.jpg'), 32767, 32767),
-    'jpeg 30000x30000 colour': with_size(tiny('.jpg', 3), 30000, 30000),
-    'png 20000x20000': with_size(tiny('.png'), 20000, 20000),
+LIMIT = 'exceeds the .*-pixel limit'
+BOMBS = {  # name: (data, the refusal)
+    'jpeg 32767x32767 gray': (with_size(tiny('.jpg'), 32767, 32767), LIMIT),
+    'jpeg 30000x30000 colour': (with_size(tiny('.jpg', 3), 30000, 30000), LIMIT),
+    'png 20000x20000': (with_size(tiny('.png'), 20000, 20000), LIMIT),
+    # Within the pixel limit, but 512 MiB decoded, and then no frame: refused from the header.
+    'png 8192x8192 16-bit RGBA': (with_size(tiny('.png', 4, np.uint16), 8192, 8192),
+                                  '16-bit RGBA PNG .*must be 8-bit'),
 }
 
 
 @pytest.mark.parametrize('name', list(BOMBS))
 def test_bombs_are_refused_from_their_header(name: str) -> None:
-    with pytest.raises(FrameError, match='exceeds the .*-pixel limit'):
-        decode_compressed(BOMBS[name])
+    data, refusal = BOMBS[name]
+    with pytest.raises(FrameError, match=refusal):
+        decode_compressed(data)
+
+
+@pytest.mark.parametrize('channels, dtype', [(1, np.uint16), (3, np.uint16), (4, np.uint8),
+                                             (1, np.uint8), (3, np.uint8)])
+def test_png_frames_that_decode_to_a_frame_pass_the_header_check(
+        channels: int, dtype: type) -> None:
+    frame, _ = decode_compressed(tiny('.png', channels, dtype))
+    assert frame.dtype == dtype and frame.shape[:2] == (8, 8)
 
 
 def test_bombs_cost_no_memory() -> None:
@@ -76,7 +89,7 @@ def test_bombs_cost_no_memory() -> None:
         from vbp_ros.pixels.encodings import decode_compressed
         from vbp_ros.pixels.frames import FrameError
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        for data in BOMBS.values():
+        for data, _ in BOMBS.values():
             try:
                 decode_compressed(data)
             except FrameError:
@@ -132,10 +145,13 @@ def test_a_non_finite_mask_is_no_answer() -> None:
 
 
 @pytest.mark.parametrize('stamp_ns, problem', [
-    (0, 'zero'), (-5, 'negative'), (2_000_000_000_000, 'future'), (999_000_000_000, None)])
+    (0, 'zero'), (-5, 'negative'), (2_000_000_000_000, 'future'), (999_000_000_000, None),
+    (1, 'max_stamp_age_s 60'), (939_000_000_000, 'max_stamp_age_s 60'),
+    (940_000_000_000, None)])
 def test_unusable_stamps_are_named(stamp_ns: int, problem) -> None:
-    """Far-future, zero and negative stamps went into the latency figures (p99 2.2e12 ms)."""
-    found = stamp_problem(stamp_ns, now_ns=1_000_000_000_000)
+    """Far-future, zero and negative stamps went into the latency figures (p99 2.2e12 ms),
+    and so did 0 s + 1 ns (1.8e12 ms, for the rest of the run)."""
+    found = stamp_problem(stamp_ns, now_ns=1_000_000_000_000, max_age_s=60.0)
     assert (found is None) if problem is None else (problem in found)
 
 

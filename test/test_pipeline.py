@@ -86,7 +86,7 @@ def engine(checkpoint):
 
 def settings(engine, **changes) -> PipelineSettings:
     values = dict(engine=engine, overlay_alpha=0.8, overlay_max_width=1920, deadline_ms=0.0,
-                  max_age_ms=0.0, camera_stale_s=0.5, batch_wait_s=0.0)
+                  max_age_ms=0.0, max_stamp_age_s=60.0, camera_stale_s=0.5, batch_wait_s=0.0)
     return PipelineSettings(**{**values, **changes})
 
 

@@ -461,7 +461,8 @@ def test_float_frames_out_of_range_are_not_processed(harness) -> None:
 
 
 @pytest.mark.parametrize('stamp, problem', [((0, 0), 'zero'), ((-20, 0), 'negative'),
-                                            ((2_000_000_000, 0), 'future')])
+                                            ((2_000_000_000, 0), 'future'),
+                                            ((0, 1), 'before the clock')])
 def test_unusable_stamps_are_flagged_and_kept_out_of_latency(harness, stamp: tuple,
                                                              problem: str) -> None:
     """Far-future, zero and negative stamps went into the latency figures (p99 2.2e12 ms)

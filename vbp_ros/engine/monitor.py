@@ -69,16 +69,20 @@ class PipelineMonitor:
                             percentiles(self._processing))
 
 
-def stamp_problem(stamp_ns: int, now_ns: int) -> str | None:
-    """Why a frame's header stamp cannot give its age, or None: zero (never set), negative,
-    or later than now. Such frames are kept out of the latency figures, and a maximum age
-    cannot be judged for them."""
+def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float = 0.0) -> str | None:
+    """Why a frame's header stamp cannot be its capture time, or None: zero (never set),
+    negative, later than now, or more than ``max_age_s`` seconds before now (0: no such
+    bound), as a driver that never set its clock gives (0 s + 1 ns, the year 2001). Such
+    frames are kept out of the latency figures, and a maximum age cannot be judged for them."""
     if stamp_ns == 0:
         return 'is zero (not set)'
     if stamp_ns < 0:
         return 'is negative'
     if stamp_ns > now_ns:
         return f'is {(stamp_ns - now_ns) / 1e6:.0f} ms in the future'
+    if max_age_s > 0 and now_ns - stamp_ns > max_age_s * 1e9:
+        return (f"is {(now_ns - stamp_ns) / 1e9:.0f} s before the node's clock (more than "
+                f'max_stamp_age_s {max_age_s:g})')
     return None
 
 

@@ -68,6 +68,7 @@ class PipelineSettings:
     overlay_max_width: int
     deadline_ms: float
     max_age_ms: float
+    max_stamp_age_s: float
     camera_stale_s: float
     batch_wait_s: float
 
@@ -320,7 +321,7 @@ class FramePipeline:
         message = arrival.message
         stamp = stamp_to_ns(message.header.stamp)
         now = self.now_ns()
-        unusable = stamp_problem(stamp, now)
+        unusable = stamp_problem(stamp, now, settings.max_stamp_age_s)
         if unusable:
             self.monitor.count('bad_stamps')
             self._warn('stamp', f'frame stamp {unusable}: kept out of the latency figures')

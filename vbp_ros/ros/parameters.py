@@ -68,6 +68,10 @@ PARAMETERS = {
                                     low=0.0, high=10000.0)),
     'max_age_ms': (0.0, _describe(DOUBLE, 'drop frames whose header stamp is older than this; '
                                   '0 off', low=0.0, high=60000.0)),
+    'max_stamp_age_s': (60.0, _describe(
+        DOUBLE, "a header stamp more than this before the node's clock cannot be the capture "
+        'time (a driver without a clock): no latency figure, counted as unusable; 0 off',
+        low=0.0, high=1e9)),
     'publish_overlay': (True, _describe(BOOL, 'publish vbp/overlay (only while subscribed)')),
     'mask_encoding': ('mono8', _describe(STRING, 'vbp/mask encoding', CHOICES['mask_encoding'])),
     'overlay_alpha': (DEFAULT_OVERLAY_ALPHA, _describe(DOUBLE, 'strength of the red mask',
@@ -78,6 +82,10 @@ PARAMETERS = {
                     'wider frame gives a proportionally smaller one (never larger than the '
                     'frame)',
         integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
+    'build_timeout_s': (30.0, _describe(
+        DOUBLE, 'longest wait for a model build (a change of model, card, backend...; '
+        'configure): a build not done by then is abandoned and the change refused',
+        low=1.0, high=3600.0)),
     'cpu_threads': (0, _read_only_integer(
         'CPU threads of the network (torch, onnxruntime), read at start; 0: one per core '
         'that the node\'s other threads leave free', 0, 256)),

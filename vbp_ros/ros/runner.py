@@ -14,6 +14,7 @@ end however many signals follow.
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Callable
 
 import rclpy
@@ -27,6 +28,8 @@ from ..interface import one_line
 
 SPIN_PERIOD_S = 0.1  # longest time between a signal and the start of the shutdown
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Set by the first stop signal: long waits in any thread (a model build) give up.
+STOPPING = threading.Event()
 
 
 class StopRequest:
@@ -47,6 +50,7 @@ class StopRequest:
 
     def _on_signal(self, number: int, frame: object) -> None:
         self.signals += 1
+        STOPPING.set()
         # Later signals are ignored from now on, also by the kernel: at exit the interpreter
         # resets its own handlers to the default, which a second Ctrl-C arriving then (while
         # threads and extension modules shut down) would turn into death by SIGINT.

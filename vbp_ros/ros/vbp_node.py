@@ -10,32 +10,35 @@ is logged; one that fails (a model that does not load) leaves the node where it 
 executable ``vbp_node`` is this node configured and activated at start (exit code 1 with the
 reason when that fails); ``vbp_lifecycle_node`` leaves the transitions to its manager.
 
-Threads: the executor (a SingleThreadedExecutor in the main thread) serves the parameter and
-lifecycle services; the pipeline's worker takes the newest frame of each camera straight from
-its subscription when it is ready (:class:`~vbp_ros.ros.camera_source.CameraSource`), runs the
-engine and publishes through :class:`RosOutputs`; a thread of its own publishes /diagnostics
-once a second, in every state. So a parameter change that builds a new engine, which the
-parameter service waits for, holds up neither frames nor diagnostics.
+Threads: the executor (a SingleThreadedExecutor in the main thread) serves the lifecycle
+services and the parameter services that read; the set services have a thread of their own
+(:class:`~vbp_ros.ros.parameter_server.SetParameterServer`); the pipeline's worker takes the
+newest frame of each camera straight from its subscription when it is ready
+(:class:`~vbp_ros.ros.camera_source.CameraSource`), runs the engine and publishes through
+:class:`RosOutputs`; a thread of its own publishes /diagnostics once a second, in every state.
+So a parameter change that builds a new engine holds up neither frames, nor diagnostics, nor
+the other parameter services, nor a quick parameter change.
 
 Validation before acceptance: a change of ``model``, ``model_card``, ``card_overrides``,
 ``backend``, ``device``, ``precision`` or ``cuda_graphs`` builds the new engine and warms it up
 in a builder thread while the old engine keeps serving frames. Only an engine that built is
 accepted and handed to the worker; otherwise the change is refused with the reason, the
 parameters keep their values and the old model keeps running. /diagnostics names the model
-that runs.
+that runs. Every build (at configure too) is answered within ``build_timeout_s``, and at once
+when the node stops (SIGINT, SIGTERM, destruction): a build still running then is abandoned in
+its daemon thread (:func:`~vbp_ros.engine.bounded.run_bounded`), so it never holds the process.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, State, TransitionCallbackReturn
@@ -45,6 +48,7 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, QoSReliabilityPolicy,
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
 
+from ..engine.bounded import run_bounded
 from ..engine.build import build_engine
 from ..engine.engine import VBPEngine
 from ..engine.memory import settle_heap
@@ -60,8 +64,9 @@ from . import parameters
 from .diagnostics import diagnostic_array
 from .camera_source import CameraSource
 from .messages import ImageBuffer
+from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS
-from .runner import run_node
+from .runner import STOPPING, run_node
 
 OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 # The mask's region changes rarely (a new frame size): the last one waits for late joiners.
@@ -70,7 +75,6 @@ REGION_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
 DIAGNOSTICS_PERIOD_S = 1.0
 WORKER_STOP_S = 30.0  # longest wait for the frame in hand when processing stops
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
-BUILD_TIMEOUT_S = 300.0  # a model change whose engine is not built by then is refused
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 # The state each transition leads to when it succeeds.
@@ -208,17 +212,21 @@ class VBPNode(LifecycleNode):
         self._starting = False  # configured and activated at start: failures end the process
         self._failure = ''
         self._candidate: VBPEngine | None = None  # built by the on-set callback, not yet taken
+        # Built by the set service's prepare for these engine values (or why not), not yet taken.
+        self._prebuilt: tuple[dict[str, object], VBPEngine | str] | None = None
+        self._engine_lock = threading.RLock()  # transitions and parameter changes, one at a time
         parameters.declare(self)
         self._check_start_up_parameters()
         self.cameras = parameters.camera_topics(self._param('image_topics'), 'raw')
         self.outputs: RosOutputs | None = None
         self.source = CameraSource(self)
         self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
-        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='vbp_build')
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(parameters.normalized)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self.setter = SetParameterServer(self, self._changes_engine, self._prepare_change,
+                                         self._engine_lock)
         self.diagnostics = Periodic(self._publish_diagnostics, DIAGNOSTICS_PERIOD_S)
 
     @classmethod
@@ -263,7 +271,8 @@ class VBPNode(LifecycleNode):
     def _transition(self, name: str, state: State, step: Callable[[], None]
                     ) -> TransitionCallbackReturn:
         try:
-            step()
+            with self._engine_lock:
+                step()
         except Exception as error:  # a model that does not load, a busy port...
             self._failure = one_line(error)
             if not self._starting:  # at start the process ends with this one line
@@ -328,12 +337,14 @@ class VBPNode(LifecycleNode):
         for engine in engines - {None}:
             engine.close()
         self._candidate = None
+        self._discard_prebuilt()
         self.pipeline.release()
 
     def destroy_node(self) -> None:
         """Stop the frames and diagnostics, let the worker finish the frame in hand, publish
         the final counts, then destroy the node."""
         if hasattr(self, 'diagnostics'):  # a node that failed to start has nothing to stop
+            self.setter.close()
             self.diagnostics.stop()
             running = self.pipeline.running
             self._stop_processing()
@@ -341,7 +352,6 @@ class VBPNode(LifecycleNode):
             if running or self.lifecycle_state != 'unconfigured':
                 self._publish_diagnostics(final=True)
                 self.diagnostics_pub.wait_for_all_acked(Duration(seconds=FINAL_DIAGNOSTICS_S))
-            self._builder.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
     # -- parameters ---------------------------------------------------------------------------
@@ -368,6 +378,7 @@ class VBPNode(LifecycleNode):
                                 overlay_max_width=self._param('overlay_max_width'),
                                 deadline_ms=self._param('deadline_ms'),
                                 max_age_ms=self._param('max_age_ms'),
+                                max_stamp_age_s=self._param('max_stamp_age_s'),
                                 camera_stale_s=self._param('camera_stale_ms') / 1e3,
                                 batch_wait_s=self._param('batch_wait_ms') / 1e3)
 
@@ -379,26 +390,61 @@ class VBPNode(LifecycleNode):
                 self.outputs.viewer.max_width = self._param('overlay_max_width')
 
     def _build_engine(self, values: dict[str, object]) -> VBPEngine:
-        """Load the model and its card, build the engine and warm it up (ValueError if any of
+        """Load the model and its card, build the engine and warm it up, in a thread of its
+        own, waiting at most ``build_timeout_s`` or until the node stops (ValueError if any of
         it fails: the message is the reason); one batch holds every camera, or
         ``camera_batch`` frames."""
         cameras = len(self.cameras)
-        return build_engine(values['model'], values['model_card'], values['card_overrides'],
-                            backend=values['backend'], device=values['device'],
-                            precision=values['precision'], cuda_graphs=values['cuda_graphs'],
-                            threads=self._param('cpu_threads') or network_threads(),
-                            max_batch=min(self._param('camera_batch') or cameras, cameras))
+
+        def build() -> VBPEngine:
+            return build_engine(values['model'], values['model_card'], values['card_overrides'],
+                                backend=values['backend'], device=values['device'],
+                                precision=values['precision'], cuda_graphs=values['cuda_graphs'],
+                                threads=self._param('cpu_threads') or network_threads(),
+                                max_batch=min(self._param('camera_batch') or cameras, cameras))
+
+        return run_bounded(build, self._param('build_timeout_s'), 'the model build',
+                           stopping=lambda: STOPPING.is_set() or self.setter.closing,
+                           discard=VBPEngine.close)
 
     def _build_candidate(self, values: dict[str, object]) -> VBPEngine | str:
-        """The engine for new parameter values, built in the builder thread while the old one
-        keeps serving; the reason it could not be built otherwise."""
-        future = self._builder.submit(self._build_engine, values)
+        """The engine for new parameter values, built while the old one keeps serving; the
+        reason it could not be built otherwise."""
         try:
-            return future.result(timeout=BUILD_TIMEOUT_S)
-        except FutureTimeout:
-            return f'the new engine was not built within {BUILD_TIMEOUT_S:.0f} s'
+            return self._build_engine(values)
         except Exception as error:  # the user's code may fail in any way; the old one runs on
             return one_line(error)
+
+    def _changes_engine(self, changed: list[ParameterMsg]) -> bool:
+        """Whether a set request changes a parameter of the engine (the set service then
+        builds it first, see :meth:`_prepare_change`)."""
+        return any(parameter.name in ENGINE_PARAMETERS for parameter in changed)
+
+    def _prepare_change(self, changed: list[ParameterMsg]) -> None:
+        """Build the engine that a set request asks for, before the request takes the lock
+        (the on-set callback takes it, or the reason it could not be built)."""
+        changes = {p.name: p.value for p in parameters.normalized(
+            [Parameter.from_parameter_msg(message) for message in changed])}
+        if parameters.problem(changes) or self.pipeline.settings is None:
+            return  # refused, or built at configure, by the callbacks as usual
+        values = {**parameters.values(self, ENGINE_PARAMETERS), **changes}
+        outcome = self._build_candidate(values)
+        with self._engine_lock:
+            self._discard_prebuilt()
+            self._prebuilt = (values, outcome)
+
+    def _take_prebuilt(self, values: dict[str, object]) -> VBPEngine | str | None:
+        """What :meth:`_prepare_change` built for exactly these engine values, if it did."""
+        if self._prebuilt is not None and self._prebuilt[0] == values:
+            outcome, self._prebuilt = self._prebuilt[1], None
+            return outcome
+        self._discard_prebuilt()
+        return None
+
+    def _discard_prebuilt(self) -> None:
+        prebuilt, self._prebuilt = self._prebuilt, None
+        if prebuilt is not None and isinstance(prebuilt[1], VBPEngine):
+            prebuilt[1].close()
 
     def _validate_parameters(self, changed: list[Parameter]) -> SetParametersResult:
         """On-set: refuse invalid values with a reason; the old values stay. A change of the
@@ -410,8 +456,10 @@ class VBPNode(LifecycleNode):
             return _refuse(problem)
         self._candidate = None
         if set(changes) & set(ENGINE_PARAMETERS) and self.pipeline.settings is not None:
-            candidate = self._build_candidate(
-                {**parameters.values(self, ENGINE_PARAMETERS), **changes})
+            values = {**parameters.values(self, ENGINE_PARAMETERS), **changes}
+            candidate = self._take_prebuilt(values)
+            if candidate is None:  # set from within the process, or prepared for other values
+                candidate = self._build_candidate(values)
             if isinstance(candidate, str):
                 self.get_logger().error(f'refused {", ".join(sorted(changes))}: {candidate}; '
                                         f'still running {self.pipeline.engine.model_name}')
