@@ -11,8 +11,10 @@ caller can drop the frame and count it.
 
 Compressed images are untrusted: their size is read from the JPEG or PNG header and held to
 the raw frames' pixel limit before anything is decoded (a 531-byte JPEG may declare
-32767x32767 pixels), and JPEG data that libjpeg can only "recover" (a file cut short, with
-or without an end marker, decoded as grey fill) is refused.
+32767x32767 pixels), and so are a PNG's bit depth and colour type (a 522-byte 16-bit RGBA PNG
+of 8192x8192 would decode to 512 MiB before being refused), and JPEG data that libjpeg can
+only "recover" (a file cut short, with or without an end marker, decoded as grey fill) is
+refused.
 """
 
 from __future__ import annotations
@@ -124,7 +126,12 @@ def _bytes(data: Buffer) -> np.ndarray:
 
 
 JPEG_MAGIC, PNG_MAGIC = b'\xff\xd8', b'\x89PNG\r\n\x1a\n'
-_PNG_HEADER = struct.Struct('>I4sII')  # IHDR: chunk length, type, width, height
+# IHDR: chunk length, type, width, height, bit depth, colour type.
+_PNG_HEADER = struct.Struct('>I4sIIBB')
+# The PNG colour types, their channels once decoded, and the bit depths each may have.
+_PNG_COLOURS = {0: ('gray', (1, 2, 4, 8, 16)), 2: ('RGB', (8, 16)), 3: ('palette', (1, 2, 4, 8)),
+                4: ('gray with alpha', (8, 16)), 6: ('RGBA', (8, 16))}
+_PNG_ALPHA = (4, 6)  # decoded to 4 channels, which frames only have at 8 bits
 
 
 def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
@@ -160,10 +167,17 @@ def _decode_jpeg(buffer: np.ndarray) -> tuple[np.ndarray, str]:
 def _decode_png(buffer: np.ndarray) -> tuple[np.ndarray, str]:
     if buffer.size < len(PNG_MAGIC) + _PNG_HEADER.size:
         raise FrameError('truncated PNG (no header)')
-    _, kind, width, height = _PNG_HEADER.unpack(bytes(buffer[8:8 + _PNG_HEADER.size]))
+    _, kind, width, height, depth, colour = _PNG_HEADER.unpack(
+        bytes(buffer[8:8 + _PNG_HEADER.size]))
     if kind != b'IHDR':
         raise FrameError('corrupt PNG (the first chunk is not IHDR)')
     check_pixel_count(width, height)
+    name, depths = _PNG_COLOURS.get(colour, (None, ()))
+    if depth not in depths:
+        raise FrameError(f'corrupt PNG header (colour type {colour}, bit depth {depth})')
+    if depth == 16 and colour in _PNG_ALPHA:
+        raise FrameError(f'16-bit {name} PNG ({width}x{height}): frames with alpha must be '
+                         '8-bit; publish 8-bit RGBA, or RGB or gray at 16 bits')
     try:
         frame = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
