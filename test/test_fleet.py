@@ -307,3 +307,28 @@ def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) == 4 * FRAMES
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
     assert not list(out.glob('parts/*.tmp'))
+
+
+def test_a_bag_cut_short_is_read_up_to_the_cut_and_reported(tmp_path: Path) -> None:
+    """A truncated bag was reported as '1 of 1 bags read, 0 failed; 128 frames', nothing
+    saying that it was cut or how much was lost."""
+    messages, _ = frames_of(0, False, False)
+    bag = write_camera_bag(tmp_path / 'killed', messages)
+    (bag / 'metadata.yaml').unlink()  # as a killed recorder leaves it
+    file = next(bag.glob('*.mcap'))
+    with file.open('r+b') as stream:
+        stream.truncate(file.stat().st_size * 7 // 10)
+    cut = file.read_bytes()
+    out = tmp_path / 'out'
+    result = run_fleet(bag, '--out', out, '--workers', 1, '--batch', 2)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / 'summary.json').read_text())
+    [report] = summary['bags_cut_short']
+    assert report['bag'] == str(file) and 0 < report['frames_recovered'] < FRAMES
+    assert 0 < report['bytes_left_out'] < len(cut)
+    assert summary['frames'] == report['frames_recovered']
+    assert summary['frames_per_bag'][str(file)]['repaired'] is True
+    assert f"1 cut short ({report['bytes_left_out']} bytes left out)" in result.stdout
+    assert f'{file} was not closed' in result.stderr
+    assert 'cut short' in (out / 'report.html').read_text()
+    assert file.read_bytes() == cut  # read from a repaired copy, never repaired in place

@@ -126,6 +126,9 @@ def section(store: ResultStore, sidecar: dict) -> BagSection:
               'steering': (f'{info["steering_topic"]} ({info["steering_samples"]} samples)'
                            if info['steering_topic'] else 'none')}
     counts.update({f'skipped: {reason}': count for reason, count in info['skipped'].items()})
+    if info.get('repaired'):  # (sidecars of earlier versions lack it)
+        counts['cut short'] = (f'not closed: the {info["frames"]} frames before the cut were '
+                               f'read, {info["bytes_left_out"]} bytes after it left out')
     items = [GalleryItem(**{key: item[key] for key in GalleryItem.__dataclass_fields__})
              for item in sidecar['gallery']]
     return BagSection(bag, info['topic'], counts, plot, items)
@@ -182,9 +185,13 @@ def run(args: argparse.Namespace, started: float) -> int:
         'bags_resumed': sorted(earlier), 'bags_failed': [
             {'bag': bag, 'reason': reason} for bag, reason in sorted(writer.failed.items())],
         'frames': rows, 'frames_this_run': writer.frames,
-        'frames_per_bag': {bag: {key: finished[bag]['info'][key] for key in (
+        'frames_per_bag': {bag: {key: finished[bag]['info'].get(key) for key in (
             'topic', 'messages', 'frames', 'subsampled', 'skipped', 'skip_examples',
-            'steering_topic', 'steering_samples')} for bag in done},
+            'steering_topic', 'steering_samples', 'repaired', 'bytes_left_out')}
+            for bag in done},
+        'bags_cut_short': [{'bag': bag, 'frames_recovered': finished[bag]['info']['frames'],
+                            'bytes_left_out': finished[bag]['info']['bytes_left_out']}
+                           for bag in done if finished[bag]['info'].get('repaired')],
         'processing_s': processing_s,
         'frames_per_s': writer.frames / processing_s if processing_s else None,
         'wall_s': time.perf_counter() - started, 'ray': ray_info, 'model': card,
@@ -193,6 +200,7 @@ def run(args: argparse.Namespace, started: float) -> int:
     }
     write_report(store.out / REPORT, f'vbp-fleet: {len(done)} of {len(bags)} bags', [
         ('bags found / read / failed', f'{len(bags)} / {len(done)} / {len(writer.failed)}'),
+        ('bags cut short (read up to the cut)', len(summary['bags_cut_short'])),
         ('frames', rows), ('model', f'{card["path"]} ({card["spec"]["architecture"]})'),
         ('frames/s (this run)', f'{summary["frames_per_s"] or 0:.1f}'),
         ('wall time (s)', f'{summary["wall_s"]:.1f}')],
@@ -200,12 +208,18 @@ def run(args: argparse.Namespace, started: float) -> int:
         CATEGORIES)
     summary['wall_s'] = time.perf_counter() - started
     store.write_json(SUMMARY, summary)
+    cut = summary['bags_cut_short']
     print(f'vbp-fleet: {len(done)} of {len(bags)} bags read ({len(earlier)} from an earlier '
-          f'run), {len(writer.failed)} failed; {rows} frames; '
+          f'run), {len(writer.failed)} failed, {len(cut)} cut short '
+          f'({sum(bag["bytes_left_out"] for bag in cut)} bytes left out); {rows} frames; '
           f'{summary["frames_per_s"] or 0:.1f} frames/s; wall {summary["wall_s"]:.1f} s; '
           f'wrote {store.out}/')
     for name in found.missing:
         print(f'vbp-fleet: warning: {name} is neither a bag nor a folder', file=sys.stderr)
+    for bag in cut:
+        print(f'vbp-fleet: warning: {bag["bag"]} was not closed (recorder killed?): '
+              f'{bag["frames_recovered"]} frames read up to its cut, {bag["bytes_left_out"]} '
+              'bytes after it left out', file=sys.stderr)
     for bag, reason in sorted(writer.failed.items()):
         print(f'vbp-fleet: failed: {bag}: {reason}', file=sys.stderr)
     return 1 if writer.failed else 0

@@ -87,6 +87,10 @@ class BagInfo:
     steering_topic: str | None = None
     steering_samples: int = 0
     segments: int = 0
+    # A bag that was not closed (recorder killed, disk full) is read from a repaired copy:
+    # the frames before its cut are recovered, the bytes after it left out.
+    repaired: bool = False
+    bytes_left_out: int = 0
 
 
 @dataclass
@@ -227,7 +231,9 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
         messages = sum(c.msgcount for c in camera)
         info = BagInfo(camera[0].topic, camera[0].msgtype, messages, reader.start_time,
                        steering_topic=steering and steering.topic,
-                       steering_samples=0 if steering is None else len(steering.times_ns))
+                       steering_samples=0 if steering is None else len(steering.times_ns),
+                       repaired=reader.repair is not None,
+                       bytes_left_out=reader.repair.unreadable if reader.repair else 0)
         builder = _SegmentBuilder(bag, messages, options, steering)
         skipped: Counter[str] = Counter()
         read = 0
