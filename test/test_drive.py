@@ -166,6 +166,25 @@ def test_a_full_disk_fails_the_drive_loudly(tmp_path: Path) -> None:
     assert 'No space left on device' in (logs / 'vbp_record.log').read_text()
 
 
+def test_a_full_disk_under_the_logs_too_gives_one_line_problems(tmp_path: Path) -> None:
+    """With the logs on the full disk as well (the default: beside the bag), vbp-drive ended
+    in a traceback (OSError 28 writing summary.json) and left summary.json at 0 bytes."""
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    result = run_in_private_mounts(
+        f'mount -t tmpfs -o size=3m tmpfs {disk}\n'
+        f'{DRIVE} --duration 5 --bag-dir {disk}/bag && status=0 || status=$?\n'
+        f'ls {disk}/bag_logs | sed "s/^/LS: /"; exit $status', timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert 'Traceback' not in output, output
+    assert 'vbp-drive: vbp_record exited with code 1' in result.stderr, output
+    assert f'vbp-drive: cannot write {disk}/bag_logs/summary.json: No space left on device' \
+        in result.stderr, output
+    assert 'LS: vbp_node.log' in result.stdout and 'LS: summary.json' not in result.stdout
+    assert 'camera published' in result.stdout  # the summary was printed
+
+
 def test_a_foxglove_client_receives_the_live_overlay_while_the_drive_runs(tmp_path: Path
                                                                           ) -> None:
     with socket.socket() as probe:

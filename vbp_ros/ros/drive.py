@@ -17,6 +17,7 @@ error, the recorder lost messages, or the bag does not hold what vbp_node publis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f'vbp-drive: {bag} exists already; give a new --bag-dir', file=sys.stderr)
         return 2
     log_dir = options.log_dir or Path(f'{bag or "vbp_drive"}_logs')
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f'vbp-drive: cannot make the logs folder {log_dir}: {error.strerror}',
+              file=sys.stderr)
+        return 1
     request = DriveRequest(options.namespace, options.image_topic, options.params_file,
                            options.camera_params_file, options.record_params_file, bag,
                            options.source, options.path, options.model, options.device,
@@ -89,10 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     problems = ([failure] if failure else []) + drive_problems(summary)
     summary['problems'] = problems
     print(format_summary(summary))
-    (log_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
-    for problem in problems:
+    unwritten = _write_summary(log_dir / 'summary.json', summary)
+    for problem in problems + ([unwritten] if unwritten else []):
         print(f'vbp-drive: {problem}', file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if problems or unwritten else 0
+
+
+def _write_summary(path: Path, summary: dict) -> str | None:
+    """Write summary.json; on a full or read-only disk remove what was begun and say so
+    (the summary printed above is then the record)."""
+    try:
+        path.write_text(json.dumps(summary, indent=2))
+    except OSError as error:
+        with contextlib.suppress(OSError):  # a read-only disk
+            path.unlink(missing_ok=True)
+        return f'cannot write {path}: {error.strerror}; the summary above is all there is'
+    return None
 
 
 def _watched(watcher: ChannelWatcher | None) -> dict | None:
