@@ -491,6 +491,41 @@ def test_unusable_stamps_are_flagged_and_kept_out_of_latency(harness, stamp: tup
         assert harness.set_parameter('max_age_ms', 0.0) == (True, '')
 
 
+def alias_bomb(levels: int) -> str:
+    """YAML of about 600 bytes whose nested aliases expand to 10**levels strings."""
+    lines = ['a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]']
+    lines += [f'a{i}: &a{i} [{", ".join([f"*a{i - 1}"] * 10)}]' for i in range(1, levels)]
+    return '{input.color: {' + ', '.join(lines) + '}}'
+
+
+def hostile_card(kind: str, tmp_path: Path) -> tuple[str, str, str]:
+    """(parameter, value, what its refusal says) for a hostile card."""
+    if kind == 'fifo':
+        os.mkfifo(tmp_path / 'card.yaml')
+        return 'model_card', str(tmp_path / 'card.yaml'), 'not a regular file'
+    if kind == 'device':
+        return 'model_card', '/dev/zero', 'not a regular file'
+    if kind == 'huge':
+        (tmp_path / 'huge.yaml').write_text('description: ' + 'x' * 300_000)
+        return 'model_card', str(tmp_path / 'huge.yaml'), 'a model card is at most'
+    return 'card_overrides', alias_bomb(10), 'aliases are not allowed'
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'device', 'huge', 'alias bomb'])
+def test_hostile_cards_are_refused_at_once_while_frames_go_on(
+        harness, tmp_path: Path, kind: str) -> None:
+    """A FIFO as model_card held every parameter service and survived SIGINT, /dev/zero was
+    read until the OOM killer came, and a 600-byte alias bomb in card_overrides stopped the
+    frames for 60 s before the node was OOM-killed."""
+    name, value, refusal = hostile_card(kind, tmp_path)
+    started = time.monotonic()
+    successful, reason = harness.set_parameter(name, value)
+    assert not successful and refusal in reason, reason
+    assert time.monotonic() - started < 10.0 and len(reason) < 1000
+    assert harness.get_parameter(name) == ''
+    assert harness.send(raw(camera_frame(22))) is not None
+
+
 def test_a_fifo_model_is_refused_at_once(harness, tmp_path: Path) -> None:
     """A FIFO given as model blocked the executor (services, diagnostics) for 12 s."""
     fifo = tmp_path / 'fifo.safetensors'

@@ -90,11 +90,17 @@ def camera_topic(camera: str, topic: str) -> str:
     return f'{camera}/{topic}' if camera else topic
 
 
+MAX_REASON_CHARS = 1000  # the longest error line (the values in it are shortened already)
+
+
 def one_line(error: BaseException) -> str:
     """How every error reads in a log line, a refusal or /diagnostics: its message on one line,
     with its type where the message alone is vague (anything but ValueError and its
-    subclasses, e.g. CheckpointError)."""
-    text = ' '.join(str(error).split()) or type(error).__name__
+    subclasses, e.g. CheckpointError), at most :data:`MAX_REASON_CHARS` long."""
+    message = str(error)
+    text = ' '.join(message[:MAX_REASON_CHARS * 2].split()) or type(error).__name__
+    if len(text) > MAX_REASON_CHARS or len(message) > MAX_REASON_CHARS * 2:
+        text = f'{text[:MAX_REASON_CHARS - 40]} ... ({len(message)} characters in all)'
     return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
 
 

@@ -14,6 +14,11 @@ A card fills a :class:`~vbp_ros.core.checkpoint.ModelSpec`; what it leaves out c
 spec (a vbp_ros checkpoint's own, or what an ONNX graph says about its input). Overrides
 (node parameters, command-line options) use the same keys, nested or dotted
 (``{output.index: 1}``). Every error names the key.
+
+Cards and overrides are untrusted text: a card file is checked before it is opened (a regular
+file of at most :data:`MAX_CARD_BYTES`), YAML aliases are refused (ten levels of nested
+anchors in 600 bytes expand to gigabytes), and a refusal shows a value shortened
+(:func:`shown`), never the whole of it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from typing import Mapping
 
 import yaml
 
-from .checkpoint import CARD_FIELDS, CARD_KEYS, COLORS, CheckpointError, ModelSpec
+from .checkpoint import (CARD_FIELDS, CARD_KEYS, COLORS, CheckpointError, ModelSpec,
+                         read_small_file, shown)
 
 CARD_SUFFIX = '.yaml'
+MAX_CARD_BYTES = 256 * 1024  # cards are a few hundred bytes; so are overrides
 _INTEGERS = {'input_channels', 'input_height', 'input_width', 'output_index'}
 _FLOATS = {'pixel_scale', 'output_scale', 'steering_ratio'}
 _STRINGS = {'architecture', 'description', 'input_name', 'color', 'output_unit'}
@@ -39,22 +46,51 @@ def card_path_for(model_path: str | Path) -> Path:
 
 def read_card(path: str | Path) -> dict[str, object]:
     """The card's values by dotted key, checked against the known keys (not yet a spec)."""
-    path = Path(path)
+    data = read_small_file(path, MAX_CARD_BYTES, 'model card')
     try:
-        text = path.read_text(encoding='utf-8')
-    except FileNotFoundError:
-        raise CheckpointError(f'{path}: no such model card') from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f'{path}: unreadable model card ({error})') from None
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f'{path}: unreadable model card ({error.reason} at byte '
+                              f'{error.start}; a card is UTF-8 text)') from None
     return parse_card(text, str(path))
+
+
+class _CardLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: a card has no use for them, and nested ones
+    expand exponentially."""
+
+    def compose_node(self, parent: object, index: object) -> object:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f'an alias (*{shown(event.anchor)[1:-1]}): aliases are not '
+                'allowed in a model card', event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, source: str) -> object:
+    """A YAML document of a card or of overrides: at most :data:`MAX_CARD_BYTES`, no
+    aliases; CheckpointError naming ``source`` otherwise."""
+    if len(text) > MAX_CARD_BYTES:
+        raise CheckpointError(f'{source}: {len(text)} characters; a model card or overrides '
+                              f'are at most {MAX_CARD_BYTES}')
+    try:
+        return yaml.load(text, Loader=_CardLoader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as error:
+        raise CheckpointError(f'{source}: not valid YAML ({_yaml_problem(error)})') from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What YAML found wrong and where, without the text around it (a line may be long)."""
+    problem = getattr(error, 'problem', None) or type(error).__name__
+    mark = getattr(error, 'problem_mark', None)
+    where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+    return f'{problem[:200]}{where}'
 
 
 def parse_card(text: str, source: str = 'model card') -> dict[str, object]:
     """Card values by dotted key from YAML text (a mapping, nested or dotted)."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise CheckpointError(f'{source}: not valid YAML ({error})') from None
+    document = load_yaml(text, source)
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -73,7 +109,7 @@ def flatten(values: Mapping, source: str, prefix: str = '') -> dict[str, object]
         elif isinstance(value, Mapping) and any(k.startswith(f'{dotted}.') for k in CARD_FIELDS):
             flat.update(flatten(value, source, f'{dotted}.'))
         else:
-            raise CheckpointError(f'{source}: unknown key {dotted!r}; known keys: '
+            raise CheckpointError(f'{source}: unknown key {shown(dotted)}; known keys: '
                                   f'{", ".join(CARD_FIELDS)}')
     return flat
 
@@ -121,11 +157,8 @@ def parse_assignments(assignments: list[str], source: str = '--set') -> dict[str
     for assignment in assignments:
         key, separator, text = assignment.partition('=')
         if not separator:
-            raise CheckpointError(f'{source}: {assignment!r} is not KEY=VALUE')
-        try:
-            values[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise CheckpointError(f'{source}: the value of {key} is not YAML ({error})') from None
+            raise CheckpointError(f'{source}: {shown(assignment)} is not KEY=VALUE')
+        values[key.strip()] = load_yaml(text, f'{source}: the value of {shown(key.strip())}')
     return flatten(values, source)
 
 
@@ -160,7 +193,7 @@ def _check_channels(channels: int, color: str, source: str) -> None:
     expected = 1 if color == 'gray' else 3
     if color in COLORS and channels != expected:
         raise CheckpointError(f'{source}: input.channels {channels} does not fit input.color '
-                              f'{color!r} ({expected} channel{"s" * (expected > 1)})')
+                              f'{shown(color)} ({expected} channel{"s" * (expected > 1)})')
 
 
 def _coerce(key: str, value: object, source: str) -> object:
@@ -168,7 +201,7 @@ def _coerce(key: str, value: object, source: str) -> object:
     name = CARD_FIELDS[key]
 
     def refuse(kind: str) -> CheckpointError:
-        return CheckpointError(f'{source}: {key} must be {kind}, not {value!r}')
+        return CheckpointError(f'{source}: {key} must be {kind}, not {shown(value)}')
 
     if name in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, int):

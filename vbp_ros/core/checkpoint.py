@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import reprlib
 import stat
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -106,10 +108,10 @@ class ModelSpec:
             return CheckpointError(f'{CARD_KEYS[name]} {text}')
 
         if self.color not in COLORS:
-            raise refuse('color', f'must be one of {", ".join(COLORS)}, not {self.color!r}')
+            raise refuse('color', f'must be one of {", ".join(COLORS)}, not {shown(self.color)}')
         if self.output_unit not in OUTPUT_UNITS:
             raise refuse('output_unit', f'must be one of {", ".join(OUTPUT_UNITS)}, not '
-                         f'{self.output_unit!r}')
+                         f'{shown(self.output_unit)}')
         if min(self.input_channels, self.input_height, self.input_width) < 1:
             raise CheckpointError('input channels, height and width must be positive '
                                   '(input.channels, input.height, input.width)')
@@ -186,17 +188,52 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> None
     save_file(state, str(path), metadata=spec.to_metadata())
 
 
-def check_regular_file(path: str | Path) -> None:
-    """Raise CheckpointError unless ``path`` is an existing regular file. Checked before any
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxtuple = 2, 6, 4, 6
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` shortened for a message: a refusal never carries the whole of a long
+    string or a deep value (a card's expanded YAML made a 35.8 MB reason)."""
+    return _SHOWN.repr(value)
+
+
+def check_regular_file(path: str | Path, max_bytes: int | None = None,
+                       what: str = 'model file', limit_name: str = '') -> None:
+    """Raise CheckpointError unless ``path`` is an existing regular file of at most
+    ``max_bytes`` (named ``limit_name`` in the refusal, e.g. a parameter). Checked before any
     open: opening a FIFO or a device would block, or read without end."""
     try:
-        mode = Path(path).stat().st_mode
+        status = Path(path).stat()
     except FileNotFoundError:
-        raise CheckpointError(f'{path}: no such model file') from None
+        raise CheckpointError(f'{path}: no such {what}') from None
     except OSError as error:
         raise CheckpointError(f'{path}: cannot read it ({error.strerror})') from None
-    if not stat.S_ISREG(mode):
+    _check_status(path, status, max_bytes, what, limit_name)
+
+
+def read_small_file(path: str | Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of a small file (a card), checked like :func:`check_regular_file` and again
+    on the opened file (opened without blocking: a FIFO put there meanwhile gives no wait)."""
+    check_regular_file(path, max_bytes, what)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise CheckpointError(f'{path}: cannot read it ({error.strerror})') from None
+    with os.fdopen(descriptor, 'rb') as stream:
+        _check_status(path, os.fstat(descriptor), max_bytes, what, '')
+        return stream.read(max_bytes + 1)[:max_bytes]
+
+
+def _check_status(path: str | Path, status: os.stat_result, max_bytes: int | None, what: str,
+                  limit_name: str) -> None:
+    if not stat.S_ISREG(status.st_mode):
         raise CheckpointError(f'{path}: not a regular file (a FIFO, device or directory)')
+    if max_bytes is not None and status.st_size > max_bytes:
+        limit = f'{max_bytes / 2**20:g} MB' if max_bytes >= 2**20 else f'{max_bytes} bytes'
+        raise CheckpointError(f'{path}: {status.st_size} bytes; a {what} is at most {limit}'
+                              + (f' ({limit_name})' if limit_name else ''))
 
 
 def read_spec(path: str | Path) -> ModelSpec:
