@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
 from keras_graphs import INPUT, keras_pilotnet, twin
@@ -234,6 +235,27 @@ def test_input_layout_that_contradicts_the_network_is_refused(tmp_path: Path) ->
     with pytest.raises(CheckpointError, match='input.layout is nhwc, but PyTorch networks take '
                                               'nchw images'):
         load_model(weights, overrides='{input.layout: nhwc}')
+
+
+def test_input_layout_from_the_card_where_the_graph_does_not_show_it(tmp_path: Path) -> None:
+    """A linear model on channels-last pixels has no Transpose that shows its layout: the
+    card's input.layout says how to read the graph's input size."""
+    graph = helper.make_graph(
+        [helper.make_node('Reshape', [INPUT, 'flat'], ['pixels']),
+         helper.make_node('MatMul', ['pixels', 'weight'], ['steering'])], 'linear',
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ['batch', 66, 200, 3])],
+        [helper.make_tensor_value_info('steering', TensorProto.FLOAT, ['batch', 1])],
+        [numpy_helper.from_array(np.asarray([-1, 66 * 200 * 3], np.int64), 'flat'),
+         numpy_helper.from_array(np.ones((66 * 200 * 3, 1), np.float32), 'weight')])
+    path = tmp_path / 'linear.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    path.with_suffix('.yaml').write_text('input: {layout: nhwc, color: rgb}\n')
+    _, spec = load_model(path)
+    assert (spec.input_layout, spec.input_channels, spec.input_height, spec.input_width) == (
+        'nhwc', 3, 66, 200)
+    path.with_suffix('.yaml').write_text('input: {color: rgb}\n')
+    with pytest.raises(CheckpointError, match="input.channels is 3 but the graph's input"):
+        load_model(path)
 
 
 @pytest.mark.parametrize('model, settings, message', [

@@ -76,7 +76,11 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
             raise MissingCardError(
                 f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
                 "or the 'model_card' parameter (vbp-card writes a template)")
-        spec = _card_spec(card_file, onnx_input_fields(model), overrides, path)
+        graph_fields = onnx_input_fields(model)
+        spec = _card_spec(card_file, graph_fields, overrides, path)
+        if spec.input_layout != graph_fields.get('input_layout', NCHW):  # the card's layout
+            spec = _card_spec(card_file, onnx_input_fields(model, spec.input_layout), overrides,
+                              path)
     elif suffix == SAFETENSORS_SUFFIX:
         metadata, state = _read_safetensors(path)
         embedded = (ModelSpec.from_metadata(metadata, str(path))
@@ -193,10 +197,11 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def onnx_input_fields(model: onnx.ModelProto) -> dict[str, object]:
+def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, object]:
     """What the graph fixes about its image input, as spec fields: its name, its layout where
     the graph shows it (:func:`~vbp_ros.core.onnx_vbp.graph_input_layout`), and channels,
-    height and width where they are fixed."""
+    height and width where they are fixed, read in ``layout`` if given (the card's), else in
+    the layout the graph shows, else NCHW."""
     try:
         name = image_input(model)
     except UnsupportedModelError:
@@ -205,7 +210,7 @@ def onnx_input_fields(model: onnx.ModelProto) -> dict[str, object]:
     fields = {'input_name': name}
     if found:
         fields['input_layout'] = found[0]
-    for field_name, size in _input_sizes(model, name, found[0] if found else NCHW):
+    for field_name, size in _input_sizes(model, name, layout or fields.get('input_layout', NCHW)):
         if size:
             fields[field_name] = size
     return fields
