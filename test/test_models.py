@@ -3,6 +3,7 @@ the onnxruntime backend of the engine, vbp-export and vbp-card."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,12 +15,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
+from keras_graphs import INPUT, keras_pilotnet, twin
 from own_networks import CARD, install
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
+from vbp_ros.core import networks
 from vbp_ros.core.cards import apply_overrides, card_text, parse_card, spec_from_card
 from vbp_ros.core.checkpoint import FORMAT, CheckpointError
 from vbp_ros.core.loading import load_model
@@ -197,6 +202,96 @@ def test_onnx_needs_a_card(tmp_path: Path) -> None:
     _, spec = load_model(graph)  # the template: size and colour from the graph
     assert (spec.input_channels, spec.input_height, spec.input_width, spec.color) == (
         1, 125, 640, 'gray')
+
+
+def keras_graph(folder: Path, **options: object) -> tuple[Path, networks.PilotNet]:
+    """A tf2onnx-style Keras PilotNet (channels-last) saved as keras.onnx, and its weights."""
+    torch.manual_seed(8)
+    model = networks.PilotNet('elu').eval()
+    path = folder / 'keras.onnx'
+    onnx.save(keras_pilotnet(model, **options), str(path))
+    return path, model
+
+
+def test_vbp_card_template_of_a_channels_last_graph(tmp_path: Path) -> None:
+    graph, _ = keras_graph(tmp_path)
+    assert card_tool.main([str(graph), '--set', 'input.color=yuv']) == 0
+    assert '  layout: nhwc\n' in graph.with_suffix('.yaml').read_text()
+    _, spec = load_model(graph)
+    assert (spec.input_layout, spec.input_channels, spec.input_height, spec.input_width,
+            spec.color) == ('nhwc', 3, 66, 200, 'yuv')
+
+
+def test_input_layout_that_contradicts_the_network_is_refused(tmp_path: Path) -> None:
+    graph, _ = keras_graph(tmp_path)
+    (tmp_path / 'keras.yaml').write_text('input: {layout: nchw, color: rgb}\n')
+    with pytest.raises(CheckpointError, match=f"^{graph}: input.layout is nchw but the graph's "
+                       f"input '{INPUT}' is nhwc: Transpose '.*' takes it to NCHW$"):
+        load_model(graph)
+    with pytest.raises(CheckpointError, match='input.layout must be one of nchw, nhwc'):
+        load_model(graph, overrides={'input.layout': 'chw'})
+    weights = tmp_path / 'authors.safetensors'
+    save_checkpoint(weights, authors_net().eval(), ModelSpec('authors', 1, 125, 640))
+    with pytest.raises(CheckpointError, match='input.layout is nhwc, but PyTorch networks take '
+                                              'nchw images'):
+        load_model(weights, overrides='{input.layout: nhwc}')
+
+
+def test_input_layout_from_the_card_where_the_graph_does_not_show_it(tmp_path: Path) -> None:
+    """A linear model on channels-last pixels has no Transpose that shows its layout: the
+    card's input.layout says how to read the graph's input size."""
+    graph = helper.make_graph(
+        [helper.make_node('Reshape', [INPUT, 'flat'], ['pixels']),
+         helper.make_node('MatMul', ['pixels', 'weight'], ['steering'])], 'linear',
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ['batch', 66, 200, 3])],
+        [helper.make_tensor_value_info('steering', TensorProto.FLOAT, ['batch', 1])],
+        [numpy_helper.from_array(np.asarray([-1, 66 * 200 * 3], np.int64), 'flat'),
+         numpy_helper.from_array(np.ones((66 * 200 * 3, 1), np.float32), 'weight')])
+    path = tmp_path / 'linear.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    path.with_suffix('.yaml').write_text('input: {layout: nhwc, color: rgb}\n')
+    _, spec = load_model(path)
+    assert (spec.input_layout, spec.input_channels, spec.input_height, spec.input_width) == (
+        'nhwc', 3, 66, 200)
+    path.with_suffix('.yaml').write_text('input: {color: rgb}\n')
+    with pytest.raises(CheckpointError, match="input.channels is 3 but the graph's input"):
+        load_model(path)
+
+
+@pytest.mark.parametrize('model, settings, message', [
+    ('plain.safetensors', ['input.height=125', 'input.width=640'], 'architecture missing'),
+    ('keras.onnx', ['input.channels=1'], "input.channels 1 does not fit input.color 'rgb'"),
+])
+def test_vbp_card_errors_name_the_users_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             model: str, settings: list[str],
+                                             message: str) -> None:
+    keras_graph(tmp_path)
+    save_file(authors_net().state_dict(), str(tmp_path / 'plain.safetensors'))
+    path = tmp_path / model
+    arguments = [item for setting in settings for item in ('--set', setting)]
+    assert card_tool.main([str(path), *arguments]) == 1
+    assert capsys.readouterr().err.startswith(f'vbp-card: {path}: {message}')
+    assert not path.with_suffix('.yaml').exists()
+
+
+def test_engine_runs_a_channels_last_graph_as_onnxruntime_does(tmp_path: Path) -> None:
+    """The engine feeds a Keras graph (Cropping2D, channels-last) its input in NHWC: the angle
+    is onnxruntime's on the unmodified graph, the mask that of its PyTorch twin."""
+    cropping = ((10, 4), (3, 0))
+    graph, model = keras_graph(tmp_path, cropping=cropping)
+    (tmp_path / 'keras.yaml').write_text('input: {color: yuv, scale: 1.0, crop: [180, 0, 300, '
+                                         '640]}\n')
+    engine = build_engine(graph, device='cpu')
+    result = engine.process(FRAME)
+    x = np.ascontiguousarray(engine.preprocess(FRAME)[None].transpose(0, 2, 3, 1))
+    session = ort.InferenceSession(graph.read_bytes(), providers=['CPUExecutionProvider'])
+    (expected,) = session.run(None, {INPUT: x})
+    assert result.angle == pytest.approx(float(expected[0, 0]), rel=1e-5)
+    twin_spec = dataclasses.replace(engine.spec, input_name='', input_layout='nchw',
+                                    pixel_scale=1 / 255)
+    twin_engine = VBPEngine(twin(model, cropping), twin_spec, backend='onnxruntime',
+                            device='cpu')
+    np.testing.assert_allclose(result.mask, twin_engine.process(FRAME).mask, atol=1e-4)
 
 
 def test_engine_backends_agree_and_batch(tmp_path: Path) -> None:

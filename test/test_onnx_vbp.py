@@ -2,7 +2,9 @@
 
 The rule's reference is test/vbp_rule.py (torch.fx, float64, written from design notes §2a);
 on plain ReLU chains, today's VisualBackProp (exact there) is compared too. Graphs come from
-torch.onnx.export, run by ONNX Runtime in one session with the network's outputs.
+torch.onnx.export, run by ONNX Runtime in one session with the network's outputs, and, for
+channels-last Keras networks, from test/keras_graphs.py (tf2onnx's graphs, built with onnx.helper),
+each against the same network exported plainly from PyTorch.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from keras_graphs import INPUT, keras_pilotnet, twin
 from vbp_ros.core import networks
 from vbp_ros.core.networks import authors_net, net_svf
 from vbp_ros.core.rules import UnsupportedModelError
-from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, has_visualbackprop,
-                                   plan_visualbackprop)
+from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, graph_input_layout,
+                                   has_visualbackprop, plan_visualbackprop)
 from vbp_ros.core.vbp import VisualBackProp
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_rule import reference_mask
@@ -186,11 +190,14 @@ def build(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     return model.eval(), shape
 
 
-def run_with_mask(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    graph = add_visualbackprop(model)
-    session = ort.InferenceSession(graph.SerializeToString(),
+def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(),
                                    providers=['CPUExecutionProvider'])
     return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def run_with_mask(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    return run(add_visualbackprop(model), x)
 
 
 @pytest.mark.parametrize('batch', [1, 3])
@@ -380,8 +387,8 @@ class Tanh(nn.Module):
 
 
 @pytest.mark.parametrize('factory, message', [
-    (Upsampling, r"ONNX node '.*Resize.*' \(Resize\) in the feature part is not in the "
-                 'VisualBackProp rule table'),
+    (Upsampling, r"ONNX node '.*Resize.*' \(Resize\) in the feature part is not yet in the "
+                 r'VisualBackProp rule table \(vbp_ros.core.onnx_vbp.RULES\)$'),
     (Tanh, r'Tanh of a feature map used other than as the gate'),
 ])
 def test_unreadable_graphs_are_refused_naming_the_node(factory, message: str) -> None:
@@ -390,9 +397,127 @@ def test_unreadable_graphs_are_refused_naming_the_node(factory, message: str) ->
         add_visualbackprop(graph)
 
 
+BOUNDS = {'starts': [0], 'ends': [8], 'two': [2], 'one': [1], 'batch': [0]}  # for Slices
+
+
+def feature_graph(nodes: list[onnx.NodeProto], domain: str = '') -> onnx.ModelProto:
+    """'x' (1, 2, 8, 8) -> Relu -> 'relu' -> ``nodes`` -> 'features' -> Flatten -> 'y', with
+    :data:`BOUNDS` as int64 initializers."""
+    nodes = [helper.make_node('Relu', ['x'], ['relu'], name='relu'), *nodes,
+             helper.make_node('Flatten', ['features'], ['y'], name='flatten')]
+    graph = helper.make_graph(
+        nodes, 'features', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(value, np.int64), name)
+         for name, value in BOUNDS.items()])
+    domains = [helper.make_opsetid(domain, 1)] if domain else []
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17), *domains],
+                             ir_version=8)
+
+
+def test_a_transpose_that_only_feeds_the_head_belongs_to_it() -> None:
+    swap = helper.make_node('Transpose', ['relu'], ['features'], name='swap', perm=[0, 1, 3, 2])
+    assert plan_visualbackprop(feature_graph([swap])).head == ['swap']
+
+
+@pytest.mark.parametrize('node, message', [
+    (helper.make_node('Transpose', ['relu'], ['swapped'], name='swap', perm=[0, 1, 3, 2]),
+     r"'swap' \(Transpose\): it permutes an NCHW feature map into NCWH; only Transposes "
+     'between NCHW and NHWC, or into the head, are in the VisualBackProp rule table'),
+    (helper.make_node('Slice', ['relu', 'starts', 'ends', 'two', 'two'], ['swapped'],
+                      name='rows'),
+     r"'rows' \(Slice\): a Slice of height or width with step 2; only crops \(step 1\)"),
+    (helper.make_node('Slice', ['relu', 'starts', 'one', 'batch'], ['swapped'], name='first'),
+     r"'first' \(Slice\): it slices the batch axis"),
+    (helper.make_node('Swish', ['relu'], ['swapped'], name='swish', domain='my.ops'),
+     r"'swish' \(Swish\) of domain 'my.ops' in the feature part is not a standard ONNX "
+     'operator; export the network with standard operators'),
+])
+def test_nodes_the_rule_cannot_read_are_refused_with_the_reason(
+        node: onnx.NodeProto, message: str) -> None:
+    graph = feature_graph([node, helper.make_node('Relu', ['swapped'], ['features'])],
+                          node.domain)
+    with pytest.raises(UnsupportedModelError, match=message):
+        add_visualbackprop(graph)
+
+
+def test_a_convolution_cannot_read_a_channels_last_tensor() -> None:
+    graph = export_onnx(nn.Sequential(nn.Conv2d(8, 2, 3), nn.ReLU(), nn.Flatten()).eval(),
+                        (8, 8, 8))
+    with pytest.raises(UnsupportedModelError, match=r"\(Conv\) reads its input 'image' as NCHW, "
+                       'but that tensor is channels-last'):
+        add_visualbackprop(graph, input_layout='nhwc')
+
+
 def test_every_rule_kind_is_one_table_entry() -> None:
-    assert {RULES[op] for op in ('Relu', 'Conv', 'Add', 'Flatten', 'Shape', 'Sigmoid')} == {
-        'activation', 'spatial', 'identity', 'head', 'ignored', 'gate'}
+    assert {RULES[op] for op in ('Relu', 'Conv', 'Add', 'Transpose', 'Flatten', 'Shape',
+                                 'Sigmoid')} == {
+        'activation', 'spatial', 'identity', 'layout', 'head', 'ignored', 'gate'}
+    assert RULES['Slice'] == 'spatial'
+
+
+KERAS_STYLES = {
+    'mul-sub': {},
+    'div-sub-cropping2d': {'normalisation': 'div', 'cropping': ((10, 4), (3, 0))},
+    'per-layer-transposes': {'per_layer_transposes': True},
+}
+
+
+@pytest.mark.parametrize('style', list(KERAS_STYLES))
+def test_keras_graphs_give_the_mask_of_the_plain_network(style: str) -> None:
+    """A channels-last Keras PilotNet as tf2onnx writes it: with the mask, its outputs are
+    those of the unmodified graph, and its mask, (N, 1, H, W), that of the same network
+    exported plainly (NCHW, no Transposes, no Slice) from PyTorch and fed the cropped image,
+    zero-padded back where Cropping2D cut."""
+    torch.manual_seed(3)
+    model, options = networks.PilotNet('elu').eval(), KERAS_STYLES[style]
+    graph = keras_pilotnet(model, **options)
+    height, width = (d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim[1:3])
+    pixels = np.random.default_rng(3).random((2, height, width, 3), np.float32) * 255
+    (expected_output,) = run(graph, pixels)
+    output, mask = run_with_mask(graph, pixels)
+    np.testing.assert_allclose(output, expected_output, rtol=1e-5)
+    assert mask.shape == (2, 1, height, width)
+    (top, bottom), (left, right) = options.get('cropping', ((0, 0), (0, 0)))
+    rows, columns = slice(top, height - bottom), slice(left, width - right)
+    plain = export_onnx(model, (3, *model.input_size))
+    plain_output, plain_mask = run_with_mask(plain, np.ascontiguousarray(
+        pixels[:, rows, columns].transpose(0, 3, 1, 2) / np.float32(255)))
+    np.testing.assert_allclose(output, plain_output, rtol=1e-4)
+    np.testing.assert_allclose(mask[:, :, rows, columns], plain_mask, atol=TOLERANCE)
+    mask[:, :, rows, columns] = 0
+    assert not mask.any()
+
+
+def test_the_graph_shows_a_channels_last_input() -> None:
+    model = networks.PilotNet('relu').eval()
+    keras, torch_graph = keras_pilotnet(model), export_onnx(model, (3, 66, 200))
+    assert graph_input_layout(keras, INPUT) == (
+        'nhwc', "Transpose 'sequential/conv2d/Conv2D__6' takes it to NCHW")
+    assert graph_input_layout(torch_graph, 'image')[0] == 'nchw'
+    plan = plan_visualbackprop(keras)
+    assert plan.input_shape == (3, 66, 200) and plan.layouts[INPUT] == 'nhwc'
+    assert plan.head == ['sequential/flatten/Reshape__20']  # Flatten's Transpose
+    per_layer = plan_visualbackprop(keras_pilotnet(model, per_layer_transposes=True))
+    assert [per_layer.layouts[name] for name in per_layer.kept] == ['nhwc'] * 5
+
+
+def test_a_pytorch_crop_is_zero_padded_back() -> None:
+    """``x[:, :, 10:-4, 3:]`` exports as a Slice: the mask is PyTorch VisualBackProp's, zero
+    on the rows and columns cut off."""
+    torch.manual_seed(4)
+    model = twin(networks.PilotNet('relu').eval(), ((10, 4), (3, 0)))
+    x = torch.rand(2, 3, 80, 203)
+    graph = export_onnx(model, (3, 80, 203))
+    _, mask = run_with_mask(graph, x.numpy())
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        _, expected = vbp(x)
+    np.testing.assert_allclose(mask, expected.numpy(), atol=TOLERANCE)
+    assert not mask[:, :, :10].any() and not mask[:, :, -4:].any()
+    assert not mask[:, :, :, :3].any() and mask[:, :, 10:-4, 3:].max() == pytest.approx(1.0)
+    plan = '\n'.join(plan_visualbackprop(graph).describe())  # one Slice per axis
+    assert '(Slice): zero-pad (66, 200) -> (66, 203), (0, 3) before' in plan
+    assert '(Slice): zero-pad (66, 203) -> (80, 203), (10, 0) before' in plan
 
 
 @pytest.mark.parametrize('name', networks.ZOO)

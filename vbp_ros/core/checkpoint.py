@@ -35,11 +35,15 @@ OUTPUT_LIMITS = {'rad': math.pi, 'deg': math.pi, 'steering_wheel_rad': 6 * math.
                  'steering_wheel_deg': 6 * math.pi, 'class_logits': math.inf,
                  'unknown': math.inf}
 COLORS = ('gray', 'rgb', 'bgr', 'yuv')
+# The axis orders of an image input, by the letters of its axes (the card's input.layout).
+NCHW, NHWC = 'nchw', 'nhwc'
+INPUT_LAYOUTS = (NCHW, NHWC)
 # The model card's keys (YAML, nested at the dots) and the ModelSpec fields they fill.
 CARD_FIELDS = {
     'architecture': 'architecture', 'arguments': 'arguments', 'description': 'description',
-    'input.name': 'input_name', 'input.color': 'color', 'input.channels': 'input_channels',
-    'input.height': 'input_height', 'input.width': 'input_width', 'input.crop': 'crop',
+    'input.name': 'input_name', 'input.layout': 'input_layout', 'input.color': 'color',
+    'input.channels': 'input_channels', 'input.height': 'input_height',
+    'input.width': 'input_width', 'input.crop': 'crop',
     'input.camera_size': 'camera_size', 'input.scale': 'pixel_scale', 'input.mean': 'mean',
     'input.std': 'std', 'output.index': 'output_index', 'output.unit': 'output_unit',
     'output.scale': 'output_scale', 'output.steering_ratio': 'steering_ratio',
@@ -81,6 +85,8 @@ class ModelSpec:
             unit it turns the output into the road-wheel angle (0: publish the wheel angle).
         output_names: names of the outputs, for people (steering, throttle...).
         input_name: the ONNX graph input that takes the image ('' when there is only one).
+        input_layout: the axis order of that input (:data:`INPUT_LAYOUTS`): 'nchw', or 'nhwc'
+            for a channels-last ONNX graph (Keras, tf2onnx); PyTorch networks take 'nchw'.
         description: free text (provenance).
     """
 
@@ -102,6 +108,7 @@ class ModelSpec:
     steering_ratio: float = 0.0
     output_names: tuple[str, ...] = ()
     input_name: str = ''
+    input_layout: str = NCHW
 
     def __post_init__(self) -> None:
         def refuse(name: str, text: str) -> CheckpointError:
@@ -109,6 +116,9 @@ class ModelSpec:
 
         if self.color not in COLORS:
             raise refuse('color', f'must be one of {", ".join(COLORS)}, not {shown(self.color)}')
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise refuse('input_layout', f'must be one of {", ".join(INPUT_LAYOUTS)}, not '
+                         f'{shown(self.input_layout)}')
         if self.output_unit not in OUTPUT_UNITS:
             raise refuse('output_unit', f'must be one of {", ".join(OUTPUT_UNITS)}, not '
                          f'{shown(self.output_unit)}')

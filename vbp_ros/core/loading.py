@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
-from .checkpoint import (FORMAT, CheckpointError, ModelSpec, check_regular_file,
-                         default_model_path)
+from .checkpoint import (CARD_KEYS, FORMAT, NCHW, CheckpointError, ModelSpec,
+                         check_regular_file, default_model_path)
 from .rules import UnsupportedModelError
-from .onnx_vbp import MASK_OUTPUT, image_input
+from .onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
 
 __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
            'model_card_path', 'onnx_input_fields']
@@ -46,7 +46,7 @@ def model_card_path(model_path: str | Path, card: str | Path | None = None) -> P
     return beside if beside.is_file() else None
 
 
-def load_model(path: str | Path | None, card: str | Path | None = None,
+def load_model(path: str | Path | None, card: str | Path | Mapping | None = None,
                overrides: Mapping | str | None = None) -> tuple[Model, ModelSpec]:
     """The network and its card (a :class:`ModelSpec`), checked against each other.
 
@@ -55,7 +55,8 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
             the architecture) or an ``.onnx`` file; '' or None: the bundled default model.
         card: the model card (YAML); default: the file beside the model with its stem
             (required for ONNX files and plain state dicts; a vbp_ros checkpoint carries its
-            own, which such a card overrides).
+            own, which such a card overrides); or the card's values by dotted key, for a card
+            not written yet (vbp-card checks its template so), errors then naming ``path``.
         overrides: card values that win over the card's (a mapping or YAML text, keys nested or
             dotted), e.g. from node parameters.
 
@@ -67,7 +68,7 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
     """
     path = Path(path) if path else default_model_path()
     check_regular_file(path)
-    card_file = model_card_path(path, card)
+    card_file = card if isinstance(card, Mapping) else model_card_path(path, card)
     suffix = path.suffix.lower()
     if suffix == ONNX_SUFFIX:
         model = load_onnx(path)
@@ -75,7 +76,11 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
             raise MissingCardError(
                 f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
                 "or the 'model_card' parameter (vbp-card writes a template)")
-        spec = _card_spec(card_file, onnx_input_fields(model), overrides)
+        graph_fields = onnx_input_fields(model)
+        spec = _card_spec(card_file, graph_fields, overrides, path)
+        if spec.input_layout != graph_fields.get('input_layout', NCHW):  # the card's layout
+            spec = _card_spec(card_file, onnx_input_fields(model, spec.input_layout), overrides,
+                              path)
     elif suffix == SAFETENSORS_SUFFIX:
         metadata, state = _read_safetensors(path)
         embedded = (ModelSpec.from_metadata(metadata, str(path))
@@ -85,11 +90,11 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
                 f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
                 f"network need {card_path_for(path).name} beside them (or the 'model_card' "
                 'parameter) naming the architecture')
-        spec = (_card_spec(card_file, embedded, overrides) if card_file is not None
+        spec = (_card_spec(card_file, embedded, overrides, path) if card_file is not None
                 else apply_overrides(embedded, overrides))
         if not spec.architecture:
-            raise CheckpointError(f'{card_file}: architecture missing: safetensors weights '
-                                  'need the network that they belong to')
+            raise CheckpointError(f'{_card_name(card_file, path)}: architecture missing: '
+                                  'safetensors weights need the network that they belong to')
         model = _build(spec, state, path)
     elif suffix in _PICKLED:
         raise CheckpointError(
@@ -126,10 +131,16 @@ def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
                               f'network gives {outputs} output{"s" * (outputs != 1)} per image')
 
 
-def _card_spec(card_file: Path, base: ModelSpec | dict | None,
-               overrides: Mapping | str | None) -> ModelSpec:
-    spec = spec_from_card(read_card(card_file), base, str(card_file))
+def _card_spec(card: Path | Mapping, base: ModelSpec | dict | None,
+               overrides: Mapping | str | None, path: Path) -> ModelSpec:
+    values = card if isinstance(card, Mapping) else read_card(card)
+    spec = spec_from_card(values, base, _card_name(card, path))
     return apply_overrides(spec, overrides)
+
+
+def _card_name(card: Path | Mapping, path: Path) -> str:
+    """How errors name a card: its file, or the model's for card values not written yet."""
+    return str(path) if isinstance(card, Mapping) else str(card)
 
 
 def _read_safetensors(path: Path) -> tuple[dict | None, dict]:
@@ -186,19 +197,31 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def onnx_input_fields(model: onnx.ModelProto) -> dict[str, object]:
-    """What the graph fixes about its image input, as spec fields: its name, and channels,
-    height and width where they are fixed."""
+def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, object]:
+    """What the graph fixes about its image input, as spec fields: its name, its layout where
+    the graph shows it (:func:`~vbp_ros.core.onnx_vbp.graph_input_layout`), and channels,
+    height and width where they are fixed, read in ``layout`` if given (the card's), else in
+    the layout the graph shows, else NCHW."""
     try:
         name = image_input(model)
     except UnsupportedModelError:
         return {}
-    dims = _input_dims(model, name)
+    found = graph_input_layout(model, name)
     fields = {'input_name': name}
-    for field_name, size in zip(('input_channels', 'input_height', 'input_width'), dims[1:]):
+    if found:
+        fields['input_layout'] = found[0]
+    for field_name, size in _input_sizes(model, name, layout or fields.get('input_layout', NCHW)):
         if size:
             fields[field_name] = size
     return fields
+
+
+def _input_sizes(model: onnx.ModelProto, name: str, layout: str
+                 ) -> list[tuple[str, int | None]]:
+    """(spec field, size or None) of the image input's channels, height and width."""
+    dims = dict(zip(layout, _input_dims(model, name)))
+    return [(field_name, dims.get(axis)) for field_name, axis in
+            (('input_channels', 'c'), ('input_height', 'h'), ('input_width', 'w'))]
 
 
 def _input_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
@@ -215,14 +238,16 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
     dims = _input_dims(model, name)
     if len(dims) != 4:
         raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "
-                              'not 4 (batch, channels, height, width)')
-    for key, card_value, graph_value in (
-            ('input.channels', spec.input_channels, dims[1]),
-            ('input.height', spec.input_height, dims[2]),
-            ('input.width', spec.input_width, dims[3])):
+                              'not 4 (batch, channels, height, width, in some order)')
+    found = graph_input_layout(model, name)
+    if found and found[0] != spec.input_layout:
+        raise CheckpointError(f"{source}: input.layout is {spec.input_layout} but the graph's "
+                              f"input '{name}' is {found[0]}: {found[1]}")
+    for field_name, graph_value in _input_sizes(model, name, spec.input_layout):
+        card_value = getattr(spec, field_name)
         if graph_value and graph_value != card_value:
-            raise CheckpointError(f"{source}: {key} is {card_value} but the graph's input "
-                                  f"'{name}' has {graph_value}")
+            raise CheckpointError(f"{source}: {CARD_KEYS[field_name]} is {card_value} but the "
+                                  f"graph's input '{name}' has {graph_value}")
     counts = []
     for output in model.graph.output:
         if output.name == MASK_OUTPUT:
@@ -241,6 +266,9 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
 
 
 def _check_torch(model: nn.Module, spec: ModelSpec, source: str) -> int:
+    if spec.input_layout != NCHW:
+        raise CheckpointError(f'{source}: input.layout is {spec.input_layout}, but PyTorch '
+                              f'networks take {NCHW} images; leave input.layout out')
     first = _first_conv(model)
     if first is not None and first[1].in_channels != spec.input_channels:
         raise CheckpointError(

@@ -10,17 +10,31 @@ entry per operator type:
   ReLU6, ThresholdedRelu): its output is *kept*. Gated activations, ``x * gate(x)`` with a gate
   of Sigmoid (SiLU), HardSigmoid (hard swish), Tanh(Softplus) (Mish) or the erf form of GELU,
   are found as their ``Mul``; the gate's own nodes take no part.
-- ``spatial`` (Conv, MaxPool, AveragePool, Pad): the mask is scaled up along the edge by the
-  one-channel all-ones transposed convolution with the node's kernel, strides, dilations and
-  pads (explicit or ``auto_pad``), its output padding (or extra end crop, for ``ceil_mode``)
-  making the size equal the node's input size exactly. The kernel is separable: two
-  one-dimensional ``ConvTranspose`` nodes, columns then rows, and none along an axis the node
-  leaves alone (1x1 convolutions); a Pad's edge is a ``Slice``.
+- ``spatial`` (Conv, MaxPool, AveragePool, Pad, Slice): the mask is scaled up along the edge
+  by the one-channel all-ones transposed convolution with the node's kernel, strides, dilations
+  and pads (explicit or ``auto_pad``), its output padding (or extra end crop, for
+  ``ceil_mode``) making the size equal the node's input size exactly. The kernel is separable:
+  two one-dimensional ``ConvTranspose`` nodes, columns then rows, and none along an axis the
+  node leaves alone (1x1 convolutions). A Pad's edge is a ``Slice`` of the mask; a Slice of
+  height or width (a crop with constant bounds and step 1: Keras' Cropping2D, ``x[:, :, a:b]``)
+  is the mirror, the mask zero-padded back to the Slice's input size; a Slice of channels
+  passes the mask unchanged.
 - ``identity`` (BatchNormalization and other normalizations, Dropout, Identity, Cast, pointwise
   Add/Sub/Mul/Div, residual adds, channel Concat): the mask passes unchanged to every operand
   that is a feature tensor.
+- ``layout`` (Transpose): see Layouts below.
 - ``head`` (Flatten, Gemm, MatMul, Reshape, GlobalAveragePool, reductions...): the head; masks
   do not flow into it. ``ignored`` nodes (Shape, Size) only read a tensor's shape.
+
+Layouts. A feature tensor is NCHW or channels-last NHWC (the letters of
+:data:`~vbp_ros.core.checkpoint.INPUT_LAYOUTS`), and the rule tracks which of its axes are
+channels, height and width. The image input's layout is the model card's ``input.layout``, or
+what the graph shows (:func:`graph_input_layout`: a Transpose to NCHW right after the input,
+possibly behind pointwise normalisation, as tf2onnx writes Keras models); a Transpose between
+NHWC and NCHW is an identity edge that changes it (tf2onnx's Transposes around each Conv). A
+Transpose whose result only feeds the head belongs to the head (Keras' Flatten: ``Transpose ->
+Reshape -> MatMul``); other permutations are refused. Conv and pooling read NCHW; activations,
+pointwise nodes, Pad and Slice work in either layout. Masks are (N, 1, H, W) in every layout.
 
 Anything else in the feature part is refused with :class:`UnsupportedModelError` naming the
 node. The output of the last Conv or pooling before the head is kept too when no activation
@@ -47,26 +61,28 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
+from .checkpoint import INPUT_LAYOUTS, NCHW, NHWC
 from .rules import UnsupportedModelError
 
-__all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'has_visualbackprop',
-           'image_input', 'plan_visualbackprop']
+__all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'graph_input_layout',
+           'has_visualbackprop', 'image_input', 'plan_visualbackprop']
 
 MASK_OUTPUT = 'vbp_mask'
 MASK_METADATA = 'vbp_ros.mask'  # metadata_props key: the mask output's name
 _PREFIX = 'vbp/'
 _TINY = float(np.finfo(np.float32).tiny)
 
-ACTIVATION, SPATIAL, IDENTITY, HEAD, IGNORED, GATE = (
-    'activation', 'spatial', 'identity', 'head', 'ignored', 'gate')
+ACTIVATION, SPATIAL, IDENTITY, LAYOUT, HEAD, IGNORED, GATE = (
+    'activation', 'spatial', 'identity', 'layout', 'head', 'ignored', 'gate')
 # What each operator type is to VisualBackProp: adding a layer type is one entry here.
 RULES: dict[str, str] = {
     **dict.fromkeys(('Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Celu', 'Gelu', 'HardSwish',
                      'Mish', 'Clip', 'ThresholdedRelu'), ACTIVATION),
-    **dict.fromkeys(('Conv', 'MaxPool', 'AveragePool', 'Pad'), SPATIAL),
+    **dict.fromkeys(('Conv', 'MaxPool', 'AveragePool', 'Pad', 'Slice'), SPATIAL),
     **dict.fromkeys(('BatchNormalization', 'InstanceNormalization', 'GroupNormalization', 'LRN',
                      'Dropout', 'Identity', 'Cast', 'Add', 'Sub', 'Mul', 'Div', 'Sum', 'Neg',
                      'Concat'), IDENTITY),
+    'Transpose': LAYOUT,
     **dict.fromkeys(('Flatten', 'Gemm', 'MatMul', 'Reshape', 'GlobalAveragePool',
                      'GlobalMaxPool', 'ReduceMean', 'ReduceMax', 'ReduceSum', 'Squeeze'), HEAD),
     **dict.fromkeys(('Shape', 'Size'), IGNORED),
@@ -84,6 +100,14 @@ _NONNEGATIVE = {'Relu'}  # activations whose output needs no Relu before the cha
 _PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
 _BLOCK_CHANNELS = 16
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
+_BORDERS = {'Pad', 'Slice'}  # spatial edges that only add or remove rows and columns
+_NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
+_TO_NCHW = (0, 3, 1, 2)  # the Transpose that takes an NHWC tensor to NCHW
+
+
+def _axes(layout: str) -> tuple[int, int, int]:
+    """The positions of the channel, height and width axes in a tensor of ``layout``."""
+    return tuple(layout.index(axis) for axis in 'chw')
 
 
 @dataclass(frozen=True)
@@ -95,8 +119,10 @@ class ScaleUp:
     kernel: tuple[int, int]
     strides: tuple[int, int]
     dilations: tuple[int, int]
-    begin: tuple[int, int]  # rows and columns cropped at the start (the node's leading pads)
-    end_crop: tuple[int, int]  # rows and columns cropped at the end
+    # Rows and columns cropped at the start (the node's leading pads) and at the end; negative:
+    # added as zeros (where a Slice cropped them).
+    begin: tuple[int, int]
+    end_crop: tuple[int, int]
     output_padding: tuple[int, int]  # rows and columns added at the end
     source_hw: tuple[int, int]
     target_hw: tuple[int, int]
@@ -106,6 +132,9 @@ class ScaleUp:
         if self.op_type == 'Pad':
             return (f'{self.node} (Pad): slice {self.source_hw} -> {self.target_hw} from '
                     f'{self.begin}')
+        if self.op_type == 'Slice':
+            return (f'{self.node} (Slice): zero-pad {self.source_hw} -> {self.target_hw}, '
+                    f'{tuple(-b for b in self.begin)} before')
         return (f'{self.node} ({self.op_type}): {self.source_hw} -> {self.target_hw}, kernel '
                 f'{self.kernel}, strides {self.strides}, dilations {self.dilations}, crop start '
                 f'{self.begin}, crop end {self.end_crop}, output padding {self.output_padding}')
@@ -125,7 +154,7 @@ class VBPGraphPlan:
     """What the rule reads from one graph: kept tensors, edges, and where the masks go.
 
     Attributes:
-        input: the image input's name; ``input_shape`` its (C, H, W).
+        input: the image input's name; ``input_shape`` its (C, H, W), whatever its layout.
         kept: kept tensors in graph order, each with the node kind that made it.
         order: the feature tensors that get a mask, from the deepest to the input.
         edges: per feature tensor, its consumers that carry a mask back.
@@ -134,6 +163,8 @@ class VBPGraphPlan:
             input: there the mask is divided by its per-image maximum.
         head: the nodes where the feature part ends.
         channels: channel count per kept tensor.
+        sizes: (height, width) per feature tensor.
+        layouts: the axis order of each feature tensor, 'nchw' or 'nhwc'.
     """
 
     input: str
@@ -147,14 +178,16 @@ class VBPGraphPlan:
     head: list[str] = field(default_factory=list)
     channels: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
         """The plan as lines of text: kept tensors, scale-ups, merges, head."""
         lines = [f'input {self.input}: {self.input_shape[0]}x{self.input_shape[1]}x'
-                 f'{self.input_shape[2]}']
+                 f'{self.input_shape[2]} ({self.layouts[self.input]})']
         for name, kind in self.kept.items():
             h, w = self.sizes[name]
-            lines.append(f'kept {name} ({kind}): {self.channels[name]}x{h}x{w}')
+            layout = f' ({NHWC})' if self.layouts[name] == NHWC else ''
+            lines.append(f'kept {name} ({kind}): {self.channels[name]}x{h}x{w}{layout}')
         for name in self.order:
             edges = [e for e in self.edges.get(name, ()) if e.target in self.sizes]
             for edge in edges:
@@ -221,13 +254,15 @@ class _Graph:
         self._constants[name] = value
         return value
 
-    def spatial_size(self, name: str, where: str) -> tuple[int, int]:
+    def spatial_size(self, name: str, where: str, layout: str) -> tuple[int, int]:
+        """(height, width) of a 4-D tensor of ``layout``, from shape inference."""
         shape = self.shapes.get(name)
-        if shape is None or len(shape) != 4 or shape[2] is None or shape[3] is None:
+        _, height, width = _axes(layout)
+        if shape is None or len(shape) != 4 or shape[height] is None or shape[width] is None:
             raise UnsupportedModelError(
                 f"{where}: the size of tensor '{name}' is not known from the graph "
                 f'(shape {shape}); give the model a fixed input height and width')
-        return int(shape[2]), int(shape[3])
+        return int(shape[height]), int(shape[width])
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -254,6 +289,16 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int 
     graph = helper.make_graph([copy], 'constant', [], outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset or 17)])
     return list(ReferenceEvaluator(model).run(None, {}))
+
+
+def _not_in_table(node: onnx.NodeProto, where: str) -> str:
+    """Why a node the rule table does not know is refused: a standard operator that is not
+    there yet, or one of another domain."""
+    if node.domain in ('', 'ai.onnx'):
+        return (f'{where} in the feature part is not yet in the VisualBackProp rule table '
+                '(vbp_ros.core.onnx_vbp.RULES)')
+    return (f"{where} of domain '{node.domain}' in the feature part is not a standard ONNX "
+            'operator; export the network with standard operators, or cut the graph before it')
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -283,16 +328,45 @@ def image_input(model: onnx.ModelProto, name: str = '') -> str:
     return images[0]
 
 
-def _with_input_size(model: onnx.ModelProto, input_name: str,
-                     input_hw: tuple[int, int] | None) -> onnx.ModelProto:
+def graph_input_layout(model: onnx.ModelProto, name: str) -> tuple[str, str] | None:
+    """How the graph reads its image input ``name`` where it shows it, and the node that shows
+    it: ('nhwc', ...) where a Transpose takes it to NCHW, ('nchw', ...) where a Conv or pooling
+    reads it, either behind pointwise nodes, activations, Pad or Slice (tf2onnx's
+    normalisation and Cropping2D); None where it shows neither."""
+    graph = _Graph(model)
+    pending = [name]
+    for tensor in pending:
+        for node in graph.consumers.get(tensor, ()):
+            first = node.input[0] == tensor
+            if node.domain not in ('', 'ai.onnx'):
+                continue
+            if node.op_type == 'Transpose':
+                if first and tuple(_attribute(node, 'perm', ())) == _TO_NCHW:
+                    return NHWC, f"Transpose '{graph.name(node)}' takes it to NCHW"
+            elif node.op_type in _NCHW_READERS:
+                if first:
+                    return NCHW, f"{node.op_type} '{graph.name(node)}' reads it as NCHW"
+            elif RULES.get(node.op_type) in (ACTIVATION, IDENTITY, SPATIAL):
+                pending += [output for output in node.output if output not in pending]
+    return None
+
+
+def _input_layout(model: onnx.ModelProto, name: str, layout: str | None) -> str:
+    """``layout`` if given, else what the graph shows, else NCHW."""
+    found = None if layout else graph_input_layout(model, name)
+    return layout or (found[0] if found else NCHW)
+
+
+def _with_input_size(model: onnx.ModelProto, input_name: str, input_hw: tuple[int, int] | None,
+                     layout: str) -> onnx.ModelProto:
     """A shape-inferred copy, the image input's height and width fixed where they are free."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     if input_hw is not None:
         dims = next(i for i in model.graph.input if i.name == input_name).type.tensor_type \
             .shape.dim
-        for dim, size in zip(dims[2:], input_hw):
-            if not dim.HasField('dim_value'):
-                dim.dim_value = int(size)
+        for axis, size in zip(_axes(layout)[1:], input_hw):
+            if not dims[axis].HasField('dim_value'):
+                dims[axis].dim_value = int(size)
     _fold_small_constants(model)
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
@@ -318,24 +392,28 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
 
 
 def plan_visualbackprop(model: onnx.ModelProto, input_name: str = '',
-                        input_hw: tuple[int, int] | None = None) -> VBPGraphPlan:
+                        input_hw: tuple[int, int] | None = None,
+                        input_layout: str | None = None) -> VBPGraphPlan:
     """Read the §2a plan of ``model`` (see the module docstring); the image input's height and
-    width must be fixed in the graph or given as ``input_hw``."""
+    width must be fixed in the graph or given as ``input_hw``; its layout ('nchw' or 'nhwc')
+    is ``input_layout``, or by default what the graph shows (:func:`graph_input_layout`)."""
     name = image_input(model, input_name)
-    return _Reader(_Graph(_with_input_size(model, name, input_hw)), name).plan
+    layout = _input_layout(model, name, input_layout)
+    return _Reader(_Graph(_with_input_size(model, name, input_hw, layout)), name, layout).plan
 
 
 class _Reader:
     """One pass over the graph in its (topological) node order, then the mask order."""
 
-    def __init__(self, graph: _Graph, input_name: str) -> None:
+    def __init__(self, graph: _Graph, input_name: str, layout: str) -> None:
         self.graph = graph
         shape = graph.shapes.get(input_name)
         if shape is None or len(shape) != 4 or None in shape[1:]:
             raise UnsupportedModelError(
                 f"image input '{input_name}' needs a fixed channels x height x width shape, "
                 f'not {shape}')
-        self.plan = VBPGraphPlan(input_name, tuple(int(d) for d in shape[1:]))
+        self.plan = VBPGraphPlan(input_name, tuple(int(shape[axis]) for axis in _axes(layout)),
+                                 layouts={input_name: layout})
         self.feature: dict[str, int] = {input_name: 0}  # tensor -> position in graph order
         self.gate_root: dict[str, str] = {}  # gate tensors -> the feature tensor they gate
         self.producing_node: dict[str, tuple[onnx.NodeProto, str]] = {}
@@ -360,10 +438,7 @@ class _Reader:
         where = f"ONNX node '{graph.name(node)}' ({node.op_type})"
         rule = RULES.get(node.op_type) if node.domain in ('', 'ai.onnx') else None
         if rule is None:
-            raise UnsupportedModelError(
-                f'{where} in the feature part is not in the VisualBackProp rule table '
-                '(vbp_ros.core.onnx_vbp.RULES); export the network with standard operators, or '
-                'cut the graph before it')
+            raise UnsupportedModelError(_not_in_table(node, where))
         if gated:
             self._read_gated(node, where, features, gated)
             return
@@ -373,6 +448,9 @@ class _Reader:
             return
         if rule == GATE:
             self.gate_root[node.output[0]] = self._root(features[0])
+            return
+        if rule == LAYOUT:
+            self._transpose(node, where, features[0])
             return
         output = node.output[0]
         if rule == SPATIAL:
@@ -393,9 +471,11 @@ class _Reader:
             if node.op_type in _NONNEGATIVE or self._clip_is_nonnegative(node):
                 plan.nonnegative.add(output)
             return
-        if node.op_type == 'Concat' and _attribute(node, 'axis') not in (1, -3):
+        channels = _axes(self._layout(features, where))[0]
+        if node.op_type == 'Concat' and _attribute(node, 'axis') % 4 != channels:
             raise UnsupportedModelError(f'{where}: concatenation along axis '
-                                        f'{_attribute(node, "axis")}; only channels (axis 1)')
+                                        f'{_attribute(node, "axis")}; only channels (axis '
+                                        f'{channels})')
         self._add(output, [(i, Edge(graph.name(node), output, None)) for i in features],
                   IDENTITY, node)
 
@@ -436,26 +516,55 @@ class _Reader:
         return tensor
 
     def _add(self, output: str, edges: list[tuple[str, Edge]], rule: str,
-             node: onnx.NodeProto, kind: str = '') -> None:
-        """Record a new feature tensor, the edges that bring its mask back, and whether it is
-        kept."""
+             node: onnx.NodeProto, kind: str = '', layout: str = '') -> None:
+        """Record a new feature tensor (in the layout of its sources unless ``layout`` says
+        otherwise), the edges that bring its mask back, and whether it is kept."""
         plan, graph = self.plan, self.graph
         where = f"ONNX node '{graph.name(node)}' ({node.op_type})"
-        size = graph.spatial_size(output, where)
+        layout = layout or self._layout([source for source, _ in edges], where)
+        size = graph.spatial_size(output, where, layout)
         for source, edge in edges:
             source_size = plan.sizes.get(source, plan.input_shape[1:])
             if edge.scale_up is None and tuple(source_size) != size:
                 raise UnsupportedModelError(
                     f"{where}: its operand '{source}' ({source_size}) and its output ({size}) "
-                    'differ in size; only Conv, pooling and Pad may change the size')
+                    'differ in size; only Conv, pooling, Pad and Slice may change the size')
         self.feature[output] = len(self.feature)
         self.producing_node[output] = (node, rule)
         plan.sizes[output] = size
+        plan.layouts[output] = layout
         for source, edge in edges:
             plan.edges.setdefault(source, []).append(edge)
         if rule == ACTIVATION:
             plan.kept[output] = kind or node.op_type
             plan.channels[output] = self._channels(output, where)
+
+    def _layout(self, tensors: list[str], where: str) -> str:
+        """The layout the feature tensors ``tensors`` share."""
+        layouts = sorted({self.plan.layouts[tensor] for tensor in tensors})
+        if len(layouts) > 1:
+            raise UnsupportedModelError(f'{where}: its operands are in different layouts '
+                                        f'({" and ".join(layouts)})')
+        return layouts[0]
+
+    def _transpose(self, node: onnx.NodeProto, where: str, source: str) -> None:
+        """A Transpose between NCHW and NHWC: an identity edge that changes the layout; one
+        whose result only feeds the head belongs to the head."""
+        graph, output = self.graph, node.output[0]
+        if all(RULES.get(consumer.op_type) in (HEAD, IGNORED)
+               for consumer in graph.consumers.get(output, ())):
+            self.plan.head.append(graph.name(node))
+            return
+        layout = self.plan.layouts[source]
+        perm = _attribute(node, 'perm') or range(3, -1, -1)
+        permuted = ''.join(layout[axis] for axis in perm)
+        if permuted not in INPUT_LAYOUTS:
+            raise UnsupportedModelError(
+                f'{where}: it permutes an {layout.upper()} feature map into '
+                f'{permuted.upper()}; only Transposes between NCHW and NHWC, or into the head, '
+                'are in the VisualBackProp rule table')
+        self._add(output, [(source, Edge(graph.name(node), output, None))], IDENTITY, node,
+                  layout=permuted)
 
     def _scale_after(self, output: str) -> bool:
         """Whether a gated activation ends in a multiplication by a constant (the erf form of
@@ -492,9 +601,10 @@ class _Reader:
 
     def _channels(self, tensor: str, where: str) -> int:
         shape = self.graph.shapes.get(tensor)
-        if shape is None or shape[1] is None:
+        axis = _axes(self.plan.layouts[tensor])[0]
+        if shape is None or shape[axis] is None:
             raise UnsupportedModelError(f"{where}: the channel count of '{tensor}' is not known")
-        return int(shape[1])
+        return int(shape[axis])
 
     def _check_activation(self, node: onnx.NodeProto, where: str) -> None:
         if node.op_type == 'PRelu' and node.input[1] in self.feature:
@@ -511,10 +621,17 @@ class _Reader:
 
     def _scale_up(self, node: onnx.NodeProto, where: str) -> ScaleUp:
         graph = self.graph
-        source_hw = graph.spatial_size(node.output[0], where)
-        target_hw = graph.spatial_size(node.input[0], where)
+        layout = self.plan.layouts[node.input[0]]
+        if node.op_type in _NCHW_READERS and layout != NCHW:
+            raise UnsupportedModelError(
+                f"{where} reads its input '{node.input[0]}' as NCHW, but that tensor is "
+                'channels-last (NHWC); a Transpose to NCHW must come first')
+        source_hw = graph.spatial_size(node.output[0], where, layout)
+        target_hw = graph.spatial_size(node.input[0], where, layout)
         if node.op_type == 'Pad':
-            return self._pad_edge(node, where, source_hw, target_hw)
+            return self._pad_edge(node, where, layout, source_hw, target_hw)
+        if node.op_type == 'Slice':
+            return self._slice_edge(node, where, layout, source_hw, target_hw)
         if node.op_type == 'Conv':
             weight = graph.shapes.get(node.input[1]) or np.shape(graph.constant(node.input[1]))
             kernel = tuple(_attribute(node, 'kernel_shape') or weight[2:])
@@ -546,8 +663,8 @@ class _Reader:
         return ScaleUp(graph.name(node), node.op_type, kernel, strides, dilations, begin,
                        tuple(end_crop), tuple(output_padding), source_hw, target_hw)
 
-    def _pad_edge(self, node: onnx.NodeProto, where: str, source_hw: tuple[int, int],
-                  target_hw: tuple[int, int]) -> ScaleUp:
+    def _pad_edge(self, node: onnx.NodeProto, where: str, layout: str,
+                  source_hw: tuple[int, int], target_hw: tuple[int, int]) -> ScaleUp:
         mode = _attribute(node, 'mode', 'constant')
         pads = (self.graph.constant(node.input[1]) if len(node.input) > 1
                 else _attribute(node, 'pads'))
@@ -558,13 +675,56 @@ class _Reader:
                 f'{where}: only constant padding with constant pads is supported')
         pads = [int(p) for p in np.asarray(pads).ravel()]
         rank = len(pads) // 2
-        if any(pads[:rank - 2] + pads[rank:2 * rank - 2]) or min(pads) < 0:
+        _, height, width = _axes(layout)
+        if min(pads) < 0 or any(pads[axis] or pads[rank + axis] for axis in range(rank)
+                                if axis not in (height, width)):
             raise UnsupportedModelError(f'{where}: only non-negative padding of the height and '
                                         'width is supported')
-        begin = (pads[rank - 2], pads[rank - 1])
-        end = (pads[2 * rank - 2], pads[2 * rank - 1])
+        begin = (pads[height], pads[width])
+        end = (pads[rank + height], pads[rank + width])
         return ScaleUp(self.graph.name(node), 'Pad', (1, 1), (1, 1), (1, 1), begin, end, (0, 0),
                        source_hw, target_hw)
+
+    def _slice_edge(self, node: onnx.NodeProto, where: str, layout: str,
+                    source_hw: tuple[int, int], target_hw: tuple[int, int]) -> ScaleUp:
+        """A crop of height or width (and any slice of channels): the rows and columns it
+        cuts are added back to the mask as zeros."""
+        starts, ends, axes, steps = self._slice_bounds(node, where)
+        channels, height, width = _axes(layout)
+        added = {height: (0, 0), width: (0, 0)}
+        size = {height: target_hw[0], width: target_hw[1]}
+        for axis, start, end, step in zip(axes, starts, ends, steps):
+            if axis == channels:
+                continue
+            if axis not in added:
+                raise UnsupportedModelError(f'{where}: it slices the batch axis')
+            if step != 1:
+                raise UnsupportedModelError(
+                    f'{where}: a Slice of height or width with step {step}; only crops (step 1) '
+                    'are in the VisualBackProp rule table')
+            kept = range(size[axis])[start:end]
+            added[axis] = (kept.start, size[axis] - kept.stop)
+        (top, bottom), (left, right) = added[height], added[width]
+        return ScaleUp(self.graph.name(node), 'Slice', (1, 1), (1, 1), (1, 1), (-top, -left),
+                       (-bottom, -right), (0, 0), source_hw, target_hw)
+
+    def _slice_bounds(self, node: onnx.NodeProto, where: str
+                      ) -> tuple[list[int], list[int], list[int], list[int]]:
+        """A Slice's starts, ends, axes (0 to 3) and steps, from its inputs (opset 10 on) or
+        attributes."""
+        inputs = list(node.input[1:5])
+        if inputs:
+            values = [self.graph.constant(name) if name else None for name in inputs]
+            if any(value is None for value, name in zip(values, inputs) if name):
+                raise UnsupportedModelError(
+                    f'{where}: only constant starts, ends, axes and steps are supported')
+            values += [None] * (4 - len(values))
+        else:
+            values = [_attribute(node, name) for name in ('starts', 'ends', 'axes')] + [None]
+        starts, ends, axes, steps = (None if v is None else [int(i) for i in np.ravel(v)]
+                                     for v in values)
+        axes = [axis % 4 for axis in axes] if axes is not None else list(range(len(starts)))
+        return starts, ends, axes, steps or [1] * len(axes)
 
     def _keep_last_spatial(self) -> None:
         """Keep a Conv or pooling output after which no activation and no other Conv or
@@ -658,6 +818,8 @@ class _Writer:
         if tensor not in self.plan.nonnegative:
             tensor = self.node('Relu', [tensor], 'positive')
         channels = self.plan.channels[original]
+        if self.plan.layouts[original] == NHWC:
+            return self._channel_mean_channels_last(tensor, channels, self.plan.sizes[original])
         if self.plan.kept[original] in _PLAIN_LAYOUT or channels < _BLOCK_CHANNELS:
             return self._channel_mean_by_matmul(tensor, channels, self.plan.sizes[original])
         weight = self.constant(('mean', channels),
@@ -674,6 +836,15 @@ class _Writer:
         shape = self.constant(('map', *size), lambda: np.asarray([0, 1, *size], np.int64))
         return self.node('Reshape', [mean, shape], 'map')
 
+    def _channel_mean_channels_last(self, tensor: str, channels: int, size: tuple[int, int]
+                                    ) -> str:
+        """(N, H, W, C) times a column of 1/C, then (N, H, W, 1) read as (N, 1, H, W)."""
+        weight = self.constant(('mean_column', channels),
+                               lambda: np.full((channels, 1), 1.0 / channels, np.float32))
+        mean = self.node('MatMul', [tensor, weight], 'channel_mean')
+        shape = self.constant(('map', *size), lambda: np.asarray([0, 1, *size], np.int64))
+        return self.node('Reshape', [mean, shape], 'map')
+
     def scale_up(self, mask: str, step: ScaleUp) -> str:
         if step.op_type == 'Pad':
             (top, left), (height, width) = step.begin, step.target_hw
@@ -682,6 +853,8 @@ class _Writer:
                                  lambda: np.asarray([top + height, left + width], np.int64))
             axes = self.constant(('i64', 2, 3), lambda: np.asarray([2, 3], np.int64))
             return self.node('Slice', [mask, starts, ends, axes], 'unpad')
+        if step.op_type == 'Slice':
+            return self._uncrop(mask, step)
         # The all-ones kernel is separable: one pass per axis does k instead of k * k additions
         # per pixel (onnxruntime's one-channel ConvTranspose costs in proportion), columns
         # first, as in vbp.py. Axes the edge leaves alone (1x1 convolutions) take no node.
@@ -691,6 +864,17 @@ class _Writer:
             if geometry != (1, 1, 0, 0, 0):
                 mask = self._scale_up_axis(mask, step, axis)
         return mask
+
+    def _uncrop(self, mask: str, step: ScaleUp) -> str:
+        """A Slice's edge: the rows and columns it cut, added back to the mask as zeros."""
+        (top, left), (bottom, right) = step.begin, step.end_crop
+        pads = [0, 0, -top, -left, 0, 0, -bottom, -right]
+        if not any(pads):  # a Slice of channels only
+            return mask
+        if self.opset < 11:
+            return self.node('Pad', [mask], 'uncrop', pads=pads)
+        amounts = self.constant(('pads', *pads), lambda: np.asarray(pads, np.int64))
+        return self.node('Pad', [mask, amounts], 'uncrop')
 
     def _scale_up_axis(self, mask: str, step: ScaleUp, axis: int) -> str:
         def along(value: int, other: int) -> list[int]:
@@ -751,16 +935,19 @@ def has_visualbackprop(model: onnx.ModelProto) -> bool:
 
 
 def add_visualbackprop(model: onnx.ModelProto, input_name: str = '',
-                       input_hw: tuple[int, int] | None = None) -> onnx.ModelProto:
+                       input_hw: tuple[int, int] | None = None,
+                       input_layout: str | None = None) -> onnx.ModelProto:
     """A copy of ``model`` with the VisualBackProp mask as the extra output :data:`MASK_OUTPUT`
-    ((N, 1, H, W) float32 in [0, 1] at the input size), checked by ``onnx.checker``. The image
-    input's height and width are fixed to ``input_hw`` where the graph leaves them free."""
+    ((N, 1, H, W) float32 in [0, 1] at the input size, in every layout), checked by
+    ``onnx.checker``. The image input's height and width are fixed to ``input_hw`` where the
+    graph leaves them free; ``input_layout`` as in :func:`plan_visualbackprop`."""
     if has_visualbackprop(model):
         raise UnsupportedModelError(f"the graph already has an output '{MASK_OUTPUT}'")
     name = image_input(model, input_name)
-    inferred = _with_input_size(model, name, input_hw)
+    layout = _input_layout(model, name, input_layout)
+    inferred = _with_input_size(model, name, input_hw, layout)
     graph = _Graph(inferred)
-    plan = _Reader(graph, name).plan
+    plan = _Reader(graph, name, layout).plan
     result = onnx.ModelProto.FromString(model.SerializeToString())
     if input_hw is not None:  # the fixed size, as the plan was read with it
         next(i for i in result.graph.input if i.name == name).CopyFrom(

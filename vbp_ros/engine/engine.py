@@ -204,7 +204,11 @@ class VBPEngine:
         self._cuda = self.device.type == 'cuda' and self._onnx is None
         slots = 2 if self._cuda else 1
         shape = (max_batch, *self.preprocess.shape)
-        self._host_inputs = [torch.empty(shape, pin_memory=self._cuda) for _ in range(slots)]
+        # A channels-last graph reads the staging buffer in place: it lies NHWC in memory.
+        layout = torch.channels_last if self._onnx is not None and self._onnx.channels_last \
+            else torch.contiguous_format
+        self._host_inputs = [torch.empty(shape, pin_memory=self._cuda, memory_format=layout)
+                             for _ in range(slots)]
         self._host_views = [t.numpy() for t in self._host_inputs]
         self._pending: deque[_Submission] = deque()
         self._next_slot = 0

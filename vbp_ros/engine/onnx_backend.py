@@ -6,6 +6,10 @@ has them, as ``vbp-export`` writes it); a PyTorch network is first exported in m
 follows the ``device``: ``cpu``; ``cuda`` or ``cuda:N`` (CUDAExecutionProvider, from the
 ``onnxruntime-gpu`` package); ``tensorrt`` or ``tensorrt:N`` (TensorrtExecutionProvider, CUDA
 behind it); ``auto``: CUDA where the installed onnxruntime has it, else the CPU.
+
+Inputs are (N, C, H, W) whatever the graph takes: a channels-last graph (the card's
+``input.layout: nhwc``) is fed their (N, H, W, C) transpose, without a copy where the array lies
+channels-last in memory (the engine's staging buffer does).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ..core.checkpoint import ModelSpec
+from ..core.checkpoint import NHWC, ModelSpec
 from ..core.loading import flatten_outputs
 from ..core.onnx_vbp import MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input
 
@@ -86,9 +90,10 @@ class OnnxRuntimeNetwork:
     def __init__(self, model: onnx.ModelProto, spec: ModelSpec, device: str = 'auto',
                  threads: int = 0, with_mask: bool = True) -> None:
         self.input_name = image_input(model, spec.input_name)
+        self.channels_last = spec.input_layout == NHWC
         if with_mask and not has_visualbackprop(model):
             model = add_visualbackprop(model, self.input_name,
-                                       (spec.input_height, spec.input_width))
+                                       (spec.input_height, spec.input_width), spec.input_layout)
         providers = onnxruntime_providers(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -115,7 +120,10 @@ class OnnxRuntimeNetwork:
         self.max_batch = batch if isinstance(batch, int) else None
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W)."""
+        """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W), for
+        inputs ``x`` (B, C, H, W) float32."""
+        if self.channels_last:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a view if x lies channels-last
         results = self.session.run(self.output_names, {self.input_name: x})
         outputs, mask = (results[:-1], results[-1][:, 0]) if self.with_mask else (results, None)
         count = len(x)

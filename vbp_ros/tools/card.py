@@ -6,18 +6,18 @@
         --set input.width=200 --set input.color=yuv
 
 For an ONNX file without a card it writes a template from the graph's input (channels, height,
-width): check the colour, scaling and output keys before use. The card is loaded back and
-checked against the model before it is written. An existing card is kept unless --force.
+width, and channels-last layout where the graph transposes its input to NCHW): check the colour,
+scaling and output keys before use. The card is checked against the model before it is
+written; its errors name the model file. An existing card is kept unless --force.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-from ..core.cards import card_path_for, card_text, parse_assignments, spec_from_card, write_card
+from ..core.cards import card_path_for, card_text, parse_assignments, write_card
 from ..core.checkpoint import CheckpointError, ModelSpec
 from ..core.loading import MissingCardError, load_model, load_onnx, onnx_input_fields
 
@@ -55,12 +55,10 @@ def _spec_for(model: Path, values: dict) -> ModelSpec:
         return load_model(model, overrides=values)[1]
     except MissingCardError:
         pass
-    template = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == '.onnx' else {}
-    if 'input_channels' in template and 'input.color' not in values:
-        template['color'] = 'gray' if template['input_channels'] == 1 else 'rgb'
-    with tempfile.TemporaryDirectory() as folder:
-        card = write_card(Path(folder) / 'card.yaml', spec_from_card(values, template, '--set'))
-        return load_model(model, card)[1]
+    graph = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == '.onnx' else {}
+    if 'input_channels' in graph and 'input.color' not in values:
+        values = {**values, 'input.color': 'gray' if graph['input_channels'] == 1 else 'rgb'}
+    return load_model(model, values)[1]
 
 
 if __name__ == '__main__':

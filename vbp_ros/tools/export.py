@@ -37,7 +37,7 @@ def exported_graph(model: torch.nn.Module | onnx.ModelProto, spec: ModelSpec,
     graph = model if isinstance(model, onnx.ModelProto) else export_onnx(model, shape, opset)
     name = image_input(graph, spec.input_name)
     if not has_visualbackprop(graph):
-        graph = add_visualbackprop(graph, name, shape[1:])
+        graph = add_visualbackprop(graph, name, shape[1:], spec.input_layout)
     card = ModelSpec(**{**spec.__dict__, 'architecture': '', 'arguments': {},
                         'input_name': name})
     return graph, card
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, UnsupportedModelError, ValueError, RuntimeError) as error:
         print(f'vbp-export: {error}', file=sys.stderr)
         return 1
-    plan = plan_visualbackprop(graph, card.input_name)
+    plan = plan_visualbackprop(graph, card.input_name, input_layout=card.input_layout)
     print('\n'.join(plan.describe()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(args.out))
