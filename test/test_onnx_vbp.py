@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vbp_ros.core import networks
+from vbp_ros.core.checkpoint import ModelSpec
 from vbp_ros.core.networks import authors_net, net_svf
 from vbp_ros.core.rules import UnsupportedModelError
 from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, has_visualbackprop,
                                    plan_visualbackprop)
 from vbp_ros.core.vbp import VisualBackProp
-from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
 from vbp_rule import reference_mask
 
 TOLERANCE = 1e-4
@@ -412,3 +413,34 @@ def test_zoo_in_graph_mask_equals_pytorch_visualbackprop(name: str) -> None:
         expected_output, expected_mask = vbp(x)
     np.testing.assert_allclose(mask, expected_mask.numpy(), atol=TOLERANCE)
     np.testing.assert_allclose(output, expected_output.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['pilotnet_elu', 'resnet'])
+def test_layer_outputs_are_figure2_of_pytorch_visualbackprop(name: str) -> None:
+    """vbp-inspect's Figure 2 of an ONNX file: every kept tensor's averaged map and
+    intermediate mask come out of the graph, equal to PyTorch's (the intermediate masks up to
+    the per-image factor both divide them by), and the outputs and mask stay as they were."""
+    model, shape = build(name)
+    spec = ModelSpec('', *shape, color='rgb')
+    graph = export_onnx(model, shape)
+    x = torch.rand(2, *shape) * (255.0 if name.startswith('pilotnet') else 1.0)
+    outputs, mask, layers = OnnxRuntimeNetwork(graph, spec, 'cpu', layer_outputs=True).explain(
+        x.numpy())
+    plain_outputs, plain_mask = OnnxRuntimeNetwork(graph, spec, 'cpu')(x.numpy())
+    np.testing.assert_array_equal(outputs, plain_outputs)
+    np.testing.assert_array_equal(mask, plain_mask)
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        expected = vbp.explain(x)
+    assert [tensor for tensor, _, _ in layers] == list(plan_visualbackprop(graph).kept)
+    assert len(layers) == len(expected.averaged_maps)
+
+    def per_image_unit(values: np.ndarray) -> np.ndarray:
+        return values / values.reshape(len(values), -1).max(axis=1)[:, None, None]
+
+    for (_, averaged, intermediate), expected_averaged, expected_intermediate in zip(
+            layers, expected.averaged_maps, expected.intermediate_masks):
+        np.testing.assert_allclose(averaged, expected_averaged[:, 0].numpy(), rtol=1e-4,
+                                   atol=1e-5)
+        np.testing.assert_allclose(per_image_unit(intermediate),
+                                   per_image_unit(expected_intermediate[:, 0].numpy()),
+                                   atol=TOLERANCE)
