@@ -7,6 +7,9 @@ torch.onnx.export, run by ONNX Runtime in one session with the network's outputs
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vbp_ros.core import networks
+from vbp_ros.core.cards import write_card
 from vbp_ros.core.checkpoint import ModelSpec
 from vbp_ros.core.networks import authors_net, net_svf
 from vbp_ros.core.rules import UnsupportedModelError
@@ -444,3 +448,39 @@ def test_layer_outputs_are_figure2_of_pytorch_visualbackprop(name: str) -> None:
         np.testing.assert_allclose(per_image_unit(intermediate),
                                    per_image_unit(expected_intermediate[:, 0].numpy()),
                                    atol=TOLERANCE)
+
+
+def readme_block(after: str) -> str:
+    """The first Python block of the README after the line that starts with ``after``."""
+    text = (Path(__file__).parents[1] / 'README.md').read_text()
+    rest = text[text.index('\n' + after):]
+    start = rest.index('```python\n') + len('```python\n')
+    return rest[start:rest.index('```', start)]
+
+
+def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    """"Bring your own network", an ONNX file from Python: the README's lines as they are, on
+    a small PilotNet with ELU, its card and a 640x480 camera frame."""
+    model, shape = build('pilotnet_elu')
+    onnx.save(export_onnx(model, shape), str(tmp_path / 'pilotnet.onnx'))
+    write_card(tmp_path / 'pilotnet.yaml', ModelSpec('', *shape, color='rgb',
+                                                     crop=(230, 0, 250, 640)))
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / 'frame.png'), frame)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(readme_block('**An ONNX file from Python**'), names)
+    plan, angle_and_mask = capsys.readouterr().out.split('\nhead: ')
+    assert plan.startswith('input image: 3x66x200\nkept ') and plan.count('\nkept ') == 4
+    assert angle_and_mask.endswith(' (66, 200)\n')
+    written = onnx.load('pilotnet_vbp.onnx')
+    onnx.checker.check_model(written)
+    assert has_visualbackprop(written)
+    result = names['result']
+    assert result.mask.shape == shape[1:] and result.mask.min() == 0 and result.mask.max() == 1
+    network_input = cv2.resize(frame[230:480, :, ::-1], shape[:0:-1],
+                               interpolation=cv2.INTER_AREA).transpose(2, 0, 1) / 255
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(network_input.astype(np.float32))[None])
+    assert result.angle == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
