@@ -5,6 +5,7 @@ figures of the README, "Model cards")."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,10 @@ from vbp_ros import ModelSpec, authors_net, save_checkpoint
 from vbp_ros.core.cards import parse_card, spec_from_card
 from vbp_ros.core.checkpoint import INTERPOLATIONS, CheckpointError
 from vbp_ros.core.loading import load_model
+from vbp_ros.data.camera_bags import CameraFrame, write_camera_bag
+from vbp_ros.data.datasets import synthetic_set
+from vbp_ros.data.fleet.reading import ReadOptions, read_segments
+from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.preprocess import INTERPOLATION_FLAGS, Preprocessor
 from vbp_ros.tools import export
@@ -198,3 +203,33 @@ def test_vbp_export_keeps_the_interpolation_in_its_card(authors_model: Path, tmp
     assert export.main([str(authors_model), str(out), '--set',
                         'input.interpolation=cubic']) == 0
     assert load_model(out)[1].interpolation == 'cubic'
+
+
+ROAD_SPEC = ModelSpec('authors', 1, 66, 200, crop=(230, 0, 250, 640))  # 640x480 gray frames
+
+
+def _network_pixels(frame: np.ndarray, interpolation: str) -> np.ndarray:
+    """(1, H, W): a 640x480 gray frame as ROAD_SPEC with ``interpolation`` wants it."""
+    return cv2.resize(frame[230:480], SHRINK, interpolation=FLAGS[interpolation])[None]
+
+
+def test_vbp_eval_and_vbp_train_frames_follow_the_card() -> None:
+    """vbp-eval and vbp-train make their synthetic frames into network inputs by the card."""
+    images = [frame.image for frame in SyntheticRoads(seed=2).frames(0, 2)]
+    for interpolation in ('area', 'nearest'):
+        spec = replace(ROAD_SPEC, interpolation=interpolation)
+        pixels = synthetic_set(2, 0, 2, spec).pixels
+        np.testing.assert_array_equal(pixels, [_network_pixels(i, interpolation) for i in images])
+
+
+def test_vbp_fleet_frames_follow_the_card(tmp_path: Path) -> None:
+    """vbp-fleet reads a bag's camera frames into network inputs by the card."""
+    rng = np.random.default_rng(4)
+    frames = [CameraFrame(10**18 + i * 50_000_000, 10**18 + i * 50_000_000,
+                          rng.integers(0, 256, (480, 640), np.uint8)) for i in range(2)]
+    bag = write_camera_bag(tmp_path / 'bag', frames)
+    for interpolation in ('area', 'nearest'):
+        spec = replace(ROAD_SPEC, interpolation=interpolation)
+        (segment,) = read_segments(bag, spec, ReadOptions(segment_inputs=8))
+        np.testing.assert_array_equal(
+            segment.planes, [_network_pixels(f.pixels, interpolation) for f in frames])
