@@ -153,6 +153,7 @@ def test_vbp_ros_checkpoints_of_before_cards_keep_working(tmp_path: Path) -> Non
               metadata={'format': FORMAT, 'spec': json.dumps(old_spec)})
     _, spec = load_model(path)
     assert spec.crop == (200, 0, 250, 640) and spec.output_index == 0 and spec.mean == (0.0,)
+    assert spec.interpolation == 'area'  # as every checkpoint before the key was resized
     assert card_tool.main([str(path), '--set', 'output.unit=deg']) == 0  # a card for it
     assert card_tool.main([str(path)]) == 1  # kept unless --force
     _, spec = load_model(path)

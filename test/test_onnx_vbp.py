@@ -9,6 +9,9 @@ each against the same network exported plainly from PyTorch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -20,12 +23,14 @@ from torch import nn
 
 from keras_graphs import INPUT, keras_pilotnet, twin
 from vbp_ros.core import networks
+from vbp_ros.core.cards import write_card
+from vbp_ros.core.checkpoint import ModelSpec
 from vbp_ros.core.networks import authors_net, net_svf
 from vbp_ros.core.rules import UnsupportedModelError
 from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, graph_input_layout,
                                    has_visualbackprop, plan_visualbackprop)
 from vbp_ros.core.vbp import VisualBackProp
-from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
 from vbp_rule import reference_mask
 
 TOLERANCE = 1e-4
@@ -537,3 +542,70 @@ def test_zoo_in_graph_mask_equals_pytorch_visualbackprop(name: str) -> None:
         expected_output, expected_mask = vbp(x)
     np.testing.assert_allclose(mask, expected_mask.numpy(), atol=TOLERANCE)
     np.testing.assert_allclose(output, expected_output.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['pilotnet_elu', 'resnet'])
+def test_layer_outputs_are_figure2_of_pytorch_visualbackprop(name: str) -> None:
+    """vbp-inspect's Figure 2 of an ONNX file: every kept tensor's averaged map and
+    intermediate mask come out of the graph, equal to PyTorch's (the intermediate masks up to
+    the per-image factor both divide them by), and the outputs and mask stay as they were."""
+    model, shape = build(name)
+    spec = ModelSpec('', *shape, color='rgb')
+    graph = export_onnx(model, shape)
+    x = torch.rand(2, *shape) * (255.0 if name.startswith('pilotnet') else 1.0)
+    outputs, mask, layers = OnnxRuntimeNetwork(graph, spec, 'cpu', layer_outputs=True).explain(
+        x.numpy())
+    plain_outputs, plain_mask = OnnxRuntimeNetwork(graph, spec, 'cpu')(x.numpy())
+    np.testing.assert_array_equal(outputs, plain_outputs)
+    np.testing.assert_array_equal(mask, plain_mask)
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        expected = vbp.explain(x)
+    assert [tensor for tensor, _, _ in layers] == list(plan_visualbackprop(graph).kept)
+    assert len(layers) == len(expected.averaged_maps)
+
+    def per_image_unit(values: np.ndarray) -> np.ndarray:
+        return values / values.reshape(len(values), -1).max(axis=1)[:, None, None]
+
+    for (_, averaged, intermediate), expected_averaged, expected_intermediate in zip(
+            layers, expected.averaged_maps, expected.intermediate_masks):
+        np.testing.assert_allclose(averaged, expected_averaged[:, 0].numpy(), rtol=1e-4,
+                                   atol=1e-5)
+        np.testing.assert_allclose(per_image_unit(intermediate),
+                                   per_image_unit(expected_intermediate[:, 0].numpy()),
+                                   atol=TOLERANCE)
+
+
+def readme_block(after: str) -> str:
+    """The first Python block of the README after the line that starts with ``after``."""
+    text = (Path(__file__).parents[1] / 'README.md').read_text()
+    rest = text[text.index('\n' + after):]
+    start = rest.index('```python\n') + len('```python\n')
+    return rest[start:rest.index('```', start)]
+
+
+def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    """"Bring your own network", an ONNX file from Python: the README's lines as they are, on
+    a small PilotNet with ELU, its card and a 640x480 camera frame."""
+    model, shape = build('pilotnet_elu')
+    onnx.save(export_onnx(model, shape), str(tmp_path / 'pilotnet.onnx'))
+    write_card(tmp_path / 'pilotnet.yaml', ModelSpec('', *shape, color='rgb',
+                                                     crop=(230, 0, 250, 640)))
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / 'frame.png'), frame)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(readme_block('**An ONNX file from Python**'), names)
+    plan, angle_and_mask = capsys.readouterr().out.split('\nhead: ')
+    assert plan.startswith('input image: 3x66x200\nkept ') and plan.count('\nkept ') == 4
+    assert angle_and_mask.endswith(' (66, 200)\n')
+    written = onnx.load('pilotnet_vbp.onnx')
+    onnx.checker.check_model(written)
+    assert has_visualbackprop(written)
+    result = names['result']
+    assert result.mask.shape == shape[1:] and result.mask.min() == 0 and result.mask.max() == 1
+    network_input = cv2.resize(frame[230:480, :, ::-1], shape[:0:-1],
+                               interpolation=cv2.INTER_AREA).transpose(2, 0, 1) / 255
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(network_input.astype(np.float32))[None])
+    assert result.angle == pytest.approx(float(expected), rel=1e-4, abs=1e-6)

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from vbp_ros import load_checkpoint
+from vbp_ros.core.cards import write_card
+from vbp_ros.core.loading import load_model
 from vbp_ros.core.networks import ZOO
+from vbp_ros.core.onnx_vbp import add_visualbackprop
+from vbp_ros.data.sources import read_image
 from vbp_ros.data.synthetic import SyntheticRoads
+from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.engine.preprocess import Preprocessor
 from vbp_ros.tools import bench, evaluate, inspect, train
 
 SMALL = ['--train-frames', '32', '--val-frames', '8', '--batch-size', '16', '--quiet']
@@ -74,6 +82,79 @@ def test_inspect_renders_figure2_of_a_checkpoint(pilotnet_checkpoint: Path, refe
     assert 'frame 640x125 does not fit the model' in capsys.readouterr().err
 
 
+@pytest.fixture(scope='module')
+def pilotnet_onnx(pilotnet_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained PilotNet-ELU as a user brings it in ONNX: the exported graph and a card
+    beside it."""
+    model, spec = load_checkpoint(pilotnet_checkpoint)
+    path = tmp_path_factory.mktemp('onnx') / 'pilotnet.onnx'
+    onnx.save(export_onnx(model, (3, 66, 200)), str(path))
+    write_card(path.with_suffix('.yaml'), replace(spec, architecture='', arguments={}))
+    return path
+
+
+def test_inspect_shows_the_plan_and_figure2_of_an_onnx_file(pilotnet_onnx: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    image = tmp_path / 'road.png'
+    cv2.imwrite(str(image), SyntheticRoads(seed=3).frame(0).image)
+    assert inspect.main([str(pilotnet_onnx), '--image', str(image), '--out', str(tmp_path),
+                         '--repeats', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'input image: 3x66x200' in out and out.count('\nkept ') == 5
+    assert 'kept /Elu_output_0 (Elu): 24x31x98' in out
+    assert 'scale-up /conv1/Conv (Conv): (31, 98) -> (66, 200), kernel (5, 5), strides (2, 2)' \
+        in out
+    assert 'head: /Flatten' in out
+    assert 'forward pass: ' in out and 'vbp: adds ' in out
+    figure = cv2.imread(str(tmp_path / 'road_figure2.png'))
+    assert figure.shape == (7 * (66 + 18), 2 * 200, 3)  # input row, five layers, mask row
+    assert figure[-66:, :200].max() > 0  # the final mask is drawn
+
+
+def test_inspect_of_an_exported_graph_shows_its_plan_and_mask(pilotnet_onnx: Path,
+                                                              tmp_path: Path, capsys) -> None:
+    """vbp-export's graphs carry the mask already: no layers to draw, no cost to measure."""
+    exported = tmp_path / 'exported.onnx'
+    onnx.save(add_visualbackprop(onnx.load(str(pilotnet_onnx))), str(exported))
+    exported.with_suffix('.yaml').write_text(pilotnet_onnx.with_suffix('.yaml').read_text())
+    image = tmp_path / 'road.png'
+    cv2.imwrite(str(image), SyntheticRoads(seed=3).frame(0).image)
+    assert inspect.main([str(exported), '--image', str(image), '--out', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert 'kept /Elu_output_0 (Elu): 24x31x98' in out
+    assert 'not measured: the graph carries its mask already' in out
+    assert cv2.imread(str(tmp_path / 'road_figure2.png')).shape == (2 * (66 + 18), 400, 3)
+
+
+def test_inspect_makes_the_image_into_the_input_as_the_card_says(
+        pilotnet_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figure 2's input is the frame as vbp_node feeds it: the card's crop, its resize
+    (input.interpolation, here overridden with --set), colour and scaling."""
+    image = tmp_path / 'road.png'
+    cv2.imwrite(str(image), SyntheticRoads(seed=3).frame(0).image)
+    drawn = []
+    monkeypatch.setattr(inspect, 'render_figure2',
+                        lambda x, *pictures: drawn.append(x) or np.zeros((1, 1, 3), np.uint8))
+    interpolations = ('area', 'nearest')
+    for interpolation in interpolations:
+        assert inspect.main([str(pilotnet_onnx), '--image', str(image), '--out', str(tmp_path),
+                             '--set', f'input.interpolation={interpolation}',
+                             '--repeats', '1']) == 0
+    _, spec = load_model(pilotnet_onnx)
+    for x, interpolation in zip(drawn, interpolations):
+        expected = Preprocessor(replace(spec, interpolation=interpolation))(read_image(image))
+        np.testing.assert_array_equal(x, expected)
+    assert not np.array_equal(*drawn)
+
+
+def test_inspect_asks_for_the_card_of_an_onnx_file(pilotnet_onnx: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    bare = tmp_path / 'bare.onnx'
+    bare.write_bytes(pilotnet_onnx.read_bytes())
+    assert inspect.main([str(bare)]) == 1
+    assert 'an ONNX model needs a model card: bare.yaml beside it' in capsys.readouterr().err
+
+
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / 'user_nets.py').write_text(textwrap.dedent('''
@@ -124,7 +205,7 @@ def test_inspect_names_the_node_it_refuses(user_module: str, capsys) -> None:
 
 def test_inspect_reports_unknown_models(capsys) -> None:
     assert inspect.main(['no_such_network']) == 1
-    assert 'not a checkpoint file, a registered architecture' in capsys.readouterr().err
+    assert 'not a model file, a registered architecture' in capsys.readouterr().err
 
 
 def test_bench_covers_the_zoo(tmp_path: Path, capsys) -> None:

@@ -36,7 +36,8 @@ CARD_SUFFIX = '.yaml'
 MAX_CARD_BYTES = 256 * 1024  # cards are a few hundred bytes; so are overrides
 _INTEGERS = {'input_channels', 'input_height', 'input_width', 'output_index'}
 _FLOATS = {'pixel_scale', 'output_scale', 'steering_ratio'}
-_STRINGS = {'architecture', 'description', 'input_name', 'input_layout', 'color', 'output_unit'}
+_STRINGS = {'architecture', 'description', 'input_name', 'input_layout', 'color',
+            'output_unit', 'interpolation'}
 
 
 def card_path_for(model_path: str | Path) -> Path:

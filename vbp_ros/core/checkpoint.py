@@ -38,6 +38,9 @@ COLORS = ('gray', 'rgb', 'bgr', 'yuv')
 # The axis orders of an image input, by the letters of its axes (the card's input.layout).
 NCHW, NHWC = 'nchw', 'nhwc'
 INPUT_LAYOUTS = (NCHW, NHWC)
+# How a frame's region is resized to the network input (OpenCV's flag for each is in
+# vbp_ros.engine.preprocess; the README says which library calls each reproduces).
+INTERPOLATIONS = ('area', 'linear', 'cubic', 'nearest')
 # The model card's keys (YAML, nested at the dots) and the ModelSpec fields they fill.
 CARD_FIELDS = {
     'architecture': 'architecture', 'arguments': 'arguments', 'description': 'description',
@@ -48,6 +51,7 @@ CARD_FIELDS = {
     'input.std': 'std', 'output.index': 'output_index', 'output.unit': 'output_unit',
     'output.scale': 'output_scale', 'output.steering_ratio': 'steering_ratio',
     'output.names': 'output_names',
+    'input.interpolation': 'interpolation',
 }
 CARD_KEYS = {spec_field: key for key, spec_field in CARD_FIELDS.items()}
 
@@ -69,7 +73,7 @@ class ModelSpec:
             ``package.module:callable`` (which runs that package's code); '' for ONNX models.
         arguments: keyword arguments of that architecture's constructor.
         input_channels, input_height, input_width: the network input.
-        color: 'gray', 'rgb', 'bgr' or 'yuv': how a camera frame is converted before resizing.
+        color: 'gray', 'rgb', 'bgr' or 'yuv': how a camera frame is converted (after resizing).
         crop: (top, left, height, width) of the region taken from the camera frame, or None for
             the whole frame; it is resized to the network input.
         camera_size: (width, height) of the camera frames ``crop`` is stated for; frames of
@@ -88,6 +92,10 @@ class ModelSpec:
         input_layout: the axis order of that input (:data:`INPUT_LAYOUTS`): 'nchw', or 'nhwc'
             for a channels-last ONNX graph (Keras, tf2onnx); PyTorch networks take 'nchw'.
         description: free text (provenance).
+        interpolation: how the frame's region is resized to the network input
+            (:data:`INTERPOLATIONS`): 'area' (OpenCV's INTER_AREA when shrinking, INTER_LINEAR
+            when enlarging), 'linear', 'cubic' or 'nearest' (OpenCV's INTER_LINEAR,
+            INTER_CUBIC, INTER_NEAREST); choose what the network was trained with.
     """
 
     architecture: str
@@ -109,6 +117,7 @@ class ModelSpec:
     output_names: tuple[str, ...] = ()
     input_name: str = ''
     input_layout: str = NCHW
+    interpolation: str = 'area'
 
     def __post_init__(self) -> None:
         def refuse(name: str, text: str) -> CheckpointError:
@@ -148,6 +157,9 @@ class ModelSpec:
             raise refuse('output_index', f'must not be negative, not {self.output_index}')
         if self.steering_ratio < 0:
             raise refuse('steering_ratio', 'must not be negative')
+        if self.interpolation not in INTERPOLATIONS:
+            raise refuse('interpolation', f'must be one of {", ".join(INTERPOLATIONS)}, not '
+                         f'{self.interpolation!r}')
 
     def steering_angle(self, outputs: Sequence[float]) -> float:
         """The steering output of one frame's flattened outputs, in radians where its unit is

@@ -46,10 +46,12 @@ ReLU6, whose outputs are not negative) and 1 otherwise; a kept tensor without a 
 starts with ``M(t) = A(t)``. The channel mean is a 1x1 ``Conv`` of weight 1/C, or a ``MatMul``
 where onnxruntime holds the tensor in its plain layout (``_PLAIN_LAYOUT``, ``_BLOCK_CHANNELS``).
 The mask is ``M(input)``, min-max normalized per image, float32, (N, 1, H, W), as the extra
-graph output :data:`MASK_OUTPUT`. Against float32 underflow, masks are divided by their
-per-image maximum at kept *narrow points*: tensors every path of the mask flow passes through,
-so that every term of every later sum is scaled alike and the normalized mask does not change;
-only where another product still follows on the way to the input.
+graph output :data:`MASK_OUTPUT`; on request (``layer_outputs``: the paper's Figure 2 in
+vbp-inspect) each kept tensor's ``A(t)`` and ``M(t)`` too (:func:`figure2_outputs`).
+Against float32 underflow, masks are divided by their per-image maximum at kept *narrow
+points*: tensors every path of the mask flow passes through, so that every term of every later
+sum is scaled alike and the normalized mask does not change; only where another product still
+follows on the way to the input.
 """
 
 from __future__ import annotations
@@ -64,12 +66,13 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 from .checkpoint import INPUT_LAYOUTS, NCHW, NHWC
 from .rules import UnsupportedModelError
 
-__all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'graph_input_layout',
-           'has_visualbackprop', 'image_input', 'plan_visualbackprop']
+__all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'figure2_outputs',
+           'graph_input_layout', 'has_visualbackprop', 'image_input', 'plan_visualbackprop']
 
 MASK_OUTPUT = 'vbp_mask'
 MASK_METADATA = 'vbp_ros.mask'  # metadata_props key: the mask output's name
 _PREFIX = 'vbp/'
+_AVERAGED, _INTERMEDIATE = 'vbp_averaged/', 'vbp_intermediate/'  # + kept tensor: layer outputs
 _TINY = float(np.finfo(np.float32).tiny)
 
 ACTIVATION, SPATIAL, IDENTITY, LAYOUT, HEAD, IGNORED, GATE = (
@@ -786,6 +789,7 @@ class _Writer:
         self.opset = opset
         self.count = 0
         self.constants: dict[tuple, str] = {}
+        self.layers: dict[str, tuple[str, str]] = {}  # kept tensor: its A(t) and M(t)
 
     def fresh(self, stem: str) -> str:
         self.count += 1
@@ -920,6 +924,8 @@ class _Writer:
             if tensor in plan.rescaled:
                 mask = self.rescale(mask)
             masks[tensor] = mask
+            if tensor in plan.kept:
+                self.layers[tensor] = (averaged, mask)
         self.normalize(masks[plan.input])
         channels, height, width = plan.input_shape
         batch = next(i for i in self.graph.input if i.name == plan.input) \
@@ -928,19 +934,44 @@ class _Writer:
         self.graph.output.append(helper.make_tensor_value_info(
             MASK_OUTPUT, TensorProto.FLOAT, [batch_dim, 1, height, width]))
 
+    def expose_layers(self) -> None:
+        """Every kept tensor's averaged map and intermediate mask as graph outputs, shallowest
+        first, as :func:`figure2_outputs` reads them (after :meth:`write`)."""
+        batch = next(o for o in self.graph.output if o.name == MASK_OUTPUT).type.tensor_type \
+            .shape.dim[0]
+        for tensor in self.plan.kept:
+            for name, value in zip((_AVERAGED + tensor, _INTERMEDIATE + tensor),
+                                   self.layers[tensor]):
+                self.graph.node.append(helper.make_node('Identity', [value], [name],
+                                                        name=_PREFIX + name))
+                self.graph.output.append(helper.make_tensor_value_info(
+                    name, TensorProto.FLOAT,
+                    [batch.dim_param or batch.dim_value or None, 1, *self.plan.sizes[tensor]]))
+
 
 def has_visualbackprop(model: onnx.ModelProto) -> bool:
     """Whether the graph already has the VisualBackProp mask output (e.g. from vbp-export)."""
     return any(output.name == MASK_OUTPUT for output in model.graph.output)
 
 
+def figure2_outputs(output_names: Iterable[str]) -> list[tuple[str, str, str]]:
+    """Among a graph's outputs, those of ``add_visualbackprop(..., layer_outputs=True)``: per
+    kept tensor, shallowest first, (tensor, averaged map output, intermediate mask output), the
+    outputs (N, 1, h, w) float32 each."""
+    return [(name[len(_AVERAGED):], name, _INTERMEDIATE + name[len(_AVERAGED):])
+            for name in output_names if name.startswith(_AVERAGED)]
+
+
 def add_visualbackprop(model: onnx.ModelProto, input_name: str = '',
                        input_hw: tuple[int, int] | None = None,
-                       input_layout: str | None = None) -> onnx.ModelProto:
+                       input_layout: str | None = None,
+                       layer_outputs: bool = False) -> onnx.ModelProto:
     """A copy of ``model`` with the VisualBackProp mask as the extra output :data:`MASK_OUTPUT`
     ((N, 1, H, W) float32 in [0, 1] at the input size, in every layout), checked by
     ``onnx.checker``. The image input's height and width are fixed to ``input_hw`` where the
-    graph leaves them free; ``input_layout`` as in :func:`plan_visualbackprop`."""
+    graph leaves them free; ``input_layout`` as in :func:`plan_visualbackprop`. With
+    ``layer_outputs``, every kept tensor's averaged map and intermediate mask are outputs too,
+    after the mask (the paper's Figure 2; :func:`figure2_outputs` names them)."""
     if has_visualbackprop(model):
         raise UnsupportedModelError(f"the graph already has an output '{MASK_OUTPUT}'")
     name = image_input(model, input_name)
@@ -952,7 +983,10 @@ def add_visualbackprop(model: onnx.ModelProto, input_name: str = '',
     if input_hw is not None:  # the fixed size, as the plan was read with it
         next(i for i in result.graph.input if i.name == name).CopyFrom(
             next(i for i in inferred.graph.input if i.name == name))
-    _Writer(result, plan, graph.types, graph.opset or 17).write()
+    writer = _Writer(result, plan, graph.types, graph.opset or 17)
+    writer.write()
+    if layer_outputs:
+        writer.expose_layers()
     entry = result.metadata_props.add()
     entry.key, entry.value = MASK_METADATA, MASK_OUTPUT
     try:

@@ -73,8 +73,9 @@ def synthetic_set(seed: int, start: int, count: int, spec: ModelSpec,
 
 def network_region(preprocess: Preprocessor, region: np.ndarray) -> np.ndarray:
     """A full-frame boolean region at network resolution: a network pixel belongs to it when
-    at least a quarter of its area does (thin distant markings survive the downscaling)."""
-    coverage = preprocess.resize(preprocess.crop(region.astype(np.uint8) * 255))
+    at least a quarter of its area does (thin distant markings survive the downscaling), by
+    area whatever interpolation the card gives the frames."""
+    coverage = preprocess.resize(preprocess.crop(region.astype(np.uint8) * 255), 'area')
     return coverage >= 64
 
 

@@ -25,13 +25,15 @@ from torch import nn
 
 from ..core.checkpoint import NHWC, ModelSpec
 from ..core.loading import flatten_outputs
-from ..core.onnx_vbp import MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input
+from ..core.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs,
+                             has_visualbackprop, image_input)
 
 OPSET = 20
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'output'
 PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',
              'tensorrt': 'TensorrtExecutionProvider'}
+Layers = list[tuple[str, np.ndarray, np.ndarray]]  # per kept tensor: averaged maps, masks
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
@@ -85,15 +87,18 @@ class OnnxRuntimeNetwork:
         device: see the module docstring.
         threads: intra-op threads (0: onnxruntime's default, one per physical core).
         with_mask: False runs the network alone (for benchmarks); masks are then None.
+        layer_outputs: also give every kept tensor's averaged map and intermediate mask
+            (:meth:`explain`; for a graph without the mask yet).
     """
 
     def __init__(self, model: onnx.ModelProto, spec: ModelSpec, device: str = 'auto',
-                 threads: int = 0, with_mask: bool = True) -> None:
+                 threads: int = 0, with_mask: bool = True, layer_outputs: bool = False) -> None:
         self.input_name = image_input(model, spec.input_name)
         self.channels_last = spec.input_layout == NHWC
         if with_mask and not has_visualbackprop(model):
             model = add_visualbackprop(model, self.input_name,
-                                       (spec.input_height, spec.input_width), spec.input_layout)
+                                       (spec.input_height, spec.input_width), spec.input_layout,
+                                       layer_outputs)
         providers = onnxruntime_providers(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -111,10 +116,15 @@ class OnnxRuntimeNetwork:
         kind = next(kind for kind, provider in PROVIDERS.items() if provider == wanted)
         self.device = kind if kind == 'cpu' else f'{kind}:{providers[0][1]["device_id"]}'
         names = [output.name for output in self.session.get_outputs()]
-        self.output_names = [name for name in names if name != MASK_OUTPUT]
+        layers = figure2_outputs(names)
+        self.layer_names = [tensor for tensor, _, _ in layers]
+        layer_outputs = [output for _, *outputs in layers for output in outputs]
+        self.output_names = [name for name in names
+                             if name != MASK_OUTPUT and name not in layer_outputs]
         self.with_mask = with_mask
         if with_mask:
             self.output_names.append(MASK_OUTPUT)
+        self._fetched = self.output_names + layer_outputs
         batch = self.session.get_inputs()[0].shape[0] if len(self.session.get_inputs()) == 1 \
             else next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
         self.max_batch = batch if isinstance(batch, int) else None
@@ -122,11 +132,21 @@ class OnnxRuntimeNetwork:
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W), for
         inputs ``x`` (B, C, H, W) float32."""
+        outputs, mask, _ = self.explain(x)
+        return outputs, mask
+
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Layers]:
+        """Like a call, and per kept tensor (shallowest first) its name, averaged maps and
+        intermediate masks, (B, h, w) each: the paper's Figure 2 (none without
+        ``layer_outputs``)."""
         if self.channels_last:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a view if x lies channels-last
-        results = self.session.run(self.output_names, {self.input_name: x})
+        results = self.session.run(self._fetched, {self.input_name: x})
+        results, pictures = results[:len(self.output_names)], results[len(self.output_names):]
         outputs, mask = (results[:-1], results[-1][:, 0]) if self.with_mask else (results, None)
         count = len(x)
         flat = np.concatenate([np.asarray(o, np.float32).reshape(count, -1) for o in outputs],
                               axis=1)
-        return flat, mask
+        layers = [(name, averaged[:, 0], intermediate[:, 0]) for name, averaged, intermediate
+                  in zip(self.layer_names, pictures[0::2], pictures[1::2])]
+        return flat, mask, layers

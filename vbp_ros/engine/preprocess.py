@@ -1,9 +1,10 @@
 """Camera frame to network input, as a model card (:class:`ModelSpec`) says.
 
-Work order, cheapest first: crop (a view), resize to the network input (area interpolation when
-shrinking), colour conversion (gray, RGB, BGR or YUV), then scaling straight into the caller's
-buffer: ``(pixel * scale - mean) / std`` per channel, with pixels as 8-bit values whatever the
-frame's type. Accepted frames are those of :func:`vbp_ros.pixels.frames.check_frame`.
+Work order, cheapest first: crop (a view), resize to the network input (the card's
+``input.interpolation``: :data:`INTERPOLATION_FLAGS`), colour conversion (gray, RGB, BGR or
+YUV), then scaling straight into the caller's buffer: ``(pixel * scale - mean) / std`` per
+channel, with pixels as 8-bit values whatever the frame's type. Accepted frames are those of
+:func:`vbp_ros.pixels.frames.check_frame`.
 
 Which part of a frame the network sees (the rule, worked out once per frame size):
 
@@ -28,6 +29,11 @@ from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeErr
                              check_order, same_aspect, to_network_color)
 
 REMEMBERED_SIZES = 16  # frame sizes whose region is kept; more distinct sizes start over
+# The OpenCV flag of each of the card's interpolations (vbp_ros.core.checkpoint.INTERPOLATIONS).
+# 'area' averages the source pixels each network pixel covers; enlarging, where there is
+# nothing to average, it is bilinear.
+INTERPOLATION_FLAGS = {'area': cv2.INTER_AREA, 'linear': cv2.INTER_LINEAR,
+                       'cubic': cv2.INTER_CUBIC, 'nearest': cv2.INTER_NEAREST}
 
 
 class Preprocessor:
@@ -77,13 +83,15 @@ class Preprocessor:
         region = to_network_color(self.resize(self.crop(frame)), order, self.spec.color)
         return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
 
-    def resize(self, region: np.ndarray) -> np.ndarray:
-        """A cropped region at the network input size (area interpolation when shrinking)."""
+    def resize(self, region: np.ndarray, interpolation: str | None = None) -> np.ndarray:
+        """A cropped region at the network input size, by ``interpolation`` (default: the
+        card's); 'area' is bilinear when the region is not taller than the input."""
         if region.shape[1::-1] == self.size:
             return region
-        shrinking = region.shape[0] > self.size[1]
-        return cv2.resize(region, self.size,
-                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        interpolation = interpolation or self.spec.interpolation
+        if interpolation == 'area' and region.shape[0] <= self.size[1]:
+            interpolation = 'linear'
+        return cv2.resize(region, self.size, interpolation=INTERPOLATION_FLAGS[interpolation])
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         """The part of the frame the network sees (a view): :meth:`region`'s rectangle."""

@@ -2,15 +2,23 @@
 
 Prints the plan read from the network's graph: every kept tensor with its name, activation and
 size, every scale-up step with its geometry and output padding, where branches merge, what was
-treated as the head; then the measured cost of each method of the explainer table against the
-forward pass (interleaved, paired medians). With ``--image PATH --out DIR`` it also renders the
-paper's Figure 2 for that image: every kept tensor's averaged map and intermediate mask.
+treated as the head; then the measured cost of each method against the forward pass
+(interleaved, paired medians). With ``--image PATH --out DIR`` it also renders the paper's
+Figure 2 for that image: every kept tensor's averaged map and intermediate mask.
 
-MODEL is a vbp_ros checkpoint (.safetensors), a registered architecture name (``resnet18``,
-``pilotnet_elu``, ...) or ``module:factory`` for a network in Python: the module is imported
-and ``factory()`` called, which runs that code. ``--input CxHxW`` gives the input size where the
-model does not (checkpoints and the registered networks do). A network VisualBackProp cannot
-read is refused with the node and the reason (exit status 2).
+MODEL is a model file with its card, as vbp_node takes it (a vbp_ros checkpoint, your weights
+with their card, an ONNX file with its card; ``--card`` and ``--set`` as in vbp-export), a
+registered architecture name (``resnet18``, ``pilotnet_elu``, ...) or ``module:factory`` for a
+network in Python: the module is imported and ``factory()`` called, which runs that code.
+``--input CxHxW`` gives the input size where the network does not (registered networks do).
+The image becomes the network input as the card says (crop, resize by its interpolation,
+colour, scaling); a network without a card takes it whole, gray or RGB by its channels, scaled
+to [0, 1].
+
+For an ONNX file the plan is that of the mask appended to the graph (the one vbp_node runs),
+the cost is the graph with the mask against the graph alone in ONNX Runtime, and Figure 2 is
+drawn from the graph's own outputs. A network VisualBackProp cannot read is refused with the
+node and the reason (exit status 2).
 """
 
 from __future__ import annotations
@@ -20,31 +28,39 @@ import importlib
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from ..core.checkpoint import CheckpointError
-from ..core.loading import load_checkpoint
+from ..core.cards import apply_overrides, parse_assignments, read_card, spec_from_card
+from ..core.checkpoint import CheckpointError, ModelSpec
 from ..core.explainers import EXPLAINERS, explainer
+from ..core.loading import ONNX_SUFFIX, SAFETENSORS_SUFFIX, Model, load_model
 from ..core.networks import ARCHITECTURES, build_network
+from ..core.onnx_vbp import has_visualbackprop, plan_visualbackprop
 from ..core.rules import UnsupportedModelError
 from ..core.vbp import VisualBackProp
 from ..data.sources import read_image
+from ..engine.onnx_backend import OnnxRuntimeNetwork
 from ..engine.preprocess import Preprocessor
 from ..engine.timing import paired_extra_ms, time_methods
 from ..pixels.frames import FrameError
 from ..render.figure2 import render_figure2
 
+Pictures = tuple[np.ndarray, list[tuple[str, np.ndarray, np.ndarray]]]  # mask, layers
 
-def load_model(source: str) -> tuple[nn.Module, tuple[int, int, int] | None, object]:
-    """The network in eval mode, its input size (C, H, W) where known, and the checkpoint's
-    spec (None for other sources)."""
-    if source.endswith('.safetensors') or Path(source).is_file():
-        model, spec = load_checkpoint(source)
-        return model, (spec.input_channels, spec.input_height, spec.input_width), spec
+
+def load_network(source: str, card: str | None, overrides: Mapping,
+                 size: tuple[int, int, int] | None) -> tuple[Model, ModelSpec | None]:
+    """The network and its card: a model file through the package's loader; a registered
+    architecture or ``module:factory`` with a card for its input size (``size``, else the
+    network's own; None when neither says), ``card`` and ``overrides`` applied."""
+    if source.endswith((SAFETENSORS_SUFFIX, ONNX_SUFFIX)) or Path(source).is_file():
+        return load_model(source, card, overrides)
     if source in ARCHITECTURES:
         model = build_network(source)
     elif ':' in source:
@@ -53,11 +69,17 @@ def load_model(source: str) -> tuple[nn.Module, tuple[int, int, int] | None, obj
         if not isinstance(model, nn.Module):
             raise TypeError(f'{source}() returned {type(model).__name__}, not an nn.Module')
     else:
-        raise ValueError(f'{source!r} is not a checkpoint file, a registered architecture '
+        raise ValueError(f'{source!r} is not a model file, a registered architecture '
                          f'({", ".join(ARCHITECTURES)}) or module:factory')
-    size = getattr(model, 'input_size', None)
+    own_size = getattr(model, 'input_size', None)
     channels = getattr(model, 'in_channels', None)
-    return model.eval(), (channels, *size) if size and channels else None, None
+    size = size or ((channels, *own_size) if own_size and channels else None)
+    if size is None:
+        return model.eval(), None
+    spec = ModelSpec(source, *size, color='gray' if size[0] == 1 else 'rgb')
+    if card:
+        spec = spec_from_card(read_card(card), spec, card)
+    return model.eval(), apply_overrides(spec, overrides)
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -71,52 +93,79 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return channels, height, width
 
 
+def cost_lines(runners: dict[str, Callable[[], object]], repeats: int) -> list[str]:
+    """One line per runner but 'forward': its time on top of 'forward' (paired, interleaved)."""
+    times = time_methods(runners, repeats, warmup=2)
+    forward = times.pop('forward')
+    lines = [f'  forward pass: {np.median(forward):.2f} ms (median of {len(forward)})']
+    for name, values in times.items():
+        extra = paired_extra_ms(values, forward)
+        lines.append(f'  {name}: adds {extra:.2f} ms ({100 * extra / np.median(forward):+.1f}%)')
+    return lines
+
+
 def method_costs(model: nn.Module, x: torch.Tensor, repeats: int) -> list[str]:
-    """One line per method: its time on top of the forward pass (paired, interleaved)."""
-    runners = {'forward': model}
-    lines = []
+    """One line per method of the explainer table: its time on top of the forward pass."""
+    runners = {'forward': partial(model, x)}
+    refused = []
     for name in EXPLAINERS:
         try:
             method = explainer(name, model)
             with torch.inference_mode():
                 method(x)
-            runners[name] = method
+            runners[name] = partial(method, x)
         except UnsupportedModelError as error:
-            lines.append(f'  {name}: refused: {error}')
+            refused.append(f'  {name}: refused: {error}')
     with torch.inference_mode():
-        times = time_methods({name: partial(run, x) for name, run in runners.items()},
-                             repeats, warmup=2)
-    forward = times.pop('forward')
-    result = [f'  forward pass: {np.median(forward):.2f} ms (median of {len(forward)})']
-    for name, values in times.items():
-        extra = paired_extra_ms(values, forward)
-        result.append(f'  {name}: adds {extra:.2f} ms ({100 * extra / np.median(forward):+.1f}%)')
-    for method in runners.values():
-        getattr(method, 'remove', lambda: None)()
-    return result + lines
+        lines = cost_lines(runners, repeats)
+    for runner in runners.values():
+        getattr(runner.func, 'remove', lambda: None)()
+    return lines + refused
 
 
-def network_input(path: Path, size: tuple[int, int, int], spec: object) -> np.ndarray:
-    """The (C, H, W) float32 input for an image: the checkpoint's preprocessing, else the
-    image resized to the input size, gray or RGB by the channel count, scaled to [0, 1]."""
-    image = read_image(path)
-    if spec is not None:
-        return Preprocessor(spec)(image)
-    channels, height, width = size
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    if channels == 1:
-        image = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        return image[None].astype(np.float32) / 255.0
-    image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
-    return image.transpose(2, 0, 1).astype(np.float32) / 255.0
+def explain_network(model: nn.Module, spec: ModelSpec, x: torch.Tensor, repeats: int
+                    ) -> tuple[str, list[str], Pictures]:
+    """The plan, the costs and the Figure 2 pictures of a PyTorch network."""
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        explanation = vbp.explain(x)
+        plan = vbp.describe()
+    return plan, method_costs(model, x, repeats), explanation.pictures()
+
+
+def explain_graph(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int
+                  ) -> tuple[str, list[str], Pictures]:
+    """The plan, the costs and the Figure 2 pictures of an ONNX graph with its in-graph mask."""
+    plan = plan_visualbackprop(graph, spec.input_name, (spec.input_height, spec.input_width),
+                               spec.input_layout)
+    network = OnnxRuntimeNetwork(graph, spec, device='cpu', layer_outputs=True)
+    _, masks, layers = network.explain(x.numpy())
+    pictures = (masks[0], [(name, averaged[0], mask[0]) for name, averaged, mask in layers])
+    return '\n'.join(plan.describe()), graph_costs(graph, spec, x, repeats), pictures
+
+
+def graph_costs(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int
+                ) -> list[str]:
+    """The in-graph mask's time on top of the graph alone, in ONNX Runtime on the CPU."""
+    if has_visualbackprop(graph):
+        return ['  not measured: the graph carries its mask already (vbp-export) and ONNX '
+                'Runtime runs all of it; inspect the model it was exported from']
+    inputs = x.numpy()
+    forward = OnnxRuntimeNetwork(graph, spec, device='cpu', with_mask=False)
+    masked = OnnxRuntimeNetwork(graph, spec, device='cpu')
+    return cost_lines({'forward': partial(forward, inputs), 'vbp': partial(masked, inputs)},
+                      repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the plan of MODEL; exit 2 when VisualBackProp refuses the network."""
     parser = argparse.ArgumentParser(prog='vbp-inspect', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('model', help='checkpoint, architecture name or module:factory')
-    parser.add_argument('--input', type=parse_size, help='input size CxHxW where the model '
+    parser.add_argument('model', help='model file (.safetensors, .onnx), architecture name or '
+                        'module:factory')
+    parser.add_argument('--card', help='model card (default: the one beside the model)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='card value that wins over the card, e.g. input.interpolation=cubic')
+    parser.add_argument('--input', type=parse_size, help='input size CxHxW where the network '
                         'does not say')
     parser.add_argument('--image', type=Path, help='render Figure 2 for this image')
     parser.add_argument('--out', type=Path, default=Path('runs/inspect'),
@@ -124,35 +173,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--repeats', type=int, default=20, help='timed calls per method')
     args = parser.parse_args(argv)
     try:
-        model, size, spec = load_model(args.model)
+        model, spec = load_network(args.model, args.card, parse_assignments(args.set),
+                                   args.input)
     except (CheckpointError, ValueError, TypeError, ImportError, AttributeError) as error:
         print(f'vbp-inspect: {error}', file=sys.stderr)
         return 1
-    size = args.input or size
-    if size is None:
+    if spec is None:
         parser.error('the model does not say its input size: give --input CxHxW')
     torch.manual_seed(0)
-    x = torch.rand(1, *size)
+    x = torch.rand(1, spec.input_channels, spec.input_height, spec.input_width)
     if args.image is not None:
         try:
-            x = torch.from_numpy(network_input(args.image, size, spec))[None]
+            x = torch.from_numpy(Preprocessor(spec)(read_image(args.image)))[None]
         except FrameError as error:
             print(f'vbp-inspect: {args.image}: {error}', file=sys.stderr)
             return 1
+    explain = explain_graph if isinstance(model, onnx.ModelProto) else explain_network
     try:
-        with VisualBackProp(model) as vbp, torch.inference_mode():
-            explanation = vbp.explain(x)
-            print(f'{args.model}: VisualBackProp plan')
-            print(vbp.describe())
+        plan, costs, pictures = explain(model, spec, x, args.repeats)
     except UnsupportedModelError as error:
         print(f'vbp-inspect: {args.model}: refused: {error}', file=sys.stderr)
         return 2
+    except (ValueError, RuntimeError) as error:  # e.g. --input the network cannot take
+        print(f'vbp-inspect: {args.model}: {error}', file=sys.stderr)
+        return 1
+    print(f'{args.model}: VisualBackProp plan')
+    print(plan)
     print('cost against the forward pass (batch 1, this machine):')
-    print('\n'.join(method_costs(model, x, args.repeats)))
+    print('\n'.join(costs))
     if args.image is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f'{args.image.stem}_figure2.png'
-        figure = render_figure2(x[0].numpy(), *explanation.pictures())
+        figure = render_figure2(x[0].numpy(), *pictures)
         cv2.imwrite(str(target), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
         print(f'Figure 2 for {args.image.name}: {target}')
     return 0
