@@ -3,9 +3,11 @@ networks (safetensors weights of a ``state_dict`` plus a card naming the archite
 files, each with its model card.
 
 The node, the engine builder, vbp-review, vbp-fleet and the tools all load through
-:func:`load_model`. Nothing is unpickled: weights are safetensors or ONNX. Loading checks the
-card against the network (input channels and size, the output index) and names the card key
-that does not fit, instead of surfacing a torch traceback.
+:func:`load_model`. Nothing is unpickled: weights are safetensors or ONNX (with its external
+data files beside it). An ONNX graph exported with a fixed batch size is made to take any batch
+(:mod:`vbp_ros.core.onnx_batch`). Loading checks the card against the network (input channels
+and size, the output index) and names the card key that does not fit, instead of surfacing a
+torch or onnx traceback.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from torch import nn
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import (FORMAT, CheckpointError, ModelSpec, check_regular_file,
                          default_model_path)
-from .rules import UnsupportedModelError
+from .onnx_batch import free_batch
 from .onnx_vbp import MASK_OUTPUT, image_input
+from .rules import UnsupportedModelError
 
 __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
            'model_card_path', 'onnx_input_fields']
@@ -76,6 +79,7 @@ def load_model(path: str | Path | None, card: str | Path | None = None,
                 f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
                 "or the 'model_card' parameter (vbp-card writes a template)")
         spec = _card_spec(card_file, onnx_input_fields(model), overrides)
+        model = free_batch(model, _image_input(model, spec, str(path)), str(path))
     elif suffix == SAFETENSORS_SUFFIX:
         metadata, state = _read_safetensors(path)
         embedded = (ModelSpec.from_metadata(metadata, str(path))
@@ -174,16 +178,28 @@ def _state_misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
-    """An ONNX file, checked by onnx.checker (CheckpointError otherwise)."""
+    """An ONNX file with its external data files, checked by onnx.checker (CheckpointError
+    otherwise, saying what to do)."""
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, OSError, ValueError) as error:
-        raise CheckpointError(f'{path}: not a valid ONNX model ({error})') from None
+    except (onnx.checker.ValidationError, OSError, ValueError) as error:  # external data
+        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); keep the '
+                              'external data files of its export beside it') from None
     except Exception as error:  # protobuf's DecodeError for files that are not ONNX at all
         raise CheckpointError(f'{path}: not an ONNX model ({type(error).__name__}: '
-                              f'{error})') from None
+                              f'{_one_line(error)}); give the .onnx file that torch.onnx.export '
+                              'or tf2onnx wrote') from None
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); export the '
+                              'network again so that onnx.checker.check_model accepts it, with '
+                              'standard operators') from None
     return model
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
 
 
 def onnx_input_fields(model: onnx.ModelProto) -> dict[str, object]:
@@ -207,11 +223,15 @@ def _input_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
             for d in info.type.tensor_type.shape.dim]
 
 
-def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
+def _image_input(model: onnx.ModelProto, spec: ModelSpec, source: str) -> str:
     try:
-        name = image_input(model, spec.input_name)
+        return image_input(model, spec.input_name)
     except UnsupportedModelError as error:
         raise CheckpointError(f'{source}: {error}') from None
+
+
+def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
+    name = _image_input(model, spec, source)
     dims = _input_dims(model, name)
     if len(dims) != 4:
         raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "
