@@ -29,7 +29,8 @@ from .checkpoint import CARD_FIELDS, CARD_KEYS, COLORS, CheckpointError, ModelSp
 CARD_SUFFIX = '.yaml'
 _INTEGERS = {'input_channels', 'input_height', 'input_width', 'output_index'}
 _FLOATS = {'pixel_scale', 'output_scale', 'steering_ratio'}
-_STRINGS = {'architecture', 'description', 'input_name', 'color', 'output_unit'}
+_STRINGS = {'architecture', 'description', 'input_name', 'color', 'output_unit', 'weights_entry',
+            'weights_prefix'}
 
 
 def card_path_for(model_path: str | Path) -> Path:

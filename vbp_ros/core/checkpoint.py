@@ -41,7 +41,8 @@ CARD_FIELDS = {
     'input.camera_size': 'camera_size', 'input.scale': 'pixel_scale', 'input.mean': 'mean',
     'input.std': 'std', 'output.index': 'output_index', 'output.unit': 'output_unit',
     'output.scale': 'output_scale', 'output.steering_ratio': 'steering_ratio',
-    'output.names': 'output_names',
+    'output.names': 'output_names', 'weights.entry': 'weights_entry',
+    'weights.prefix': 'weights_prefix',
 }
 CARD_KEYS = {spec_field: key for key, spec_field in CARD_FIELDS.items()}
 
@@ -80,6 +81,9 @@ class ModelSpec:
         output_names: names of the outputs, for people (steering, throttle...).
         input_name: the ONNX graph input that takes the image ('' when there is only one).
         description: free text (provenance).
+        weights_entry, weights_prefix: where a weights file of a state dict keeps it: the key
+            of the checkpoint dictionary that holds it and the prefix of its keys ('': found by
+            fitting them to the network, :func:`vbp_ros.core.state_dicts.fit_state_dict`).
     """
 
     architecture: str
@@ -100,6 +104,8 @@ class ModelSpec:
     steering_ratio: float = 0.0
     output_names: tuple[str, ...] = ()
     input_name: str = ''
+    weights_entry: str = ''
+    weights_prefix: str = ''
 
     def __post_init__(self) -> None:
         def refuse(name: str, text: str) -> CheckpointError:

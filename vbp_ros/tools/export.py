@@ -1,6 +1,7 @@
 """vbp-export: a model as ONNX with the VisualBackProp mask already in the graph, plus its card.
 
     vbp-export CHECKPOINT.safetensors OUT.onnx      # vbp_ros checkpoint or your own weights + card
+    vbp-export WEIGHTS.pt OUT.onnx                  # your state dict from torch.save + card
     vbp-export NET.onnx OUT.onnx                    # add the mask to an ONNX file of your own
 
 The output runs anywhere ONNX does (ONNX Runtime, TensorRT on the car): one inference gives the
@@ -40,7 +41,8 @@ def exported_graph(model: torch.nn.Module | onnx.ModelProto, spec: ModelSpec,
              else export_onnx(model, shape, opset, source))
     graph = with_visualbackprop(graph, spec, source)
     card = ModelSpec(**{**spec.__dict__, 'architecture': '', 'arguments': {},
-                        'input_name': image_input(graph, spec.input_name)})
+                        'input_name': image_input(graph, spec.input_name),
+                        'weights_entry': '', 'weights_prefix': ''})
     return graph, card
 
 
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: writes OUT.onnx and OUT.yaml; exit code 0, or 1 with the reason."""
     parser = argparse.ArgumentParser(prog='vbp-export', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('model', help='.safetensors (vbp_ros checkpoint or own weights) or .onnx')
+    parser.add_argument('model', help='.safetensors (vbp_ros checkpoint or own weights), a '
+                        'torch.save state dict (.pt, .pth...) or .onnx')
     parser.add_argument('out', type=Path, help='the ONNX file to write (its card beside it)')
     parser.add_argument('--card', help='model card (default: the one beside the model)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
