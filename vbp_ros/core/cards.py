@@ -4,7 +4,7 @@ become its input.
 A card has the model's stem (``pilotnet.onnx`` -> ``pilotnet.yaml``) or is named explicitly.
 Its keys are those of :data:`vbp_ros.core.checkpoint.CARD_FIELDS`, nested at the dots::
 
-    architecture: my_pkg.nets:build   # safetensors weights only: the network's import path
+    architecture: my_pkg.nets:build   # weights files only: the network's import path
     arguments: {}
     input: {color: rgb, height: 66, width: 200, crop: [200, 0, 280, 640],
             scale: 1.0, mean: [0, 0, 0], std: [1, 1, 1]}
