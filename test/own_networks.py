@@ -59,6 +59,9 @@ output:
   unit: deg
   names: [steering, throttle]
 '''
+# The same card for the network as an ONNX file: the graph is the architecture.
+ONNX_CARD = CARD.replace('architecture: road_nets:build\n', '').replace(
+    'arguments: {activation: elu, outputs: 2}\n', '')
 
 
 def install(folder: Path) -> Path:

@@ -33,7 +33,7 @@ class Payload:
 
 
 @pytest.mark.parametrize('name, message', [
-    ('model.pt', 'pickled and TorchScript files are not loaded'),
+    ('model.pt', 'not a state dict that torch.save wrote'),
     ('model.safetensors', 'not a readable safetensors file')])  # a pickle in disguise
 def test_pickled_file_is_refused_without_unpickling(tmp_path: Path, name: str,
                                                     message: str) -> None:

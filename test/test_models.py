@@ -170,7 +170,7 @@ def test_refusals_without_running_anything(tmp_path: Path) -> None:
     marker.unlink(missing_ok=True)
     pickled = tmp_path / 'model.pt'
     pickled.write_bytes(pickle.dumps({'weights': Payload()}))
-    with pytest.raises(CheckpointError, match='pickled and TorchScript files are not loaded'):
+    with pytest.raises(CheckpointError, match='not a state dict that torch.save wrote'):
         load_model(pickled)
     assert not marker.exists()
     plain = tmp_path / 'plain.safetensors'

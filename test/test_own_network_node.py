@@ -1,9 +1,10 @@
 """A user's own PilotNet in vbp_node over DDS: as safetensors weights with an import path in its
-card, as an ONNX file from torch.onnx.export, and as vbp-export's output; angle, outputs and mask
-equal to the §2a rule computed in PyTorch (float64) on the same frame; Keras PilotNets as
-tf2onnx writes them (channels-last, one with Cropping2D), their angle and outputs onnxruntime's on
-the unmodified graph and their mask their PyTorch twin's; bad models and cards refused at
-start-up and at run time while the old model keeps running."""
+card, as an ONNX file from torch.onnx.export (also at opset 9 with the batch fixed at 64), as a
+``torch.save`` state dict, and as vbp-export's output; angle, outputs and mask equal to the §2a
+rule computed in PyTorch (float64) on the same frame; Keras PilotNets as tf2onnx writes them
+(channels-last, one with Cropping2D), their angle and outputs onnxruntime's on the unmodified
+graph and their mask their PyTorch twin's; bad models and cards refused at start-up and at run
+time while the old model keeps running."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from safetensors.torch import save_file
 from std_msgs.msg import Float32MultiArray
 
 from keras_graphs import INPUT, keras_pilotnet, twin
-from own_networks import CARD, install
+from own_networks import CARD, ONNX_CARD, install
 from test_vbp_node import SCRIPTS, Harness, raw, ros  # noqa: F401 (ros: a fixture)
 from vbp_ros.core.loading import load_model
 from vbp_ros.core.networks import PilotNet
@@ -61,11 +62,19 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         warnings.simplefilter('ignore')
         torch.onnx.export(model, torch.zeros(1, 3, 66, 200), str(files['onnx']), dynamo=False,
                           input_names=['yuv'], output_names=['controls'])
-    files['onnx'].with_suffix('.yaml').write_text(
-        CARD.replace('architecture: road_nets:build\n', '').replace(
-            'arguments: {activation: elu, outputs: 2}\n', ''))
+    files['onnx'].with_suffix('.yaml').write_text(ONNX_CARD)
     assert export_tool.main([str(files['weights']), str(files['exported'])]) == 0
     files['reference'] = expected(model, files['weights'])
+    files['fixed_batch'], files['state_dict'] = folder / 'batch64.onnx', folder / 'pilotnet.pt'
+    with warnings.catch_warnings():  # as PyTorch 1.9 wrote it, given a validation batch
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, torch.zeros(64, 3, 66, 200), str(files['fixed_batch']),
+                          dynamo=False, opset_version=9)
+    files['fixed_batch'].with_suffix('.yaml').write_text(ONNX_CARD)
+    torch.save({'epoch': 9, 'state_dict': {f'module.{key}': value for key, value
+                                           in model.state_dict().items()}}, files['state_dict'])
+    files['state_dict'].with_suffix('.yaml').write_text(CARD)
+    files['direct'] = run_directly(model, files['fixed_batch'], files['weights'])
     yield files
     sys.path.remove(str(site))
     sys.modules.pop('road_nets', None)
@@ -114,6 +123,19 @@ def run(graph: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarra
     """The graph's outputs, as onnxruntime gives them."""
     session = ort.InferenceSession(graph.SerializeToString(), providers=['CPUExecutionProvider'])
     return session.run(None, inputs)
+
+
+def run_directly(model: torch.nn.Module, fixed_batch: Path, weights: Path) -> dict[str, float]:
+    """The angle of the network run directly on the frame: in torch (float32), and the
+    fixed-batch graph as written in onnxruntime (the frame first in a batch of 64)."""
+    _, spec = load_model(weights)
+    x = Preprocessor(spec)(FRAME, 'rgb')[None]
+    with torch.inference_mode():
+        in_torch = float(model(torch.from_numpy(x))[0, 0])
+    session = ort.InferenceSession(str(fixed_batch))
+    batch = np.concatenate([x, np.zeros((63, *x.shape[1:]), np.float32)])
+    in_onnxruntime = float(session.run(None, {session.get_inputs()[0].name: batch})[0][0, 0])
+    return {'state_dict': math.radians(in_torch), 'fixed_batch': math.radians(in_onnxruntime)}
 
 
 def start(user: dict[str, Path], log: Path, *arguments: str) -> subprocess.Popen:
@@ -196,12 +218,24 @@ def test_channels_last_keras_graphs_run_as_onnxruntime_runs_them(
         assert harness.set_parameter('model', str(user['weights'])) == (True, '')
 
 
+@pytest.mark.parametrize('which', ['fixed_batch', 'state_dict'])
+def test_a_fixed_batch_export_and_a_pt_state_dict_give_the_networks_angle(
+        harness: Harness, user: dict[str, Path], which: str) -> None:
+    assert harness.set_parameter('model', str(user[which])) == (True, '')
+    count = len(harness.angles)
+    check_frame(harness, user['reference'])
+    assert any(angle == pytest.approx(user['direct'][which], rel=1e-5)
+               for angle in harness.angles[count:]), (harness.angles[count:], user['direct'])
+    assert running_model(harness).startswith(str(user[which]))
+
+
 @pytest.mark.parametrize('name, value, reason', [
     ('model_card', 'channels', 'input.channels is 1 but the'),
     ('card_overrides', '{output.index: 5}', 'output.index 5 is out of range'),
     ('card_overrides', '{input.colour: rgb}', "unknown key 'input.colour'"),
     ('model', 'garbage.onnx', 'garbage.onnx: not a'),
-    ('model', 'weights.pt', 'pickled and TorchScript files are not loaded'),
+    ('model', 'weights.pt', 'weights.pt: not a state dict that torch.save wrote'),
+    ('model', 'whole.pt', 'whole.pt: holds objects of torch.nn.modules.linear.Linear'),
     ('backend', 'tensorflow', 'backend must be one of'),
 ])
 def test_bad_changes_are_refused_while_the_old_model_runs(
@@ -213,6 +247,10 @@ def test_bad_changes_are_refused_while_the_old_model_runs(
     elif value in ('garbage.onnx', 'weights.pt'):
         value = str(tmp_path / value)
         Path(value).write_bytes(b'\x00not a model' * 50)
+        Path(value).with_suffix('.yaml').write_text(CARD)
+    elif value == 'whole.pt':  # torch.save(model), not its state dict
+        value = str(tmp_path / value)
+        torch.save(torch.nn.Linear(2, 2), value)
         Path(value).with_suffix('.yaml').write_text(CARD)
     before_value, before_model = harness.get_parameter(name), running_model(harness)
     successful, message = harness.set_parameter(name, value)

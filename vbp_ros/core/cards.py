@@ -4,7 +4,7 @@ become its input.
 A card has the model's stem (``pilotnet.onnx`` -> ``pilotnet.yaml``) or is named explicitly.
 Its keys are those of :data:`vbp_ros.core.checkpoint.CARD_FIELDS`, nested at the dots::
 
-    architecture: my_pkg.nets:build   # safetensors weights only: the network's import path
+    architecture: my_pkg.nets:build   # weights files only: the network's import path
     arguments: {}
     input: {color: rgb, height: 66, width: 200, crop: [200, 0, 280, 640],
             scale: 1.0, mean: [0, 0, 0], std: [1, 1, 1]}
@@ -37,7 +37,7 @@ MAX_CARD_BYTES = 256 * 1024  # cards are a few hundred bytes; so are overrides
 _INTEGERS = {'input_channels', 'input_height', 'input_width', 'output_index'}
 _FLOATS = {'pixel_scale', 'output_scale', 'steering_ratio'}
 _STRINGS = {'architecture', 'description', 'input_name', 'input_layout', 'color',
-            'output_unit', 'interpolation'}
+            'output_unit', 'interpolation', 'weights_entry', 'weights_prefix'}
 
 
 def card_path_for(model_path: str | Path) -> Path:

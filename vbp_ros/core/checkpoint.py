@@ -51,7 +51,8 @@ CARD_FIELDS = {
     'input.std': 'std', 'output.index': 'output_index', 'output.unit': 'output_unit',
     'output.scale': 'output_scale', 'output.steering_ratio': 'steering_ratio',
     'output.names': 'output_names',
-    'input.interpolation': 'interpolation',
+    'input.interpolation': 'interpolation', 'weights.entry': 'weights_entry',
+    'weights.prefix': 'weights_prefix',
 }
 CARD_KEYS = {spec_field: key for key, spec_field in CARD_FIELDS.items()}
 
@@ -96,6 +97,9 @@ class ModelSpec:
             (:data:`INTERPOLATIONS`): 'area' (OpenCV's INTER_AREA when shrinking, INTER_LINEAR
             when enlarging), 'linear', 'cubic' or 'nearest' (OpenCV's INTER_LINEAR,
             INTER_CUBIC, INTER_NEAREST); choose what the network was trained with.
+        weights_entry, weights_prefix: where a weights file of a state dict keeps it: the key
+            of the checkpoint dictionary that holds it and the prefix of its keys ('': found by
+            fitting them to the network, :func:`vbp_ros.core.state_dicts.fit_state_dict`).
     """
 
     architecture: str
@@ -118,6 +122,8 @@ class ModelSpec:
     input_name: str = ''
     input_layout: str = NCHW
     interpolation: str = 'area'
+    weights_entry: str = ''
+    weights_prefix: str = ''
 
     def __post_init__(self) -> None:
         def refuse(name: str, text: str) -> CheckpointError:

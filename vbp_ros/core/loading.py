@@ -1,11 +1,14 @@
 """One loader for every model the package runs: vbp_ros checkpoints, the user's own PyTorch
-networks (safetensors weights of a ``state_dict`` plus a card naming the architecture) and ONNX
-files, each with its model card.
+networks (a ``state_dict`` as safetensors or as a ``torch.save`` file, plus a card naming the
+architecture) and ONNX files, each with its model card.
 
 The node, the engine builder, vbp-review, vbp-fleet and the tools all load through
-:func:`load_model`. Nothing is unpickled: weights are safetensors or ONNX. Loading checks the
-card against the network (input channels and size, the output index) and names the card key
-that does not fit, instead of surfacing a torch traceback.
+:func:`load_model`. No code runs from a model file: weights are safetensors, ONNX (with its
+external data files beside it) or ``torch.save`` files read by PyTorch's restricted loader
+(:mod:`vbp_ros.core.state_dicts`). An ONNX graph exported with a fixed batch size is made to
+take any batch (:mod:`vbp_ros.core.onnx_batch`). Loading checks the card against the network
+(input channels and size, the output index) and names the card key that does not fit, instead
+of surfacing a torch or onnx traceback.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from torch import nn
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import (CARD_KEYS, FORMAT, NCHW, CheckpointError, ModelSpec,
                          check_regular_file, default_model_path)
-from .rules import UnsupportedModelError
+from .onnx_batch import free_batch
 from .onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
+from .rules import UnsupportedModelError
+from .state_dicts import TORCH_SUFFIXES, fit_state_dict, read_torch_file
 
 __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
            'model_card_path', 'onnx_input_fields']
@@ -31,7 +36,6 @@ __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
 SAFETENSORS_SUFFIX = '.safetensors'
-_PICKLED = ('.pt', '.pth', '.ckpt', '.pkl', '.bin', '.tar', '.ts', '.jit')
 
 
 class MissingCardError(CheckpointError):
@@ -52,7 +56,9 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
 
     Args:
         path: a ``.safetensors`` file (vbp_ros checkpoint, or a ``state_dict`` whose card names
-            the architecture) or an ``.onnx`` file; '' or None: the bundled default model.
+            the architecture), a ``torch.save`` file of a ``state_dict`` (``.pt``, ``.pth``...;
+            its card names the architecture) or an ``.onnx`` file; '' or None: the bundled
+            default model.
         card: the model card (YAML); default: the file beside the model with its stem
             (required for ONNX files and plain state dicts; a vbp_ros checkpoint carries its
             own, which such a card overrides); or the card's values by dotted key, for a card
@@ -81,8 +87,10 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
         if spec.input_layout != graph_fields.get('input_layout', NCHW):  # the card's layout
             spec = _card_spec(card_file, onnx_input_fields(model, spec.input_layout), overrides,
                               path)
-    elif suffix == SAFETENSORS_SUFFIX:
-        metadata, state = _read_safetensors(path)
+        model = free_batch(model, _image_input(model, spec, str(path)), str(path))
+    elif suffix == SAFETENSORS_SUFFIX or suffix in TORCH_SUFFIXES:
+        metadata, weights = (_read_safetensors(path) if suffix == SAFETENSORS_SUFFIX
+                             else (None, read_torch_file(path)))
         embedded = (ModelSpec.from_metadata(metadata, str(path))
                     if metadata and metadata.get('format') == FORMAT else None)
         if embedded is None and card_file is None:
@@ -94,16 +102,12 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
                 else apply_overrides(embedded, overrides))
         if not spec.architecture:
             raise CheckpointError(f'{_card_name(card_file, path)}: architecture missing: '
-                                  'safetensors weights need the network that they belong to')
-        model = _build(spec, state, path)
-    elif suffix in _PICKLED:
-        raise CheckpointError(
-            f'{path}: pickled and TorchScript files are not loaded, as loading them can run any '
-            'code; save the weights with safetensors.torch.save_file(model.state_dict(), ...) '
-            'and name the architecture in a model card, or export the network to ONNX')
+                                  'weights need the network that they belong to')
+        model = _build(spec, weights, path)
     else:
-        raise CheckpointError(f'{path}: unknown model type {suffix!r}; use .safetensors or '
-                              '.onnx')
+        raise CheckpointError(f'{path}: unknown model type {suffix!r}; use .safetensors, '
+                              '.onnx or a state dict saved by torch.save '
+                              f'({", ".join(TORCH_SUFFIXES)})')
     check_model(model, spec, str(path))
     return model, spec
 
@@ -152,49 +156,44 @@ def _read_safetensors(path: Path) -> tuple[dict | None, dict]:
         raise CheckpointError(f'{path}: not a readable safetensors file ({error})') from None
 
 
-def _build(spec: ModelSpec, state: dict, path: Path) -> nn.Module:
+def _build(spec: ModelSpec, weights: object, path: Path) -> nn.Module:
+    """The card's architecture with the weights of the file (a state dict, or a checkpoint
+    that holds one: :func:`~vbp_ros.core.state_dicts.fit_state_dict`)."""
     try:
         model = spec.build()
     except (TypeError, ValueError) as error:
         raise CheckpointError(f'{path}: cannot build {spec.architecture!r}: {error}') from None
-    misfit = _state_misfit(model.state_dict(), state)
-    if misfit:
-        raise CheckpointError(f'{path}: weights do not fit architecture {spec.architecture!r} '
-                              f'(with its card arguments {spec.arguments}): {misfit}')
+    state = fit_state_dict(model.state_dict(), weights, spec.weights_entry,
+                           spec.weights_prefix, str(path),
+                           f'architecture {spec.architecture!r} (with its card arguments '
+                           f'{spec.arguments})')
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
-def _state_misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
-                  ) -> str | None:
-    """What keeps ``given`` weights out of a network that expects ``expected``, in one line."""
-    missing = [key for key in expected if key not in given]
-    unexpected = [key for key in given if key not in expected]
-    reshaped = [key for key in expected if key in given
-                and tuple(given[key].shape) != tuple(expected[key].shape)]
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing (first {missing[0]})')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected (first {unexpected[0]})')
-    if reshaped:
-        key = reshaped[0]
-        problems.append(f'{len(reshaped)} of another shape (first {key}: '
-                        f'{list(given[key].shape)} given, {list(expected[key].shape)} expected)')
-    return '; '.join(problems) or None
-
-
 def load_onnx(path: Path) -> onnx.ModelProto:
-    """An ONNX file, checked by onnx.checker (CheckpointError otherwise)."""
+    """An ONNX file with its external data files, checked by onnx.checker (CheckpointError
+    otherwise, saying what to do)."""
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, OSError, ValueError) as error:
-        raise CheckpointError(f'{path}: not a valid ONNX model ({error})') from None
+    except (onnx.checker.ValidationError, OSError, ValueError) as error:  # external data
+        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); keep the '
+                              'external data files of its export beside it') from None
     except Exception as error:  # protobuf's DecodeError for files that are not ONNX at all
         raise CheckpointError(f'{path}: not an ONNX model ({type(error).__name__}: '
-                              f'{error})') from None
+                              f'{_one_line(error)}); give the .onnx file that torch.onnx.export '
+                              'or tf2onnx wrote') from None
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); export the '
+                              'network again so that onnx.checker.check_model accepts it, with '
+                              'standard operators') from None
     return model
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
 
 
 def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, object]:
@@ -230,11 +229,15 @@ def _input_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
             for d in info.type.tensor_type.shape.dim]
 
 
-def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
+def _image_input(model: onnx.ModelProto, spec: ModelSpec, source: str) -> str:
     try:
-        name = image_input(model, spec.input_name)
+        return image_input(model, spec.input_name)
     except UnsupportedModelError as error:
         raise CheckpointError(f'{source}: {error}') from None
+
+
+def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
+    name = _image_input(model, spec, source)
     dims = _input_dims(model, name)
     if len(dims) != 4:
         raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "

@@ -3,7 +3,9 @@
 :func:`build_engine` loads the model and its card (:func:`vbp_ros.core.loading.load_model`),
 builds the :class:`~vbp_ros.engine.engine.VBPEngine` and warms it up on a blank frame of the
 card's size, so that whatever is wrong with the model, the card or the settings surfaces here,
-as a ValueError with a reason, before anything is swapped in or processed.
+as a ValueError with a reason (onnx's and onnxruntime's exceptions included, as
+:mod:`vbp_ros.engine.onnx_backend` turns them into one), before anything is swapped in or
+processed.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ def build_engine(model: str | Path | None, card: str | Path | None = None,
     """A warmed-up engine for a model file ('' or None: the bundled default) and its card;
     raises ValueError (CheckpointError included) naming what does not fit."""
     network, spec = load_model(model, card, overrides)
-    engine = VBPEngine(network, spec, backend=backend, device=device, precision=precision,
-                       cuda_graphs=cuda_graphs, threads=threads, max_batch=max_batch,
-                       overlay_alpha=overlay_alpha, overlay_max_width=overlay_max_width)
-    engine.model_name = describe_model(model, card)
-    return engine
+    return VBPEngine(network, spec, backend=backend, device=device, precision=precision,
+                     cuda_graphs=cuda_graphs, threads=threads, max_batch=max_batch,
+                     overlay_alpha=overlay_alpha, overlay_max_width=overlay_max_width,
+                     model_name=describe_model(model, card))

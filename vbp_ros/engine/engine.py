@@ -37,6 +37,7 @@ import torch
 from ..core.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, ModelSpec
 from ..core.rules import UnsupportedModelError
 from ..core.loading import Model, flatten_outputs
+from ..core.onnx_batch import free_batch_advice
 from ..core.vbp import VisualBackProp
 from ..pixels.frames import Crop
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, draw_overlay
@@ -156,6 +157,8 @@ class VBPEngine:
         threads: CPU threads for torch, onnxruntime and OpenCV's preprocessing (0 keeps their
             defaults: one per physical core). Process-wide for torch and OpenCV.
         max_batch: most frames per submission (one forward pass).
+        model_name: the model as diagnostics and errors name it (its file); default: the
+            card's description or architecture.
 
     Raises:
         ValueError: a setting that cannot work (the message says which);
@@ -167,7 +170,7 @@ class VBPEngine:
                  device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
                  overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
                  overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
-                 threads: int = 0, max_batch: int = 1) -> None:
+                 threads: int = 0, max_batch: int = 1, model_name: str = '') -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, not {precision!r}')
         if not 0.0 <= overlay_alpha <= 1.0:
@@ -183,7 +186,7 @@ class VBPEngine:
         self.max_batch = max_batch
         self.preprocess = Preprocessor(spec)
         self.backend_note = ''
-        self.model_name = spec.description or spec.architecture or 'model'  # for diagnostics
+        self.model_name = model_name or spec.description or spec.architecture or 'model'
         self.dtype = PRECISIONS[precision]
         self._onnx = None
         if threads:
@@ -313,11 +316,12 @@ class VBPEngine:
         if self._onnx is not None:
             return self._onnx
         graph = model if isinstance(model, onnx.ModelProto) else export_onnx(
-            model.cpu().float().eval(), self.preprocess.shape)
-        network = OnnxRuntimeNetwork(graph, self.spec, device, threads)
+            model.cpu().float().eval(), self.preprocess.shape, source=self.model_name)
+        network = OnnxRuntimeNetwork(graph, self.spec, device, threads, source=self.model_name)
         if network.max_batch is not None and self.max_batch > network.max_batch:
-            raise ValueError(f'max_batch {self.max_batch} exceeds the graph\'s fixed batch size '
-                             f'{network.max_batch}')
+            raise ValueError(f'{self.model_name}: max_batch {self.max_batch} exceeds the '
+                             f'batch size {network.max_batch} that the graph fixes; '
+                             f'{free_batch_advice(network.input_name)}')
         return network
 
     # -- internals ----------------------------------------------------------------------------

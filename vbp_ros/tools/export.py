@@ -1,6 +1,7 @@
 """vbp-export: a model as ONNX with the VisualBackProp mask already in the graph, plus its card.
 
     vbp-export CHECKPOINT.safetensors OUT.onnx      # vbp_ros checkpoint or your own weights + card
+    vbp-export WEIGHTS.pt OUT.onnx                  # your state dict from torch.save + card
     vbp-export NET.onnx OUT.onnx                    # add the mask to an ONNX file of your own
 
 The output runs anywhere ONNX does (ONNX Runtime, TensorRT on the car): one inference gives the
@@ -21,25 +22,27 @@ import onnx
 import torch
 
 from ..core.cards import card_path_for, parse_assignments, write_card
-from ..core.checkpoint import CheckpointError, ModelSpec
+from ..core.checkpoint import ModelSpec
 from ..core.rules import UnsupportedModelError
 from ..core.loading import load_model
-from ..core.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, has_visualbackprop, image_input,
-                             plan_visualbackprop)
+from ..core.onnx_vbp import MASK_OUTPUT, image_input, plan_visualbackprop
 from ..core.vbp import VisualBackProp
-from ..engine.onnx_backend import OPSET, OnnxRuntimeNetwork, export_onnx
+from ..engine.onnx_backend import OPSET, OnnxRuntimeNetwork, export_onnx, with_visualbackprop
+from ..interface import one_line
 
 
 def exported_graph(model: torch.nn.Module | onnx.ModelProto, spec: ModelSpec,
-                   opset: int = OPSET) -> tuple[onnx.ModelProto, ModelSpec]:
-    """The graph with the mask output, and the card that goes with it (for an ONNX file)."""
+                   opset: int = OPSET, source: str = 'model'
+                   ) -> tuple[onnx.ModelProto, ModelSpec]:
+    """The graph with the mask output, and the card that goes with it (for an ONNX file);
+    errors name ``source``."""
     shape = (spec.input_channels, spec.input_height, spec.input_width)
-    graph = model if isinstance(model, onnx.ModelProto) else export_onnx(model, shape, opset)
-    name = image_input(graph, spec.input_name)
-    if not has_visualbackprop(graph):
-        graph = add_visualbackprop(graph, name, shape[1:], spec.input_layout)
+    graph = (model if isinstance(model, onnx.ModelProto)
+             else export_onnx(model, shape, opset, source))
+    graph = with_visualbackprop(graph, spec, source)
     card = ModelSpec(**{**spec.__dict__, 'architecture': '', 'arguments': {},
-                        'input_name': name})
+                        'input_name': image_input(graph, spec.input_name),
+                        'weights_entry': '', 'weights_prefix': ''})
     return graph, card
 
 
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: writes OUT.onnx and OUT.yaml; exit code 0, or 1 with the reason."""
     parser = argparse.ArgumentParser(prog='vbp-export', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('model', help='.safetensors (vbp_ros checkpoint or own weights) or .onnx')
+    parser.add_argument('model', help='.safetensors (vbp_ros checkpoint or own weights), a '
+                        'torch.save state dict (.pt, .pth...) or .onnx')
     parser.add_argument('out', type=Path, help='the ONNX file to write (its card beside it)')
     parser.add_argument('--card', help='model card (default: the one beside the model)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
@@ -74,18 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model, spec = load_model(args.model, args.card, parse_assignments(args.set))
-        graph, card = exported_graph(model, spec, args.opset)
-        network = OnnxRuntimeNetwork(graph, card, device='cpu')
+        graph, card = exported_graph(model, spec, args.opset, args.model)
+        network = OnnxRuntimeNetwork(graph, card, device='cpu', source=args.model)
         shape = (1, card.input_channels, card.input_height, card.input_width)
         outputs, masks = network(np.zeros(shape, np.float32))
-    except (CheckpointError, UnsupportedModelError, ValueError, RuntimeError) as error:
-        print(f'vbp-export: {error}', file=sys.stderr)
+        plan = plan_visualbackprop(graph, card.input_name, input_layout=card.input_layout)
+    except (ValueError, RuntimeError) as error:  # the project's errors are ValueErrors
+        print(f'vbp-export: {one_line(error)}', file=sys.stderr)
         return 1
-    plan = plan_visualbackprop(graph, card.input_name, input_layout=card.input_layout)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(graph, str(args.out))
+        card_file = write_card(card_path_for(args.out), card)
+    except OSError as error:
+        print(f'vbp-export: cannot write {args.out}: {error.strerror or error}', file=sys.stderr)
+        return 1
     print('\n'.join(plan.describe()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(args.out))
-    card_file = write_card(card_path_for(args.out), card)
     print(f'checked: onnx.checker, one run in ONNX Runtime ({outputs.shape[1]} outputs, '
           f"'{MASK_OUTPUT}' {masks.shape[1]}x{masks.shape[2]})")
     if isinstance(model, torch.nn.Module):

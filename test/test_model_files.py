@@ -1,0 +1,221 @@
+"""ONNX files as PyTorch's exporters write them for users, run by the engine: the TorchScript
+exporter (dynamo=False) at opset 9 with the batch fixed at 64, as a PyTorch 1.9 export given a
+validation batch; the dynamo exporter (dynamo=True); weights in an external data file. Each
+gives the angle of the network run directly (onnxruntime on the unmodified graph, and torch)
+and the mask of the same network exported plainly. A graph that fixes its batch where it
+cannot be freed is refused at load with what to re-export."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import convert_model_to_external_data
+from torch import nn
+
+from own_networks import ONNX_CARD
+from vbp_ros.core.checkpoint import CheckpointError
+from vbp_ros.core.loading import load_model
+from vbp_ros.core.onnx_batch import BATCH
+from vbp_ros.engine.build import build_engine
+from vbp_ros.engine.engine import VBPEngine
+from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.tools import export as export_tool
+
+FRAMES = [np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+          for seed in range(3)]
+INPUT = (3, 66, 200)
+
+
+class ViewPilotNet(nn.Module):
+    """PilotNet as PyTorch 1.9-era training scripts wrote it: ``x.view(x.size(0), -1)`` before
+    the dense layers, which the exporter folds into a Reshape to (batch, -1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 24, 5, 2), nn.ELU(), nn.Conv2d(24, 36, 5, 2), nn.ELU(),
+            nn.Conv2d(36, 48, 5, 2), nn.ELU(), nn.Conv2d(48, 64, 3), nn.ELU(),
+            nn.Conv2d(64, 64, 3), nn.ELU())
+        self.head = nn.Sequential(nn.Linear(64 * 18, 100), nn.ELU(), nn.Linear(100, 10),
+                                  nn.ELU(), nn.Linear(10, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x / 127.5 - 1.0)
+        return self.head(x.view(x.size(0), -1))
+
+
+@pytest.fixture(scope='module')
+def network() -> nn.Module:
+    torch.manual_seed(9)
+    return ViewPilotNet().eval()
+
+
+def export(network: nn.Module, path: Path, batch: int, **options: object) -> Path:
+    """``torch.onnx.export`` as a user calls it, with its card beside the file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(network, (torch.zeros(batch, *INPUT),), str(path), **options)
+    path.with_suffix('.yaml').write_text(ONNX_CARD)
+    return path
+
+
+def run_unmodified(path: Path, x: np.ndarray) -> np.ndarray:
+    """The graph as written, in onnxruntime: each input in a batch of the graph's fixed size
+    (the rest zeros), or all at once where the batch is free; the first output's rows."""
+    session = ort.InferenceSession(str(path))
+    graph_input = session.get_inputs()[0]
+    batch = graph_input.shape[0]
+    if not isinstance(batch, int):
+        return session.run(None, {graph_input.name: x})[0]
+    return np.stack([session.run(None, {graph_input.name: np.concatenate(
+        [image[None], np.zeros((batch - 1, *image.shape), np.float32)])})[0][0] for image in x])
+
+
+def check_against_the_network(path: Path, network: nn.Module) -> None:
+    """The engine on the file against the network run directly (the unmodified graph in
+    onnxruntime at its own batch size, and torch) and the plain export's mask; three frames as
+    one batch, as three cameras give them."""
+    engine = build_engine(path, device='cpu', max_batch=len(FRAMES))
+    results = engine.process_batch(FRAMES)
+    _, spec = load_model(path)
+    x = np.stack([Preprocessor(spec)(frame) for frame in FRAMES])
+    direct = run_unmodified(path, x)
+    with torch.inference_mode():
+        in_torch = network(torch.from_numpy(x)).numpy()
+    plain = VBPEngine(export_onnx(network, INPUT), replace(spec, input_name=''),
+                      backend='onnxruntime', device='cpu', max_batch=len(FRAMES))
+    for result, row, torch_row, reference in zip(results, direct, in_torch,
+                                                 plain.process_batch(FRAMES)):
+        assert result.angle == pytest.approx(math.radians(row[0]), rel=1e-5)
+        assert result.angle == pytest.approx(math.radians(torch_row[0]), rel=1e-5)
+        np.testing.assert_allclose(result.outputs, row, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.mask, reference.mask, atol=1e-4)
+
+
+def test_torchscript_exporter_at_opset_9_with_the_batch_fixed_at_64(
+        network: nn.Module, tmp_path: Path) -> None:
+    path = export(network, tmp_path / 'fixed64.onnx', 64, dynamo=False, opset_version=9)
+    written = onnx.load(str(path))
+    assert written.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 64
+    assert [n.op_type for n in written.graph.node].count('Reshape') == 1  # (64, -1): folded
+    check_against_the_network(path, network)
+    graph, _ = load_model(path)
+    for info in (graph.graph.input[0], graph.graph.output[0]):
+        assert info.type.tensor_type.shape.dim[0].dim_param == BATCH
+    assert export_tool.main([str(path), str(tmp_path / 'deploy.onnx')]) == 0  # crashed before
+    check_against_the_network(tmp_path / 'deploy.onnx', network)
+
+
+def test_dynamo_exporter(network: nn.Module, tmp_path: Path) -> None:
+    pytest.importorskip('onnxscript', reason='the dynamo exporter needs onnxscript')
+    path = export(network, tmp_path / 'dynamo.onnx', 1, dynamo=True)
+    check_against_the_network(path, network)
+
+
+def test_weights_in_an_external_data_file(network: nn.Module, tmp_path: Path) -> None:
+    path = export(network, tmp_path / 'external.onnx', 1, dynamo=False)
+    model = onnx.load(str(path))
+    convert_model_to_external_data(model, location='external.onnx.data', size_threshold=0)
+    onnx.save(model, str(path))
+    assert path.stat().st_size < 10_000 and (tmp_path / 'external.onnx.data').is_file()
+    check_against_the_network(path, network)
+    (tmp_path / 'external.onnx.data').rename(tmp_path / 'elsewhere.data')
+    with pytest.raises(CheckpointError, match='external.onnx: not a valid ONNX model .*'
+                                              'external.onnx.data'):
+        load_model(path)
+
+
+def batch_baked_graph(batch: int | str, head: list[onnx.NodeProto], weights: dict
+                      ) -> onnx.ModelProto:
+    """Conv -> Relu -> ``head`` giving 'steering', (batch, 2): a 3x16x16 input of a fixed
+    batch size (or a free one, named by a string)."""
+    rng = np.random.default_rng(0)
+    weights = {'w': rng.normal(size=(4, 3, 3, 3)), **weights}
+    nodes = [helper.make_node('Conv', ['image', 'w'], ['conv'], strides=[2, 2]),
+             helper.make_node('Relu', ['conv'], ['relu']), *head]
+    graph = helper.make_graph(
+        nodes, 'baked', [helper.make_tensor_value_info('image', TensorProto.FLOAT,
+                                                       [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info('steering', TensorProto.FLOAT, [batch, 2])],
+        [numpy_helper.from_array(v.astype(np.int64 if v.dtype.kind == 'i' else np.float32), k)
+         for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)], ir_version=10)
+
+
+def test_a_batch_fixed_inside_the_graph_is_refused_with_what_to_re_export(
+        tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = tmp_path / 'baked.onnx'
+    onnx.save(batch_baked_graph(4, [  # a bias of the batch's size in the head
+        helper.make_node('Flatten', ['relu'], ['flat']),
+        helper.make_node('Add', ['flat', 'bias'], ['biased'], name='bias'),
+        helper.make_node('Gemm', ['biased', 'fc'], ['steering'], transB=1)],
+        {'bias': rng.normal(size=(4, 196)), 'fc': rng.normal(size=(2, 196))}), str(path))
+    path.with_suffix('.yaml').write_text('input: {color: rgb, height: 16, width: 16}\n')
+    with pytest.raises(CheckpointError, match=r"baked.onnx: the batch size 4 is fixed inside the "
+                       r"graph \(node 'bias' \(Add\)\).*re-export the network with a free batch "
+                       r"dimension: torch.onnx.export\(..., dynamic_axes=\{'image': "
+                       r"\{0: 'batch'\}\}\)"):
+        load_model(path)
+
+
+def test_a_batch_of_1_fixed_inside_the_graph_runs_one_frame_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / 'baked1.onnx'
+    onnx.save(batch_baked_graph(1, [  # x.flatten() @ W: every image of a batch in one row
+        helper.make_node('Flatten', ['relu'], ['flat'], axis=0),
+        helper.make_node('MatMul', ['flat', 'fc'], ['steering'])],
+        {'fc': np.random.default_rng(1).normal(size=(196, 2))}), str(path))
+    path.with_suffix('.yaml').write_text('input: {color: rgb, height: 16, width: 16}\n')
+    frame = FRAMES[0][:16, :16]
+    x = Preprocessor(load_model(path)[1])(frame)[None]
+    direct = ort.InferenceSession(str(path)).run(None, {'image': x})[0][0]
+    assert build_engine(path, device='cpu').process(frame).angle == pytest.approx(
+        direct[0], rel=1e-5)
+    with pytest.raises(ValueError, match=r"baked1.onnx .*max_batch 2 exceeds the batch size 1 "
+                       'that the graph fixes; re-export the network with a free batch'):
+        build_engine(path, device='cpu', max_batch=2)
+
+
+BAD_GRAPHS = {  # each with the line vbp-export prints for it
+    'baked': (4, [helper.make_node('Flatten', ['relu'], ['flat']),
+                  helper.make_node('Add', ['flat', 'bias'], ['biased'], name='bias'),
+                  helper.make_node('Gemm', ['biased', 'fc'], ['steering'], transB=1)],
+              {'bias': np.ones((4, 196)), 'fc': np.ones((2, 196))},
+              'the batch size 4 is fixed inside the graph'),
+    'unloadable': (1, [helper.make_node('Flatten', ['relu'], ['flat']),  # weights do not fit
+                       helper.make_node('Gemm', ['flat', 'fc'], ['steering'], transB=1)],
+                   {'fc': np.ones((2, 100))},
+                   'onnxruntime 1.31.1 cannot load the graph: Node () Op (Gemm) '
+                   '[ShapeInferenceError] Dimension mismatch'),
+    'unrunnable': ('n', [helper.make_node('Reshape', ['relu', 'rows'], ['steering'])],
+                   {'rows': np.array([3, -1])},
+                   'onnxruntime failed to run the graph on 1 input of 3x16x16: Non-zero status '
+                   'code returned while running Reshape node'),
+}
+
+
+@pytest.mark.parametrize('name', BAD_GRAPHS)
+def test_vbp_export_says_in_one_line_what_is_wrong_with_a_graph(
+        tmp_path: Path, name: str) -> None:
+    batch, head, weights, reason = BAD_GRAPHS[name]
+    path = tmp_path / f'{name}.onnx'
+    onnx.save(batch_baked_graph(batch, head, weights), str(path))
+    path.with_suffix('.yaml').write_text('input: {color: rgb, height: 16, width: 16}\n')
+    done = subprocess.run([sys.executable, '-m', 'vbp_ros.tools.export', str(path),  # vbp-export
+                           str(tmp_path / 'out.onnx')], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == '', done
+    assert done.stderr.startswith(f'vbp-export: {path}: {reason}'), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and 'Traceback' not in done.stderr
+    assert not (tmp_path / 'out.onnx').exists()
