@@ -16,11 +16,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
+from vbp_ros.core import checkpoint
 from vbp_ros.core.checkpoint import CheckpointError, default_model_path, read_spec
-from vbp_ros.core.loading import load_checkpoint
+from vbp_ros.core.loading import load_checkpoint, load_model, load_onnx
 from vbp_ros.engine.engine import FrameResult, StageTimes, VBPEngine, output_problem
 from vbp_ros.engine.monitor import stamp_problem
 from vbp_ros.engine.preprocess import Preprocessor
@@ -219,6 +222,95 @@ def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
     for check in (read_spec, load_checkpoint):
         with pytest.raises(CheckpointError, match='not a regular file'):
             check(fifo)
+
+
+def sparse(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk space."""
+    with path.open('wb') as stream:
+        stream.truncate(size)
+    return path
+
+
+def peak_memory_kb(script: str) -> int:
+    """The growth of a fresh Python's peak memory while it runs ``script`` (kB)."""
+    probe = textwrap.dedent('''
+        import resource
+        from vbp_ros.core.checkpoint import CheckpointError
+        from vbp_ros.core.loading import load_model
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ''') + textwrap.dedent(script) + textwrap.dedent('''
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    ''')
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1])
+
+
+def test_model_files_beyond_the_limit_are_refused_unread(tmp_path: Path) -> None:
+    """A 5 GB sparse .onnx got the node OOM-killed after 20 s, a 2 GB one was refused after
+    6 s and 2.7 GB of memory: now by their size, before anything is read."""
+    huge = sparse(tmp_path / 'huge.onnx', 5 * 2**30)
+    big = sparse(tmp_path / 'big.onnx', 2**31)
+    weights = sparse(tmp_path / 'weights.safetensors', 600 * 2**20)
+    for path, limit in ((huge, 2048), (big, 4096), (weights, 500)):
+        with pytest.raises(CheckpointError, match=r'is at most .*\(max_model_mb\)'):
+            load_model(path, max_model_mb=limit)
+    grown = peak_memory_kb(f'''
+        for path, limit in (({str(huge)!r}, 2048), ({str(big)!r}, 4096)):
+            try:
+                load_model(path, max_model_mb=limit)
+            except CheckpointError:
+                pass
+    ''')
+    assert grown < 50_000  # kB: nothing of the files was read
+
+
+def test_a_model_larger_than_the_memory_left_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(checkpoint, 'available_memory_bytes', lambda: 100 * 2**20)
+    with pytest.raises(CheckpointError, match='more than the 100 MB of memory left'):
+        load_model(sparse(tmp_path / 'weights.safetensors', 200 * 2**20))
+
+
+def onnx_with_external_data(folder: Path, location: str) -> Path:
+    """A one-Conv ONNX graph whose weights lie in the external file ``location``."""
+    weight = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), 'w')
+    graph = helper.make_graph(
+        [helper.make_node('Conv', ['image', 'w'], ['out'])], 'g',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 2, 6, 6])], [weight])
+    model = helper.make_model(graph)
+    path = folder / 'model.onnx'
+    onnx.save(model, str(path), save_as_external_data=True, location='weights.data',
+              size_threshold=0)
+    if location != 'weights.data':
+        model = onnx.load(str(path), load_external_data=False)
+        for entry in model.graph.initializer[0].external_data:
+            if entry.key == 'location':
+                entry.value = location
+        onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize('location, kind, message', [
+    ('weights.data', 'fifo', 'not a regular file'),
+    ('weights.data', 'huge', r'weights.data: 3145728 bytes; .* at most 1 MB \(max_model_mb'),
+    ('../outside.data', 'file', 'is not beside it')])
+def test_external_data_files_are_checked_before_they_are_read(
+        tmp_path: Path, location: str, kind: str, message: str) -> None:
+    folder = tmp_path / 'model'
+    folder.mkdir()
+    path = onnx_with_external_data(folder, location)
+    data = folder / location
+    data.unlink(missing_ok=True)
+    if kind == 'fifo':
+        os.mkfifo(data)
+    elif kind == 'huge':
+        sparse(data, 3 * 2**20)
+    else:
+        data.write_bytes(np.ones(18, np.float32).tobytes())
+    with pytest.raises(CheckpointError, match=message):
+        load_onnx(path, max_bytes=2**20)
 
 
 @pytest.mark.parametrize('changes, message', [

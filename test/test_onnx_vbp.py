@@ -597,7 +597,7 @@ def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypat
     names: dict = {}
     exec(readme_block('**An ONNX file from Python**'), names)
     plan, angle_and_mask = capsys.readouterr().out.split('\nhead: ')
-    assert plan.startswith('input image: 3x66x200\nkept ') and plan.count('\nkept ') == 4
+    assert plan.startswith('input image: 3x66x200 (nchw)\nkept ') and plan.count('\nkept ') == 4
     assert angle_and_mask.endswith(' (66, 200)\n')
     written = onnx.load('pilotnet_vbp.onnx')
     onnx.checker.check_model(written)

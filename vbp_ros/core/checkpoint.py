@@ -241,6 +241,37 @@ def check_regular_file(path: str | Path, max_bytes: int | None = None,
     _check_status(path, status, max_bytes, what, limit_name)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this process may still take: the system's available memory, or less where its
+    cgroup (a container, a systemd MemoryMax) allows less; None where neither can be read."""
+    limits = []
+    try:
+        with open('/proc/meminfo', encoding='ascii') as stream:
+            for line in stream:
+                if line.startswith('MemAvailable:'):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        cgroup = Path('/sys/fs/cgroup')
+        maximum = (cgroup / 'memory.max').read_text().strip()
+        if maximum != 'max':
+            limits.append(int(maximum) - int((cgroup / 'memory.current').read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_fits_in_memory(path: str | Path, size: int, what: str = 'model file') -> None:
+    """Raise CheckpointError where a file of ``size`` bytes, read whole, cannot fit in the
+    memory this process may still take."""
+    available = available_memory_bytes()
+    if available is not None and size > available:
+        raise CheckpointError(f'{path}: {size / 2**20:.0f} MB, more than the '
+                              f'{max(available, 0) / 2**20:.0f} MB of memory left to this '
+                              f'process; a {what} is read whole')
+
+
 def read_small_file(path: str | Path, max_bytes: int, what: str) -> bytes:
     """The bytes of a small file (a card), checked like :func:`check_regular_file` and again
     on the opened file (opened without blocking: a FIFO put there meanwhile gives no wait)."""

@@ -18,13 +18,14 @@ from typing import Mapping
 
 import onnx
 import torch
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import (CARD_KEYS, FORMAT, NCHW, CheckpointError, ModelSpec,
-                         check_regular_file, default_model_path)
+                         check_fits_in_memory, check_regular_file, default_model_path)
 from .onnx_batch import free_batch
 from .onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
 from .rules import UnsupportedModelError
@@ -35,6 +36,8 @@ __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_
 
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
+MAX_MODEL_MB = 2048  # the default limit of a model's files (vbp_node's max_model_mb)
+PROTOBUF_LIMIT = 2**31 - 1  # protobuf's most bytes in one message: an ONNX file without data
 SAFETENSORS_SUFFIX = '.safetensors'
 
 
@@ -51,7 +54,8 @@ def model_card_path(model_path: str | Path, card: str | Path | None = None) -> P
 
 
 def load_model(path: str | Path | None, card: str | Path | Mapping | None = None,
-               overrides: Mapping | str | None = None) -> tuple[Model, ModelSpec]:
+               overrides: Mapping | str | None = None,
+               max_model_mb: float = MAX_MODEL_MB) -> tuple[Model, ModelSpec]:
     """The network and its card (a :class:`ModelSpec`), checked against each other.
 
     Args:
@@ -65,6 +69,8 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
             not written yet (vbp-card checks its template so), errors then naming ``path``.
         overrides: card values that win over the card's (a mapping or YAML text, keys nested or
             dotted), e.g. from node parameters.
+        max_model_mb: the most MB that the model's files (with an ONNX model's external data)
+            may hold, checked before any is read, as is the memory left to the process.
 
     Returns:
         ``(model, spec)``: an ``nn.Module`` in eval mode on the CPU, or an ``onnx.ModelProto``.
@@ -73,11 +79,13 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
         CheckpointError: naming the file, and the card key where the card is at fault.
     """
     path = Path(path) if path else default_model_path()
-    check_regular_file(path)
+    max_bytes = int(max_model_mb * 2**20)
+    check_regular_file(path, max_bytes, 'model file', 'max_model_mb')
+    check_fits_in_memory(path, path.stat().st_size)
     card_file = card if isinstance(card, Mapping) else model_card_path(path, card)
     suffix = path.suffix.lower()
     if suffix == ONNX_SUFFIX:
-        model = load_onnx(path)
+        model = load_onnx(path, max_bytes)
         if card_file is None:
             raise MissingCardError(
                 f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
@@ -171,18 +179,25 @@ def _build(spec: ModelSpec, weights: object, path: Path) -> nn.Module:
     return model.eval()
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
+def load_onnx(path: Path, max_bytes: int = MAX_MODEL_MB * 2**20) -> onnx.ModelProto:
     """An ONNX file with its external data files, checked by onnx.checker (CheckpointError
-    otherwise, saying what to do)."""
+    otherwise, saying what to do). Every file is checked before it is read: the graph file
+    within protobuf's limit, each external data file a regular file beside it, and all of them
+    together within ``max_bytes`` and the memory left."""
+    check_regular_file(path, min(max_bytes, PROTOBUF_LIMIT), 'single ONNX file (protobuf; '
+                       'larger weights go in external data files)', 'max_model_mb')
     try:
-        model = onnx.load(str(path))
-    except (onnx.checker.ValidationError, OSError, ValueError) as error:  # external data
-        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); keep the '
-                              'external data files of its export beside it') from None
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError for files that are not ONNX at all
         raise CheckpointError(f'{path}: not an ONNX model ({type(error).__name__}: '
                               f'{_one_line(error)}); give the .onnx file that torch.onnx.export '
                               'or tf2onnx wrote') from None
+    _check_external_data(model, path, max_bytes)
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except (onnx.checker.ValidationError, OSError, ValueError) as error:
+        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); keep the '
+                              'external data files of its export beside it') from None
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
@@ -190,6 +205,44 @@ def load_onnx(path: Path) -> onnx.ModelProto:
                               'network again so that onnx.checker.check_model accepts it, with '
                               'standard operators') from None
     return model
+
+
+def _check_external_data(model: onnx.ModelProto, path: Path, max_bytes: int) -> None:
+    """Check the external data files that ``model`` names before any is read."""
+    locations = {entry.value for tensor in _external_tensors(model)
+                 for entry in tensor.external_data if entry.key == 'location'}
+    total = path.stat().st_size
+    for location in sorted(locations):
+        data = path.parent / location
+        if data.resolve().parent != path.parent.resolve():
+            raise CheckpointError(f'{path}: its external data file {location!r} is not beside '
+                                  'it; keep the external data files of its export beside it')
+        if not data.exists():
+            raise CheckpointError(f'{path}: not a valid ONNX model (its external data file '
+                                  f'{location!r} is missing); keep the external data files of '
+                                  'its export beside it')
+        check_regular_file(data, max_bytes, 'model file', 'max_model_mb')
+        total += data.stat().st_size
+    if total > max_bytes:
+        raise CheckpointError(f'{path}: {total} bytes with its external data; a model is at '
+                              f'most {max_bytes / 2**20:g} MB (max_model_mb)')
+    check_fits_in_memory(path, total)
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The tensors whose data lies in external files, in the graph and its subgraphs."""
+    found, graphs = [], [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        found += [tensor for tensor in graph.initializer if uses_external_data(tensor)]
+        for node in graph.node:
+            for attribute in node.attribute:
+                tensors = [*attribute.tensors] + \
+                    ([attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else [])
+                found += [tensor for tensor in tensors if uses_external_data(tensor)]
+                graphs += [*attribute.graphs] + \
+                    ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else [])
+    return found
 
 
 def _one_line(error: BaseException) -> str:

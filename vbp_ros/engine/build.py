@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..core.checkpoint import default_model_path
-from ..core.loading import load_model, model_card_path
+from ..core.loading import MAX_MODEL_MB, load_model, model_card_path
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
 from .engine import VBPEngine
 
@@ -32,10 +32,11 @@ def build_engine(model: str | Path | None, card: str | Path | None = None,
                  device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
                  threads: int = 0, max_batch: int = 1,
                  overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
-                 overlay_max_width: int = DEFAULT_OVERLAY_WIDTH) -> VBPEngine:
+                 overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
+                 max_model_mb: float = MAX_MODEL_MB) -> VBPEngine:
     """A warmed-up engine for a model file ('' or None: the bundled default) and its card;
     raises ValueError (CheckpointError included) naming what does not fit."""
-    network, spec = load_model(model, card, overrides)
+    network, spec = load_model(model, card, overrides, max_model_mb)
     return VBPEngine(network, spec, backend=backend, device=device, precision=precision,
                      cuda_graphs=cuda_graphs, threads=threads, max_batch=max_batch,
                      overlay_alpha=overlay_alpha, overlay_max_width=overlay_max_width,

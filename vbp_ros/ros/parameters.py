@@ -8,6 +8,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from ..core.loading import MAX_MODEL_MB
 from ..engine.engine import BACKENDS, PRECISIONS
 from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
@@ -86,6 +87,9 @@ PARAMETERS = {
         DOUBLE, 'longest wait for a model build (a change of model, card, backend...; '
         'configure): a build not done by then is abandoned and the change refused',
         low=1.0, high=3600.0)),
+    'max_model_mb': (MAX_MODEL_MB, _read_only_integer(
+        "most MB that a model's files may hold, checked before any is read (and the memory "
+        'left to the node), read at start', 1, 1 << 20)),
     'cpu_threads': (0, _read_only_integer(
         'CPU threads of the network (torch, onnxruntime), read at start; 0: one per core '
         'that the node\'s other threads leave free', 0, 256)),

@@ -401,7 +401,8 @@ class VBPNode(LifecycleNode):
                                 backend=values['backend'], device=values['device'],
                                 precision=values['precision'], cuda_graphs=values['cuda_graphs'],
                                 threads=self._param('cpu_threads') or network_threads(),
-                                max_batch=min(self._param('camera_batch') or cameras, cameras))
+                                max_batch=min(self._param('camera_batch') or cameras, cameras),
+                                max_model_mb=self._param('max_model_mb'))
 
         return run_bounded(build, self._param('build_timeout_s'), 'the model build',
                            stopping=lambda: STOPPING.is_set() or self.setter.closing,
