@@ -26,6 +26,7 @@ rclpy = pytest.importorskip('rclpy')
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
@@ -333,6 +334,25 @@ def test_valid_runtime_changes_take_effect(harness, checkpoint) -> None:
     assert harness.set_parameter('device', 'CPU ') == (True, '')  # normalised to 'cpu'
     assert harness.get_parameter('device') == 'cpu'
     assert harness.send(raw(camera_frame(13))) is not None
+
+
+def test_every_parameter_can_be_read_at_once_as_ros2_param_dump_does(harness) -> None:
+    """rclpy's get_parameters answers nothing while any parameter asked for has no value:
+    with image_topics declared by type alone, `ros2 param dump /vbp` printed no parameters."""
+    client = AsyncParameterClient(harness.node, '/vbp')
+    assert client.wait_for_services(timeout_sec=30)
+    listed = client.list_parameters()
+    assert harness.spin_until(listed.done, 10.0)
+    names = sorted(listed.result().result.names)
+    values = client.get_parameters(names)
+    assert harness.spin_until(values.done, 10.0)
+    assert len(values.result().values) == len(names) >= 25
+    read = dict(zip(names, values.result().values))
+    assert read['image_topics'].string_array_value == []
+    assert read['deadline_ms'].double_value == 1000.0
+    successful, reason = harness.set_parameter('image_topics', ['/front/image_raw'])
+    assert not successful and 'image_topics is read at start' in reason
+    assert harness.get_parameter('image_topics') == []
 
 
 def test_diagnostics_report_the_pipeline(harness) -> None:

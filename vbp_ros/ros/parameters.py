@@ -24,6 +24,10 @@ CHOICES = {
 ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device', 'precision',
                      'cuda_graphs')
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')  # a change subscribes again
+# Read at start, but not declared read-only: an empty list can only be given a value by a set
+# (see declare), and rclpy's get_parameters answers nothing at all while any parameter asked
+# for has none (`ros2 param dump` printed an empty node). The node refuses their changes.
+READ_AT_START = ('image_topics',)
 CASE_INSENSITIVE = ('input_transport', 'input_qos', 'precision', 'backend', 'device')
 
 
@@ -96,10 +100,11 @@ PARAMETERS = {
     'cuda_graphs': (False, _describe(BOOL, 'capture network and mask as a CUDA graph (CUDA '
                                      'only)')),
     'image_topics': ([], ParameterDescriptor(
-        type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True,
+        type=ParameterType.PARAMETER_STRING_ARRAY,
         description="cameras processed as one batch, one image topic each; a camera's outputs "
                     'go under its name (the topic\'s namespace: /front/image_raw -> '
-                    "front/steering_angle, front/vbp/mask ...); []: the one topic 'image'")),
+                    "front/steering_angle, front/vbp/mask ...); []: the one topic 'image'; "
+                    'read at start (a change is refused)')),
     'camera_batch': (0, _read_only_integer(
         'several cameras: most frames in one forward pass; 0: every camera (1: one pass per '
         'camera, faster on some CPUs: see vbp-bench --cameras)', 0, 64)),
@@ -126,9 +131,12 @@ PARAMETERS = {
 def declare(node: Node) -> None:
     """Declare every parameter of the table on ``node``."""
     for name, (default, descriptor) in PARAMETERS.items():
-        # An empty list would be typed as bytes: such a parameter is declared by its type.
-        node.declare_parameter(name, Parameter.Type.STRING_ARRAY if default == [] else default,
-                               descriptor)
+        # An empty list would be typed as bytes: such a parameter is declared by its type, and
+        # then given its empty value where the start-up parameters gave none.
+        declared = node.declare_parameter(
+            name, Parameter.Type.STRING_ARRAY if default == [] else default, descriptor)
+        if declared.type_ == Parameter.Type.NOT_SET:
+            node.set_parameters([Parameter(name, Parameter.Type.STRING_ARRAY, default)])
 
 
 def current(node: Node, name: str) -> Parameter:

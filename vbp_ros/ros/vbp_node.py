@@ -452,6 +452,9 @@ class VBPNode(LifecycleNode):
         engine's parameters is accepted only once its engine is built and warmed up (an
         unconfigured node builds it when it is configured)."""
         changes = {p.name: p.value for p in changed}
+        late = sorted(set(changes) & set(parameters.READ_AT_START))
+        if late:
+            return _refuse(f'{", ".join(late)} is read at start; restart the node to change it')
         problem = parameters.problem(changes)
         if problem:
             return _refuse(problem)
