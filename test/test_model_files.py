@@ -206,16 +206,18 @@ BAD_GRAPHS = {  # each with the line vbp-export prints for it
 }
 
 
+@pytest.mark.parametrize('tool', ['export', 'inspect'])
 @pytest.mark.parametrize('name', BAD_GRAPHS)
-def test_vbp_export_says_in_one_line_what_is_wrong_with_a_graph(
-        tmp_path: Path, name: str) -> None:
+def test_vbp_export_and_inspect_say_in_one_line_what_is_wrong_with_a_graph(
+        tmp_path: Path, name: str, tool: str) -> None:
     batch, head, weights, reason = BAD_GRAPHS[name]
     path = tmp_path / f'{name}.onnx'
     onnx.save(batch_baked_graph(batch, head, weights), str(path))
     path.with_suffix('.yaml').write_text('input: {color: rgb, height: 16, width: 16}\n')
-    done = subprocess.run([sys.executable, '-m', 'vbp_ros.tools.export', str(path),  # vbp-export
-                           str(tmp_path / 'out.onnx')], capture_output=True, text=True, timeout=60)
+    arguments = [str(tmp_path / 'out.onnx')] if tool == 'export' else ['--repeats', '1']
+    done = subprocess.run([sys.executable, '-m', f'vbp_ros.tools.{tool}', str(path),  # vbp-...
+                           *arguments], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == '', done
-    assert done.stderr.startswith(f'vbp-export: {path}: {reason}'), done.stderr
+    assert done.stderr.startswith(f'vbp-{tool}: {path}: {reason}'), done.stderr
     assert len(done.stderr.splitlines()) == 1 and 'Traceback' not in done.stderr
     assert not (tmp_path / 'out.onnx').exists()

@@ -48,6 +48,7 @@ from ..data.sources import read_image
 from ..engine.onnx_backend import OnnxRuntimeNetwork
 from ..engine.preprocess import Preprocessor
 from ..engine.timing import paired_extra_ms, time_methods
+from ..interface import one_line
 from ..pixels.frames import FrameError
 from ..render.figure2 import render_figure2
 
@@ -132,26 +133,27 @@ def explain_network(model: nn.Module, spec: ModelSpec, x: torch.Tensor, repeats:
     return plan, method_costs(model, x, repeats), explanation.pictures()
 
 
-def explain_graph(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int
-                  ) -> tuple[str, list[str], Pictures]:
-    """The plan, the costs and the Figure 2 pictures of an ONNX graph with its in-graph mask."""
+def explain_graph(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int,
+                  source: str = 'model') -> tuple[str, list[str], Pictures]:
+    """The plan, the costs and the Figure 2 pictures of an ONNX graph with its in-graph mask;
+    errors name ``source``."""
     plan = plan_visualbackprop(graph, spec.input_name, (spec.input_height, spec.input_width),
                                spec.input_layout)
-    network = OnnxRuntimeNetwork(graph, spec, device='cpu', layer_outputs=True)
+    network = OnnxRuntimeNetwork(graph, spec, device='cpu', layer_outputs=True, source=source)
     _, masks, layers = network.explain(x.numpy())
     pictures = (masks[0], [(name, averaged[0], mask[0]) for name, averaged, mask in layers])
-    return '\n'.join(plan.describe()), graph_costs(graph, spec, x, repeats), pictures
+    return '\n'.join(plan.describe()), graph_costs(graph, spec, x, repeats, source), pictures
 
 
-def graph_costs(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int
-                ) -> list[str]:
+def graph_costs(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int,
+                source: str = 'model') -> list[str]:
     """The in-graph mask's time on top of the graph alone, in ONNX Runtime on the CPU."""
     if has_visualbackprop(graph):
         return ['  not measured: the graph carries its mask already (vbp-export) and ONNX '
                 'Runtime runs all of it; inspect the model it was exported from']
     inputs = x.numpy()
-    forward = OnnxRuntimeNetwork(graph, spec, device='cpu', with_mask=False)
-    masked = OnnxRuntimeNetwork(graph, spec, device='cpu')
+    forward = OnnxRuntimeNetwork(graph, spec, device='cpu', with_mask=False, source=source)
+    masked = OnnxRuntimeNetwork(graph, spec, device='cpu', source=source)
     return cost_lines({'forward': partial(forward, inputs), 'vbp': partial(masked, inputs)},
                       repeats)
 
@@ -188,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         except FrameError as error:
             print(f'vbp-inspect: {args.image}: {error}', file=sys.stderr)
             return 1
-    explain = explain_graph if isinstance(model, onnx.ModelProto) else explain_network
+    explain = (partial(explain_graph, source=args.model) if isinstance(model, onnx.ModelProto)
+               else explain_network)
     try:
         plan, costs, pictures = explain(model, spec, x, args.repeats)
     except UnsupportedModelError as error:
-        print(f'vbp-inspect: {args.model}: refused: {error}', file=sys.stderr)
+        print(f'vbp-inspect: {_named(error, args.model, "refused: ")}', file=sys.stderr)
         return 2
     except (ValueError, RuntimeError) as error:  # e.g. --input the network cannot take
-        print(f'vbp-inspect: {args.model}: {error}', file=sys.stderr)
+        print(f'vbp-inspect: {_named(error, args.model)}', file=sys.stderr)
         return 1
     print(f'{args.model}: VisualBackProp plan')
     print(plan)
@@ -208,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         cv2.imwrite(str(target), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
         print(f'Figure 2 for {args.image.name}: {target}')
     return 0
+
+
+def _named(error: BaseException, model: str, kind: str = '') -> str:
+    """The error on one line, naming the model once."""
+    text = one_line(error)
+    return text if text.startswith(f'{model}: ') else f'{model}: {kind}{text}'
 
 
 if __name__ == '__main__':
