@@ -1,10 +1,10 @@
 """A user's own PilotNet in vbp_node over DDS: as safetensors weights with an import path in its
 card, as an ONNX file from torch.onnx.export (also at opset 9 with the batch fixed at 64), as a
-``torch.save`` state dict, and as vbp-export's output; angle, outputs and mask equal to the §2a
-rule computed in PyTorch (float64) on the same frame; Keras PilotNets as tf2onnx writes them
-(channels-last, one with Cropping2D), their angle and outputs onnxruntime's on the unmodified
-graph and their mask their PyTorch twin's; bad models and cards refused at start-up and at run
-time while the old model keeps running."""
+``torch.save`` state dict, and as vbp-export's output; angle, outputs and mask equal to the
+any-network rule computed in PyTorch (float64) on the same frame; Keras PilotNets as tf2onnx writes
+them (channels-last, one with Cropping2D), their angle and outputs onnxruntime's on the unmodified
+graph and their mask their PyTorch twin's; bad models and cards refused at start-up and at run time
+while the old model keeps running."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def expected(model: torch.nn.Module, weights: Path) -> dict[str, object]:
-    """The §2a rule in float64 on the frame, as the card prepares it."""
+    """The any-network rule in float64 on the frame, as the card prepares it."""
     _, spec = load_model(weights)
     x = torch.from_numpy(Preprocessor(spec)(FRAME, 'rgb'))[None]
     output, mask = reference_mask(model, x)

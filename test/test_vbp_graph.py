@@ -1,7 +1,8 @@
-"""VisualBackProp on any readable network (design.md §2a), checked against the independent
-float64 reference in vbp_reference.py: random networks of every supported layer kind, written
-the ways users write them, and the network zoo; plus what users rely on (one forward pass, the
-output, functional and module layers alike, the head left out) and clear refusals."""
+"""VisualBackProp on any readable network (docs/design.md, "VisualBackProp on any network"),
+checked against the independent float64 reference in vbp_reference.py: random networks of every
+supported layer kind, written the ways users write them, and the network zoo; plus what users rely
+on (one forward pass, the output, functional and module layers alike, the head left out) and clear
+refusals."""
 
 from __future__ import annotations
 

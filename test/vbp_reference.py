@@ -1,11 +1,11 @@
 """An independent, deliberately plain implementation of VisualBackProp's rule on any network
-(design.md §2a), for the tests.
+(docs/design.md, "VisualBackProp on any network"), for the tests.
 
-Written from the text of §2a, not from ``vbp_ros.core``: it reads the network from the ATen
-operators one float64 forward pass runs (torch's dispatch mode: every convolution, padding,
-slice, in-place add is an operator there), not from torch.fx and not from any rule table of
-the package; it computes in float64 numpy, scales masks up by looping over kernel taps with
-explicit index arithmetic, and never rescales.
+Written from the text of that section, not from ``vbp_ros.core``: it reads the network from the
+ATen operators one float64 forward pass runs (torch's dispatch mode: every convolution, padding,
+slice, in-place add is an operator there), not from torch.fx and not from any rule table of the
+package; it computes in float64 numpy, scales masks up by looping over kernel taps with explicit
+index arithmetic, and never rescales.
 
 The text, step by step:
 * the feature part: tensors computed from the input without passing the head (flatten/view,
@@ -155,7 +155,7 @@ def scale_up(mask: np.ndarray, windows: list[tuple[int, int, int, int]],
 
 
 def reference_mask(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """The §2a mask (B, H, W) of a float64 copy of ``model`` on ``x``."""
+    """The rule's mask (B, H, W) of a float64 copy of ``model`` on ``x``."""
     ops, output = record(copy.deepcopy(model).double(), x)
     feature = [False] * len(ops)
     kinds = ['input'] + [''] * (len(ops) - 1)

@@ -1,4 +1,5 @@
-"""An independent, deliberately slow reading of design notes §2a, for the tests only.
+"""An independent, deliberately slow reading of docs/design.md, "VisualBackProp on any network",
+for the tests only.
 
 Written from the text, not from the production code: the network is read with torch.fx, every
 tensor is computed in float64, and each scale-up is a plain ``conv_transpose2d`` with an all-ones
@@ -76,7 +77,7 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
 
 
 def reference_mask(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(output, mask) of §2a in float64 on a float64 copy of ``model``; mask (B, 1, H, W)."""
+    """(output, mask) of the rule in float64 on a float64 copy of ``model``; mask (B, 1, H, W)."""
     import copy
 
     model = copy.deepcopy(model).double().eval()

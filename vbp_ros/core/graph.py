@@ -1,4 +1,6 @@
-"""Reading a network as the graph of tensors that VisualBackProp's rule (design.md §2a) needs.
+"""Reading a network as the graph of tensors that VisualBackProp's rule needs.
+
+The rule: docs/design.md, "VisualBackProp on any network".
 
 Why torch.fx: module hooks see only module calls, so ``F.relu``, ``x + identity`` and
 ``torch.cat`` are invisible to them, and they cannot tell a residual branch from a chain.
@@ -15,7 +17,7 @@ refused with the line of code; such networks can name their layers instead
 Two readers produce the same :class:`MaskGraph` (the tensors with a mask and the edges between
 them), from which :mod:`vbp_ros.core.vbp` builds its per-shape plans:
 
-* :class:`GraphReader`: the whole §2a rule from the fx graph.
+* :class:`GraphReader`: the whole rule from the fx graph.
 * :class:`ChainReader`: ``layers=[...]`` named by the user, read as a chain with module hooks:
   each kept layer's mask is scaled up to the next-shallower one through the convolution and
   pooling modules called between them.
@@ -171,7 +173,7 @@ def _where(stack_trace: str | None) -> str:
 
 
 class GraphReader:
-    """The §2a rule read from ``model``'s torch.fx graph.
+    """The any-network rule read from ``model``'s torch.fx graph.
 
     ``module`` is the traced GraphModule (it shares ``model``'s submodules and parameters);
     :meth:`record` runs it once, recording shapes; :meth:`read` builds the :class:`MaskGraph`

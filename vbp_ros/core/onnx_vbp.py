@@ -1,6 +1,7 @@
-"""VisualBackProp inside an ONNX graph: the rule of design notes §2a, read from the graph and
-appended to it as ordinary ONNX nodes, so that one ``session.run`` returns the network's outputs
-and the mask (ONNX Runtime, TensorRT or any other ONNX engine on the car).
+"""VisualBackProp inside an ONNX graph: the rule of docs/design.md, "VisualBackProp on any
+network", read from the graph and appended to it as ordinary ONNX nodes, so that one
+``session.run`` returns the network's outputs and the mask (ONNX Runtime, TensorRT or any other
+ONNX engine on the car).
 
 Reading. The graph is followed from its image input. A node that consumes a *feature tensor*
 (the input, or a tensor computed from it before the head) is looked up in :data:`RULES`, one
@@ -397,9 +398,10 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
 def plan_visualbackprop(model: onnx.ModelProto, input_name: str = '',
                         input_hw: tuple[int, int] | None = None,
                         input_layout: str | None = None) -> VBPGraphPlan:
-    """Read the §2a plan of ``model`` (see the module docstring); the image input's height and
-    width must be fixed in the graph or given as ``input_hw``; its layout ('nchw' or 'nhwc')
-    is ``input_layout``, or by default what the graph shows (:func:`graph_input_layout`)."""
+    """Read the VisualBackProp plan of ``model`` (see the module docstring); the image input's
+    height and width must be fixed in the graph or given as ``input_hw``; its layout ('nchw' or
+    'nhwc') is ``input_layout``, or by default what the graph shows
+    (:func:`graph_input_layout`)."""
     name = image_input(model, input_name)
     layout = _input_layout(model, name, input_layout)
     return _Reader(_Graph(_with_input_size(model, name, input_hw, layout)), name, layout).plan

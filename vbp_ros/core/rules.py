@@ -1,4 +1,6 @@
-"""What VisualBackProp does at each layer type: one table, one entry per type (design.md §2a).
+"""What VisualBackProp does at each layer type: one table, one entry per type.
+
+The rule is that of docs/design.md, "VisualBackProp on any network".
 
 A layer type is an ``nn.Module`` class, a function (``torch.relu``, ``F.elu``, ``operator.add``,
 ...) or a Tensor method name (``'relu'``, ``'add_'``, ...). Its entry in :data:`RULES` says

@@ -1,5 +1,6 @@
 """VisualBackProp (Bojarski et al.): which input pixels a CNN's prediction rests on, on any
-network whose graph can be read (design.md §2 and §2a).
+network whose graph can be read (docs/design.md, "VisualBackProp on a chain" and
+"VisualBackProp on any network").
 
 The network is read once as a graph (:mod:`vbp_ros.core.graph`, torch.fx): the kept tensors
 (activation outputs, and a last convolution or pooling that feeds the head without one), the
@@ -362,12 +363,12 @@ class VisualBackProp:
     >>> output, mask = vbp(x)      # mask: (B, 1, H, W) float32 in [0, 1] on x's device
     >>> vbp.remove()               # or use ``with VisualBackProp(model) as vbp:``
 
-    The network is read as a torch.fx graph on the first call (an ordinary forward pass) and
-    the rule of design.md §2a applied: activation outputs (ReLU, ELU, ReLU6, SiLU, ..., modules
-    or functional) are kept, convolutions, pooling, padding and crops scale masks up, residual
-    adds and concatenations sum them. Layers after the feature part (flatten, fully connected,
-    global pooling: the head) do not take part. A network the graph reader cannot follow raises
-    :class:`UnsupportedModelError` naming the node and how to proceed.
+    The network is read as a torch.fx graph on the first call (an ordinary forward pass) and the
+    rule of docs/design.md, "VisualBackProp on any network" applied: activation outputs (ReLU, ELU,
+    ReLU6, SiLU, ..., modules or functional) are kept, convolutions, pooling, padding and crops
+    scale masks up, residual adds and concatenations sum them. Layers after the feature part
+    (flatten, fully connected, global pooling: the head) do not take part. A network the graph
+    reader cannot follow raises :class:`UnsupportedModelError` naming the node and how to proceed.
 
     The traced graph shares the model's modules and parameters: later weight changes apply, but
     hooks on the model itself (not on its submodules) are not called, and a model changed in
