@@ -1,7 +1,7 @@
 """The card's ``input.interpolation``: every value resizes as the OpenCV call it names, on every
 path from a frame to a network input; and how far each is from the resizes of PIL and
 torchvision that networks are trained with, measured on the paper authors' real frames (the
-figures of the README, "Model cards")."""
+figures of docs/model-cards.md, "The resize")."""
 
 from __future__ import annotations
 
@@ -100,14 +100,15 @@ LIBRARY_CALLS = {
     'torch nearest-exact': _torch('nearest-exact'),
 }
 # (card value, library call, shrinking?): the largest difference in 8-bit levels measured on
-# the 22 frames where the README says a call is reproduced up to rounding.
+# the 22 frames where docs/model-cards.md says a call is reproduced up to rounding.
 WITHIN_ROUNDING = {
     ('linear', 'torch bilinear', True): 1, ('linear', 'torch bilinear', False): 1,
     ('linear', 'PIL BILINEAR', False): 1, ('linear', 'torch bilinear antialias', False): 1,
     ('cubic', 'torch bicubic', True): 3, ('cubic', 'torch bicubic', False): 3,
     ('nearest', 'torch nearest', True): 0, ('nearest', 'torch nearest', False): 0,
 }
-# Where the README says a call differs: at least this many levels somewhere on the frames.
+# Where docs/model-cards.md says a call differs: at least this many levels somewhere on the
+# frames.
 DIFFERENT = {
     ('area', 'PIL BOX', True): 20, ('area', 'torch area', True): 20,
     ('linear', 'PIL BILINEAR', True): 20, ('linear', 'torch bilinear antialias', True): 20,
@@ -131,7 +132,7 @@ def differences(frames) -> dict[tuple[str, str, bool], tuple[int, float]]:
                 gaps = [np.abs(mine - call(frame, size)) for mine, frame in zip(ours, frames)]
                 table[interpolation, name, shrinking] = (
                     int(max(gap.max() for gap in gaps)), float(np.mean(gaps)))
-    for shrinking in (True, False):  # the table behind the README's figures (pytest -s)
+    for shrinking in (True, False):  # the table behind the guide's figures (pytest -s)
         print('shrinking' if shrinking else 'enlarging')
         for interpolation in INTERPOLATIONS:
             print(f'  {interpolation}: ' + ', '.join(
@@ -151,8 +152,8 @@ def test_the_calls_the_readme_calls_different_are_different(differences) -> None
 
 
 def test_area_is_the_nearest_value_to_antialiased_shrinking(differences) -> None:
-    """What the README advises for PIL's and torchvision's antialiased resizes, which no value
-    reproduces when shrinking: area is the closest of the four, on average and at worst."""
+    """What docs/model-cards.md advises for PIL's and torchvision's antialiased resizes, which no
+    value reproduces when shrinking: area is the closest of the four, on average and at worst."""
     for call in ('PIL BILINEAR', 'PIL BICUBIC', 'torch bilinear antialias',
                  'torch bicubic antialias'):
         closest = min(INTERPOLATIONS, key=lambda value: differences[value, call, True][1])

@@ -1,6 +1,7 @@
-"""VisualBackProp inside ONNX graphs: the in-graph mask equals the §2a rule.
+"""VisualBackProp inside ONNX graphs: the in-graph mask equals the any-network rule.
 
-The rule's reference is test/vbp_rule.py (torch.fx, float64, written from design notes §2a);
+The rule's reference is test/vbp_rule.py (torch.fx, float64, written from
+docs/design.md, "VisualBackProp on any network");
 on plain ReLU chains, today's VisualBackProp (exact there) is compared too. Graphs come from
 torch.onnx.export, run by ONNX Runtime in one session with the network's outputs, and, for
 channels-last Keras networks, from test/keras_graphs.py (tf2onnx's graphs, built with onnx.helper),
@@ -152,7 +153,7 @@ class MobileNetLike(nn.Module):
 
 
 class ActivationsNet(nn.Module):
-    """Every other activation of §2a, a concat of two branches and a residual add."""
+    """Every other activation of the rule, a concat of two branches and a residual add."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -528,7 +529,8 @@ def test_a_pytorch_crop_is_zero_padded_back() -> None:
 @pytest.mark.parametrize('name', networks.ZOO)
 def test_zoo_in_graph_mask_equals_pytorch_visualbackprop(name: str) -> None:
     """Issue 10's zoo: the mask ONNX Runtime computes inside the exported graph equals the
-    mask of PyTorch VisualBackProp (both read §2a, one from the ONNX graph, one from torch.fx)."""
+    mask of PyTorch VisualBackProp (both read the rule, one from the ONNX graph, one from
+    torch.fx)."""
     torch.manual_seed(sum(map(ord, name)))
     model = networks.build_network(name).eval()
     for module in model.modules():
@@ -575,9 +577,10 @@ def test_layer_outputs_are_figure2_of_pytorch_visualbackprop(name: str) -> None:
                                    atol=TOLERANCE)
 
 
-def readme_block(after: str) -> str:
-    """The first Python block of the README after the line that starts with ``after``."""
-    text = (Path(__file__).parents[1] / 'README.md').read_text()
+def guide_block(guide: str, after: str) -> str:
+    """The first Python block of the guide ``docs/<guide>`` after the line that starts with
+    ``after``."""
+    text = (Path(__file__).parents[1] / 'docs' / guide).read_text()
     rest = text[text.index('\n' + after):]
     start = rest.index('```python\n') + len('```python\n')
     return rest[start:rest.index('```', start)]
@@ -585,7 +588,7 @@ def readme_block(after: str) -> str:
 
 def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypatch,
                                                        capsys) -> None:
-    """"Bring your own network", an ONNX file from Python: the README's lines as they are, on
+    """docs/own-network.md, an ONNX file from Python: the guide's lines as they are, on
     a small PilotNet with ELU, its card and a 640x480 camera frame."""
     model, shape = build('pilotnet_elu')
     onnx.save(export_onnx(model, shape), str(tmp_path / 'pilotnet.onnx'))
@@ -595,7 +598,7 @@ def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypat
     cv2.imwrite(str(tmp_path / 'frame.png'), frame)
     monkeypatch.chdir(tmp_path)
     names: dict = {}
-    exec(readme_block('**An ONNX file from Python**'), names)
+    exec(guide_block('own-network.md', '**An ONNX file from Python**'), names)
     plan, angle_and_mask = capsys.readouterr().out.split('\nhead: ')
     assert plan.startswith('input image: 3x66x200 (nchw)\nkept ') and plan.count('\nkept ') == 4
     assert angle_and_mask.endswith(' (66, 200)\n')
