@@ -178,7 +178,7 @@ def card_document(spec: ModelSpec) -> dict[str, object]:
 def card_text(spec: ModelSpec) -> str:
     """The YAML card of a spec."""
     header = ('# vbp_ros model card: how camera frames become this network\'s input and what '
-              'its outputs mean.\n# Keys: see the README, "Bring your own network".\n')
+              'its outputs mean.\n# Keys: docs/model-cards.md of vbp_ros.\n')
     return header + yaml.safe_dump(card_document(spec), sort_keys=False,
                                    default_flow_style=None)
 

@@ -39,7 +39,8 @@ COLORS = ('gray', 'rgb', 'bgr', 'yuv')
 NCHW, NHWC = 'nchw', 'nhwc'
 INPUT_LAYOUTS = (NCHW, NHWC)
 # How a frame's region is resized to the network input (OpenCV's flag for each is in
-# vbp_ros.engine.preprocess; the README says which library calls each reproduces).
+# vbp_ros.engine.preprocess; docs/model-cards.md, "The resize", says which library calls
+# each reproduces).
 INTERPOLATIONS = ('area', 'linear', 'cubic', 'nearest')
 # The model card's keys (YAML, nested at the dots) and the ModelSpec fields they fill.
 CARD_FIELDS = {

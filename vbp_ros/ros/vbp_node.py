@@ -205,7 +205,7 @@ class RosOutputs:
 
 
 class VBPNode(LifecycleNode):
-    """The node ``vbp`` (see the module docstring; topics and parameters: the README)."""
+    """The node ``vbp`` (see the module docstring; topics and parameters: docs/node.md)."""
 
     def __init__(self) -> None:
         super().__init__(VBP_NODE)
