@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
 import pytest
 
+from waiting import wait_until
 from vbp_ros.live import foxglove_view
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 from vbp_ros.live.foxglove_view import CameraTopics, LiveFrame, LiveView
@@ -47,15 +47,6 @@ def encodings(monkeypatch) -> list[tuple]:
 
     monkeypatch.setattr(foxglove_view, 'encode_jpeg', counted)
     return calls
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_channels_are_named_like_the_topics(view) -> None:

@@ -6,7 +6,8 @@ import time
 from typing import Callable
 
 
-def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.01
+               ) -> bool:
     """Whether ``condition()`` came true within ``timeout`` seconds (asked every ``interval``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
