@@ -30,10 +30,12 @@ REFERENCE_MISSING = (
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line('markers', 'ros: starts ROS 2 processes or talks over DDS')
-    config.addinivalue_line('markers', 'slow: takes seconds each (fleets, subprocesses, '
-                            'training); left out of the fast subset with -m "not slow"')
+    config.addinivalue_line('markers', 'slow: a second or more here (fleets, training, '
+                            'subprocesses, end-to-end tools); the fast subset, under a minute, '
+                            'is -m "not ros and not slow"')
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses rclpy (the ``ros`` fixture, also through another fixture) is a ROS test."""
     for item in items:

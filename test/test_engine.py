@@ -183,6 +183,7 @@ def resident_mib() -> float:
     return pages * 4096 / 2**20
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_and_nothing_is_rebuilt_over_1000_frames(model, frame) -> None:
     engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu')
     for _ in range(100):

@@ -26,6 +26,8 @@ from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.frames import Crop
 
+pytestmark = pytest.mark.slow
+
 MS = 1_000_000
 T0 = 1_700_000_000 * 1000 * MS
 FRAMES = 9  # per bag, 20 Hz

@@ -51,6 +51,7 @@ def test_png_frames_that_decode_to_a_frame_pass_the_header_check(
     assert frame.dtype == dtype and frame.shape[:2] == (8, 8)
 
 
+@pytest.mark.slow
 def test_bombs_cost_no_memory() -> None:
     """The 531-byte JPEG got the node OOM-killed, an 855-byte one took 7.1 GB: decoding every
     bomb now leaves the process's peak memory where importing the decoder left it."""
@@ -215,6 +216,7 @@ def peak_memory_kb(script: str) -> int:
     return int(result.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_model_files_beyond_the_limit_are_refused_unread(tmp_path: Path) -> None:
     """A 5 GB sparse .onnx got the node OOM-killed after 20 s, a 2 GB one was refused after
     6 s and 2.7 GB of memory: now by their size, before anything is read."""
@@ -318,6 +320,7 @@ def test_crop_scaling_rounds_to_pixels() -> None:
 
 # --- a clone without the reference data ----------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('required', [False, True])
 def test_without_reference_data_its_tests_skip_with_one_line(tmp_path: Path,
                                                              required: bool) -> None:

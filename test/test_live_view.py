@@ -64,6 +64,7 @@ def test_nothing_is_encoded_without_a_subscriber(view, encodings) -> None:
     assert encodings == [] and view.frames_sent == 0
 
 
+@pytest.mark.slow
 def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodings) -> None:
     with FoxgloveClient(view.port) as client:
         client.read_advertisements({TOPICS.overlay, TOPICS.angle})
@@ -87,6 +88,7 @@ def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodin
         assert not view.publish('front', frame(21)) and view.frames_sent == sent
 
 
+@pytest.mark.slow
 def test_a_wide_camera_frame_is_sent_shrunk_to_max_width(encodings) -> None:
     """An 8K camera must not put a full-size JPEG encode in the worker for every frame."""
     live = LiveView(port=0, max_rate_hz=0, max_width=640)

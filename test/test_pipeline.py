@@ -216,6 +216,7 @@ def test_health_follows_the_counts(engine) -> None:
     assert (level, message) == (WARN, 'receiving frames but processing none')
 
 
+@pytest.mark.slow
 def test_a_frame_that_takes_seconds_is_a_warning(engine) -> None:
     port = Port()
     release = threading.Event()

@@ -143,6 +143,7 @@ def test_a_killed_recorder_leaves_a_bag_readable_up_to_its_last_chunk(node, tmp_
     assert stamps == [1000 + i for i in range(len(stamps))]
 
 
+@pytest.mark.ros
 def test_recorder_refuses_an_existing_bag_directory(tmp_path) -> None:
     bag = tmp_path / 'bag'
     bag.mkdir()
