@@ -2,9 +2,10 @@
 #   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make figure2 (the paper's Figure 2), make bench (timings), make fleet-bench
-# (vbp-fleet's throughput), make node-ceiling (the highest camera rate vbp_node keeps up with),
-# make gpu-check (CUDA tests and benchmarks on a GPU machine), make clean.
+# Other targets: make test-fast (the tests that start no ROS process and take under ~3 s each:
+# pytest -m "not ros and not slow"), make figure2 (the paper's Figure 2), make bench (timings),
+# make fleet-bench (vbp-fleet's throughput), make node-ceiling (the highest camera rate vbp_node
+# keeps up with), make gpu-check (CUDA tests and benchmarks on a GPU machine), make clean.
 
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
@@ -25,7 +26,7 @@ export VBP_REFERENCE_DIR := $(REFERENCE)
 PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource launch config -type f \
 	-not -name '*.pyc' 2>/dev/null)
 
-.PHONY: drive figure2 test bench fleet-bench node-ceiling gpu-check clean python-venv apt
+.PHONY: drive figure2 test test-fast bench fleet-bench node-ceiling gpu-check clean python-venv apt
 
 SETUP := $(VENV)/.package $(VENV)/.ros2launch
 
@@ -42,6 +43,9 @@ figure2: $(VENV)/.package
 
 test: $(SETUP) $(CHROMIUM)
 	cd $(CURDIR) && $(BIN)/python -m pytest -q test
+
+test-fast: $(VENV)/.package
+	cd $(CURDIR) && $(BIN)/python -m pytest -q -m "not ros and not slow" test
 
 bench: $(VENV)/.package
 	$(BIN)/vbp-bench --networks netsvf,nethvf,authors --batches 1,8 --json $(RUNS)/bench.json

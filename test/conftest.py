@@ -1,5 +1,6 @@
-"""Shared fixtures: the paper authors' reference model and images (../shared/reference); and
-the DDS settings of every test that starts ROS 2 processes.
+"""Shared fixtures: the paper authors' reference model and images (../shared/reference); the
+DDS settings of every test that starts ROS 2 processes and the one rclpy context of the session;
+and the markers that select a fast subset (``pytest -m "not ros and not slow"``).
 
 The reference data is not part of the repository. Without it the tests that need it are
 skipped with one line saying where to get it; VBP_REQUIRE_REFERENCE=1 (set by .ci/run) makes
@@ -25,6 +26,30 @@ REFERENCE = Path(os.environ.get(
 REFERENCE_MISSING = (
     f'reference data not found at {REFERENCE}: get model.t7b and images/ from the public '
     'repository mbojarski/VisualBackProp and set VBP_REFERENCE_DIR to that folder')
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line('markers', 'ros: starts ROS 2 processes or talks over DDS')
+    config.addinivalue_line('markers', 'slow: a second or more here (fleets, training, '
+                            'subprocesses, end-to-end tools); the fast subset, under a minute, '
+                            'is -m "not ros and not slow"')
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses rclpy (the ``ros`` fixture, also through another fixture) is a ROS test."""
+    for item in items:
+        if 'ros' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.ros)
+
+
+@pytest.fixture(scope='session')
+def ros():
+    """rclpy initialised once for the whole session; the tests' nodes live in its context."""
+    rclpy = pytest.importorskip('rclpy')
+    rclpy.init()
+    yield rclpy
+    rclpy.shutdown()
 
 
 def require(condition: bool, missing: str, variable: str) -> None:

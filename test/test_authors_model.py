@@ -71,6 +71,7 @@ def test_angles_on_reference_images_are_finite_and_plausible(authors_model,
     assert angles.std() > 1e-3  # the output depends on the image
 
 
+@pytest.mark.slow
 def test_masks_concentrate_on_lane_markings(authors_model, reference_images) -> None:
     trained = marking_mass_ratios(authors_model, reference_images)
     torch.manual_seed(0)
@@ -113,6 +114,7 @@ def test_import_tool_refuses_a_broken_torch7_file(content: str, reference_dir: P
     assert 'not a readable Torch7 file' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_vbp_and_lrp_masks_agree_on_the_reference_images(authors_model,
                                                          reference_images) -> None:
     """The paper calls the VBP and LRP-epsilon masks "very similar"; measured here: top-5%

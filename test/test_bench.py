@@ -13,6 +13,7 @@ import pytest
 from vbp_ros.tools import bench
 
 
+@pytest.mark.slow
 def test_bench_times_torch_and_onnxruntime_side_by_side(tmp_path: Path, capsys) -> None:
     out = tmp_path / 'bench.json'
     assert bench.main(['--networks', 'authors', '--batches', '1', '--methods', 'forward,vbp',

@@ -13,23 +13,19 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from vbp_ros.ros.camera_source import CameraSource  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 
 @pytest.fixture
-def node():
-    rclpy.init()
+def node(ros):
     node = rclpy.create_node('camera_source_test')
     yield node
     node.destroy_node()
-    rclpy.shutdown()
 
 
 def publisher(node, topic: str):
     result = node.create_publisher(Image, topic, qos_profile_sensor_data)
-    deadline = time.monotonic() + 10.0
-    while not result.get_subscription_count() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert result.get_subscription_count(), f'nobody subscribed {topic}'
+    assert wait_until(result.get_subscription_count, 10.0), f'nobody subscribed {topic}'
     return result
 
 

@@ -22,6 +22,8 @@ from vbp_ros.drive.summary import Observations, drive_problems, drive_summary, f
 from vbp_ros.interface import stamp_to_ns
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 
+pytestmark = pytest.mark.ros
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 pytest.importorskip('rclpy')
 DRIVE = str(Path(sys.executable).parent / 'vbp-drive')

@@ -21,7 +21,7 @@ import yaml
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
-from test_package import keyword, launch_calls
+from launch_source import keyword, launch_calls
 from vbp_ros import interface
 from vbp_ros.drive import plan
 from vbp_ros.ros.vbp_node import OUTPUT_QOS

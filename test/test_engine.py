@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from waiting import wait_until
 from vbp_ros import ModelSpec, VisualBackProp, authors_net
 from vbp_ros.engine.engine import VBPEngine, resolve_device
 from vbp_ros.engine.mailbox import LatestFrameMailbox
@@ -182,6 +183,7 @@ def resident_mib() -> float:
     return pages * 4096 / 2**20
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_and_nothing_is_rebuilt_over_1000_frames(model, frame) -> None:
     engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu')
     for _ in range(100):
@@ -209,7 +211,7 @@ def test_mailbox_keeps_only_the_newest_and_counts_drops() -> None:
     for index in range(500):  # a producer much faster than the worker
         mailbox.put(index)
         time.sleep(0.0002)
-    time.sleep(0.05)
+    wait_until(lambda: received[-1:] == [499], 5.0)
     mailbox.close()
     worker.join(timeout=5.0)
     assert not worker.is_alive()

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,11 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 import websocket
 
+from waiting import wait_until
 from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
 from vbp_ros.data.fleet.stats import horizon_in_mask, mask_statistics
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.frames import Crop
+
+pytestmark = pytest.mark.slow
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1000 * MS
@@ -213,9 +215,7 @@ def open_in_chromium(page: Path, profile: Path) -> tuple[list[str], dict]:
                                stdout=log, stderr=log)
     try:
         port_file = profile / 'DevToolsActivePort'
-        deadline = time.monotonic() + 60
-        while not port_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(port_file.exists, 60.0)
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f'http://127.0.0.1:{port}/json/list') as response:
             targets = json.load(response)
@@ -287,10 +287,8 @@ def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path) -> None:
                '--object-store-mb', '100', '--no-progress']
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list(out.glob('parts/*.parquet')) and time.monotonic() < deadline:
-        assert first.poll() is None, 'the run ended before it could be killed'
-        time.sleep(0.02)
+    wait_until(lambda: list(out.glob('parts/*.parquet')) or first.poll() is not None, 240.0)
+    assert first.poll() is None, 'the run ended before it could be killed'
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     finished = {path: path.stat().st_mtime_ns for path in out.glob('parts/*.parquet')}

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bombs import BOMBS, tiny
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
 from vbp_ros.core import checkpoint
 from vbp_ros.core.checkpoint import CheckpointError, default_model_path, read_spec
@@ -34,38 +34,6 @@ from vbp_ros.pixels.overlay import overlay_shape
 REPOSITORY = Path(__file__).resolve().parents[1]
 LEGACY = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))  # no camera_size
 CAMERA = replace(LEGACY, crop=(230, 0, 250, 640), camera_size=(640, 480))
-
-
-def with_size(jpeg_or_png: bytes, width: int, height: int) -> bytes:
-    """A small valid JPEG or PNG whose header declares another size (a decompression bomb:
-    the decoder would allocate for the declared size)."""
-    data = bytearray(jpeg_or_png)
-    if data.startswith(b'\x89PNG'):
-        data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
-        data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, 'big')  # IHDR stays valid
-        return bytes(data)
-    position = 2
-    while not (0xC0 <= data[position + 1] <= 0xCF and data[position + 1] not in (0xC4, 0xC8,
-                                                                                 0xCC)):
-        position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
-    data[position + 5:position + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
-    return bytes(data)
-
-
-def tiny(extension: str, channels: int = 1, dtype: type = np.uint8) -> bytes:
-    shape = (8, 8) if channels == 1 else (8, 8, channels)
-    return cv2.imencode(extension, np.full(shape, 90, dtype))[1].tobytes()
-
-
-LIMIT = 'exceeds the .*-pixel limit'
-BOMBS = {  # name: (data, the refusal)
-    'jpeg 32767x32767 gray': (with_size(tiny('.jpg'), 32767, 32767), LIMIT),
-    'jpeg 30000x30000 colour': (with_size(tiny('.jpg', 3), 30000, 30000), LIMIT),
-    'png 20000x20000': (with_size(tiny('.png'), 20000, 20000), LIMIT),
-    # Within the pixel limit, but 512 MiB decoded, and then no frame: refused from the header.
-    'png 8192x8192 16-bit RGBA': (with_size(tiny('.png', 4, np.uint16), 8192, 8192),
-                                  '16-bit RGBA PNG .*must be 8-bit'),
-}
 
 
 @pytest.mark.parametrize('name', list(BOMBS))
@@ -83,12 +51,13 @@ def test_png_frames_that_decode_to_a_frame_pass_the_header_check(
     assert frame.dtype == dtype and frame.shape[:2] == (8, 8)
 
 
+@pytest.mark.slow
 def test_bombs_cost_no_memory() -> None:
     """The 531-byte JPEG got the node OOM-killed, an 855-byte one took 7.1 GB: decoding every
     bomb now leaves the process's peak memory where importing the decoder left it."""
     script = textwrap.dedent('''
         import resource, sys
-        from test_hostile import BOMBS
+        from bombs import BOMBS
         from vbp_ros.pixels.encodings import decode_compressed
         from vbp_ros.pixels.frames import FrameError
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -247,6 +216,7 @@ def peak_memory_kb(script: str) -> int:
     return int(result.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_model_files_beyond_the_limit_are_refused_unread(tmp_path: Path) -> None:
     """A 5 GB sparse .onnx got the node OOM-killed after 20 s, a 2 GB one was refused after
     6 s and 2.7 GB of memory: now by their size, before anything is read."""
@@ -350,6 +320,7 @@ def test_crop_scaling_rounds_to_pixels() -> None:
 
 # --- a clone without the reference data ----------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('required', [False, True])
 def test_without_reference_data_its_tests_skip_with_one_line(tmp_path: Path,
                                                              required: bool) -> None:

@@ -141,16 +141,19 @@ def differences(frames) -> dict[tuple[str, str, bool], tuple[int, float]]:
     return table
 
 
+@pytest.mark.slow
 def test_each_value_reproduces_its_library_calls_up_to_rounding(differences) -> None:
     for key, bound in WITHIN_ROUNDING.items():
         assert differences[key][0] <= bound, key
 
 
+@pytest.mark.slow
 def test_the_calls_the_readme_calls_different_are_different(differences) -> None:
     for key, least in DIFFERENT.items():
         assert differences[key][0] >= least, key
 
 
+@pytest.mark.slow
 def test_area_is_the_nearest_value_to_antialiased_shrinking(differences) -> None:
     """What docs/model-cards.md advises for PIL's and torchvision's antialiased resizes, which no
     value reproduces when shrinking: area is the closest of the four, on average and at worst."""

@@ -14,6 +14,8 @@ import pytest
 from vbp_ros.core.checkpoint import default_model_path
 
 pytest.importorskip('rclpy')
+pytestmark = pytest.mark.ros
+
 SCRIPTS = Path(sys.executable).parent
 
 

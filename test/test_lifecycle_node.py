@@ -4,8 +4,6 @@ state does (outputs, publishers, /diagnostics, the model)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,9 +23,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from node_harness import spin_until, start_node  # noqa: E402
 from service_calls import call_until_answered  # noqa: E402
 
-SCRIPTS = Path(sys.executable).parent
 NAMESPACE = '/managed'
 
 
@@ -85,10 +83,7 @@ class Probe:
             parameters=[message])).results[0].successful
 
     def spin_until(self, condition: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not condition():
-            rclpy.spin_once(self.node, timeout_sec=0.02)
-        return condition()
+        return spin_until(self.node, condition, timeout)
 
     def frames_answered(self, count: int, timeout: float) -> int:
         """Send ``count`` camera frames; how many masks came back for them."""
@@ -116,11 +111,9 @@ class Probe:
         return ''
 
 
-def test_every_transition_over_dds(checkpoint, tmp_path: Path) -> None:
-    process = subprocess.Popen([str(SCRIPTS / 'vbp_lifecycle_node'), '--ros-args',
-                                '-r', f'__ns:={NAMESPACE}', '-p', f'model:={checkpoint}'],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    rclpy.init()
+def test_every_transition_over_dds(ros, checkpoint, tmp_path: Path) -> None:
+    process = start_node('-r', f'__ns:={NAMESPACE}', '-p', f'model:={checkpoint}',
+                         executable='vbp_lifecycle_node')
     probe = Probe()
     try:
         assert probe.state() == State.PRIMARY_STATE_UNCONFIGURED
@@ -166,7 +159,6 @@ def test_every_transition_over_dds(checkpoint, tmp_path: Path) -> None:
         assert probe.frames_answered(5, 5.0) == 0
     finally:
         probe.node.destroy_node()
-        rclpy.shutdown()
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 SOURCES = ['vbp_ros', 'launch', 'setup.py']
 # pep257 as ament_pep257 checks it (missing method, magic-method and __init__ docstrings are

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
 import pytest
 
+from waiting import wait_until
 from vbp_ros.live import foxglove_view
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 from vbp_ros.live.foxglove_view import CameraTopics, LiveFrame, LiveView
@@ -49,15 +49,6 @@ def encodings(monkeypatch) -> list[tuple]:
     return calls
 
 
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def test_channels_are_named_like_the_topics(view) -> None:
     with FoxgloveClient(view.port) as client:
         client.read_advertisements(set(vars(TOPICS).values()))
@@ -73,6 +64,7 @@ def test_nothing_is_encoded_without_a_subscriber(view, encodings) -> None:
     assert encodings == [] and view.frames_sent == 0
 
 
+@pytest.mark.slow
 def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodings) -> None:
     with FoxgloveClient(view.port) as client:
         client.read_advertisements({TOPICS.overlay, TOPICS.angle})
@@ -96,6 +88,7 @@ def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodin
         assert not view.publish('front', frame(21)) and view.frames_sent == sent
 
 
+@pytest.mark.slow
 def test_a_wide_camera_frame_is_sent_shrunk_to_max_width(encodings) -> None:
     """An 8K camera must not put a full-size JPEG encode in the worker for every frame."""
     live = LiveView(port=0, max_rate_hz=0, max_width=640)

@@ -6,9 +6,7 @@ also in the managed node during ``configure``."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,8 +19,9 @@ from rclpy.parameter import Parameter
 from safetensors.torch import save_file
 
 from own_networks import CARD
-from test_vbp_node import SCRIPTS, Harness, camera_frame, raw, ros  # noqa: F401 (ros: a fixture)
+from node_harness import Harness, camera_frame, raw, start_node
 
+pytestmark = pytest.mark.ros
 NAMESPACE = '/slow_build'
 BUILD_TIMEOUT_S = 4.0
 HANGING_NETWORK = '''
@@ -46,19 +45,11 @@ def hanging(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {'site': folder, 'weights': weights}
 
 
-def start(executable: str, hanging: dict[str, Path], log: Path, *arguments: str
-          ) -> subprocess.Popen:
-    path = os.pathsep.join(filter(None, [str(hanging['site']), os.environ.get('PYTHONPATH')]))
-    environment = {**os.environ, 'PYTHONPATH': path}
-    return subprocess.Popen([str(SCRIPTS / executable), '--ros-args', *arguments],
-                            stdout=log.open('w'), stderr=subprocess.STDOUT, env=environment)
-
-
 @pytest.fixture(scope='module')
-def node(ros, hanging, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def node(ros, hanging, tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp('logs') / 'vbp_node.log'
-    process = start('vbp_node', hanging, log, '-p', f'build_timeout_s:={BUILD_TIMEOUT_S}',
-                    '-p', 'deadline_ms:=1000.0', '-r', f'__ns:={NAMESPACE}')
+    process = start_node('-p', f'build_timeout_s:={BUILD_TIMEOUT_S}', '-p', 'deadline_ms:=1000.0',
+                         '-r', f'__ns:={NAMESPACE}', log=log, site=hanging['site'])
     harness = Harness(NAMESPACE)
     assert harness.send(raw(camera_frame(0)), timeout=90.0) is not None, log.read_text()
     yield harness, process, log
@@ -119,10 +110,11 @@ def test_sigint_ends_the_node_while_a_build_hangs(node, hanging) -> None:
 
 
 def test_sigint_ends_the_managed_node_in_a_hanging_configure(
-        ros, hanging, tmp_path: Path) -> None:  # noqa: F811
+        ros, hanging, tmp_path: Path) -> None:
     log = tmp_path / 'vbp_lifecycle_node.log'
-    process = start('vbp_lifecycle_node', hanging, log, '-p', f'model:={hanging["weights"]}',
-                    '-p', 'build_timeout_s:=600.0', '-r', '__ns:=/slow_configure')
+    process = start_node('-p', f'model:={hanging["weights"]}', '-p', 'build_timeout_s:=600.0',
+                         '-r', '__ns:=/slow_configure', executable='vbp_lifecycle_node', log=log,
+                         site=hanging['site'])
     harness = Harness('/slow_configure')
     try:
         client = harness.node.create_client(ChangeState, '/slow_configure/vbp/change_state')

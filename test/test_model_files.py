@@ -118,6 +118,7 @@ def test_torchscript_exporter_at_opset_9_with_the_batch_fixed_at_64(
     check_against_the_network(tmp_path / 'deploy.onnx', network)
 
 
+@pytest.mark.slow
 def test_dynamo_exporter(network: nn.Module, tmp_path: Path) -> None:
     pytest.importorskip('onnxscript', reason='the dynamo exporter needs onnxscript')
     path = export(network, tmp_path / 'dynamo.onnx', 1, dynamo=True)
@@ -206,6 +207,7 @@ BAD_GRAPHS = {  # each with the line vbp-export prints for it
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['export', 'inspect'])
 @pytest.mark.parametrize('name', BAD_GRAPHS)
 def test_vbp_export_and_inspect_say_in_one_line_what_is_wrong_with_a_graph(

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -23,15 +20,11 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-SCRIPTS = Path(sys.executable).parent
+from node_harness import spin_until, start_node  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
 CAMERAS = ('front', 'left', 'right')
-
-
-@pytest.fixture(scope='module')
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def free_port() -> int:
@@ -44,10 +37,8 @@ class Node:
     """vbp_node in its own process, stopped with SIGINT at the end."""
 
     def __init__(self, namespace: str, *parameters: str) -> None:
-        self.process = subprocess.Popen(
-            [str(SCRIPTS / 'vbp_node'), '--ros-args', '-r', f'__ns:=/{namespace}',
-             *[argument for p in parameters for argument in ('-p', p)]],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = start_node('-r', f'__ns:=/{namespace}',
+                                  *[argument for p in parameters for argument in ('-p', p)])
 
     def stop(self) -> str:
         self.process.send_signal(2)
@@ -68,13 +59,6 @@ def image(pixels: np.ndarray, stamp: int, frame_id: str) -> Image:
                     step=pixels.shape[1], data=pixels.tobytes())
     message.header.stamp.sec, message.header.frame_id = stamp, frame_id
     return message
-
-
-def spin_until(node: object, condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        rclpy.spin_once(node, timeout_sec=0.02)
-    return condition()
 
 
 def latest_values(arrays: list[DiagnosticArray], name: str) -> dict[str, str]:

@@ -116,6 +116,7 @@ RATE_LINE = re.compile(r'  ([\d.]+) Hz: sent (\d+) \(([\d.]+) Hz(, the publisher
                        r'answered (\d+) \(([\d.]+) %, ([\d.]+) Hz\), node CPU ([\d.]+) ms/frame')
 
 
+@pytest.mark.ros
 def test_vbp_ceiling_reports_rates_a_ceiling_and_the_node_answers() -> None:
     pytest.importorskip('rclpy')
     result = subprocess.run(

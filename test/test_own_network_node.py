@@ -9,9 +9,7 @@ while the old model keeps running."""
 from __future__ import annotations
 
 import math
-import os
 import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +24,7 @@ from std_msgs.msg import Float32MultiArray
 
 from keras_graphs import INPUT, keras_pilotnet, twin
 from own_networks import CARD, ONNX_CARD, install
-from test_vbp_node import SCRIPTS, Harness, raw, ros  # noqa: F401 (ros: a fixture)
+from node_harness import Harness, raw, start_node
 from vbp_ros.core.loading import load_model
 from vbp_ros.core.networks import PilotNet
 from vbp_ros.core.onnx_vbp import add_visualbackprop
@@ -36,6 +34,7 @@ from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 from vbp_rule import reference_mask
 
+pytestmark = pytest.mark.ros
 NAMESPACE = '/own_network'  # apart from the other tests' nodes
 FRAME = np.random.default_rng(11).integers(0, 255, (480, 640, 3), dtype=np.uint8)
 FRAME[260:440, 280:330] = 255  # a lane marking in the crop
@@ -138,20 +137,12 @@ def run_directly(model: torch.nn.Module, fixed_batch: Path, weights: Path) -> di
     return {'state_dict': math.radians(in_torch), 'fixed_batch': math.radians(in_onnxruntime)}
 
 
-def start(user: dict[str, Path], log: Path, *arguments: str) -> subprocess.Popen:
-    """vbp_node with the user's package on its Python path (before the test run's own, which
-    may hold the checkout under test)."""
-    path = os.pathsep.join(filter(None, [str(user['site']), os.environ.get('PYTHONPATH')]))
-    environment = {**os.environ, 'PYTHONPATH': path}
-    return subprocess.Popen([str(SCRIPTS / 'vbp_node'), '--ros-args', *arguments],
-                            stdout=log.open('w'), stderr=subprocess.STDOUT, env=environment)
-
-
 @pytest.fixture(scope='module')
-def node(ros, user: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def node(ros, user: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp('logs') / 'vbp_node.log'
-    process = start(user, log, '-p', f'model:={user["weights"]}', '-p', 'mask_encoding:=32FC1',
-                    '-p', 'deadline_ms:=1000.0', '-r', f'__ns:={NAMESPACE}')
+    process = start_node('-p', f'model:={user["weights"]}', '-p', 'mask_encoding:=32FC1',
+                         '-p', 'deadline_ms:=1000.0', '-r', f'__ns:={NAMESPACE}',
+                         log=log, site=user['site'])
     yield process
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=15) == 0, log.read_text()
@@ -277,12 +268,12 @@ def test_non_finite_outputs_are_counted_not_published(harness: Harness,
 
 
 def test_bad_model_at_start_up_is_one_clear_line_and_exit_1(
-        ros, user: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+        ros, user: dict[str, Path], tmp_path: Path) -> None:
     card = tmp_path / 'net.yaml'
     card.write_text(CARD.replace('height: 66', 'height: 20'))
     log = tmp_path / 'vbp_node.log'
-    process = start(user, log, '-p', f'model:={user["weights"]}', '-p', f'model_card:={card}',
-                    '-r', '__ns:=/bad_start')
+    process = start_node('-p', f'model:={user["weights"]}', '-p', f'model_card:={card}',
+                         '-r', '__ns:=/bad_start', log=log, site=user['site'])
     assert process.wait(timeout=90) == 1
     output = log.read_text()
     assert "does not take the card's input of 3x20x200" in output

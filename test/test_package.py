@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from launch_source import keyword, launch_calls
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 PACKAGE = REPOSITORY / 'vbp_ros'
 
@@ -225,19 +227,6 @@ def test_camera_and_recorder_parameter_files_match_their_defaults(
     module = importlib.import_module(module_name)
     assert node_parameters(REPOSITORY / 'config' / params_file, node_name) == \
         declared_defaults(module)
-
-
-def launch_calls(path: Path) -> dict[str, list[ast.Call]]:
-    calls: dict[str, list[ast.Call]] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            calls.setdefault(node.func.id, []).append(node)
-    return calls
-
-
-def keyword(call: ast.Call, name: str) -> object:
-    value = next(k.value for k in call.keywords if k.arg == name)
-    return ast.literal_eval(value) if isinstance(value, ast.Constant) else value
 
 
 def interface_value(node: ast.expr) -> object:

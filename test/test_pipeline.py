@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from waiting import wait_until
 from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.mailbox import LatestFrameMailbox
 from vbp_ros.engine.pipeline import (ERROR, OK, WARN, Answer, Arrival, FramePipeline,
@@ -101,23 +102,16 @@ def offer(frames: FramePipeline, message: SimpleNamespace) -> None:
     frames.source.put(Arrival(message, time.perf_counter()), '')
 
 
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.01)
-    return condition()
-
-
 def test_the_angle_goes_out_first_and_the_overlay_only_when_wanted(engine) -> None:
     port = Port(overlay=True)
     frames = pipeline(engine, port)
     frames.start()
     try:
         offer(frames, image(frame(1), NOW_NS - 5_000_000))
-        assert wait_for(lambda: ('live', NOW_NS - 5_000_000) in port.calls)
+        assert wait_until(lambda: ('live', NOW_NS - 5_000_000) in port.calls)
         port.want_overlay = False
         offer(frames, image(frame(2), NOW_NS - 1_000_000))
-        assert wait_for(lambda: ('live', NOW_NS - 1_000_000) in port.calls)
+        assert wait_until(lambda: ('live', NOW_NS - 1_000_000) in port.calls)
     finally:
         assert frames.stop(10.0)
     first, second = NOW_NS - 5_000_000, NOW_NS - 1_000_000
@@ -141,7 +135,7 @@ def test_the_newest_frame_is_answered_and_the_others_counted(engine) -> None:
     for stamp in range(1, 4):  # waiting before the worker runs: only the newest is kept
         offer(frames, image(frame(stamp), NOW_NS - stamp))
     frames.start()
-    assert wait_for(lambda: port.answers)
+    assert wait_until(lambda: port.answers)
     assert frames.stop(10.0)
     totals = frames.monitor.snapshot().totals
     assert [answer.stamp_ns for answer in port.answers] == [NOW_NS - 3]
@@ -167,11 +161,11 @@ def test_bad_and_stale_frames_are_counted_and_the_next_is_answered(engine) -> No
         bad = image(frame(5), NOW_NS - 10)
         bad.encoding = 'bayer_rggb16'
         offer(frames, bad)
-        assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == 1)
+        assert wait_until(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == 1)
         offer(frames, image(frame(6), NOW_NS - 60_000_000))  # 60 ms old
-        assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_stale'] == 1)
+        assert wait_until(lambda: frames.monitor.snapshot().totals['dropped_stale'] == 1)
         offer(frames, image(frame(7), NOW_NS - 1_000_000))
-        assert wait_for(lambda: port.answers)
+        assert wait_until(lambda: port.answers)
     finally:
         assert frames.stop(10.0)
     assert [answer.stamp_ns for answer in port.answers] == [NOW_NS - 1_000_000]
@@ -186,7 +180,7 @@ def test_a_frame_size_the_model_cannot_take_is_an_error_said_once(engine) -> Non
     try:
         for stamp in (1, 2):
             offer(frames, image(np.zeros((100, 100), np.uint8), NOW_NS - stamp))
-            assert wait_for(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == stamp)
+            assert wait_until(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == stamp)
     finally:
         assert frames.stop(10.0)
     assert len([text for level, text in log.lines if level == 'error']) == 1
@@ -203,7 +197,7 @@ def test_new_settings_reach_the_next_frame(engine, checkpoint) -> None:
         replacement.model_name = 'the replacement'
         frames.update(settings(replacement))
         offer(frames, image(frame(8), NOW_NS - 3))
-        assert wait_for(lambda: port.answers)
+        assert wait_until(lambda: port.answers)
     finally:
         assert frames.stop(10.0)
     assert frames.engine is replacement
@@ -222,6 +216,7 @@ def test_health_follows_the_counts(engine) -> None:
     assert (level, message) == (WARN, 'receiving frames but processing none')
 
 
+@pytest.mark.slow
 def test_a_frame_that_takes_seconds_is_a_warning(engine) -> None:
     port = Port()
     release = threading.Event()
@@ -233,8 +228,8 @@ def test_a_frame_that_takes_seconds_is_a_warning(engine) -> None:
         return frames.health(frames.monitor.snapshot(), 'active')
     try:
         offer(frames, image(frame(9), NOW_NS - 3))
-        assert wait_for(lambda: health() == (WARN, 'one frame has been processing for 2 s'),
-                        timeout=10.0)
+        assert wait_until(lambda: health() == (WARN, 'one frame has been processing for 2 s'),
+                          timeout=10.0)
     finally:
         release.set()
         assert frames.stop(10.0)

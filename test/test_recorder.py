@@ -19,18 +19,18 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
+from waiting import wait_until  # noqa: E402
+
 RECORDER = str(Path(sys.executable).parent / 'vbp_record')
 RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 FLOAT32 = 'std_msgs/msg/Float32'
 
 
 @pytest.fixture(scope='module')
-def node():
-    rclpy.init()
+def node(ros):
     node = rclpy.create_node('recorder_probe', namespace='/rec')
     yield node
     node.destroy_node()
-    rclpy.shutdown()
 
 
 def start_recorder(bag: Path, *parameters: str) -> subprocess.Popen:
@@ -143,6 +143,7 @@ def test_a_killed_recorder_leaves_a_bag_readable_up_to_its_last_chunk(node, tmp_
     assert stamps == [1000 + i for i in range(len(stamps))]
 
 
+@pytest.mark.ros
 def test_recorder_refuses_an_existing_bag_directory(tmp_path) -> None:
     bag = tmp_path / 'bag'
     bag.mkdir()
@@ -184,5 +185,4 @@ def test_writer_completes_chunks_on_time(tmp_path) -> None:
         recording.write('/a', 1, bytes(8))
         file = recording.path / 'bag.mcap'
         size = file.stat().st_size
-        time.sleep(0.5)
-        assert file.stat().st_size > size
+        assert wait_until(lambda: file.stat().st_size > size, 0.5)

@@ -345,6 +345,7 @@ def test_a_corrupt_record_is_reported_and_the_bag_left_as_it_was(
     assert f'{left_out} bytes' in err and 'the file itself is unchanged' in err
 
 
+@pytest.mark.slow
 def test_a_bag_on_read_only_media_is_reviewed(tmp_path: Path) -> None:
     """A killed bag on read-only media could not be reviewed at all (the repair wrote it)."""
     if shutil.which('unshare') is None or os.geteuid() != 0:
@@ -481,6 +482,7 @@ def test_a_new_bag_gets_its_overlays_drawn_from_camera_frames(
         assert (mask == mono8_level(index)).all()
 
 
+@pytest.mark.slow
 def test_overlays_are_drawn_as_vbp_node_draws_them() -> None:
     """The review's overlay of a recorded camera frame, mask and region is the node's own."""
     engine = build_engine(None, device='cpu')

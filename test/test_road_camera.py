@@ -19,14 +19,9 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from waiting import wait_until  # noqa: E402
+
 CAMERA = str(Path(sys.executable).parent / 'road_camera')
-
-
-@pytest.fixture(scope='module')
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def receive(arguments: list[str], count: int, namespace: str) -> list[Image]:
@@ -101,6 +96,7 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = rclpy.create_node('camera_probe', namespace='/cam_c')
     try:
+        assert wait_until(lambda: node.count_publishers('/cam_c/image'), 60.0), 'no camera'
         time.sleep(2.0)  # a camera that did not wait would publish 40 frames into the void
         received: list[Image] = []
         node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data)

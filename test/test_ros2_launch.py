@@ -31,6 +31,8 @@ pytest.importorskip('rclpy')
 from ament_index_python.packages import (get_package_prefix,  # noqa: E402
                                          get_package_share_directory)
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 ROS2 = BIN / 'ros2'
 LOOPS = int(os.environ.get('VBP_SHUTDOWN_LOOPS', '2'))

@@ -23,6 +23,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_checkpoints(short_run: Path) -> None:
     record = json.loads((short_run / 'history.json').read_text())
     losses = [epoch['train_loss'] for epoch in record['history']]
@@ -32,6 +33,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(short_run: Path) -> Non
     assert 'vbp-train --out' in spec.description and '--epochs 3' in spec.description
 
 
+@pytest.mark.slow
 def test_checkpoint_outputs_radians(short_run: Path) -> None:
     """The target scale is folded into the last layer: the checkpoint's RMSE in radians is the
     one vbp-train reported."""
@@ -44,12 +46,14 @@ def test_checkpoint_outputs_radians(short_run: Path) -> None:
     assert rmse == pytest.approx(record['history'][-1]['val_rmse_rad'], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_figure5_masks_at_fractional_epochs(short_run: Path) -> None:
     saved = sorted(p.name for p in (short_run / 'figure5').glob('*.png'))
     assert saved == ['fraction_0.1.png', 'fraction_0.5.png', 'fraction_1.png']
     assert (short_run / 'figure5_strip.png').stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A 3-epoch run interrupted (Ctrl-C) in its last epoch and resumed ends where the
@@ -77,6 +81,7 @@ def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path,
                                                               rel=1e-4)
 
 
+@pytest.mark.slow
 def test_eval_reports_every_method(short_run: Path, tmp_path: Path) -> None:
     target = tmp_path / 'eval.json'
     assert evaluate.main(['--model', str(short_run / 'model.safetensors'), '--frames', '8',

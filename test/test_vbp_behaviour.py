@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from test_vbp_exact import loop_vbp
+from naive_vbp import loop_vbp
 from vbp_ros import UnsupportedModelError, VisualBackProp, authors_net
 
 

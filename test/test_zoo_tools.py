@@ -43,6 +43,7 @@ def test_train_writes_a_zoo_checkpoint_with_the_network_input(pilotnet_checkpoin
     assert spec.crop == (230, 0, 250, 640)
 
 
+@pytest.mark.slow
 def test_eval_on_a_zoo_network_compares_vbp_and_gradcam(pilotnet_checkpoint: Path,
                                                         tmp_path: Path, capsys) -> None:
     target = tmp_path / 'eval.json'
@@ -208,6 +209,7 @@ def test_inspect_reports_unknown_models(capsys) -> None:
     assert 'not a model file, a registered architecture' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_covers_the_zoo(tmp_path: Path, capsys) -> None:
     target = tmp_path / 'bench.json'
     assert bench.main(['--networks', 'zoo', '--batches', '1', '--repeats', '3', '--warmup', '1',
