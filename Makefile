@@ -2,7 +2,7 @@
 #   make drive   set up .venv, then drive on the built-in defaults: synthetic camera, bundled
 #                model, recording on, for DRIVE_SECONDS; then review the bag
 #   make test    set up .venv, then run the test suite
-# Other targets: make test-fast (the tests that start no ROS process and take under ~3 s each:
+# Other targets: make test-fast (the tests that start no ROS process and take under a second each:
 # pytest -m "not ros and not slow"), make figure2 (the paper's Figure 2), make bench (timings),
 # make fleet-bench (vbp-fleet's throughput), make node-ceiling (the highest camera rate vbp_node
 # keeps up with), make gpu-check (CUDA tests and benchmarks on a GPU machine), make clean.
