@@ -216,7 +216,7 @@ class OnnxRuntimeNetwork:
         """Like a call, and per kept tensor (shallowest first) its name, averaged maps and
         intermediate masks, (B, h, w) each: the paper's Figure 2 (none without
         ``layer_outputs``)."""
-        count, shape = len(x), 'x'.join(map(str, x.shape[1:]))
+        count, shape = len(x), x.shape[1:]
         if self.channels_last:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a view if x lies channels-last
         try:
@@ -224,7 +224,7 @@ class OnnxRuntimeNetwork:
         except Exception as error:  # onnxruntime's own exception types, one per status code
             raise CheckpointError(
                 f'{self.source}: onnxruntime failed to run the graph on {count} input'
-                f'{"s" * (count != 1)} of {shape}: {_reason(error)}; '
+                f'{"s" * (count != 1)} of {"x".join(map(str, shape))}: {_reason(error)}; '
                 "that is the card's input size (input.channels, input.height, input.width): "
                 'check those keys, and that the graph runs in onnxruntime on its own') from None
         results, pictures = results[:len(self.output_names)], results[len(self.output_names):]
