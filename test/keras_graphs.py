@@ -1,5 +1,5 @@
 """Keras PilotNets as tf2onnx writes them, built with ``onnx.helper`` (no TensorFlow), from the
-weights of :class:`vbp_ros.core.networks.PilotNet`, so that each has a PyTorch twin.
+weights of :class:`vbp_ros.models.networks.PilotNet`, so that each has a PyTorch twin.
 
 What tf2onnx makes of a Keras model: a channels-last input (N, H, W, 3) of 0..255 pixels;
 Keras' normalisation layer as ``Mul`` by 1/127.5 and ``Sub`` 1.0 (or ``Div``/``Sub``) on it;
@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from vbp_ros.core.networks import PilotNet
+from vbp_ros.models.networks import PilotNet
 
 OPSET = 15
 INPUT = 'input_1'

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from vbp_ros import VisualBackProp, authors_net, load_checkpoint
-from vbp_ros.core.torch7 import load_torch7_model
+from vbp_ros.models.torch7 import load_torch7_model
 from vbp_ros.render.figure2 import LABEL_HEIGHT
 from vbp_ros.tools import figure2
 

@@ -18,7 +18,7 @@ from vbp_ros import ModelSpec, VisualBackProp, authors_net
 from vbp_ros.engine.engine import VBPEngine, resolve_device
 from vbp_ros.engine.mailbox import LatestFrameMailbox
 from vbp_ros.engine.monitor import PipelineMonitor
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.pixels.frames import FrameError
 
 CROPPED = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from vbp_ros.core.explainers import EXPLAINERS, explainer
-from vbp_ros.core.gradcam import GradCAM
-from vbp_ros.core.networks import authors_net, build_network
-from vbp_ros.core.reference import ReferenceGradCam
+from vbp_ros.explain.explainers import EXPLAINERS, explainer
+from vbp_ros.explain.gradcam import GradCAM
+from vbp_ros.models.networks import authors_net, build_network
+from vbp_ros.explain.reference import ReferenceGradCam
 
 
 @pytest.mark.parametrize('name', sorted(EXPLAINERS))

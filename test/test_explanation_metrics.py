@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vbp_ros.core.explanation_metrics import (deletion_insertion, lane_mass_ratio, mass_ratio,
-                                              pointing_game, random_mask_like, shift_test)
+from vbp_ros.explain.explanation_metrics import (deletion_insertion, lane_mass_ratio, mass_ratio,
+                                                 pointing_game, random_mask_like, shift_test)
 
 
 class PixelWeights(nn.Module):

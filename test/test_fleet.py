@@ -21,7 +21,7 @@ import websocket
 
 from waiting import wait_until
 from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
-from vbp_ros.data.fleet.stats import horizon_in_mask, mask_statistics
+from vbp_ros.explain.attention import horizon_in_mask, mask_statistics
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.frames import Crop

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from vbp_ros.core.checkpoint import ModelSpec
+from vbp_ros.models.checkpoint import ModelSpec
 from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_typestore
 
 from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
 from vbp_ros.data.fleet.discovery import find_bags
 from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
-from vbp_ros.data.fleet.stats import horizon_in_mask, mask_change, mask_statistics
-from vbp_ros.core.loading import load_model
-from vbp_ros.data.fleet.worker import SegmentWorker, top_rows
+from vbp_ros.explain.attention import horizon_in_mask, mask_change, mask_statistics
+from vbp_ros.models.loading import load_model
+from vbp_ros.fleet.worker import SegmentWorker, top_rows
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.pixels.frames import Crop

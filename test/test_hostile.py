@@ -21,12 +21,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bombs import BOMBS, tiny
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
-from vbp_ros.core import checkpoint
-from vbp_ros.core.checkpoint import CheckpointError, default_model_path, read_spec
-from vbp_ros.core.loading import load_checkpoint, load_model, load_onnx
+from vbp_ros.models import checkpoint
+from vbp_ros.models.checkpoint import CheckpointError, default_model_path, read_spec
+from vbp_ros.models.loading import load_checkpoint, load_model, load_onnx
 from vbp_ros.engine.engine import FrameResult, StageTimes, VBPEngine, output_problem
 from vbp_ros.engine.monitor import stamp_problem
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.pixels.encodings import decode_compressed
 from vbp_ros.pixels.frames import MAX_PIXELS, Crop, FrameError, FrameSizeError, check_frame
 from vbp_ros.pixels.overlay import overlay_shape
@@ -204,8 +204,8 @@ def peak_memory_kb(script: str) -> int:
     """The growth of a fresh Python's peak memory while it runs ``script`` (kB)."""
     probe = textwrap.dedent('''
         import resource
-        from vbp_ros.core.checkpoint import CheckpointError
-        from vbp_ros.core.loading import load_model
+        from vbp_ros.models.checkpoint import CheckpointError
+        from vbp_ros.models.loading import load_model
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ''') + textwrap.dedent(script) + textwrap.dedent('''
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)

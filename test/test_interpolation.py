@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
-from vbp_ros.core.cards import parse_card, spec_from_card
-from vbp_ros.core.checkpoint import INTERPOLATIONS, CheckpointError
-from vbp_ros.core.loading import load_model
+from vbp_ros.models.cards import parse_card, spec_from_card
+from vbp_ros.models.checkpoint import INTERPOLATIONS, CheckpointError
+from vbp_ros.models.loading import load_model
 from vbp_ros.data.camera_bags import CameraFrame, write_camera_bag
 from vbp_ros.data.datasets import synthetic_set
 from vbp_ros.data.fleet.reading import ReadOptions, read_segments
 from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.build import build_engine
-from vbp_ros.engine.preprocess import INTERPOLATION_FLAGS, Preprocessor
+from vbp_ros.models.preprocess import INTERPOLATION_FLAGS, Preprocessor
 from vbp_ros.tools import export
 
 SHRINK = (200, 66)  # PilotNet's input from a 640x125 frame: 3.2 and 1.89 times smaller

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vbp_ros.core.checkpoint import default_model_path
+from vbp_ros.models.checkpoint import default_model_path
 
 pytest.importorskip('rclpy')
 pytestmark = pytest.mark.ros

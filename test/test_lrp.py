@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vbp_ros.core.lrp import LRPEpsilon, normalize_relevance
-from vbp_ros.core.networks import authors_net
-from vbp_ros.core.reference import ReferenceLRP
+from vbp_ros.explain.lrp import LRPEpsilon, normalize_relevance
+from vbp_ros.models.networks import authors_net
+from vbp_ros.explain.reference import ReferenceLRP
 
 
 def captum_relevance(model: nn.Module, x: Tensor, epsilon: float,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vbp_ros.core.metrics import pearson, top_fraction_overlap
+from vbp_ros.explain.metrics import pearson, top_fraction_overlap
 
 
 def masks(batch: int = 3, size: int = 20) -> torch.Tensor:

@@ -24,13 +24,13 @@ from onnx.external_data_helper import convert_model_to_external_data
 from torch import nn
 
 from own_networks import ONNX_CARD
-from vbp_ros.core.checkpoint import CheckpointError
-from vbp_ros.core.loading import load_model
-from vbp_ros.core.onnx_batch import BATCH
+from vbp_ros.models.checkpoint import CheckpointError
+from vbp_ros.models.loading import load_model
+from vbp_ros.models.onnx_batch import BATCH
 from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.onnx_backend import export_onnx
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import export as export_tool
 
 FRAMES = [np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)

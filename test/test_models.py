@@ -23,15 +23,15 @@ from safetensors.torch import save_file
 from keras_graphs import INPUT, keras_pilotnet, twin
 from own_networks import CARD, install
 from vbp_ros import ModelSpec, authors_net, save_checkpoint
-from vbp_ros.core import networks
-from vbp_ros.core.cards import apply_overrides, card_text, parse_card, spec_from_card
-from vbp_ros.core.checkpoint import FORMAT, CheckpointError
-from vbp_ros.core.loading import load_model
-from vbp_ros.core.onnx_vbp import MASK_OUTPUT
+from vbp_ros.models import networks
+from vbp_ros.models.cards import apply_overrides, card_text, parse_card, spec_from_card
+from vbp_ros.models.checkpoint import FORMAT, CheckpointError
+from vbp_ros.models.loading import load_model
+from vbp_ros.explain.onnx_vbp import MASK_OUTPUT
 from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.engine import VBPEngine, output_problem
 from vbp_ros.engine.onnx_backend import export_onnx
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 from vbp_rule import reference_mask

@@ -15,7 +15,7 @@ import pytest
 from vbp_ros.bench.ceiling import (NOT_RECEIVED, RateFigures, RateRun, ceiling_hz, ceiling_line,
                                    near_free_network, near_free_spec, overload, overload_line,
                                    process_cpu_seconds, rate_figures, skip_reason)
-from vbp_ros.core.checkpoint import save_checkpoint
+from vbp_ros.models.checkpoint import save_checkpoint
 from vbp_ros.engine.build import build_engine
 
 MS = 1_000_000  # ns

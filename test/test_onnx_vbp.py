@@ -23,14 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from keras_graphs import INPUT, keras_pilotnet, twin
-from vbp_ros.core import networks
-from vbp_ros.core.cards import write_card
-from vbp_ros.core.checkpoint import ModelSpec
-from vbp_ros.core.networks import authors_net, net_svf
-from vbp_ros.core.rules import UnsupportedModelError
-from vbp_ros.core.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, graph_input_layout,
-                                   has_visualbackprop, plan_visualbackprop)
-from vbp_ros.core.vbp import VisualBackProp
+from vbp_ros.models import networks
+from vbp_ros.models.cards import write_card
+from vbp_ros.models.checkpoint import ModelSpec
+from vbp_ros.models.networks import authors_net, net_svf
+from vbp_ros.explain.rules import UnsupportedModelError
+from vbp_ros.explain.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, graph_input_layout,
+                                      has_visualbackprop, plan_visualbackprop)
+from vbp_ros.explain.vbp import VisualBackProp
 from vbp_ros.engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
 from vbp_rule import reference_mask
 
@@ -394,7 +394,7 @@ class Tanh(nn.Module):
 
 @pytest.mark.parametrize('factory, message', [
     (Upsampling, r"ONNX node '.*Resize.*' \(Resize\) in the feature part is not yet in the "
-                 r'VisualBackProp rule table \(vbp_ros.core.onnx_vbp.RULES\)$'),
+                 r'VisualBackProp rule table \(vbp_ros.explain.onnx_vbp.RULES\)$'),
     (Tanh, r'Tanh of a feature map used other than as the gate'),
 ])
 def test_unreadable_graphs_are_refused_naming_the_node(factory, message: str) -> None:

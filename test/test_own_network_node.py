@@ -25,11 +25,11 @@ from std_msgs.msg import Float32MultiArray
 from keras_graphs import INPUT, keras_pilotnet, twin
 from own_networks import CARD, ONNX_CARD, install
 from node_harness import Harness, raw, start_node
-from vbp_ros.core.loading import load_model
-from vbp_ros.core.networks import PilotNet
-from vbp_ros.core.onnx_vbp import add_visualbackprop
+from vbp_ros.models.loading import load_model
+from vbp_ros.models.networks import PilotNet
+from vbp_ros.explain.onnx_vbp import add_visualbackprop
 from vbp_ros.engine.onnx_backend import export_onnx
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 from vbp_rule import reference_mask

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from vbp_ros.core.checkpoint import CheckpointError
-from vbp_ros.core.loading import load_model
-from vbp_ros.core.networks import build_network
+from vbp_ros.models.checkpoint import CheckpointError
+from vbp_ros.models.loading import load_model
+from vbp_ros.models.networks import build_network
 from vbp_ros.engine.build import build_engine
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import export as export_tool
 
 CARD = 'architecture: pilotnet\ninput: {color: yuv, height: 66, width: 200}\noutput: {unit: deg}\n'
@@ -122,7 +122,7 @@ class Payload:
 
 def test_whole_models_and_torchscript_are_refused_with_how_to_convert(tmp_path: Path) -> None:
     MARKER.unlink(missing_ok=True)
-    with pytest.raises(CheckpointError, match=r"full.pt: holds objects of vbp_ros.core.networks."
+    with pytest.raises(CheckpointError, match=r"full.pt: holds objects of vbp_ros.models.networks."
                        r"PilotNet, not only tensors .*torch.save\(torch.load\('full.pt', "
                        r"weights_only=False\).state_dict\(\), 'weights.pt'\)"):
         load_model(saved(tmp_path, 'full.pt', pilotnet(6)))

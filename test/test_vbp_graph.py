@@ -17,8 +17,8 @@ from torch import nn
 
 from vbp_reference import reference_mask
 from vbp_ros import UnsupportedModelError, VisualBackProp
-from vbp_ros.core.lrp import LRPEpsilon
-from vbp_ros.core.networks import PilotNet, build_network
+from vbp_ros.explain.lrp import LRPEpsilon
+from vbp_ros.models.networks import PilotNet, build_network
 
 ACTIVATIONS: list[Callable[[], object]] = [
     nn.ReLU, lambda: nn.ReLU(inplace=True), lambda: F.relu, lambda: torch.relu,

@@ -14,14 +14,14 @@ import onnx
 import pytest
 
 from vbp_ros import load_checkpoint
-from vbp_ros.core.cards import write_card
-from vbp_ros.core.loading import load_model
-from vbp_ros.core.networks import ZOO
-from vbp_ros.core.onnx_vbp import add_visualbackprop
+from vbp_ros.models.cards import write_card
+from vbp_ros.models.loading import load_model
+from vbp_ros.models.networks import ZOO
+from vbp_ros.explain.onnx_vbp import add_visualbackprop
 from vbp_ros.data.sources import read_image
 from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.onnx_backend import export_onnx
-from vbp_ros.engine.preprocess import Preprocessor
+from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import bench, evaluate, inspect, train
 
 SMALL = ['--train-frames', '32', '--val-frames', '8', '--batch-size', '16', '--quiet']

@@ -1,6 +1,6 @@
 """vbp_ros: live VisualBackProp masks for steering networks, as a ROS 2 package.
 
-The package's face is the ROS-free core::
+The package's face is the ROS-free explanation layer::
 
     from vbp_ros import VisualBackProp
     with VisualBackProp(model) as vbp:
@@ -12,16 +12,19 @@ The names below are imported on first use, so that the executables that do not c
 
 from importlib import import_module
 
+from . import moved
+
+moved.install()
+
 _EXPORTS = {
-    'CheckpointError': 'core.checkpoint', 'ModelSpec': 'core.checkpoint',
-    'load_checkpoint': 'core.loading', 'save_checkpoint': 'core.checkpoint',
-    'UnsupportedModelError': 'core.rules', 'EXPLAINERS': 'core.explainers',
-    'GradCAM': 'core.gradcam', 'LRPEpsilon': 'core.lrp',
-    'authors_net': 'core.networks', 'build_network': 'core.networks', 'net_hvf': 'core.networks',
-    'net_svf': 'core.networks', 'traffic_sign_net': 'core.networks', 'pilotnet': 'core.networks',
-    'pilotnet_elu': 'core.networks', 'commaai': 'core.networks', 'resnet18': 'core.networks',
-    'mobilenet_v2': 'core.networks',
-    'VBPExplanation': 'core.vbp', 'VisualBackProp': 'core.vbp',
+    'CheckpointError': 'models.checkpoint', 'ModelSpec': 'models.checkpoint',
+    'load_checkpoint': 'models.loading', 'save_checkpoint': 'models.checkpoint',
+    'UnsupportedModelError': 'explain.rules', 'EXPLAINERS': 'explain.explainers',
+    'GradCAM': 'explain.gradcam', 'LRPEpsilon': 'explain.lrp',
+    **{name: 'models.networks' for name in (
+        'authors_net', 'build_network', 'net_hvf', 'net_svf', 'traffic_sign_net', 'pilotnet',
+        'pilotnet_elu', 'commaai', 'resnet18', 'mobilenet_v2')},
+    'VBPExplanation': 'explain.vbp', 'VisualBackProp': 'explain.vbp',
 }
 __all__ = sorted(_EXPORTS)
 

@@ -17,8 +17,8 @@ from typing import Mapping, Sequence
 
 from torch import nn
 
-from ..core.checkpoint import ModelSpec
-from ..core.networks import SteeringCNN
+from ..models.checkpoint import ModelSpec
+from ..models.networks import SteeringCNN
 from ..engine.monitor import percentiles
 
 #: The share of frames sent that the node must answer for a rate to be within its ceiling.
@@ -42,7 +42,7 @@ NEAR_FREE_ARGUMENTS = {'channels': (8, 8), 'head': (1,), 'in_channels': 3,
 def near_free_spec() -> ModelSpec:
     """The near-free network's card: what a GPU makes of a steering CNN, two small convolutions
     on a 32x32 RGB input. No crop: any frame is resized whole. The card names the network by
-    its import path (``vbp_ros.core.networks:SteeringCNN``), so that a vbp_node of an earlier
+    its import path (``vbp_ros.models.networks:SteeringCNN``), so that a vbp_node of an earlier
     version of the package builds it too."""
     height, width = NEAR_FREE_ARGUMENTS['input_size']
     return ModelSpec(architecture=f'{SteeringCNN.__module__}:{SteeringCNN.__name__}',

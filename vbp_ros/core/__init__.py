@@ -1,2 +1,5 @@
-"""ROS-free core: VisualBackProp, LRP, networks, checkpoints, metrics (imports torch and numpy
-only, nothing else of the package)."""
+"""Deprecated: ``core/`` was split into :mod:`vbp_ros.models` and :mod:`vbp_ros.explain`.
+
+Its old module paths (``vbp_ros.core.vbp`` and the others) still import, with a
+DeprecationWarning, through :mod:`vbp_ros.moved`; this package goes in the next release.
+"""

@@ -1,2 +1,2 @@
-"""Data: synthetic roads, camera sources, bags, recordings, sessions, training sets (imports
-interface, core, pixels and engine; never ROS)."""
+"""Data: synthetic roads, camera sources, bags, recordings, sessions, training sets; reads and
+writes only (imports interface, pixels, explain and models; never ROS)."""

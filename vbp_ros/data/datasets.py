@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.checkpoint import ModelSpec
-from ..core.networks import build_network
-from ..engine.preprocess import Preprocessor
+from ..models.checkpoint import ModelSpec
+from ..models.networks import build_network
+from ..models.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
 
 _ROADS = SyntheticRoads()

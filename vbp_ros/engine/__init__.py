@@ -1,2 +1,2 @@
-"""The real-time engine: preprocessing, device staging, network and mask, pipeline monitoring
-(ROS-free; imports core, pixels and interface)."""
+"""The real-time engine: device staging, network and mask, the frame pipeline, monitoring
+(ROS-free; imports interface, pixels, explain and models)."""

@@ -1,6 +1,6 @@
 """One way from a model file to a running engine, for the node and every tool.
 
-:func:`build_engine` loads the model and its card (:func:`vbp_ros.core.loading.load_model`),
+:func:`build_engine` loads the model and its card (:func:`vbp_ros.models.loading.load_model`),
 builds the :class:`~vbp_ros.engine.engine.VBPEngine` and warms it up on a blank frame of the
 card's size, so that whatever is wrong with the model, the card or the settings surfaces here,
 as a ValueError with a reason (onnx's and onnxruntime's exceptions included, as
@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from ..core.checkpoint import default_model_path
-from ..core.loading import MAX_MODEL_MB, load_model, model_card_path
+from ..models.checkpoint import default_model_path
+from ..models.loading import MAX_MODEL_MB, load_model, model_card_path
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
 from .engine import VBPEngine
 

@@ -3,7 +3,7 @@
 ROS-free. Everything that decides speed lives here: preprocessing into a preallocated staging
 buffer, device placement, CUDA streams and events, optional CUDA-graph capture, reduced
 precision and batching. The network's forward pass and the mask come from one call
-(:class:`~vbp_ros.core.vbp.VisualBackProp`). Deadlines are judged by the caller, which knows
+(:class:`~vbp_ros.explain.vbp.VisualBackProp`). Deadlines are judged by the caller, which knows
 when a frame arrived and when its results left (:class:`~vbp_ros.engine.monitor.PipelineMonitor`).
 
 On CUDA, :meth:`VBPEngine.submit` stages frames in pinned memory, copies them to the device on a
@@ -13,7 +13,7 @@ submission's event only. On the CPU the same calls run synchronously and make no
 Several frames (up to ``max_batch``, e.g. one per camera) go through the network as one batch.
 
 Two backends run the network and its mask: ``torch`` (eager PyTorch with
-:class:`~vbp_ros.core.vbp.VisualBackProp`; CUDA streams and graphs) and ``onnxruntime`` (the
+:class:`~vbp_ros.explain.vbp.VisualBackProp`; CUDA streams and graphs) and ``onnxruntime`` (the
 mask computed inside the ONNX graph, :mod:`vbp_ros.engine.onnx_backend`; ONNX models, and
 PyTorch networks exported in memory). ``auto`` takes onnxruntime for ONNX models and for
 PyTorch networks on the CPU (where it is faster), torch on CUDA, and falls back to torch where
@@ -34,15 +34,15 @@ import numpy as np
 import onnx
 import torch
 
-from ..core.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, ModelSpec
-from ..core.rules import UnsupportedModelError
-from ..core.loading import Model, flatten_outputs
-from ..core.onnx_batch import free_batch_advice
-from ..core.vbp import VisualBackProp
+from ..models.checkpoint import ANGLE_UNITS, OUTPUT_LIMITS, CheckpointError, ModelSpec
+from ..explain.rules import UnsupportedModelError
+from ..models.loading import Model, flatten_outputs
+from ..models.onnx_batch import free_batch_advice
+from ..explain.vbp import VisualBackProp
 from ..pixels.frames import Crop
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, draw_overlay
 from .onnx_backend import OnnxRuntimeNetwork, export_onnx
-from .preprocess import Preprocessor
+from ..models.preprocess import Preprocessor
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 BACKENDS = ('auto', 'torch', 'onnxruntime')
@@ -108,7 +108,7 @@ class FrameResult:
 def output_problem(result: FrameResult, spec: ModelSpec) -> str | None:
     """Why a result must not be published, or None: an output that is NaN or infinite, a
     steering output (as published: radians for angle units) beyond what its unit allows
-    (:data:`~vbp_ros.core.checkpoint.OUTPUT_LIMITS`), or a mask that is not finite (e.g. from a
+    (:data:`~vbp_ros.models.checkpoint.OUTPUT_LIMITS`), or a mask that is not finite (e.g. from a
     frame that drove the network out of its range)."""
     angle, limit = result.angle, OUTPUT_LIMITS[spec.output_unit]
     if not np.isfinite(result.outputs).all():
@@ -162,7 +162,7 @@ class VBPEngine:
 
     Raises:
         ValueError: a setting that cannot work (the message says which);
-            :class:`~vbp_ros.core.checkpoint.CheckpointError` where the card contradicts the
+            :class:`~vbp_ros.models.checkpoint.CheckpointError` where the card contradicts the
             network (e.g. ``output.index`` out of range, found in the warm-up).
     """
 

@@ -1,6 +1,6 @@
 """The ONNX Runtime backend: the network and its VisualBackProp mask in one ``session.run``.
 
-An ONNX model gets the mask nodes of :mod:`vbp_ros.core.onnx_vbp` appended (unless it already
+An ONNX model gets the mask nodes of :mod:`vbp_ros.explain.onnx_vbp` appended (unless it already
 has them, as ``vbp-export`` writes it); a PyTorch network is first exported in memory
 (``torch.onnx.export``, the TorchScript exporter, batch dimension free). The execution provider
 follows the ``device``: ``cpu``; ``cuda`` or ``cuda:N`` (CUDAExecutionProvider, from the
@@ -12,8 +12,8 @@ Inputs are (N, C, H, W) whatever the graph takes: a channels-last graph (the car
 channels-last in memory (the engine's staging buffer does).
 
 What onnx and onnxruntime raise for a graph, in the reading, the session's start or a run, comes
-out as the project's own one-line error (:class:`~vbp_ros.core.checkpoint.CheckpointError`,
-:class:`~vbp_ros.core.rules.UnsupportedModelError`) naming the model and what to do.
+out as the project's own one-line error (:class:`~vbp_ros.models.checkpoint.CheckpointError`,
+:class:`~vbp_ros.explain.rules.UnsupportedModelError`) naming the model and what to do.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ..core.checkpoint import NHWC, CheckpointError, ModelSpec
-from ..core.loading import flatten_outputs
-from ..core.onnx_batch import free_batch_advice
-from ..core.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs,
-                             has_visualbackprop, image_input)
-from ..core.rules import UnsupportedModelError
+from ..explain.layouts import NHWC
+from ..models.checkpoint import CheckpointError, ModelSpec
+from ..models.loading import flatten_outputs
+from ..models.onnx_batch import free_batch_advice
+from ..explain.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs,
+                                has_visualbackprop, image_input)
+from ..explain.rules import UnsupportedModelError
 
 OPSET = 20
 INPUT_NAME = 'image'

@@ -18,7 +18,7 @@ def render_figure2(network_input: np.ndarray, mask: np.ndarray,
     mask (each scaled to the input size, nearest neighbour, normalized for display), then the
     final mask. ``network_input`` is the (C, H, W) input, ``mask`` the (H, W) mask and
     ``layers`` (name, averaged map, intermediate mask) from the shallowest kept tensor on, as
-    :meth:`vbp_ros.core.vbp.VBPExplanation.pictures` gives them."""
+    :meth:`vbp_ros.explain.vbp.VBPExplanation.pictures` gives them."""
     gray = _unit(network_input.mean(axis=0))
     size = (gray.shape[1], gray.shape[0])
     rows = [(_tile(gray, 'network input', size),

@@ -31,7 +31,7 @@ from sensor_msgs.msg import Image
 
 from ..bench.ceiling import (RateFigures, RateRun, near_free_network, near_free_spec,
                              process_cpu_seconds, rate_figures, size_report, skip_reason)
-from ..core.checkpoint import save_checkpoint
+from ..models.checkpoint import save_checkpoint
 from ..interface import VBP_NODE
 from .latency_bench import Probe, node_script, probing, running_node, stream, wait_for_answer
 from .messages import image_message

@@ -33,8 +33,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 
-from ..core.checkpoint import save_checkpoint
-from ..core.networks import net_svf
+from ..models.checkpoint import save_checkpoint
+from ..models.networks import net_svf
 from ..data.datasets import synthetic_spec
 from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles

@@ -8,7 +8,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..core.loading import MAX_MODEL_MB
+from ..models.loading import MAX_MODEL_MB
 from ..engine.engine import BACKENDS, PRECISIONS
 from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH

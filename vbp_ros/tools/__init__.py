@@ -1,1 +1,2 @@
-"""Console scripts, ROS-free (imports interface, core, pixels, engine, render and data)."""
+"""Console scripts, ROS-free (imports interface, pixels, explain, models, engine, render, data
+and fleet)."""

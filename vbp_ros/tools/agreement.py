@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.checkpoint import CheckpointError
-from ..core.loading import load_checkpoint
-from ..core.lrp import LRPEpsilon
-from ..core.metrics import pearson, top_fraction_overlap
-from ..core.vbp import VisualBackProp
+from ..models.checkpoint import CheckpointError
+from ..models.loading import load_checkpoint
+from ..explain.lrp import LRPEpsilon
+from ..explain.metrics import pearson, top_fraction_overlap
+from ..explain.vbp import VisualBackProp
 from ..data.sources import image_paths, read_image
-from ..engine.preprocess import Preprocessor
+from ..models.preprocess import Preprocessor
 from ..pixels.frames import FrameError
 
 

@@ -32,11 +32,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.checkpoint import ModelSpec
-from ..core.explainers import EXPLAINERS, explainer
-from ..core.networks import ARCHITECTURES, ZOO, build_network
-from ..core.reference import ReferenceLRP
-from ..core.rules import UnsupportedModelError
+from ..models.checkpoint import ModelSpec
+from ..explain.explainers import EXPLAINERS, explainer
+from ..models.networks import ARCHITECTURES, ZOO, build_network
+from ..explain.reference import ReferenceLRP
+from ..explain.rules import UnsupportedModelError
 from ..data.datasets import synthetic_spec
 from ..engine.engine import BACKENDS, VBPEngine
 from ..engine.onnx_backend import OnnxRuntimeNetwork, export_onnx

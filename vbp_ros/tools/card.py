@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.cards import card_path_for, card_text, parse_assignments, write_card
-from ..core.checkpoint import CheckpointError, ModelSpec
-from ..core.loading import MissingCardError, load_model, load_onnx, onnx_input_fields
+from ..models.cards import card_path_for, card_text, parse_assignments, write_card
+from ..models.checkpoint import CheckpointError, ModelSpec
+from ..models.loading import MissingCardError, load_model, load_onnx, onnx_input_fields
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """vbp-eval: how well a steering network drives and how well VisualBackProp, LRP-epsilon and
 Grad-CAM explain it, on held-out synthetic road frames with ground truth.
 
-Per method of :data:`vbp_ros.core.explainers.EXPLAINERS` (masks at network resolution: the
+Per method of :data:`vbp_ros.explain.explainers.EXPLAINERS` (masks at network resolution: the
 magnitude of each method's map, so LRP's signed relevance counts by its size):
 ``lane_mass_ratio`` (mask mass on the ego-lane markings over their area share), ``pointing_game``
 (the mask maximum within 2 pixels of a marking), ``aopc`` (deletion: mean absolute output change
@@ -26,12 +26,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..core.checkpoint import CheckpointError
-from ..core.loading import load_checkpoint
-from ..core.explainers import EXPLAINERS, explainer
-from ..core.explanation_metrics import (deletion_insertion, lane_mass_ratio, mass_ratio,
-                                        pointing_game, shift_test)
-from ..core.rules import UnsupportedModelError
+from ..models.checkpoint import CheckpointError
+from ..models.loading import load_checkpoint
+from ..explain.explainers import EXPLAINERS, explainer
+from ..explain.explanation_metrics import (deletion_insertion, lane_mass_ratio, mass_ratio,
+                                           pointing_game, shift_test)
+from ..explain.rules import UnsupportedModelError
 from ..data.datasets import SteeringSet, synthetic_set
 
 METHODS = tuple(EXPLAINERS)

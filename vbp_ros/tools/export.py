@@ -21,12 +21,12 @@ import numpy as np
 import onnx
 import torch
 
-from ..core.cards import card_path_for, parse_assignments, write_card
-from ..core.checkpoint import ModelSpec
-from ..core.rules import UnsupportedModelError
-from ..core.loading import load_model
-from ..core.onnx_vbp import MASK_OUTPUT, image_input, plan_visualbackprop
-from ..core.vbp import VisualBackProp
+from ..models.cards import card_path_for, parse_assignments, write_card
+from ..models.checkpoint import ModelSpec
+from ..explain.rules import UnsupportedModelError
+from ..models.loading import load_model
+from ..explain.onnx_vbp import MASK_OUTPUT, image_input, plan_visualbackprop
+from ..explain.vbp import VisualBackProp
 from ..engine.onnx_backend import OPSET, OnnxRuntimeNetwork, export_onnx, with_visualbackprop
 from ..interface import one_line
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import torch
 
-from ..core.checkpoint import CheckpointError
-from ..core.loading import load_checkpoint
-from ..core.vbp import VisualBackProp
+from ..models.checkpoint import CheckpointError
+from ..models.loading import load_checkpoint
+from ..explain.vbp import VisualBackProp
 from ..data.sources import image_paths, read_image
-from ..engine.preprocess import Preprocessor
+from ..models.preprocess import Preprocessor
 from ..pixels.frames import FrameError
 from ..render.figure2 import render_figure2
 

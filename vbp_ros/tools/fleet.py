@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..core.checkpoint import CheckpointError
-from ..data.fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
-                                  start_ray, stop_ray)
+from ..models.checkpoint import CheckpointError
+from ..fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
+                             start_ray, stop_ray)
 from ..data.fleet.discovery import find_bags
 from ..data.fleet.reading import ReadOptions
 from ..data.fleet.results import (FRAMES, REPORT, SUMMARY, ResultStore, ResultsError,
                                   bag_key, bag_table, fingerprint)
-from ..core.loading import load_model
-from ..data.fleet.worker import CATEGORIES, SegmentResult, model_card
+from ..models.loading import load_model
+from ..fleet.worker import CATEGORIES, SegmentResult, model_card
 from ..render.plots import plot_angles
 from ..render.report import BagSection, GalleryItem, write_report, write_thumbnail
 from .arguments import positive_int

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import ray
 
-from ..core.loading import load_model
+from ..models.loading import load_model
 from ..data.camera_bags import CameraFrame, write_camera_bag
-from ..data.fleet.cluster import ClusterOptions, FleetJob, FleetRunner, start_ray, stop_ray
+from ..fleet.cluster import ClusterOptions, FleetJob, FleetRunner, start_ray, stop_ray
 from ..data.fleet.reading import ReadOptions
 from ..data.sources import synthetic_frames
 from ..engine.build import build_engine

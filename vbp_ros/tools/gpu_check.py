@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ..core.networks import build_network
-from ..core.vbp import VisualBackProp
+from ..models.networks import build_network
+from ..explain.vbp import VisualBackProp
 from ..data.datasets import synthetic_spec
 from ..engine.engine import VBPEngine
 

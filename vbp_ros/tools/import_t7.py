@@ -8,8 +8,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from ..core.checkpoint import CheckpointError, save_checkpoint
-from ..core.torch7 import AUTHORS_SPEC, load_torch7_model
+from ..models.checkpoint import CheckpointError, save_checkpoint
+from ..models.torch7 import AUTHORS_SPEC, load_torch7_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,17 +36,17 @@ import onnx
 import torch
 from torch import nn
 
-from ..core.cards import apply_overrides, parse_assignments, read_card, spec_from_card
-from ..core.checkpoint import CheckpointError, ModelSpec
-from ..core.explainers import EXPLAINERS, explainer
-from ..core.loading import ONNX_SUFFIX, SAFETENSORS_SUFFIX, Model, load_model
-from ..core.networks import ARCHITECTURES, build_network
-from ..core.onnx_vbp import has_visualbackprop, plan_visualbackprop
-from ..core.rules import UnsupportedModelError
-from ..core.vbp import VisualBackProp
+from ..models.cards import apply_overrides, parse_assignments, read_card, spec_from_card
+from ..models.checkpoint import CheckpointError, ModelSpec
+from ..explain.explainers import EXPLAINERS, explainer
+from ..models.loading import ONNX_SUFFIX, SAFETENSORS_SUFFIX, Model, load_model
+from ..models.networks import ARCHITECTURES, build_network
+from ..explain.onnx_vbp import has_visualbackprop, plan_visualbackprop
+from ..explain.rules import UnsupportedModelError
+from ..explain.vbp import VisualBackProp
 from ..data.sources import read_image
 from ..engine.onnx_backend import OnnxRuntimeNetwork
-from ..engine.preprocess import Preprocessor
+from ..models.preprocess import Preprocessor
 from ..engine.timing import paired_extra_ms, time_methods
 from ..interface import one_line
 from ..pixels.frames import FrameError

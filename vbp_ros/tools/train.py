@@ -38,10 +38,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ..core.checkpoint import ModelSpec, save_checkpoint
-from ..core.loading import load_checkpoint
-from ..core.networks import ARCHITECTURES
-from ..core.vbp import VisualBackProp
+from ..models.checkpoint import ModelSpec, save_checkpoint
+from ..models.loading import load_checkpoint
+from ..models.networks import ARCHITECTURES
+from ..explain.vbp import VisualBackProp
 from ..pixels.overlay import red_overlay
 from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
 

@@ -1,2 +1,2 @@
-"""vbp-fleet's library: bag discovery, frame reading, mask statistics, the Ray run and its
-results (imports interface, core, pixels, engine and data; ray and pyarrow)."""
+"""vbp-fleet's data: bag discovery, frame reading and the results store (imports interface,
+pixels, explain, models and data; pyarrow). Its compute, the Ray workers, is in vbp_ros.fleet."""

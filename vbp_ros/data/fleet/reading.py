@@ -2,7 +2,7 @@
 preprocessing, and the recorded steering paired with each frame.
 
 A *segment* is a run of consecutive processed frames of one bag, as ``planes``: cropped,
-resized and colour-converted by the engine's :class:`~vbp_ros.engine.preprocess.Preprocessor`
+resized and colour-converted by the engine's :class:`~vbp_ros.models.preprocess.Preprocessor`
 (before scaling, in the frame's pixel type). Every segment but a bag's first also carries the
 planes of the frame before it (``context``), so that a model worker can compute the
 frame-to-frame mask change of its first frame without waiting for another worker.
@@ -25,8 +25,8 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection
 from rosbags.serde import SerdeError
 
-from ...core.checkpoint import ModelSpec
-from ...engine.preprocess import Preprocessor
+from ...models.checkpoint import ModelSpec
+from ...models.preprocess import Preprocessor
 from ...interface import stamp_to_ns
 from ...pixels.frames import FrameError
 from ..bags import open_bag
@@ -34,7 +34,7 @@ from ..pairing import NO_PARTNER, pair_nearest
 from ..sessions import CAMERA_TYPES, camera_connections, decode_frame, is_image_output
 from ..udacity import (STEERING_REPORT_TYPE, STEERING_TOPIC, message_decoder, read_steering,
                        udacity_typestore)
-from .stats import horizon_in_mask
+from ...explain.attention import horizon_in_mask
 
 SCALARS = ('std_msgs/msg/Float32', 'std_msgs/msg/Float64')
 MAX_REASONS = 20  # distinct skip reasons kept per bag; further ones count as 'other'

@@ -15,7 +15,7 @@ refused with the line of code; such networks can name their layers instead
 (:class:`ChainReader`).
 
 Two readers produce the same :class:`MaskGraph` (the tensors with a mask and the edges between
-them), from which :mod:`vbp_ros.core.vbp` builds its per-shape plans:
+them), from which :mod:`vbp_ros.explain.vbp` builds its per-shape plans:
 
 * :class:`GraphReader`: the whole rule from the fx graph.
 * :class:`ChainReader`: ``layers=[...]`` named by the user, read as a chain with module hooks:
@@ -41,7 +41,7 @@ from .rules import Call, Geometry, Refuse, Rule, UnsupportedModelError, rule_for
 __all__ = ['MaskGraph', 'FlowNode', 'Edge', 'KeptTensor', 'Record', 'GraphReader',
            'ChainReader', 'leaf_modules', 'positive_channel_sum', 'HOW_TO_PROCEED']
 
-HOW_TO_PROCEED = ('add a rule for it to vbp_ros.core.rules.RULES, or name the layers whose '
+HOW_TO_PROCEED = ('add a rule for it to vbp_ros.explain.rules.RULES, or name the layers whose '
                   'outputs to keep: VisualBackProp(model, layers=[...]) (read as a chain)')
 _TORCH_DIR = str(Path(torch.__file__).parent)
 

@@ -47,11 +47,11 @@ class LRPEpsilon:
     ``nn.Linear``, ``nn.BatchNorm2d``, ``nn.ReLU``, ``nn.Flatten``, ``nn.Dropout``,
     ``nn.Identity``) once each, in registration order, each to the previous one's output.
     Anything else (other layer types, residual adds, functional calls in ``forward()``) raises
-    :class:`~vbp_ros.core.rules.UnsupportedModelError` naming the layer or graph node: LRP-epsilon
-    here is for chains; :class:`~vbp_ros.core.vbp.VisualBackProp` reads any graph. Where torch.fx
-    cannot read ``forward()``, the first call checks the chain's output against ``model(x)``
-    instead. Batch normalization and dropout must be in eval mode (batch normalization with
-    running statistics).
+    :class:`~vbp_ros.explain.rules.UnsupportedModelError` naming the layer or graph node:
+    LRP-epsilon here is for chains; :class:`~vbp_ros.explain.vbp.VisualBackProp` reads any graph.
+    Where torch.fx cannot read ``forward()``, the first call checks the chain's output against
+    ``model(x)`` instead. Batch normalization and dropout must be in eval mode (batch
+    normalization with running statistics).
 
     Args:
         model: the network.

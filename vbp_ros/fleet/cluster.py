@@ -19,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from ...core.checkpoint import ModelSpec
-from .reading import BagReadError, ReadOptions, Segment, read_segments
+from ..models.checkpoint import ModelSpec
+from ..data.fleet.reading import BagReadError, ReadOptions, Segment, read_segments
 from .worker import SegmentResult, SegmentWorker
 
 QUEUE_PER_WORKER = 2

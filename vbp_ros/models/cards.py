@@ -2,7 +2,7 @@
 become its input.
 
 A card has the model's stem (``pilotnet.onnx`` -> ``pilotnet.yaml``) or is named explicitly.
-Its keys are those of :data:`vbp_ros.core.checkpoint.CARD_FIELDS`, nested at the dots::
+Its keys are those of :data:`vbp_ros.models.checkpoint.CARD_FIELDS`, nested at the dots::
 
     architecture: my_pkg.nets:build   # weights files only: the network's import path
     arguments: {}
@@ -10,7 +10,7 @@ Its keys are those of :data:`vbp_ros.core.checkpoint.CARD_FIELDS`, nested at the
             scale: 1.0, mean: [0, 0, 0], std: [1, 1, 1]}
     output: {index: 0, unit: rad}
 
-A card fills a :class:`~vbp_ros.core.checkpoint.ModelSpec`; what it leaves out comes from a base
+A card fills a :class:`~vbp_ros.models.checkpoint.ModelSpec`; what it leaves out comes from a base
 spec (a vbp_ros checkpoint's own, or what an ONNX graph says about its input). Overrides
 (node parameters, command-line options) use the same keys, nested or dotted
 (``{output.index: 1}``). Every error names the key.

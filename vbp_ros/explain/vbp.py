@@ -2,7 +2,7 @@
 network whose graph can be read (docs/design.md, "VisualBackProp on a chain" and
 "VisualBackProp on any network").
 
-The network is read once as a graph (:mod:`vbp_ros.core.graph`, torch.fx): the kept tensors
+The network is read once as a graph (:mod:`vbp_ros.explain.graph`, torch.fx): the kept tensors
 (activation outputs, and a last convolution or pooling that feeds the head without one), the
 spatial edges between them (convolutions, pooling, padding, crops) and the identity edges
 (normalization, dropout, pointwise arithmetic, residual adds, concatenation). One ordinary

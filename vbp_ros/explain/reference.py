@@ -1,7 +1,7 @@
 """Reference implementations from captum, the attribution library (a pinned test and benchmark
 extra, imported only when a reference is built): LRP-epsilon and Grad-CAM on the same weights as
-the project's own :class:`~vbp_ros.core.lrp.LRPEpsilon` and :class:`~vbp_ros.core.gradcam.GradCAM`,
-for the tests and ``vbp-bench``.
+the project's own :class:`~vbp_ros.explain.lrp.LRPEpsilon` and
+:class:`~vbp_ros.explain.gradcam.GradCAM`, for the tests and ``vbp-bench``.
 
 Captum's LRP has no rule for nn.Flatten (its IdentityRule fails with "hook changed the size"),
 so its copy of the model runs the leaf modules in order with flattening done functionally; and

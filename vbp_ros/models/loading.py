@@ -5,8 +5,8 @@ architecture) and ONNX files, each with its model card.
 The node, the engine builder, vbp-review, vbp-fleet and the tools all load through
 :func:`load_model`. No code runs from a model file: weights are safetensors, ONNX (with its
 external data files beside it) or ``torch.save`` files read by PyTorch's restricted loader
-(:mod:`vbp_ros.core.state_dicts`). An ONNX graph exported with a fixed batch size is made to
-take any batch (:mod:`vbp_ros.core.onnx_batch`). Loading checks the card against the network
+(:mod:`vbp_ros.models.state_dicts`). An ONNX graph exported with a fixed batch size is made to
+take any batch (:mod:`vbp_ros.models.onnx_batch`). Loading checks the card against the network
 (input channels and size, the output index) and names the card key that does not fit, instead
 of surfacing a torch or onnx traceback.
 """
@@ -23,12 +23,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from ..explain.layouts import NCHW
+from ..explain.onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
+from ..explain.rules import UnsupportedModelError
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
-from .checkpoint import (CARD_KEYS, FORMAT, NCHW, CheckpointError, ModelSpec,
-                         check_fits_in_memory, check_regular_file, default_model_path)
+from .checkpoint import (CARD_KEYS, FORMAT, CheckpointError, ModelSpec, check_fits_in_memory,
+                         check_regular_file, default_model_path)
 from .onnx_batch import free_batch
-from .onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
-from .rules import UnsupportedModelError
 from .state_dicts import TORCH_SUFFIXES, fit_state_dict, read_torch_file
 
 __all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
@@ -166,7 +167,7 @@ def _read_safetensors(path: Path) -> tuple[dict | None, dict]:
 
 def _build(spec: ModelSpec, weights: object, path: Path) -> nn.Module:
     """The card's architecture with the weights of the file (a state dict, or a checkpoint
-    that holds one: :func:`~vbp_ros.core.state_dicts.fit_state_dict`)."""
+    that holds one: :func:`~vbp_ros.models.state_dicts.fit_state_dict`)."""
     try:
         model = spec.build()
     except (TypeError, ValueError) as error:
@@ -251,7 +252,7 @@ def _one_line(error: BaseException) -> str:
 
 def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, object]:
     """What the graph fixes about its image input, as spec fields: its name, its layout where
-    the graph shows it (:func:`~vbp_ros.core.onnx_vbp.graph_input_layout`), and channels,
+    the graph shows it (:func:`~vbp_ros.explain.onnx_vbp.graph_input_layout`), and channels,
     height and width where they are fixed, read in ``layout`` if given (the card's), else in
     the layout the graph shows, else NCHW."""
     try:

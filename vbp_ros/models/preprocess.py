@@ -24,12 +24,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.checkpoint import CheckpointError, ModelSpec
+from .checkpoint import CheckpointError, ModelSpec
 from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeError, check_frame,
                              check_order, same_aspect, to_network_color)
 
 REMEMBERED_SIZES = 16  # frame sizes whose region is kept; more distinct sizes start over
-# The OpenCV flag of each of the card's interpolations (vbp_ros.core.checkpoint.INTERPOLATIONS).
+# The OpenCV flag of each of the card's interpolations (vbp_ros.models.checkpoint.INTERPOLATIONS).
 # 'area' averages the source pixels each network pixel covers; enlarging, where there is
 # nothing to average, it is bilinear.
 INTERPOLATION_FLAGS = {'area': cv2.INTER_AREA, 'linear': cv2.INTER_LINEAR,

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..explain.layouts import INPUT_LAYOUTS, NCHW
 from .architectures import build_architecture
 
 FORMAT = 'vbp_ros.checkpoint.v1'
@@ -35,11 +36,8 @@ OUTPUT_LIMITS = {'rad': math.pi, 'deg': math.pi, 'steering_wheel_rad': 6 * math.
                  'steering_wheel_deg': 6 * math.pi, 'class_logits': math.inf,
                  'unknown': math.inf}
 COLORS = ('gray', 'rgb', 'bgr', 'yuv')
-# The axis orders of an image input, by the letters of its axes (the card's input.layout).
-NCHW, NHWC = 'nchw', 'nhwc'
-INPUT_LAYOUTS = (NCHW, NHWC)
 # How a frame's region is resized to the network input (OpenCV's flag for each is in
-# vbp_ros.engine.preprocess; docs/model-cards.md, "The resize", says which library calls
+# vbp_ros.models.preprocess; docs/model-cards.md, "The resize", says which library calls
 # each reproduces).
 INTERPOLATIONS = ('area', 'linear', 'cubic', 'nearest')
 # The model card's keys (YAML, nested at the dots) and the ModelSpec fields they fill.
@@ -70,7 +68,7 @@ class ModelSpec:
     carries its spec in the safetensors header, so it is its own card.
 
     Attributes:
-        architecture: a name in :data:`vbp_ros.core.networks.ARCHITECTURES`, a name registered
+        architecture: a name in :data:`vbp_ros.models.networks.ARCHITECTURES`, a name registered
             by a package under the ``vbp_ros.networks`` entry points, or an import path
             ``package.module:callable`` (which runs that package's code); '' for ONNX models.
         arguments: keyword arguments of that architecture's constructor.
@@ -81,7 +79,7 @@ class ModelSpec:
         camera_size: (width, height) of the camera frames ``crop`` is stated for; frames of
             another resolution with the same aspect ratio get the crop scaled to them. None
             (checkpoints written before it existed): the crop is in pixels of any frame that
-            holds it (see :class:`vbp_ros.engine.preprocess.Preprocessor` for the whole rule).
+            holds it (see :class:`vbp_ros.models.preprocess.Preprocessor` for the whole rule).
         pixel_scale, mean, std: network input = (8-bit pixel * pixel_scale - mean) / std, per
             channel (one value applies to every channel).
         output_index: which element of the flattened outputs is the steering output.
@@ -100,7 +98,7 @@ class ModelSpec:
             INTER_CUBIC, INTER_NEAREST); choose what the network was trained with.
         weights_entry, weights_prefix: where a weights file of a state dict keeps it: the key
             of the checkpoint dictionary that holds it and the prefix of its keys ('': found by
-            fitting them to the network, :func:`vbp_ros.core.state_dicts.fit_state_dict`).
+            fitting them to the network, :func:`vbp_ros.models.state_dicts.fit_state_dict`).
     """
 
     architecture: str

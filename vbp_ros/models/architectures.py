@@ -4,7 +4,7 @@ networks by import path.
 An architecture is a callable that returns an ``nn.Module`` when called with the card's
 ``arguments``. It is found, in this order, among:
 
-1. the built-in networks (:data:`vbp_ros.core.networks.ARCHITECTURES`);
+1. the built-in networks (:data:`vbp_ros.models.networks.ARCHITECTURES`);
 2. the entry points of the group ``vbp_ros.networks`` that installed packages declare, e.g. in a
    ``pyproject.toml``: ``[project.entry-points."vbp_ros.networks"] pilotnet =
    "my_pkg.nets:PilotNet"``;

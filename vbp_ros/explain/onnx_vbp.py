@@ -28,7 +28,7 @@ entry per operator type:
   do not flow into it. ``ignored`` nodes (Shape, Size) only read a tensor's shape.
 
 Layouts. A feature tensor is NCHW or channels-last NHWC (the letters of
-:data:`~vbp_ros.core.checkpoint.INPUT_LAYOUTS`), and the rule tracks which of its axes are
+:data:`~vbp_ros.models.checkpoint.INPUT_LAYOUTS`), and the rule tracks which of its axes are
 channels, height and width. The image input's layout is the model card's ``input.layout``, or
 what the graph shows (:func:`graph_input_layout`: a Transpose to NCHW right after the input,
 possibly behind pointwise normalisation, as tf2onnx writes Keras models); a Transpose between
@@ -64,7 +64,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from .checkpoint import INPUT_LAYOUTS, NCHW, NHWC
+from .layouts import INPUT_LAYOUTS, NCHW, NHWC
 from .rules import UnsupportedModelError
 
 __all__ = ['MASK_OUTPUT', 'RULES', 'VBPGraphPlan', 'add_visualbackprop', 'figure2_outputs',
@@ -300,7 +300,7 @@ def _not_in_table(node: onnx.NodeProto, where: str) -> str:
     there yet, or one of another domain."""
     if node.domain in ('', 'ai.onnx'):
         return (f'{where} in the feature part is not yet in the VisualBackProp rule table '
-                '(vbp_ros.core.onnx_vbp.RULES)')
+                '(vbp_ros.explain.onnx_vbp.RULES)')
     return (f"{where} of domain '{node.domain}' in the feature part is not a standard ONNX "
             'operator; export the network with standard operators, or cut the graph before it')
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...pixels.frames import Crop
+from ..pixels.frames import Crop
 
 STATISTICS = ('lower_share', 'upper_share', 'centre_x', 'centre_y', 'entropy', 'above_horizon')
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.checkpoint import ModelSpec, default_model_path
-from ...engine.build import build_engine
-from ...engine.engine import VBPEngine
-from ...pixels.frames import to_rgb8
-from ...pixels.overlay import red_overlay
-from .reading import BagInfo, Segment
-from .stats import mask_change, mask_statistics
+from ..models.checkpoint import ModelSpec, default_model_path
+from ..engine.build import build_engine
+from ..engine.engine import VBPEngine
+from ..pixels.frames import to_rgb8
+from ..pixels.overlay import red_overlay
+from ..data.fleet.reading import BagInfo, Segment
+from ..explain.attention import mask_change, mask_statistics
 
 # Gallery categories: what makes a frame worth a look, largest first.
 CATEGORIES = {
