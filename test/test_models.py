@@ -142,6 +142,28 @@ def test_card_that_contradicts_the_network_names_the_key(tmp_path: Path) -> None
         load_model(graph)
 
 
+def test_a_networks_error_of_many_lines_is_refused_in_its_first_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / 'chatty_net.py').write_text(
+        'import torch\nfrom torch import nn\n\n\nclass Chatty(nn.Module):\n'
+        '    def __init__(self):\n        super().__init__()\n'
+        '        self.w = nn.Parameter(torch.zeros(1))\n\n'
+        '    def forward(self, x):\n'
+        "        raise RuntimeError('shapes do not fit\\n' + 'detail\\n' * 100000)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / 'chatty.safetensors'
+    save_file({'w': torch.zeros(1)}, str(weights))
+    (tmp_path / 'chatty.yaml').write_text('architecture: chatty_net:Chatty\n'
+                                          'input: {height: 8, width: 8}\n')
+    try:
+        with pytest.raises(CheckpointError) as refused:
+            load_model(weights)
+    finally:
+        sys.modules.pop('chatty_net', None)
+    assert str(refused.value).endswith("1x8x8 (input.channels, input.height, input.width): "
+                                       'RuntimeError: shapes do not fit')
+
+
 def test_vbp_ros_checkpoints_of_before_cards_keep_working(tmp_path: Path) -> None:
     model = authors_net().eval()
     old_spec = {'architecture': 'authors', 'input_channels': 1, 'input_height': 125,

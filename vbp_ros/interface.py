@@ -93,14 +93,24 @@ def camera_topic(camera: str, topic: str) -> str:
 MAX_REASON_CHARS = 1000  # the longest error line (the values in it are shortened already)
 
 
-def one_line(error: BaseException) -> str:
-    """How every error reads in a log line, a refusal or /diagnostics: its message on one line,
-    with its type where the message alone is vague (anything but ValueError and its
-    subclasses, e.g. CheckpointError), at most :data:`MAX_REASON_CHARS` long."""
+def message_line(error: BaseException, *, first_line: bool = False) -> str:
+    """An error's message on one line (with ``first_line``, its first line alone, for messages
+    that explain themselves at length below it), at most :data:`MAX_REASON_CHARS` long; its
+    type's name where it has no message."""
     message = str(error)
+    if first_line:
+        message = next((line for line in message.splitlines() if line.strip()), '')
     text = ' '.join(message[:MAX_REASON_CHARS * 2].split()) or type(error).__name__
     if len(text) > MAX_REASON_CHARS or len(message) > MAX_REASON_CHARS * 2:
         text = f'{text[:MAX_REASON_CHARS - 40]} ... ({len(message)} characters in all)'
+    return text
+
+
+def one_line(error: BaseException) -> str:
+    """How every error reads in a log line, a refusal or /diagnostics: its message on one line
+    (:func:`message_line`), with its type where the message alone is vague (anything but
+    ValueError and its subclasses, e.g. CheckpointError)."""
+    text = message_line(error)
     return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
 
 

@@ -35,6 +35,7 @@ from ..models.onnx_batch import free_batch_advice
 from ..explain.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs,
                                 has_visualbackprop, image_input)
 from ..explain.rules import UnsupportedModelError
+from ..interface import message_line
 
 OPSET = 20
 INPUT_NAME = 'image'
@@ -120,7 +121,7 @@ def _reason(error: BaseException) -> str:
     """An exception's message on one line, without what onnxruntime adds for its developers:
     the status in front ('[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :') and the source file,
     line and C++ signature of the check that failed."""
-    text = _ORT_PREFIX.sub('', ' '.join(str(error).split()))
+    text = _ORT_PREFIX.sub('', message_line(error))
     while (found := _SOURCE_LOCATION.search(text)) is not None:
         text = text[:found.start()] + _after_signature(text[found.end():])
     return text or type(error).__name__

@@ -26,6 +26,7 @@ from torch import nn
 from ..explain.layouts import NCHW
 from ..explain.onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
 from ..explain.rules import UnsupportedModelError
+from ..interface import message_line
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
 from .checkpoint import (CARD_KEYS, FORMAT, CheckpointError, ModelSpec, check_fits_in_memory,
                          check_regular_file, default_model_path)
@@ -191,20 +192,20 @@ def load_onnx(path: Path, max_bytes: int = MAX_MODEL_MB * 2**20) -> onnx.ModelPr
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError for files that are not ONNX at all
         raise CheckpointError(f'{path}: not an ONNX model ({type(error).__name__}: '
-                              f'{_one_line(error)}); give the .onnx file that torch.onnx.export '
-                              'or tf2onnx wrote') from None
+                              f'{message_line(error)}); give the .onnx file that '
+                              'torch.onnx.export or tf2onnx wrote') from None
     _check_external_data(model, path, max_bytes)
     try:
         load_external_data_for_model(model, str(path.parent))
     except (onnx.checker.ValidationError, OSError, ValueError) as error:
-        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); keep the '
-                              'external data files of its export beside it') from None
+        raise CheckpointError(f'{path}: not a valid ONNX model ({message_line(error)}); keep '
+                              'the external data files of its export beside it') from None
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
-        raise CheckpointError(f'{path}: not a valid ONNX model ({_one_line(error)}); export the '
-                              'network again so that onnx.checker.check_model accepts it, with '
-                              'standard operators') from None
+        raise CheckpointError(f'{path}: not a valid ONNX model ({message_line(error)}); export '
+                              'the network again so that onnx.checker.check_model accepts it, '
+                              'with standard operators') from None
     return model
 
 
@@ -244,10 +245,6 @@ def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
                 graphs += [*attribute.graphs] + \
                     ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else [])
     return found
-
-
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())
 
 
 def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, object]:
@@ -339,11 +336,11 @@ def _check_torch(model: nn.Module, spec: ModelSpec, source: str) -> int:
         with torch.inference_mode():
             output = model(blank)
     except Exception as error:  # the user's forward() may fail in any way on a wrong size
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
         raise CheckpointError(
             f'{source}: the network does not take the card\'s input of {spec.input_channels}x'
             f'{spec.input_height}x{spec.input_width} (input.channels, input.height, '
-            f'input.width): {type(error).__name__}: {reason}') from None
+            f'input.width): {type(error).__name__}: '
+            f'{message_line(error, first_line=True)}') from None
     return sum(t.numel() for t in flatten_outputs(output))
 
 

@@ -26,6 +26,7 @@ from typing import Mapping
 
 import torch
 
+from ..interface import message_line
 from .checkpoint import CheckpointError
 
 __all__ = ['TORCH_SUFFIXES', 'fit_state_dict', 'read_torch_file', 'state_misfit']
@@ -55,9 +56,9 @@ def read_torch_file(path: Path) -> object:
         found = _UNSUPPORTED_GLOBAL.search(str(error))
         if found is None:
             stop = _UNPICKLER_STOP.search(str(error))
+            where = stop.group(1) if stop else message_line(error, first_line=True)
             raise CheckpointError(f'{path}: not a state dict that torch.save wrote (the '
-                                  'restricted loader stops at: '
-                                  f'{stop.group(1) if stop else _first_line(error)}); save '
+                                  f'restricted loader stops at: {where}); save '
                                   'the weights with torch.save(model.state_dict(), ...) or '
                                   'safetensors') from None
         raise CheckpointError(
@@ -67,8 +68,8 @@ def read_torch_file(path: Path) -> object:
             f"you trust the file, keep its weights once: torch.save(torch.load('{path.name}', "
             f"weights_only=False).state_dict(), 'weights.pt'), and {_CARD_ADVICE}") from None
     except Exception as error:  # torch reports a damaged archive in many ways
-        raise CheckpointError(f'{path}: not a readable torch.save file '
-                              f'({type(error).__name__}: {_first_line(error)})') from None
+        raise CheckpointError(f'{path}: not a readable torch.save file ({type(error).__name__}: '
+                              f'{message_line(error, first_line=True)})') from None
 
 
 def fit_state_dict(expected: Mapping[str, torch.Tensor], loaded: object, entry: str,
@@ -176,8 +177,3 @@ def _where(entry: str, prefix: str) -> str:
 
 def _listing(entries: Mapping[str, object]) -> str:
     return ', '.join(repr(name) for name in entries if name)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
