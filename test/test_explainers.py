@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from vbp_ros.explain.explainers import EXPLAINERS, explainer
+from vbp_ros.explain.explainers import EXPLAINERS, Explainer, explainer
 from vbp_ros.explain.gradcam import GradCAM
 from vbp_ros.models.networks import authors_net, build_network
 from vbp_ros.explain.reference import ReferenceGradCam
+from vbp_ros.explain.vbp import VisualBackProp
 
 
 @pytest.mark.parametrize('name', sorted(EXPLAINERS))
@@ -18,6 +19,7 @@ def test_every_method_returns_the_output_and_a_map(name: str) -> None:
     model = authors_net(125, 160).eval()
     x = torch.rand(2, 1, 125, 160)
     with explainer(name, model) as method, torch.inference_mode():
+        assert isinstance(method, Explainer)
         output, attribution = method(x)
         expected = model(x)
     torch.testing.assert_close(output, expected)
@@ -34,6 +36,18 @@ def small_chain() -> nn.Sequential:
     torch.manual_seed(4)
     return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.BatchNorm2d(6), nn.Conv2d(6, 8, 3, 2),
                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 11 * 15, 3)).eval()
+
+
+def test_leaving_the_with_block_detaches_every_hook() -> None:
+    model = small_chain()
+    x = torch.rand(1, 3, 25, 33)
+    with GradCAM(model, layer='4') as cam, VisualBackProp(model, layers=['1', '4']) as vbp:
+        cam(x)
+        vbp(x)
+        assert any(module._forward_hooks for module in model.modules())
+    assert not any(module._forward_hooks for module in model.modules())
+    with pytest.raises(RuntimeError, match='VisualBackProp was removed'):
+        vbp(x)
 
 
 @pytest.mark.parametrize('make, shape, target', [

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import Explainer
 from .graph import GraphReader
 from .rules import UnsupportedModelError
 from .targets import Target, explained_index
@@ -25,7 +26,7 @@ from .targets import Target, explained_index
 __all__ = ['GradCAM']
 
 
-class GradCAM:
+class GradCAM(Explainer):
     """Grad-CAM maps from one forward and one backward pass.
 
     >>> cam = GradCAM(model)
@@ -82,12 +83,6 @@ class GradCAM:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-
-    def __enter__(self) -> GradCAM:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
 
     def _run_function(self, x: Tensor):
         if self.layer is not None:

@@ -26,6 +26,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from .base import Explainer
 from .graph import display_names, leaf_modules, op_label
 from .rules import UnsupportedModelError
 from .targets import Target, explained_index
@@ -37,7 +38,7 @@ _PASSTHROUGH = (nn.ReLU, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
 _TRAIN_DEPENDENT = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)
 
 
-class LRPEpsilon:
+class LRPEpsilon(Explainer):
     """LRP-epsilon relevance of the input pixels, from the same forward pass that gives the output.
 
     >>> lrp = LRPEpsilon(model, epsilon=100.0)
@@ -114,16 +115,6 @@ class LRPEpsilon:
                 return output, normalize_relevance(relevance).float()
             scale = exponent.reshape(-1, *(1,) * (relevance.dim() - 1))
             return output, torch.ldexp(relevance.double(), scale).float()
-
-    def remove(self) -> None:
-        """Nothing to detach (LRPEpsilon runs the layers itself); for the common explainer
-        shape."""
-
-    def __enter__(self) -> LRPEpsilon:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
         """Run the chain; keep (input, output) of linear layers and the input of Flatten."""

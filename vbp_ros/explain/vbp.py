@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .base import Explainer
 from .graph import (ChainReader, GraphReader, MaskGraph, Record, positive_channel_sum)
 from .rules import AxisGeometry, Geometry, UnsupportedModelError
 
@@ -356,7 +357,7 @@ class _ChainReading(_Reading):
         self.handles.clear()
 
 
-class VisualBackProp:
+class VisualBackProp(Explainer):
     """VisualBackProp masks from the same forward pass that gives the network's output.
 
     >>> vbp = VisualBackProp(model)
@@ -441,12 +442,6 @@ class VisualBackProp:
             reading.close()
         self._readings.clear()
         self._removed = True
-
-    def __enter__(self) -> VisualBackProp:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
 
     def _mode(self) -> bool:
         return self._layers is None and self.model.training
