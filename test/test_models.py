@@ -26,9 +26,9 @@ from vbp_ros import ModelSpec, authors_net, save_checkpoint
 from vbp_ros.models import networks
 from vbp_ros.models.cards import apply_overrides, card_text, parse_card, spec_from_card
 from vbp_ros.models.checkpoint import FORMAT, CheckpointError
-from vbp_ros.models.loading import load_model
+from vbp_ros.models.loading import load_model, open_model
 from vbp_ros.explain.onnx_vbp import MASK_OUTPUT
-from vbp_ros.engine.build import build_engine
+from vbp_ros.engine.build import build_engine, describe_model
 from vbp_ros.engine.engine import VBPEngine, output_problem
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_ros.models.preprocess import Preprocessor
@@ -68,6 +68,27 @@ def test_own_network_by_import_path_gives_the_rules_mask(road_nets: Path) -> Non
     np.testing.assert_allclose(result.mask, mask[0, 0].numpy(), atol=1e-4)
     np.testing.assert_allclose(result.outputs, output[0].numpy(), rtol=1e-4, atol=1e-5)
     assert result.angle == pytest.approx(math.radians(float(output[0, 0])), rel=1e-4)
+
+
+def test_one_result_carries_the_network_its_card_and_where_they_come_from(
+        road_nets: Path, tmp_path: Path) -> None:
+    card = road_nets.with_suffix('.yaml')
+    loaded = open_model(road_nets, overrides={'output.index': 1})
+    assert (loaded.source, loaded.card, loaded.format, loaded.bundled) == (
+        road_nets, card, 'safetensors', False)
+    assert loaded.spec.output_index == 1 and not loaded.network.training
+    assert loaded.name == describe_model(road_nets) == f'{road_nets} (card {card})'
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.spec = None
+    weights = tmp_path / 'pilotnet.pt'
+    torch.save({'state_dict': loaded.network.state_dict()}, weights)
+    from_pt = open_model(weights, card)
+    assert (from_pt.format, from_pt.card, from_pt.spec.output_index) == ('torch.save', card, 0)
+    network, spec = load_model(weights, card)
+    assert spec == from_pt.spec and type(network) is type(from_pt.network)
+    default = open_model(None)
+    assert (default.bundled, default.card, default.format) == (True, None, 'safetensors')
+    assert default.name == describe_model(None) == 'bundled default (default.safetensors)'
 
 
 def test_registered_architecture_by_name(road_nets: Path, tmp_path: Path) -> None:

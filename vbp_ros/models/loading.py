@@ -2,17 +2,24 @@
 networks (a ``state_dict`` as safetensors or as a ``torch.save`` file, plus a card naming the
 architecture) and ONNX files, each with its model card.
 
-The node, the engine builder, vbp-review, vbp-fleet and the tools all load through
-:func:`load_model`. No code runs from a model file: weights are safetensors, ONNX (with its
-external data files beside it) or ``torch.save`` files read by PyTorch's restricted loader
+:func:`open_model` is the one way from a model file (and its card, and overrides) to a
+:class:`LoadedModel`: the network, its :class:`~vbp_ros.models.checkpoint.ModelSpec`, the file,
+the card that applied, the format; the card is read, the overrides applied and the card checked
+against the network there, once. The node, the engine builder, vbp-review, vbp-fleet and the
+tools all load through it (:func:`load_model` gives its network and spec as a pair, and
+:func:`load_checkpoint` a PyTorch network on a device).
+
+No code runs from a model file: weights are safetensors, ONNX (with its external data files
+beside it) or ``torch.save`` files read by PyTorch's restricted loader
 (:mod:`vbp_ros.models.state_dicts`). An ONNX graph exported with a fixed batch size is made to
 take any batch (:mod:`vbp_ros.models.onnx_batch`). Loading checks the card against the network
-(input channels and size, the output index) and names the card key that does not fit, instead
-of surfacing a torch or onnx traceback.
+(input channels and size, the output index) and names the card key that does not fit, instead of
+surfacing a torch or onnx traceback.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -33,18 +40,53 @@ from .checkpoint import (CARD_KEYS, FORMAT, CheckpointError, ModelSpec, check_fi
 from .onnx_batch import free_batch
 from .state_dicts import TORCH_SUFFIXES, fit_state_dict, read_torch_file
 
-__all__ = ['MissingCardError', 'Model', 'check_model', 'load_checkpoint', 'load_model',
-           'model_card_path', 'onnx_input_fields']
+__all__ = ['MODEL_FORMATS', 'LoadedModel', 'MissingCardError', 'Model', 'check_model',
+           'load_checkpoint', 'load_model', 'model_card_path', 'onnx_input_fields', 'open_model']
 
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
 MAX_MODEL_MB = 2048  # the default limit of a model's files (vbp_node's max_model_mb)
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf's most bytes in one message: an ONNX file without data
 SAFETENSORS_SUFFIX = '.safetensors'
+ONNX, SAFETENSORS, TORCH_SAVE = 'onnx', 'safetensors', 'torch.save'
+#: The model file formats by suffix (lower case).
+MODEL_FORMATS = {ONNX_SUFFIX: ONNX, SAFETENSORS_SUFFIX: SAFETENSORS,
+                 **dict.fromkeys(TORCH_SUFFIXES, TORCH_SAVE)}
 
 
 class MissingCardError(CheckpointError):
     """A model that needs a card (an ONNX file, a plain state dict) and has none."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model file and its card, checked against each other: everything that the engine and
+    the tools take from a model file (:func:`open_model`).
+
+    Attributes:
+        network: an ``nn.Module`` in eval mode on the CPU, or an ``onnx.ModelProto`` (its batch
+            dimension free where it can be).
+        spec: the card: the checkpoint's own, then the card's values, then the overrides.
+        source: the model file.
+        card: the card file that applied; None for a checkpoint's own card alone or card values
+            given as a mapping.
+        format: one of :data:`MODEL_FORMATS`' values: 'onnx', 'safetensors' or 'torch.save'.
+        bundled: whether ``source`` is the bundled default model, as no path was given.
+    """
+
+    network: Model
+    spec: ModelSpec
+    source: Path
+    card: Path | None
+    format: str
+    bundled: bool = False
+
+    @property
+    def name(self) -> str:
+        """The model as people name it, with the card that applied: a path, or 'bundled default
+        (default.safetensors)'."""
+        name = f'bundled default ({self.source.name})' if self.bundled else str(self.source)
+        return f'{name} (card {self.card})' if self.card else name
 
 
 def model_card_path(model_path: str | Path, card: str | Path | None = None) -> Path | None:
@@ -55,10 +97,10 @@ def model_card_path(model_path: str | Path, card: str | Path | None = None) -> P
     return beside if beside.is_file() else None
 
 
-def load_model(path: str | Path | None, card: str | Path | Mapping | None = None,
+def open_model(path: str | Path | None, card: str | Path | Mapping | None = None,
                overrides: Mapping | str | None = None,
-               max_model_mb: float = MAX_MODEL_MB) -> tuple[Model, ModelSpec]:
-    """The network and its card (a :class:`ModelSpec`), checked against each other.
+               max_model_mb: float = MAX_MODEL_MB) -> LoadedModel:
+    """The one way from a model file to a network and its card, checked against each other.
 
     Args:
         path: a ``.safetensors`` file (vbp_ros checkpoint, or a ``state_dict`` whose card names
@@ -74,60 +116,100 @@ def load_model(path: str | Path | None, card: str | Path | Mapping | None = None
         max_model_mb: the most MB that the model's files (with an ONNX model's external data)
             may hold, checked before any is read, as is the memory left to the process.
 
-    Returns:
-        ``(model, spec)``: an ``nn.Module`` in eval mode on the CPU, or an ``onnx.ModelProto``.
-
     Raises:
         CheckpointError: naming the file, and the card key where the card is at fault.
     """
-    path = Path(path) if path else default_model_path()
+    source = Path(path) if path else default_model_path()
     max_bytes = int(max_model_mb * 2**20)
-    check_regular_file(path, max_bytes, 'model file', 'max_model_mb')
-    check_fits_in_memory(path, path.stat().st_size)
-    card_file = card if isinstance(card, Mapping) else model_card_path(path, card)
-    suffix = path.suffix.lower()
-    if suffix == ONNX_SUFFIX:
-        model = load_onnx(path, max_bytes)
-        if card_file is None:
-            raise MissingCardError(
-                f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
-                "or the 'model_card' parameter (vbp-card writes a template)")
-        graph_fields = onnx_input_fields(model)
-        spec = _card_spec(card_file, graph_fields, overrides, path)
-        if spec.input_layout != graph_fields.get('input_layout', NCHW):  # the card's layout
-            spec = _card_spec(card_file, onnx_input_fields(model, spec.input_layout), overrides,
-                              path)
-        model = free_batch(model, _image_input(model, spec, str(path)), str(path))
-    elif suffix == SAFETENSORS_SUFFIX or suffix in TORCH_SUFFIXES:
-        metadata, weights = (_read_safetensors(path) if suffix == SAFETENSORS_SUFFIX
-                             else (None, read_torch_file(path)))
-        embedded = (ModelSpec.from_metadata(metadata, str(path))
-                    if metadata and metadata.get('format') == FORMAT else None)
-        if embedded is None and card_file is None:
-            raise MissingCardError(
-                f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
-                f"network need {card_path_for(path).name} beside them (or the 'model_card' "
-                'parameter) naming the architecture')
-        spec = (_card_spec(card_file, embedded, overrides, path) if card_file is not None
-                else apply_overrides(embedded, overrides))
-        if not spec.architecture:
-            raise CheckpointError(f'{_card_name(card_file, path)}: architecture missing: '
-                                  'weights need the network that they belong to')
-        model = _build(spec, weights, path)
-    else:
-        raise CheckpointError(f'{path}: unknown model type {suffix!r}; use .safetensors, '
-                              '.onnx or a state dict saved by torch.save '
+    check_regular_file(source, max_bytes, 'model file', 'max_model_mb')
+    check_fits_in_memory(source, source.stat().st_size)
+    model_format = MODEL_FORMATS.get(source.suffix.lower())
+    if model_format is None:
+        raise CheckpointError(f'{source}: unknown model type {source.suffix.lower()!r}; use '
+                              '.safetensors, .onnx or a state dict saved by torch.save '
                               f'({", ".join(TORCH_SUFFIXES)})')
-    check_model(model, spec, str(path))
-    return model, spec
+    card_file = None if isinstance(card, Mapping) else model_card_path(source, card)
+    card_values = _CardValues.read(card, card_file, overrides, source)
+    if model_format == ONNX:
+        network, spec = _open_onnx(source, card_values, max_bytes)
+    else:
+        network, spec = _open_weights(source, model_format, card_values)
+    check_model(network, spec, str(source))
+    return LoadedModel(network, spec, source, card_file, model_format, bundled=not path)
+
+
+def load_model(path: str | Path | None, card: str | Path | Mapping | None = None,
+               overrides: Mapping | str | None = None,
+               max_model_mb: float = MAX_MODEL_MB) -> tuple[Model, ModelSpec]:
+    """``(network, spec)`` of :func:`open_model` (same arguments): an ``nn.Module`` in eval mode
+    on the CPU, or an ``onnx.ModelProto``, and its card, checked against each other."""
+    loaded = open_model(path, card, overrides, max_model_mb)
+    return loaded.network, loaded.spec
+
+
+@dataclass(frozen=True)
+class _CardValues:
+    """The card of a model file, read once: its values (None: no card), where errors say they
+    come from, and the overrides that win over them."""
+
+    values: Mapping | None
+    source: str
+    overrides: Mapping | str | None
+
+    @classmethod
+    def read(cls, card: str | Path | Mapping | None, card_file: Path | None,
+             overrides: Mapping | str | None, model: Path) -> _CardValues:
+        if isinstance(card, Mapping):
+            return cls(card, str(model), overrides)
+        return cls(read_card(card_file) if card_file else None, str(card_file or model),
+                   overrides)
+
+    def spec(self, base: ModelSpec | dict | None) -> ModelSpec:
+        """The card over ``base`` (a checkpoint's own spec, or fields an ONNX graph fixes),
+        then the overrides."""
+        spec = base if self.values is None else spec_from_card(self.values, base, self.source)
+        return apply_overrides(spec, self.overrides)
+
+
+def _open_onnx(path: Path, card: _CardValues, max_bytes: int
+               ) -> tuple[onnx.ModelProto, ModelSpec]:
+    graph = load_onnx(path, max_bytes)
+    if card.values is None:
+        raise MissingCardError(
+            f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
+            "or the 'model_card' parameter (vbp-card writes a template)")
+    fields = onnx_input_fields(graph)
+    spec = card.spec(fields)
+    if spec.input_layout != fields.get('input_layout', NCHW):  # the card's layout
+        spec = card.spec(onnx_input_fields(graph, spec.input_layout))
+    return free_batch(graph, _image_input(graph, spec, str(path)), str(path)), spec
+
+
+def _open_weights(path: Path, model_format: str, card: _CardValues
+                  ) -> tuple[nn.Module, ModelSpec]:
+    metadata, weights = (_read_safetensors(path) if model_format == SAFETENSORS
+                         else (None, read_torch_file(path)))
+    embedded = (ModelSpec.from_metadata(metadata, str(path))
+                if metadata and metadata.get('format') == FORMAT else None)
+    if embedded is None and card.values is None:
+        raise MissingCardError(
+            f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
+            f"network need {card_path_for(path).name} beside them (or the 'model_card' "
+            'parameter) naming the architecture')
+    spec = card.spec(embedded)
+    if not spec.architecture:
+        raise CheckpointError(f'{card.source}: architecture missing: weights need the network '
+                              'that they belong to')
+    return _build(spec, weights, path), spec
 
 
 def load_checkpoint(path: str | Path | None, device: str | torch.device = 'cpu',
                     card: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
-    """A PyTorch network (eval mode, on ``device``) and its card, loaded by :func:`load_model`:
+    """A PyTorch network (eval mode, on ``device``) and its card, loaded by :func:`open_model`:
     for the tools that need the network itself (training, evaluation, Figure 2)."""
-    model, spec = load_model(path, card)
-    if not isinstance(model, nn.Module):
+    loaded = open_model(path, card)
+    model, spec = loaded.network, loaded.spec
+    if loaded.format == ONNX:
         raise CheckpointError(f'{path}: an ONNX model; this needs a PyTorch network '
                               '(safetensors weights)')
     return model.to(device).eval(), spec
@@ -143,18 +225,6 @@ def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
     if outputs is not None and spec.output_index >= outputs:
         raise CheckpointError(f'{source}: output.index {spec.output_index} is out of range: the '
                               f'network gives {outputs} output{"s" * (outputs != 1)} per image')
-
-
-def _card_spec(card: Path | Mapping, base: ModelSpec | dict | None,
-               overrides: Mapping | str | None, path: Path) -> ModelSpec:
-    values = card if isinstance(card, Mapping) else read_card(card)
-    spec = spec_from_card(values, base, _card_name(card, path))
-    return apply_overrides(spec, overrides)
-
-
-def _card_name(card: Path | Mapping, path: Path) -> str:
-    """How errors name a card: its file, or the model's for card values not written yet."""
-    return str(path) if isinstance(card, Mapping) else str(card)
 
 
 def _read_safetensors(path: Path) -> tuple[dict | None, dict]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..models.cards import card_path_for, card_text, parse_assignments, write_card
 from ..models.checkpoint import CheckpointError, ModelSpec
-from ..models.loading import MissingCardError, load_model, load_onnx, onnx_input_fields
+from ..models.loading import (ONNX_SUFFIX, MissingCardError, load_model, load_onnx,
+                              onnx_input_fields)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +56,7 @@ def _spec_for(model: Path, values: dict) -> ModelSpec:
         return load_model(model, overrides=values)[1]
     except MissingCardError:
         pass
-    graph = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == '.onnx' else {}
+    graph = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == ONNX_SUFFIX else {}
     if 'input_channels' in graph and 'input.color' not in values:
         values = {**values, 'input.color': 'gray' if graph['input_channels'] == 1 else 'rgb'}
     return load_model(model, values)[1]

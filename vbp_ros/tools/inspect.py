@@ -39,7 +39,7 @@ from torch import nn
 from ..models.cards import apply_overrides, parse_assignments, read_card, spec_from_card
 from ..models.checkpoint import CheckpointError, ModelSpec
 from ..explain.explainers import EXPLAINERS, explainer
-from ..models.loading import ONNX_SUFFIX, SAFETENSORS_SUFFIX, Model, load_model
+from ..models.loading import MODEL_FORMATS, Model, load_model
 from ..models.networks import ARCHITECTURES, build_network
 from ..explain.onnx_vbp import has_visualbackprop, plan_visualbackprop
 from ..explain.rules import UnsupportedModelError
@@ -60,7 +60,7 @@ def load_network(source: str, card: str | None, overrides: Mapping,
     """The network and its card: a model file through the package's loader; a registered
     architecture or ``module:factory`` with a card for its input size (``size``, else the
     network's own; None when neither says), ``card`` and ``overrides`` applied."""
-    if source.endswith((SAFETENSORS_SUFFIX, ONNX_SUFFIX)) or Path(source).is_file():
+    if Path(source).suffix.lower() in MODEL_FORMATS or Path(source).is_file():
         return load_model(source, card, overrides)
     if source in ARCHITECTURES:
         model = build_network(source)
