@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models.checkpoint import ModelSpec
+from ..models.checkpoint import ModelSpec, default_color
 from ..models.networks import build_network
 from ..models.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
@@ -28,7 +28,7 @@ def synthetic_spec(architecture: str = 'authors', arguments: dict | None = None)
     height, width = network.input_size
     return ModelSpec(architecture=architecture, input_channels=network.in_channels,
                      input_height=height, input_width=width, arguments=arguments,
-                     color='gray' if network.in_channels == 1 else 'rgb', crop=SYNTHETIC_CROP,
+                     color=default_color(network.in_channels), crop=SYNTHETIC_CROP,
                      camera_size=SYNTHETIC_CAMERA, pixel_scale=1.0 / 255.0, output_unit='rad',
                      description='trained by vbp-train on vbp_ros synthetic roads')
 

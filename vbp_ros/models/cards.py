@@ -30,7 +30,7 @@ from typing import Mapping
 import yaml
 
 from .checkpoint import (CARD_FIELDS, CARD_KEYS, COLORS, CheckpointError, ModelSpec,
-                         read_small_file, shown)
+                         color_channels, read_small_file, shown)
 
 CARD_SUFFIX = '.yaml'
 MAX_CARD_BYTES = 256 * 1024  # cards are a few hundred bytes; so are overrides
@@ -126,7 +126,7 @@ def spec_from_card(values: Mapping[str, object], base: ModelSpec | Mapping | Non
     for key, value in values.items():
         fields[CARD_FIELDS[key]] = _coerce(key, value, source)
     if 'input.channels' not in values and (color_given or 'input_channels' not in fields):
-        fields['input_channels'] = 1 if fields.get('color', 'gray') == 'gray' else 3
+        fields['input_channels'] = color_channels(fields.get('color', 'gray'))
     elif 'input.channels' in values and color_given:
         _check_channels(fields['input_channels'], fields['color'], source)
     fields.setdefault('architecture', '')
@@ -191,7 +191,7 @@ def write_card(path: str | Path, spec: ModelSpec) -> Path:
 
 
 def _check_channels(channels: int, color: str, source: str) -> None:
-    expected = 1 if color == 'gray' else 3
+    expected = color_channels(color)
     if color in COLORS and channels != expected:
         raise CheckpointError(f'{source}: input.channels {channels} does not fit input.color '
                               f'{shown(color)} ({expected} channel{"s" * (expected > 1)})')

@@ -36,6 +36,7 @@ OUTPUT_LIMITS = {'rad': math.pi, 'deg': math.pi, 'steering_wheel_rad': 6 * math.
                  'steering_wheel_deg': 6 * math.pi, 'class_logits': math.inf,
                  'unknown': math.inf}
 COLORS = ('gray', 'rgb', 'bgr', 'yuv')
+
 # How a frame's region is resized to the network input (OpenCV's flag for each is in
 # vbp_ros.models.preprocess; docs/model-cards.md, "The resize", says which library calls
 # each reproduces).
@@ -54,6 +55,17 @@ CARD_FIELDS = {
     'weights.prefix': 'weights_prefix',
 }
 CARD_KEYS = {spec_field: key for key, spec_field in CARD_FIELDS.items()}
+
+
+def color_channels(color: str) -> int:
+    """The channels of a network input in ``color``: one for gray, three for the others."""
+    return 1 if color == 'gray' else 3
+
+
+def default_color(channels: int) -> str:
+    """The colour of a network input of ``channels`` where no card says: gray for one channel,
+    RGB otherwise."""
+    return 'gray' if channels == 1 else 'rgb'
 
 
 class CheckpointError(ValueError):

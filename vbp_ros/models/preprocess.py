@@ -24,7 +24,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .checkpoint import CheckpointError, ModelSpec
+from .checkpoint import CheckpointError, ModelSpec, color_channels
 from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeError, check_frame,
                              check_order, same_aspect, to_network_color)
 
@@ -44,7 +44,7 @@ class Preprocessor:
         self.size = (spec.input_width, spec.input_height)
         self.shape = (spec.input_channels, spec.input_height, spec.input_width)
         self.crop_region = Crop(*spec.crop) if spec.crop is not None else None
-        if spec.input_channels != (1 if spec.color == 'gray' else 3):
+        if spec.input_channels != color_channels(spec.color):
             raise FrameError(f'{spec.input_channels} input channels do not fit colour '
                              f'{spec.color!r}; frame stacks are not supported by the engine yet')
         channels = spec.input_channels

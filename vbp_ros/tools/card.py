@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..models.cards import card_path_for, card_text, parse_assignments, write_card
-from ..models.checkpoint import CheckpointError, ModelSpec
+from ..models.checkpoint import CARD_KEYS, CheckpointError, ModelSpec, default_color
 from ..models.loading import (ONNX_SUFFIX, MissingCardError, load_model, load_onnx,
                               onnx_input_fields)
 
@@ -57,8 +57,8 @@ def _spec_for(model: Path, values: dict) -> ModelSpec:
     except MissingCardError:
         pass
     graph = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == ONNX_SUFFIX else {}
-    if 'input_channels' in graph and 'input.color' not in values:
-        values = {**values, 'input.color': 'gray' if graph['input_channels'] == 1 else 'rgb'}
+    if 'input_channels' in graph and CARD_KEYS['color'] not in values:
+        values = {**values, CARD_KEYS['color']: default_color(graph['input_channels'])}
     return load_model(model, values)[1]
 
 

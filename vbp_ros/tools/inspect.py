@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..models.cards import apply_overrides, parse_assignments, read_card, spec_from_card
-from ..models.checkpoint import CheckpointError, ModelSpec
+from ..models.checkpoint import CheckpointError, ModelSpec, default_color
 from ..explain.explainers import EXPLAINERS, explainer
 from ..models.loading import MODEL_FORMATS, Model, load_model
 from ..models.networks import ARCHITECTURES, build_network
@@ -77,7 +77,7 @@ def load_network(source: str, card: str | None, overrides: Mapping,
     size = size or ((channels, *own_size) if own_size and channels else None)
     if size is None:
         return model.eval(), None
-    spec = ModelSpec(source, *size, color='gray' if size[0] == 1 else 'rgb')
+    spec = ModelSpec(source, *size, color=default_color(size[0]))
     if card:
         spec = spec_from_card(read_card(card), spec, card)
     return model.eval(), apply_overrides(spec, overrides)
