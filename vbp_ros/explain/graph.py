@@ -38,7 +38,8 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from .mask_graph import Activation, Geometry, MaskGraph, MaskGraphBuilder, Spatial
+from .geometry import Geometry
+from .mask_graph import Activation, MaskGraph, MaskGraphBuilder, Spatial
 from .rules import Call, Refuse, Rule, UnsupportedModelError, rule_for
 
 __all__ = ['Record', 'GraphReader', 'ChainReader', 'leaf_modules', 'positive_channel_sum',

@@ -10,10 +10,11 @@ they say it in the one vocabulary of rule kinds defined here and hand each tenso
 * the kinds (:class:`Rule` and its subclasses, in the manner of captum's LRP rule classes):
   :class:`Activation` (a kept tensor, averaged as A(t) = mean over channels of max(t, 0)),
   :class:`Spatial` (an edge along which a mask is scaled up by the layer's all-ones one-channel
-  transposed convolution, with its :class:`Geometry`), :class:`Identity` (an edge that passes
-  masks unchanged; :class:`Layout`, one that also changes the axis order), :class:`Head` (the
-  feature part ends), :class:`Ignored` (reads only a shape), :class:`Gate` (a nonlinearity that
-  only takes part inside a gated activation ``x * gate(x)``) and :class:`Refuse`;
+  transposed convolution, with its :class:`~vbp_ros.explain.geometry.Geometry`),
+  :class:`Identity` (an edge that passes masks unchanged; :class:`Layout`, one that also
+  changes the axis order), :class:`Head` (the feature part ends), :class:`Ignored` (reads only
+  a shape), :class:`Gate` (a nonlinearity that only takes part inside a gated activation
+  ``x * gate(x)``) and :class:`Refuse`;
 * which tensors are kept (activation outputs, and a last convolution or pooling that feeds the
   head with no activation after it), which have a mask, and the *narrow points* where a mask may
   be divided by its per-image maximum against float32 underflow (:func:`narrow_points`);
@@ -30,10 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
+from .geometry import Geometry, hw
+
 __all__ = ['TINY', 'UnsupportedModelError', 'Rule', 'Activation', 'Spatial', 'Identity',
-           'Layout', 'Head', 'Ignored', 'Gate', 'Refuse', 'AxisGeometry', 'Geometry',
-           'KeptTensor', 'Edge', 'MaskTensor', 'HeadNode', 'MaskGraph', 'MaskGraphBuilder',
-           'narrow_points']
+           'Layout', 'Head', 'Ignored', 'Gate', 'Refuse', 'KeptTensor', 'Edge', 'MaskTensor',
+           'HeadNode', 'MaskGraph', 'MaskGraphBuilder', 'narrow_points']
 
 #: float32's smallest normal number: masks are never divided by less.
 TINY = 2.0 ** -126
@@ -113,107 +115,6 @@ class Refuse(Rule):
 
     reason: str
     kind = 'refuse'
-
-
-# -- geometry ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AxisGeometry:
-    """Where the outputs of a sliding window along one axis read their input.
-
-    Output ``i`` reads the input positions ``i * stride + tap * dilation - pad_before`` for
-    ``tap`` in ``range(kernel)``; positions outside the input are padding (a negative
-    ``pad_before`` is a crop).
-    """
-
-    kernel: int = 1
-    stride: int = 1
-    dilation: int = 1
-    pad_before: int = 0
-
-    @property
-    def is_identity(self) -> bool:
-        """Whether output i reads input i alone (the scale-up changes nothing)."""
-        return (self.kernel, self.stride, self.pad_before) == (1, 1, 0)
-
-    def reach(self, length: int) -> int:
-        """How far the windows of ``length`` outputs reach, from the first padded position."""
-        return (length - 1) * self.stride + self.dilation * (self.kernel - 1) + 1
-
-    def end_crop(self, length: int, target: int) -> int:
-        """Positions at the end of the windows' reach beyond the input of size ``target``
-        (negative: input positions no window reads)."""
-        return self.reach(length) - self.pad_before - target
-
-    def output_padding(self, length: int, target: int) -> int:
-        """The output padding of the equivalent ``conv_transpose`` with symmetric padding
-        ``pad_before`` (negative: cropped)."""
-        return target - (self.reach(length) - 2 * self.pad_before)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The windows of a spatial layer along the rows and the columns of a map."""
-
-    rows: AxisGeometry
-    cols: AxisGeometry
-
-    @classmethod
-    def of(cls, kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> Geometry:
-        """From Conv2d-style arguments (ints or pairs; symmetric padding)."""
-        k, s, p, d = (as_pair(value) for value in (kernel, stride, padding, dilation))
-        return cls(AxisGeometry(k[0], s[0], d[0], p[0]), AxisGeometry(k[1], s[1], d[1], p[1]))
-
-    @property
-    def axes(self) -> tuple[AxisGeometry, AxisGeometry]:
-        """Rows, columns."""
-        return self.rows, self.cols
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        """Kernel height and width."""
-        return self.rows.kernel, self.cols.kernel
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        """Strides along rows and columns."""
-        return self.rows.stride, self.cols.stride
-
-    def changes(self, source: Sequence[int], target: Sequence[int]) -> bool:
-        """Whether the scale-up from a map of size ``source`` to ``target`` changes the mask."""
-        return not (self.rows.is_identity and self.cols.is_identity
-                    and tuple(source) == tuple(target))
-
-    def describe(self, source: Sequence[int], target: Sequence[int]) -> str:
-        """The scale-up from ``source`` to ``target`` (height, width) in words: the transposed
-        convolution's kernel, stride, padding, dilation and output padding, or, for an edge that
-        only adds or removes rows and columns (padding, crops), what it does to the mask."""
-        if self.kernel == (1, 1) and self.stride == (1, 1):
-            before = [axis.pad_before for axis in self.axes]
-            after = [axis.end_crop(length, size)
-                     for axis, length, size in zip(self.axes, source, target)]
-            if max(before + after) <= 0:
-                return (f'zero-pad {_hw(-b for b in before)} before, '
-                        f'{_hw(-a for a in after)} after')
-            if min(before + after) >= 0:
-                return f'crop {_hw(before)} before, {_hw(after)} after'
-        return (f'kernel {_hw(self.kernel)}, stride {_hw(self.stride)}, padding '
-                f'{_hw(a.pad_before for a in self.axes)}, dilation '
-                f'{_hw(a.dilation for a in self.axes)}, output padding '
-                + _hw(axis.output_padding(length, size)
-                      for axis, length, size in zip(self.axes, source, target)))
-
-
-def as_pair(value: Any) -> tuple[int, int]:
-    """(rows, columns) from an int or a sequence of one or two ints."""
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    return value if len(value) == 2 else (value[0], value[0])
-
-
-def _hw(values: Any) -> str:
-    return 'x'.join(str(value) for value in values)
 
 
 # -- the graph -----------------------------------------------------------------------------------
@@ -305,20 +206,20 @@ class MaskGraph:
         """The plan in words (what ``vbp-inspect`` prints): input, kept tensors, scale-ups,
         merges, head."""
         first = self.nodes[0]
-        layout = '' if first.layout == 'nchw' else f' ({first.layout})'
-        lines = [f'input {first.name} {_hw(first.shape)}{layout}',
+        notes = [note for note in (first.name, first.layout) if note not in ('input', 'nchw')]
+        lines = [f'input {hw(first.shape)}' + (f' ({", ".join(notes)})' if notes else ''),
                  'kept tensors (shallow to deep):']
         for rank, node in enumerate(self.kept_tensors, start=1):
             kept = node.kept
             note = '' if kept.layer == kept.name else f', layer {kept.layer}'
-            lines.append(f'  {rank:>2}. {kept.name} ({kept.op}{note}) {_hw(node.shape)}'
+            lines.append(f'  {rank:>2}. {kept.name} ({kept.op}{note}) {hw(node.shape)}'
                          + ('' if node.layout == 'nchw' else f' ({node.layout})')
                          + ('' if kept.nonnegative else ', positive part')
                          + (', rescaled' if node.rescaled else ''))
         lines.append('scale-up steps (deep to shallow):')
         for node, edge in self.scale_ups():
             source = self.nodes[edge.consumer].size
-            lines.append(f'  {edge.layer}: {_hw(source)} -> {_hw(node.size)} into {node.name}, '
+            lines.append(f'  {edge.layer}: {hw(source)} -> {hw(node.size)} into {node.name}, '
                          f'{edge.geometry.describe(source, node.size)}')
         merges = [node for node in self.nodes if len(node.edges) > 1]
         lines.append('branches merge (masks summed):' if merges
@@ -493,7 +394,7 @@ class MaskGraphBuilder:
             if len(layer.sources) != 1 or self._kind(layer.sources[0][0]) == 'input':
                 return tensor.name
             layer = self.tensors[layer.sources[0][0]]
-        return layer.name if self._kind(layer.key) == 'spatial' else tensor.name
+        return layer.sources[0][1] if self._kind(layer.key) == 'spatial' else tensor.name
 
     @staticmethod
     def _edges_into(source: Hashable, user: _Pending, consumer: int) -> list[Edge]:

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mask_graph import (Activation, AxisGeometry, Geometry, Head, Identity, Refuse, Rule,
-                         Spatial, UnsupportedModelError, as_pair)
+from .geometry import AxisGeometry, Geometry, as_pair
+from .mask_graph import Activation, Head, Identity, Refuse, Rule, Spatial, UnsupportedModelError
 
 __all__ = ['UnsupportedModelError', 'Geometry', 'AxisGeometry', 'Call', 'Rule', 'Activation',
            'Spatial', 'Identity', 'Head', 'Depends', 'Refuse', 'RULES', 'rule_for']

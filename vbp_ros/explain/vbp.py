@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from .graph import ChainReader, GraphReader, Record, positive_channel_sum
-from .mask_graph import TINY, AxisGeometry, Edge, Geometry, MaskGraph, UnsupportedModelError
+from .geometry import AxisGeometry, Geometry
+from .mask_graph import TINY, Edge, MaskGraph, UnsupportedModelError
 
 __all__ = ['VisualBackProp', 'VBPExplanation', 'UnsupportedModelError']
 
