@@ -361,7 +361,8 @@ def test_vbp_export_runs_with_its_card(road_nets: Path, tmp_path: Path, capsys) 
     out = tmp_path / 'export' / 'pilotnet.onnx'
     assert export_tool.main([str(road_nets), str(out)]) == 0
     printed = capsys.readouterr().out
-    assert 'kept /features/features.1/Elu_output_0 (Elu): 24x31x98' in printed
+    assert '1. /features/features.1/Elu_output_0 (Elu, layer ' in printed
+    assert ') 24x31x98, positive part' in printed
     assert 'wrote' in printed and out.with_suffix('.yaml').is_file()
     graph, spec = load_model(out)
     assert graph.graph.output[-1].name == MASK_OUTPUT and spec.architecture == ''

@@ -227,8 +227,7 @@ def test_older_opsets_give_the_same_mask() -> None:
     x = torch.rand(2, *shape)
     _, mask = run_with_mask(graph, x.numpy())
     np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
-    assert plan_visualbackprop(graph).kept[
-        next(iter(plan_visualbackprop(graph).kept))] == 'Gelu'
+    assert plan_visualbackprop(graph).kept_tensors[0].kept.op == 'Gelu'
 
 
 @pytest.mark.parametrize('factory', [net_svf, authors_net])
@@ -245,23 +244,26 @@ def test_paper_networks_keep_their_masks(factory) -> None:
 def test_plan_of_a_residual_network_names_kept_tensors_scale_ups_and_merges() -> None:
     model, shape = build('resnet')
     plan = plan_visualbackprop(export_onnx(model, shape))
-    assert list(plan.kept.values()) == ['Relu'] * 9  # stem + 2 per block
-    text = '\n'.join(plan.describe())
-    assert 'MaxPool' in text and 'merge at' in text and 'output padding' in text
-    assert plan.head and 'GlobalAveragePool' in plan.head[0]
+    assert [t.kept.op for t in plan.kept_tensors] == ['Relu'] * 9  # stem + 2 per block
+    text = plan.describe()
+    assert 'MaxPool' in text and 'branches merge (masks summed):' in text
+    assert 'output padding' in text
+    assert plan.head and plan.head[0].op == 'GlobalAveragePool'
     # The block outputs are narrow points (every path of the mask passes them); inside a block
     # the main path and the shortcut run side by side.
-    block_outputs = [name for name in plan.kept if name.endswith('/Relu_1_output_0')]
-    assert len(block_outputs) == 4 and set(block_outputs) <= plan.narrow
-    inside = [name for name in plan.kept if name.endswith('block/Relu_output_0')
+    narrow = {t.name for t in plan.nodes if t.narrow}
+    kept = [t.name for t in plan.kept_tensors]
+    block_outputs = [name for name in kept if name.endswith('/Relu_1_output_0')]
+    assert len(block_outputs) == 4 and set(block_outputs) <= narrow
+    inside = [name for name in kept if name.endswith('block/Relu_output_0')
               or '/layer' in name and name.endswith('/Relu_output_0')]
-    assert inside and not set(inside) & plan.narrow
+    assert inside and not set(inside) & narrow
 
 
 def test_last_convolution_without_activation_is_kept() -> None:
     model, shape = build('comma')
     plan = plan_visualbackprop(export_onnx(model, shape))
-    assert list(plan.kept.values()) == ['Elu', 'Elu', 'Conv']
+    assert [t.kept.op for t in plan.kept_tensors] == ['Elu', 'Elu', 'Conv']
 
 
 def test_the_head_takes_no_part() -> None:
@@ -298,9 +300,9 @@ def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
     further product, so dividing it by its maximum would guard nothing."""
     model, shape = build('pilotnet_relu')
     plan = plan_visualbackprop(export_onnx(model, shape))
-    kept = list(plan.kept)
-    assert set(kept) <= plan.narrow
-    assert plan.rescaled == set(kept[1:])
+    kept = plan.kept_tensors
+    assert all(t.narrow for t in kept)
+    assert [t.rescaled for t in kept] == [False] + [True] * (len(kept) - 1)
     graph = add_visualbackprop(export_onnx(model, shape))
     assert sum(node.name.startswith('vbp/rescaled') for node in graph.graph.node) == len(kept) - 1
 
@@ -310,9 +312,9 @@ def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
     and the 1x1 convolutions of MobileNet's blocks, which change nothing, take none."""
     model, shape = build('mobilenet')
     plan = plan_visualbackprop(export_onnx(model, shape))
-    steps = [e.scale_up for edges in plan.edges.values() for e in edges if e.scale_up]
-    assert sum(step.kernel == (1, 1) and step.strides == (1, 1) for step in steps) >= 4
-    changing = [s for s in steps if s.kernel != (1, 1) or s.strides != (1, 1)]
+    steps = [e.geometry for t in plan.nodes for e in t.edges if e.geometry]
+    assert sum(step.kernel == (1, 1) and step.stride == (1, 1) for step in steps) >= 4
+    changing = [s for s in steps if s.kernel != (1, 1) or s.stride != (1, 1)]
     graph = add_visualbackprop(export_onnx(model, shape))
     kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in graph.graph.node
                if node.op_type == 'ConvTranspose' for a in node.attribute
@@ -423,7 +425,7 @@ def feature_graph(nodes: list[onnx.NodeProto], domain: str = '') -> onnx.ModelPr
 
 def test_a_transpose_that_only_feeds_the_head_belongs_to_it() -> None:
     swap = helper.make_node('Transpose', ['relu'], ['features'], name='swap', perm=[0, 1, 3, 2])
-    assert plan_visualbackprop(feature_graph([swap])).head == ['swap']
+    assert [head.name for head in plan_visualbackprop(feature_graph([swap])).head] == ['swap']
 
 
 @pytest.mark.parametrize('node, message', [
@@ -456,10 +458,10 @@ def test_a_convolution_cannot_read_a_channels_last_tensor() -> None:
 
 
 def test_every_rule_kind_is_one_table_entry() -> None:
-    assert {RULES[op] for op in ('Relu', 'Conv', 'Add', 'Transpose', 'Flatten', 'Shape',
-                                 'Sigmoid')} == {
+    assert {RULES[op].kind for op in ('Relu', 'Conv', 'Add', 'Transpose', 'Flatten', 'Shape',
+                                      'Sigmoid')} == {
         'activation', 'spatial', 'identity', 'layout', 'head', 'ignored', 'gate'}
-    assert RULES['Slice'] == 'spatial'
+    assert RULES['Slice'].kind == 'spatial'
 
 
 KERAS_STYLES = {
@@ -502,10 +504,10 @@ def test_the_graph_shows_a_channels_last_input() -> None:
         'nhwc', "Transpose 'sequential/conv2d/Conv2D__6' takes it to NCHW")
     assert graph_input_layout(torch_graph, 'image')[0] == 'nchw'
     plan = plan_visualbackprop(keras)
-    assert plan.input_shape == (3, 66, 200) and plan.layouts[INPUT] == 'nhwc'
-    assert plan.head == ['sequential/flatten/Reshape__20']  # Flatten's Transpose
+    assert plan.nodes[0].shape == (3, 66, 200) and plan.nodes[0].layout == 'nhwc'
+    assert [head.name for head in plan.head] == ['sequential/flatten/Reshape__20']  # Flatten's
     per_layer = plan_visualbackprop(keras_pilotnet(model, per_layer_transposes=True))
-    assert [per_layer.layouts[name] for name in per_layer.kept] == ['nhwc'] * 5
+    assert [t.layout for t in per_layer.kept_tensors] == ['nhwc'] * 5
 
 
 def test_a_pytorch_crop_is_zero_padded_back() -> None:
@@ -521,9 +523,9 @@ def test_a_pytorch_crop_is_zero_padded_back() -> None:
     np.testing.assert_allclose(mask, expected.numpy(), atol=TOLERANCE)
     assert not mask[:, :, :10].any() and not mask[:, :, -4:].any()
     assert not mask[:, :, :, :3].any() and mask[:, :, 10:-4, 3:].max() == pytest.approx(1.0)
-    plan = '\n'.join(plan_visualbackprop(graph).describe())  # one Slice per axis
-    assert '(Slice): zero-pad (66, 200) -> (66, 203), (0, 3) before' in plan
-    assert '(Slice): zero-pad (66, 203) -> (80, 203), (10, 0) before' in plan
+    plan = plan_visualbackprop(graph).describe()  # one Slice per axis
+    assert ': 66x200 -> 66x203 into ' in plan and 'zero-pad 0x3 before, 0x0 after' in plan
+    assert ': 66x203 -> 80x203 into ' in plan and 'zero-pad 10x0 before, 4x0 after' in plan
 
 
 @pytest.mark.parametrize('name', networks.ZOO)
@@ -562,7 +564,8 @@ def test_layer_outputs_are_figure2_of_pytorch_visualbackprop(name: str) -> None:
     np.testing.assert_array_equal(mask, plain_mask)
     with VisualBackProp(model) as vbp, torch.inference_mode():
         expected = vbp.explain(x)
-    assert [tensor for tensor, _, _ in layers] == list(plan_visualbackprop(graph).kept)
+    assert [tensor for tensor, _, _ in layers] == [
+        t.name for t in plan_visualbackprop(graph).kept_tensors]
     assert len(layers) == len(expected.averaged_maps)
 
     def per_image_unit(values: np.ndarray) -> np.ndarray:
@@ -599,8 +602,9 @@ def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     names: dict = {}
     exec(guide_block('own-network.md', '**An ONNX file from Python**'), names)
-    plan, angle_and_mask = capsys.readouterr().out.split('\nhead: ')
-    assert plan.startswith('input image: 3x66x200 (nchw)\nkept ') and plan.count('\nkept ') == 4
+    plan, angle_and_mask = capsys.readouterr().out.split('\nhead (not part of the mask):\n')
+    assert plan.startswith('input 3x66x200 (image)\nkept tensors (shallow to deep):\n')
+    assert plan.count(', positive part') == 4  # four ELUs
     assert angle_and_mask.endswith(' (66, 200)\n')
     written = onnx.load('pilotnet_vbp.onnx')
     onnx.checker.check_model(written)

@@ -101,11 +101,10 @@ def test_inspect_shows_the_plan_and_figure2_of_an_onnx_file(pilotnet_onnx: Path,
     assert inspect.main([str(pilotnet_onnx), '--image', str(image), '--out', str(tmp_path),
                          '--repeats', '1']) == 0
     out = capsys.readouterr().out
-    assert 'input image: 3x66x200' in out and out.count('\nkept ') == 5
-    assert 'kept /Elu_output_0 (Elu): 24x31x98' in out
-    assert 'scale-up /conv1/Conv (Conv): (31, 98) -> (66, 200), kernel (5, 5), strides (2, 2)' \
-        in out
-    assert 'head: /Flatten' in out
+    assert 'input 3x66x200 (image)' in out and out.count(', positive part') == 5
+    assert '1. /Elu_output_0 (Elu, layer /conv1/Conv) 24x31x98' in out
+    assert '/conv1/Conv: 31x98 -> 66x200 into ' in out and 'kernel 5x5, stride 2x2' in out
+    assert '/Flatten (Flatten) reads /Elu_4_output_0' in out
     assert 'forward pass: ' in out and 'vbp: adds ' in out
     figure = cv2.imread(str(tmp_path / 'road_figure2.png'))
     assert figure.shape == (7 * (66 + 18), 2 * 200, 3)  # input row, five layers, mask row
@@ -122,7 +121,7 @@ def test_inspect_of_an_exported_graph_shows_its_plan_and_mask(pilotnet_onnx: Pat
     cv2.imwrite(str(image), SyntheticRoads(seed=3).frame(0).image)
     assert inspect.main([str(exported), '--image', str(image), '--out', str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert 'kept /Elu_output_0 (Elu): 24x31x98' in out
+    assert '1. /Elu_output_0 (Elu, layer /conv1/Conv) 24x31x98' in out
     assert 'not measured: the graph carries its mask already' in out
     assert cv2.imread(str(tmp_path / 'road_figure2.png')).shape == (2 * (66 + 18), 400, 3)
 

@@ -14,8 +14,10 @@ the messages and ``vbp-inspect`` refer to. What fx cannot read (data-dependent c
 refused with the line of code; such networks can name their layers instead
 (:class:`ChainReader`).
 
-Two readers produce the same :class:`MaskGraph` (the tensors with a mask and the edges between
-them), from which :mod:`vbp_ros.explain.vbp` builds its per-shape plans:
+Two readers recognise each layer's rule kind and give the tensors to the
+:class:`~vbp_ros.explain.mask_graph.MaskGraphBuilder`, whose :class:`MaskGraph` (the tensors with
+a mask, the edges between them, the narrow points) is the one the ONNX reader makes too; from it
+:mod:`vbp_ros.explain.vbp` builds its per-shape plans:
 
 * :class:`GraphReader`: the whole rule from the fx graph.
 * :class:`ChainReader`: ``layers=[...]`` named by the user, read as a chain with module hooks:
@@ -36,10 +38,12 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from .rules import Call, Geometry, Refuse, Rule, UnsupportedModelError, rule_for
+from .geometry import Geometry
+from .mask_graph import Activation, MaskGraph, MaskGraphBuilder, Spatial
+from .rules import Call, Refuse, Rule, UnsupportedModelError, rule_for
 
-__all__ = ['MaskGraph', 'FlowNode', 'Edge', 'KeptTensor', 'Record', 'GraphReader',
-           'ChainReader', 'leaf_modules', 'positive_channel_sum', 'HOW_TO_PROCEED']
+__all__ = ['Record', 'GraphReader', 'ChainReader', 'leaf_modules', 'positive_channel_sum',
+           'HOW_TO_PROCEED']
 
 HOW_TO_PROCEED = ('add a rule for it to vbp_ros.explain.rules.RULES, or name the layers whose '
                   'outputs to keep: VisualBackProp(model, layers=[...]) (read as a chain)')
@@ -61,92 +65,6 @@ def leaf_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name or type(module).__name__, module
 
 
-@dataclass(frozen=True)
-class KeptTensor:
-    """A tensor whose averaged map takes part: an activation output (or the last convolution
-    or pooling before the head). ``layer`` is the convolution or pooling it belongs to when one
-    feeds it directly, else its own name."""
-
-    name: str
-    layer: str
-    op: str
-    channels: int
-    nonnegative: bool
-
-
-@dataclass(frozen=True)
-class Edge:
-    """Masks flow from ``consumer`` (a flow-node index) to the tensor it reads.
-
-    ``geometry`` gives the windows of the spatial layer for one :class:`Record`; None for an
-    identity edge. ``layer`` names the layer of the edge.
-    """
-
-    consumer: int
-    layer: str
-    geometry: Callable[[Record], Geometry] | None = None
-
-
-@dataclass
-class FlowNode:
-    """A tensor that has a mask. ``key`` finds its shape in a :class:`Record`."""
-
-    key: Any
-    name: str
-    op: str
-    kept: KeptTensor | None = None
-    edges: list[Edge] = field(default_factory=list)
-
-
-@dataclass
-class MaskGraph:
-    """The tensors with a mask, input first, then in execution order; and the head.
-
-    ``head`` lists, for each layer where the feature part ends, its name and the tensors it
-    reads; ``cut`` marks tensors every path from the deepest kept tensors to the input passes
-    (where masks may be rescaled against underflow without changing their sums).
-    """
-
-    nodes: list[FlowNode]
-    head: list[tuple[str, list[str]]]
-    cut: list[bool] = field(default_factory=list)
-    kept_below: list[bool] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.cut, self.kept_below = _cut_nodes(self.nodes), _kept_below(self.nodes)
-
-    @property
-    def kept(self) -> list[int]:
-        """Flow indices of the kept tensors, shallow to deep."""
-        return [i for i, node in enumerate(self.nodes) if node.kept is not None]
-
-
-def _cut_nodes(nodes: Sequence[FlowNode]) -> list[bool]:
-    """Whether every path from a deepest kept tensor to the input passes the node (path counts;
-    Python integers, so exact for any depth)."""
-    from_sources = [0] * len(nodes)
-    for index in range(len(nodes) - 1, -1, -1):
-        node = nodes[index]
-        from_sources[index] = (sum(from_sources[e.consumer] for e in node.edges)
-                               or int(node.kept is not None))
-    to_input = [0] * len(nodes)
-    to_input[0] = 1
-    for index, node in enumerate(nodes):
-        for edge in node.edges:
-            to_input[edge.consumer] += to_input[index]
-    total = from_sources[0]
-    return [from_sources[i] * to_input[i] == total for i in range(len(nodes))]
-
-
-def _kept_below(nodes: Sequence[FlowNode]) -> list[bool]:
-    """Whether a kept tensor lies between the node and the input (its mask meets a product)."""
-    below = [False] * len(nodes)
-    for index, node in enumerate(nodes):
-        for edge in node.edges:
-            below[edge.consumer] |= below[index] or node.kept is not None
-    return below
-
-
 @dataclass
 class Record:
     """What one forward pass showed: tensor shapes (a tuple of shapes for tuple outputs), dtypes
@@ -164,6 +82,12 @@ class Record:
         shape = shape if isinstance(shape, torch.Size) else shape[0]
         return tuple(shape[2:])
 
+    def chw(self, key: Any) -> tuple[int, int, int]:
+        """(channels, height, width) of a recorded tensor (of the first part of a tuple)."""
+        shape = self.shapes[key]
+        shape = shape if isinstance(shape, torch.Size) else shape[0]
+        return tuple(shape[1:])
+
 
 def _where(stack_trace: str | None) -> str:
     """' at file.py:12' from an fx node's stack trace (the innermost user frame)."""
@@ -177,7 +101,7 @@ class GraphReader:
 
     ``module`` is the traced GraphModule (it shares ``model``'s submodules and parameters);
     :meth:`record` runs it once, recording shapes; :meth:`read` builds the :class:`MaskGraph`
-    from the record of the first pass (``kept_nodes`` are then the kept tensors' nodes);
+    of that input shape from the record (``kept_nodes`` are then the kept tensors' nodes);
     :meth:`insert_calls` puts a call after chosen nodes (VisualBackProp's keepers).
     """
 
@@ -219,29 +143,37 @@ class GraphReader:
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, record: Record) -> MaskGraph:
-        """The tensors with masks, their edges and the head, from the first pass's record."""
+        """The tensors with masks, their edges and the head, from one pass's record;
+        ``kept_nodes`` are then the kept tensors' nodes."""
         nodes = list(self.module.graph.nodes)
         source = next((n for n in nodes if n.op == 'placeholder'), None)
         if source is None or len(record.shapes.get(source, ())) != 4:
             raise UnsupportedModelError('the network input must be one (B, C, H, W) tensor')
-        decisions: dict[fx.Node, Rule] = {source: None}
-        head: list[tuple[fx.Node, list[fx.Node]]] = []
+        builder = MaskGraphBuilder(source, 'input', record.chw(source))
         for node in nodes:
             if node is source or node.op in ('placeholder', 'get_attr'):
                 continue
-            inputs = [n for n in node.all_input_nodes if n in decisions]
+            inputs = [n for n in node.all_input_nodes if n in builder]
             if not inputs or node not in record.shapes and node.op != 'output':
                 continue  # not fed by the feature part, or metadata (x.size(), x.dim())
+            label = op_label(node, self.module)
             if node.op == 'output':
-                head.append((node, inputs))
+                builder.add_head(self.names[node], label, inputs)
                 continue
             decision = self._decide(node, record)
             if decision.kind == 'head':
-                head.append((node, inputs))
+                builder.add_head(self.names[node], label, inputs)
                 continue
             self._check_operands(node, decision, inputs, record)
-            decisions[node] = decision
-        return self._mask_graph(source, decisions, head, record)
+            geometry = (decision.geometry(self._call(node, record))
+                        if decision.kind == 'spatial' else None)
+            builder.add(node, self.names[node], label, record.chw(node), decision,
+                        [(operand, self.names[node], geometry) for operand in inputs])
+        graph = builder.build(
+            'no activation, convolution or pooling between the input and the head '
+            f"({', '.join(name for name, _, _ in builder.heads)}): there is nothing to explain")
+        self.kept_nodes = [node.key for node in graph.kept_tensors]
+        return graph
 
     def _decide(self, node: fx.Node, record: Record) -> Rule:
         target = (self.module.get_submodule(node.target) if node.op == 'call_module'
@@ -291,90 +223,6 @@ class GraphReader:
         return UnsupportedModelError(
             f"node '{self.names[node]}' ({op_label(node, self.module)}){_where(node.stack_trace)}"
             f' {reason}; {HOW_TO_PROCEED}')
-
-    def _mask_graph(self, source: fx.Node, decisions: dict[fx.Node, Rule],
-                    head: list[tuple[fx.Node, list[fx.Node]]], record: Record) -> MaskGraph:
-        order = {node: i for i, node in enumerate(self.module.graph.nodes)}
-        reaching = self._reaching_head(decisions, head)
-        kept = {n for n in reaching if getattr(decisions[n], 'kind', '') == 'activation'}
-        kept |= self._last_spatial_before_head(decisions, head, kept)
-        users = {n: [u for u in n.users if u in reaching] for n in reaching}
-        has_mask: dict[fx.Node, bool] = {}
-        for node in sorted(reaching, key=order.get, reverse=True):
-            has_mask[node] = node in kept or any(has_mask[u] for u in users[node])
-        flow_nodes = sorted((n for n in reaching if has_mask[n]), key=order.get)
-        if not flow_nodes or flow_nodes[0] is not source:
-            raise UnsupportedModelError(
-                'no activation, convolution or pooling between the input and the head '
-                f"({', '.join(self.names[h] for h, _ in head)}): there is nothing to explain")
-        index = {node: i for i, node in enumerate(flow_nodes)}
-        result = []
-        for node in flow_nodes:
-            flow = FlowNode(node, self.names[node], 'input' if node is source else
-                            op_label(node, self.module),
-                            self._kept_tensor(node, decisions, record) if node in kept else None)
-            for user in users[node]:
-                if has_mask[user]:
-                    flow.edges.append(self._edge(user, index[user], decisions[user]))
-            result.append(flow)
-        self.kept_nodes = [n for n in flow_nodes if n in kept]
-        head_report = [(self.names[h] + f' ({op_label(h, self.module)})',
-                        [self.names[i] for i in inputs if i in reaching])
-                       for h, inputs in head]
-        return MaskGraph(result, head_report)
-
-    def _reaching_head(self, decisions: dict, head: list) -> set[fx.Node]:
-        """Feature tensors from which a head is reached (dead branches take no part)."""
-        reaching: set[fx.Node] = set()
-        stack = [n for _, inputs in head for n in inputs]
-        while stack:
-            node = stack.pop()
-            if node not in reaching:
-                reaching.add(node)
-                stack += [n for n in node.all_input_nodes if n in decisions]
-        return reaching
-
-    def _last_spatial_before_head(self, decisions: dict, head: list, kept: set) -> set:
-        """Convolutions or pooling layers that feed the head with no activation after them."""
-        found, stack, seen = set(), [n for _, inputs in head for n in inputs], set()
-        while stack:
-            node = stack.pop()
-            if node in seen or node in kept or decisions[node] is None:
-                continue
-            seen.add(node)
-            if decisions[node].kind == 'spatial':
-                found.add(node)
-            else:
-                stack += [n for n in node.all_input_nodes if n in decisions]
-        return found
-
-    def _kept_tensor(self, node: fx.Node, decisions: dict, record: Record) -> KeptTensor:
-        decision = decisions[node]
-        return KeptTensor(self.names[node], self.names[self._layer_of(node, decisions)],
-                          op_label(node, self.module), int(record.shapes[node][1]),
-                          getattr(decision, 'nonnegative', False))
-
-    @staticmethod
-    def _layer_of(node: fx.Node, decisions: dict) -> fx.Node:
-        """The convolution or pooling that feeds an activation through identity steps only
-        (normalization, dropout), else the node itself."""
-        layer = node
-        while layer is node and decisions[node].kind == 'activation' or (
-                decisions[layer].kind == 'identity'):
-            feeding = [n for n in layer.all_input_nodes if n in decisions]
-            if len(feeding) != 1 or decisions[feeding[0]] is None:
-                return node
-            layer = feeding[0]
-        return layer if decisions[layer].kind == 'spatial' else node
-
-    def _edge(self, user: fx.Node, consumer: int, decision: Rule) -> Edge:
-        if decision.kind != 'spatial':
-            return Edge(consumer, self.names[user])
-
-        def geometry(record: Record) -> Geometry:
-            call = self._call(user, record)
-            return self._decide(user, record).geometry(call)
-        return Edge(consumer, self.names[user], geometry)
 
 
 class _Recorder(fx.Interpreter):
@@ -506,48 +354,46 @@ class ChainReader:
         return output, record, events
 
     def read(self, record: Record, events: list[tuple]) -> MaskGraph:
-        """The chain's :class:`MaskGraph` from the first pass."""
+        """The chain's :class:`MaskGraph` from one pass."""
         kept_events = [i for i, (_, _, kept) in enumerate(events) if kept]
         never = set(self.layers.values()) - {events[i][0].split('#')[0] for i in kept_events}
         if never:
             raise UnsupportedModelError(f'named layers {sorted(never)} were not called in the '
                                         'forward pass')
-        nodes = [FlowNode('input', 'input', 'input')]
-        previous, previous_event = 0, -1
+        builder = MaskGraphBuilder('input', 'input', record.chw('input'))
+        previous_event = -1
         for event in kept_events:
             name, module, _ = events[event]
             between = [i for i in range(previous_event + 1, event)
                        if not events[i][2] and _is_spatial(events[i][1])]
             if _is_spatial(module):
                 between.append(event)
-            previous = self._link(nodes, previous, previous_event, between, event, record,
-                                  events)
-            nodes[previous].kept = KeptTensor(
-                name, name, type(module).__name__, int(record.shapes[event][1]),
-                getattr(rule_for(module), 'nonnegative', False))
+            self._link(builder, previous_event, between, event, record, events)
             previous_event = event
-        return MaskGraph(nodes, [('after the last named layer', [events[previous_event][0]])])
+        builder.add_head('after the last named layer', '', [previous_event])
+        return builder.build('no named layer is called')
 
-    def _link(self, nodes: list[FlowNode], previous: int, previous_key: Any, spatial: list[int],
-              event: int, record: Record, events: list[tuple]) -> int:
-        """Flow nodes from tensor ``previous`` through the ``spatial`` events up to the kept
-        tensor of ``event``; returns the kept tensor's flow index."""
-        current, current_key = previous, 'input' if previous_key == -1 else previous_key
-        pending: Edge | None = None  # the edge into the next tensor, once it exists
+    def _link(self, builder: MaskGraphBuilder, previous: int, spatial: list[int], event: int,
+              record: Record, events: list[tuple]) -> None:
+        """Tensors from the kept tensor of event ``previous`` (-1: the input) through the
+        ``spatial`` events up to the kept tensor of ``event``: the input of each spatial event
+        after the first, then the kept tensor."""
+        current = size_key = 'input' if previous == -1 else previous
+        pending: tuple[str, Geometry | None] = (events[event][0], None)  # the edge into the next
         for step in spatial:
-            self._check_size(events, record, current_key, step, (step, 'in'))
-            if pending is not None:
-                nodes.append(FlowNode((step, 'in'), f'input of {events[step][0]}', 'tensor'))
-                nodes[current].edges.append(Edge(len(nodes) - 1, pending.layer, pending.geometry))
-                current = len(nodes) - 1
-            pending = Edge(-1, events[step][0], _module_geometry(events[step][1]))
-            current_key = step
+            self._check_size(events, record, size_key, step, (step, 'in'))
+            if pending[1] is not None:
+                builder.add((step, 'in'), f'input of {events[step][0]}', 'tensor',
+                            record.chw((step, 'in')), Spatial(), [(current, *pending)])
+                current = (step, 'in')
+            pending = (events[step][0], _module_geometry(events[step][1]))
+            size_key = step
         if not spatial or spatial[-1] != event:
-            self._check_size(events, record, current_key, event, event)
-        nodes.append(FlowNode(event, events[event][0], type(events[event][1]).__name__))
-        nodes[current].edges.append(Edge(len(nodes) - 1, events[event][0]) if pending is None
-                                    else Edge(len(nodes) - 1, pending.layer, pending.geometry))
-        return len(nodes) - 1
+            self._check_size(events, record, size_key, event, event)
+        name, module, _ = events[event]
+        builder.add(event, name, type(module).__name__, record.chw(event),
+                    Activation(getattr(rule_for(module), 'nonnegative', False)),
+                    [(current, *pending)], layer=name)
 
     @staticmethod
     def _check_size(events: list, record: Record, key: Any, event: int, reads: Any) -> None:
@@ -565,7 +411,5 @@ def _is_spatial(module: nn.Module) -> bool:
     return rule is not None and rule.kind == 'spatial'
 
 
-def _module_geometry(module: nn.Module) -> Callable[[Record], Geometry]:
-    rule = rule_for(module)
-    call = Call(module, (), {})
-    return lambda record: rule.geometry(call)
+def _module_geometry(module: nn.Module) -> Geometry:
+    return rule_for(module).geometry(Call(module, (), {}))

@@ -1,6 +1,8 @@
-"""What VisualBackProp does at each layer type: one table, one entry per type.
+"""What VisualBackProp does at each PyTorch layer type: one table, one entry per type.
 
-The rule is that of docs/design.md, "VisualBackProp on any network".
+The rule is that of docs/design.md, "VisualBackProp on any network". The rule kinds are those of
+:mod:`vbp_ros.explain.mask_graph`, shared with the ONNX operator table
+(:data:`vbp_ros.explain.onnx_vbp.RULES`); this table only recognises the torch layer types.
 
 A layer type is an ``nn.Module`` class, a function (``torch.relu``, ``F.elu``, ``operator.add``,
 ...) or a Tensor method name (``'relu'``, ``'add_'``, ...). Its entry in :data:`RULES` says
@@ -35,51 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .geometry import AxisGeometry, Geometry, as_pair
+from .mask_graph import Activation, Head, Identity, Refuse, Rule, Spatial, UnsupportedModelError
+
 __all__ = ['UnsupportedModelError', 'Geometry', 'AxisGeometry', 'Call', 'Rule', 'Activation',
            'Spatial', 'Identity', 'Head', 'Depends', 'Refuse', 'RULES', 'rule_for']
-
-
-class UnsupportedModelError(ValueError):
-    """The network has a part VisualBackProp cannot follow exactly; the message names it."""
-
-
-@dataclass(frozen=True)
-class AxisGeometry:
-    """Where the outputs of a sliding window along one axis read their input.
-
-    Output ``i`` reads the input positions ``i * stride + tap * dilation - pad_before`` for
-    ``tap`` in ``range(kernel)``; positions outside the input are padding.
-    """
-
-    kernel: int = 1
-    stride: int = 1
-    dilation: int = 1
-    pad_before: int = 0
-
-    @property
-    def is_identity(self) -> bool:
-        """Whether output i reads input i alone (the scale-up changes nothing)."""
-        return (self.kernel, self.stride, self.pad_before) == (1, 1, 0)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The windows of a spatial layer along the rows and the columns of a map."""
-
-    rows: AxisGeometry
-    cols: AxisGeometry
-
-    @classmethod
-    def of(cls, kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> Geometry:
-        """From Conv2d-style arguments (ints or pairs; symmetric padding)."""
-        k, s, p, d = (_pair(value) for value in (kernel, stride, padding, dilation))
-        return cls(AxisGeometry(k[0], s[0], d[0], p[0]), AxisGeometry(k[1], s[1], d[1], p[1]))
-
-    def describe(self) -> str:
-        """'kernel 3x3, stride 2x2, padding 1x1, dilation 1x1' (leading padding)."""
-        r, c = self.rows, self.cols
-        return (f'kernel {r.kernel}x{c.kernel}, stride {r.stride}x{c.stride}, padding '
-                f'{r.pad_before}x{c.pad_before}, dilation {r.dilation}x{c.dilation}')
 
 
 @dataclass(frozen=True)
@@ -96,54 +58,6 @@ class Call:
     kwargs: dict
     input_size: tuple[int, int] = (0, 0)
     output_ndim: int = 4
-
-
-class Rule:
-    """Base of the rule kinds; a rule's :meth:`decide` gives the rule of one call."""
-
-    kind = ''
-
-    def decide(self, call: Call) -> Rule:
-        """The rule of one call (the rule itself, unless it depends on the arguments)."""
-        return self
-
-
-@dataclass(frozen=True)
-class Activation(Rule):
-    """Its output is a kept tensor; ``nonnegative`` when the output is never below zero."""
-
-    nonnegative: bool = False
-    kind = 'activation'
-
-
-@dataclass(frozen=True)
-class Spatial(Rule):
-    """A scale-up edge; ``geometry(call)`` gives the windows of one call."""
-
-    geometry: Callable[[Call], Geometry]
-    kind = 'spatial'
-
-
-@dataclass(frozen=True)
-class Identity(Rule):
-    """Masks pass unchanged (the operands must have the output's map size)."""
-
-    kind = 'identity'
-
-
-@dataclass(frozen=True)
-class Head(Rule):
-    """The feature part ends here; what follows does not take part in the mask."""
-
-    kind = 'head'
-
-
-@dataclass(frozen=True)
-class Refuse(Rule):
-    """The call cannot be followed, for ``reason``."""
-
-    reason: str
-    kind = 'refuse'
 
 
 @dataclass(frozen=True)
@@ -174,19 +88,12 @@ class Depends(Rule):
 REQUIRED = object()
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    return value if len(value) == 2 else (value[0], value[0])
-
-
 # -- geometries ------------------------------------------------------------------------------
 
 def _conv_geometry(kernel: Sequence[int], stride: Any, padding: Any, dilation: Any) -> Geometry:
     if isinstance(padding, str):
         # 'same' pads d (k - 1) in total, the odd one on the bottom/right (as torch does)
-        dilation = _pair(dilation)
+        dilation = as_pair(dilation)
         padding = (0, 0) if padding == 'valid' else tuple(
             d * (k - 1) // 2 for k, d in zip(kernel, dilation))
     return Geometry.of(tuple(kernel), stride, padding, dilation)
@@ -209,7 +116,7 @@ def _pad_module(call: Call) -> Geometry:
 
 def _pad_geometry(pad: Sequence[int]) -> Geometry:
     """F.pad's (left, right, top, bottom): output i reads input i - before (kernel 1)."""
-    pad = _pair(pad) * 2 if isinstance(pad, int) else tuple(pad) + (0,) * (4 - len(pad))
+    pad = as_pair(pad) * 2 if isinstance(pad, int) else tuple(pad) + (0,) * (4 - len(pad))
     return Geometry(AxisGeometry(pad_before=pad[2]), AxisGeometry(pad_before=pad[0]))
 
 

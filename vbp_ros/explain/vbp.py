@@ -24,6 +24,7 @@ which the min-max removes); elsewhere a division would change the branches' weig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
@@ -33,12 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from .base import Explainer
-from .graph import (ChainReader, GraphReader, MaskGraph, Record, positive_channel_sum)
-from .rules import AxisGeometry, Geometry, UnsupportedModelError
+from .geometry import AxisGeometry, Geometry
+from .graph import ChainReader, GraphReader, Record, positive_channel_sum
+from .mask_graph import TINY, Edge, MaskGraph, UnsupportedModelError
 
 __all__ = ['VisualBackProp', 'VBPExplanation', 'UnsupportedModelError']
-
-_TINY = torch.finfo(torch.float32).tiny
 
 
 LayerPictures = tuple[str, np.ndarray, np.ndarray]  # name, averaged map, intermediate mask
@@ -114,7 +114,7 @@ class _ScaleUp:
 
 def _divide_by_peak(mask: Tensor) -> None:
     """Divide each image by its maximum: a positive per-image constant."""
-    mask.div_(mask.amax(dim=(2, 3), keepdim=True).clamp_min_(_TINY))
+    mask.div_(mask.amax(dim=(2, 3), keepdim=True).clamp_min_(TINY))
 
 
 def _add_scaled(out: Tensor, parts: Sequence[tuple[Tensor, float]]) -> None:
@@ -135,27 +135,26 @@ class _Plan:
     def __init__(self, graph: MaskGraph, record: Record, batch: int, device: torch.device
                  ) -> None:
         self.graph = graph
-        self.sizes = [record.size(node.key) for node in graph.nodes]
-        self.record = record
+        self.sizes = [node.size for node in graph.nodes]
         self.maps = [torch.zeros((batch, 1, *self.sizes[i]), device=device) for i in graph.kept]
-        self.keep_targets = list(zip(self.maps, self._scratch(record, device)))
+        self.keep_targets = list(zip(self.maps, self._scratch(record, batch, device)))
         self.steps: list[Callable[[], object]] = []
         self.scale_ups: list[tuple[int, int, _ScaleUp]] = []
         self.masks: list[Tensor | None] = [None] * len(graph.nodes)
         self._build(batch, device)
         self.final = torch.zeros_like(self.masks[0])
 
-    def _scratch(self, record: Record, device: torch.device) -> list[Tensor | None]:
+    def _scratch(self, record: Record, batch: int, device: torch.device
+                 ) -> list[Tensor | None]:
         """One shared buffer per dtype, viewed as each signed kept tensor (they run in turn)."""
-        nodes = [self.graph.nodes[i] for i in self.graph.kept]
-        signed = [(record.shapes[n.key], record.dtypes[n.key]) if not n.kept.nonnegative
-                  else None for n in nodes]
+        signed = [((batch, *n.shape), record.dtypes[n.key]) if not n.kept.nonnegative
+                  else None for n in self.graph.kept_tensors]
         flats = {}
-        for entry in filter(None, signed):
-            flats[entry[1]] = max(flats.get(entry[1], 0), entry[0].numel())
+        for shape, dtype in filter(None, signed):
+            flats[dtype] = max(flats.get(dtype, 0), math.prod(shape))
         flats = {dtype: torch.empty(numel, dtype=dtype, device=device)
                  for dtype, numel in flats.items()}
-        return [None if entry is None else flats[entry[1]][:entry[0].numel()].view(entry[0])
+        return [None if entry is None else flats[entry[1]][:math.prod(entry[0])].view(entry[0])
                 for entry in signed]
 
     def _build(self, batch: int, device: torch.device) -> None:
@@ -179,21 +178,18 @@ class _Plan:
                     product = torch.zeros_like(kept_maps[index])
                     self.steps.append(partial(torch.mul, mask, kept_maps[index], out=product))
                     mask, scale = product, scale * node.kept.channels
-            if node.kept is not None and graph.cut[index] and graph.kept_below[index]:
+            if node.rescaled:
                 self.steps.append(partial(_divide_by_peak, mask))
                 scale = 1.0
             scaled[index] = (mask, scale)
             self.masks[index] = mask
 
-    def _along(self, edge, consumer: tuple[Tensor, float], index: int) -> tuple[Tensor, float]:
+    def _along(self, edge: Edge, consumer: tuple[Tensor, float], index: int
+               ) -> tuple[Tensor, float]:
         """The consumer's mask brought along an edge to tensor ``index``."""
         mask, scale = consumer
-        if edge.geometry is None:
-            return mask, scale
-        geometry = edge.geometry(self.record)
-        target = self.sizes[index]
-        if (geometry.rows.is_identity and geometry.cols.is_identity
-                and tuple(mask.shape[2:]) == target):
+        geometry, target = edge.geometry, self.sizes[index]
+        if geometry is None or not geometry.changes(mask.shape[2:], target):
             return mask, scale
         scale_up = _ScaleUp(mask, geometry, target)
         self.steps.append(scale_up.run)
@@ -262,9 +258,9 @@ class _Reading:
             finally:
                 self.keeper.targets = None
             return output, plan
-        output, record, maps = self.first_pass(x)
+        output, graph, record, maps = self.first_pass(x)
         with torch.inference_mode(False):
-            plan = _Plan(self.graph, record, x.shape[0], x.device)
+            plan = _Plan(graph, record, x.shape[0], x.device)
             for buffer, values in zip(plan.maps, maps):
                 buffer.copy_(values)
         record.sums.clear()  # the plan keeps the shapes; these sums are in its maps now
@@ -274,7 +270,9 @@ class _Reading:
     def run(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+    def first_pass(self, x: Tensor) -> tuple[Tensor, MaskGraph, Record, list[Tensor]]:
+        """The first pass of an input shape: the output, the graph read at that shape, the
+        record and the kept tensors' channel sums."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -291,17 +289,21 @@ class _GraphReading(_Reading):
     def run(self, x: Tensor) -> Tensor:
         return self.reader.module.forward(x)  # the traced GraphModule has no hooks of its own
 
-    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+    def first_pass(self, x: Tensor) -> tuple[Tensor, MaskGraph, Record, list[Tensor]]:
         if self.graph is None:
             output, record = self.reader.record(x, candidates=True)
             self.graph = self.reader.read(record)
             kept = self.reader.kept_nodes
-            self.keeper = _Keeper([self.graph.nodes[i].kept.nonnegative
-                                   for i in self.graph.kept])
+            self.keeper = _Keeper([node.kept.nonnegative for node in self.graph.kept_tensors])
             self.reader.insert_calls(kept, self.keeper.keep)
-            return output, record, [record.sums[node] for node in kept]
+            return output, self.graph, record, [record.sums[node] for node in kept]
         output, record = self.reader.record(x, candidates=False)
-        return output, record, self._take_fresh()
+        graph = self.reader.read(record)
+        if [n.key for n in graph.kept_tensors] != [n.key for n in self.graph.kept_tensors]:
+            raise UnsupportedModelError(
+                f'the network keeps other tensors at input shape {tuple(x.shape)} than at the '
+                'first call; use one VisualBackProp per input shape')
+        return output, graph, record, self._take_fresh()
 
     def _take_fresh(self) -> list[Tensor]:
         fresh, self.keeper.fresh = self.keeper.fresh, {}
@@ -328,21 +330,19 @@ class _ChainReading(_Reading):
                 f'{len(self.graph.kept)} times in the first: the chain is not fixed')
         return output
 
-    def first_pass(self, x: Tensor) -> tuple[Tensor, Record, list[Tensor]]:
+    def first_pass(self, x: Tensor) -> tuple[Tensor, MaskGraph, Record, list[Tensor]]:
         output, record, events = self.reader.record(lambda: self.model(x), x.shape)
         labels = [label for label, _, _ in events]
-        if self.graph is None:
-            self.graph = self.reader.read(record, events)
-            self.labels = labels
-            self.keeper = _Keeper([self.graph.nodes[i].kept.nonnegative
-                                   for i in self.graph.kept])
-            self.handles = [module.register_forward_hook(self._keep)
-                            for module in self.reader.layers]
-        elif labels != self.labels:
+        if self.graph is not None and labels != self.labels:
             raise UnsupportedModelError(
                 'the layers called differ from the first forward pass: the chain is not fixed')
-        kept_keys = [self.graph.nodes[i].key for i in self.graph.kept]
-        return output, record, [record.sums[key] for key in kept_keys]
+        graph = self.reader.read(record, events)
+        if self.graph is None:
+            self.graph, self.labels = graph, labels
+            self.keeper = _Keeper([node.kept.nonnegative for node in graph.kept_tensors])
+            self.handles = [module.register_forward_hook(self._keep)
+                            for module in self.reader.layers]
+        return output, graph, record, [record.sums[node.key] for node in graph.kept_tensors]
 
     def _keep(self, module: nn.Module, args: tuple, output: Tensor) -> None:
         if self.keeper.targets is not None:
@@ -433,7 +433,7 @@ class VisualBackProp(Explainer):
         """The plan of the last call: kept tensors, scale-up steps, merges and the head."""
         if self._last is None:
             raise RuntimeError('call VisualBackProp on an input first')
-        return describe_plan(self._last)
+        return self._last.graph.describe()
 
     def remove(self) -> None:
         """Detach every hook from the model and drop the plans; the object can no longer be
@@ -465,42 +465,3 @@ class VisualBackProp(Explainer):
 
 def _plan_key(x: Tensor) -> tuple:
     return tuple(x.shape), x.device
-
-
-def describe_plan(plan: _Plan) -> str:
-    """A readable account of a plan (what ``vbp-inspect`` prints)."""
-    graph, sizes = plan.graph, plan.sizes
-    shape = plan.record.shapes[graph.nodes[0].key]
-    lines = [f'input {"x".join(map(str, shape[1:]))}', 'kept tensors (shallow to deep):']
-    for rank, index in enumerate(graph.kept, start=1):
-        kept = graph.nodes[index].kept
-        size = 'x'.join(map(str, (kept.channels, *sizes[index])))
-        note = '' if kept.layer == kept.name else f', layer {kept.layer}'
-        lines.append(f'  {rank:>2}. {kept.name} ({kept.op}{note}) {size}'
-                     + ('' if kept.nonnegative else ', positive part'))
-    lines.append('scale-up steps (deep to shallow):')
-    for consumer, index, scale_up in plan.scale_ups:
-        edge = next(e for e in graph.nodes[index].edges if e.consumer == consumer)
-        source = tuple(scale_up.cols.source.shape[2:])
-        padding = 'x'.join(str(_output_padding(axis, length, target)) for axis, length, target
-                           in zip((scale_up.geometry.rows, scale_up.geometry.cols), source,
-                                  sizes[index]))
-        lines.append(f'  {edge.layer}: {source[0]}x{source[1]} -> '
-                     f'{sizes[index][0]}x{sizes[index][1]} into {graph.nodes[index].name}, '
-                     f'{scale_up.geometry.describe()}, output padding {padding}')
-    merges = [node for node in graph.nodes if len(node.edges) > 1]
-    lines.append('branches merge (masks summed):' if merges else 'branches merge: none (a chain)')
-    for node in merges:
-        lines.append(f'  {node.name} <- ' + ' + '.join(
-            graph.nodes[e.consumer].name + (' (scaled up)' if e.geometry else '')
-            for e in node.edges))
-    lines.append('head (not part of the mask):')
-    for name, inputs in graph.head:
-        lines.append(f'  {name} reads {", ".join(inputs)}')
-    return '\n'.join(lines)
-
-
-def _output_padding(axis: AxisGeometry, length: int, target: int) -> int:
-    """The output padding of the equivalent ``conv_transpose`` (negative: cropped)."""
-    return target - ((length - 1) * axis.stride - 2 * axis.pad_before
-                     + axis.dilation * (axis.kernel - 1) + 1)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f'vbp-export: cannot write {args.out}: {error.strerror or error}', file=sys.stderr)
         return 1
-    print('\n'.join(plan.describe()))
+    print(plan.describe())
     print(f'checked: onnx.checker, one run in ONNX Runtime ({outputs.shape[1]} outputs, '
           f"'{MASK_OUTPUT}' {masks.shape[1]}x{masks.shape[2]})")
     if isinstance(model, torch.nn.Module):

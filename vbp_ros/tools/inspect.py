@@ -142,7 +142,7 @@ def explain_graph(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repe
     network = OnnxRuntimeNetwork(graph, spec, device='cpu', layer_outputs=True, source=source)
     _, masks, layers = network.explain(x.numpy())
     pictures = (masks[0], [(name, averaged[0], mask[0]) for name, averaged, mask in layers])
-    return '\n'.join(plan.describe()), graph_costs(graph, spec, x, repeats, source), pictures
+    return plan.describe(), graph_costs(graph, spec, x, repeats, source), pictures
 
 
 def graph_costs(graph: onnx.ModelProto, spec: ModelSpec, x: torch.Tensor, repeats: int,

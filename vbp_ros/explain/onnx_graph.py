@@ -1,0 +1,169 @@
+"""An ONNX graph as VisualBackProp's ONNX reader and writer see it: producers, consumers,
+constants (folded where small, so that shape inference sees them), static shapes, attributes,
+and the image input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from .mask_graph import UnsupportedModelError
+
+__all__ = ['image_input']
+
+
+def axes_of(layout: str) -> tuple[int, int, int]:
+    """The positions of the channel, height and width axes in a tensor of ``layout``."""
+    return tuple(layout.index(axis) for axis in 'chw')
+
+
+class OnnxGraph:
+    """Producers, consumers, constants and static shapes of one (shape-inferred) graph."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.names = {id(node): node.name or f'{node.op_type}_{index}'
+                      for index, node in enumerate(self.nodes)}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producer = {out: node for node in self.nodes for out in node.output if out}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in dict.fromkeys(node.input):
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.shapes: dict[str, tuple] = {}
+        self.types: dict[str, int] = {}
+        for info in (*graph.input, *graph.value_info, *graph.output):
+            tensor = info.type.tensor_type
+            self.types[info.name] = tensor.elem_type
+            if tensor.HasField('shape'):
+                self.shapes[info.name] = tuple(
+                    d.dim_value if d.HasField('dim_value') else None for d in tensor.shape.dim)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
+                          None)
+        self._constants: dict[str, np.ndarray | None] = {}
+
+    def name(self, node: onnx.NodeProto) -> str:
+        return self.names[id(node)]
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a tensor computed from constants only (None when it depends on an
+        input), evaluated once with the ONNX reference implementation."""
+        if not name:
+            return None
+        if name in self._constants:
+            return self._constants[name]
+        value = None
+        if name in self.initializers:
+            value = numpy_helper.to_array(self.initializers[name])
+        elif name in self.producer:
+            node = self.producer[name]
+            if node.op_type == 'Constant':
+                value = _constant_node_value(node)
+            elif node.domain in ('', 'ai.onnx'):
+                inputs = [self.constant(i) if i else None for i in node.input]
+                if all(v is not None for v, i in zip(inputs, node.input) if i):
+                    value = _evaluate(node, inputs, self.opset)[list(node.output).index(name)]
+        self._constants[name] = value
+        return value
+
+    def spatial_size(self, name: str, where: str, layout: str) -> tuple[int, int]:
+        """(height, width) of a 4-D tensor of ``layout``, from shape inference."""
+        shape = self.shapes.get(name)
+        _, height, width = axes_of(layout)
+        if shape is None or len(shape) != 4 or shape[height] is None or shape[width] is None:
+            raise UnsupportedModelError(
+                f"{where}: the size of tensor '{name}' is not known from the graph "
+                f'(shape {shape}); give the model a fixed input height and width')
+        return int(shape[height]), int(shape[width])
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attribute in node.attribute:
+        if attribute.name == 'value':
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name in ('value_float', 'value_int'):
+            return np.asarray(helper.get_attribute_value(attribute))
+        if attribute.name in ('value_floats', 'value_ints'):
+            return np.asarray(list(helper.get_attribute_value(attribute)))
+    return None
+
+
+def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int | None
+              ) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f'in{index}' if value is not None else '' for index, value in enumerate(inputs)]
+    initializers = [numpy_helper.from_array(np.asarray(value), name)
+                    for name, value in zip(names, inputs) if value is not None]
+    copy = helper.make_node(node.op_type, names, [f'out{i}' for i in range(len(node.output))])
+    copy.attribute.extend(node.attribute)
+    outputs = [helper.make_empty_tensor_value_info(f'out{i}') for i in range(len(node.output))]
+    graph = helper.make_graph([copy], 'constant', [], outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset or 17)])
+    return list(ReferenceEvaluator(model).run(None, {}))
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of a node's attribute (strings decoded), or ``default``."""
+    for entry in node.attribute:
+        if entry.name == name:
+            value = helper.get_attribute_value(entry)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def image_input(model: onnx.ModelProto, name: str = '') -> str:
+    """The graph input that takes the image: ``name``, or the only 4-D input that is not an
+    initializer."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if name:
+        if name not in {i.name for i in inputs}:
+            raise UnsupportedModelError(
+                f"input.name: the graph has no input '{name}' (inputs: "
+                f'{", ".join(i.name for i in inputs)})')
+        return name
+    images = [i.name for i in inputs if len(i.type.tensor_type.shape.dim) == 4]
+    if len(images) != 1:
+        raise UnsupportedModelError(
+            f'the graph has {len(images)} four-dimensional inputs ({", ".join(images)}); name '
+            "the image input in the model card's input.name")
+    return images[0]
+
+
+def with_input_size(model: onnx.ModelProto, input_name: str, input_hw: tuple[int, int] | None,
+                    layout: str) -> onnx.ModelProto:
+    """A shape-inferred copy, the image input's height and width fixed where they are free."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    if input_hw is not None:
+        dims = next(i for i in model.graph.input if i.name == input_name).type.tensor_type \
+            .shape.dim
+        for axis, size in zip(axes_of(layout)[1:], input_hw):
+            if not dims[axis].HasField('dim_value'):
+                dims[axis].dim_value = int(size)
+    _fold_small_constants(model)
+    try:
+        return shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as error:
+        raise UnsupportedModelError(f'ONNX shape inference failed: {error}') from None
+
+
+def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
+    """Replace nodes that compute small tensors from constants only (pads, shapes, bounds) by
+    initializers, so that shape inference sees their values."""
+    graph = OnnxGraph(model)
+    folded = []
+    for node in graph.nodes:
+        if node.op_type == 'Constant' or (node.input and all(
+                graph.constant(i) is not None for i in node.input if i)):
+            values = [graph.constant(o) for o in node.output]
+            if all(v is not None and np.asarray(v).size <= limit for v in values):
+                folded.append(node)
+                model.graph.initializer.extend(
+                    numpy_helper.from_array(np.asarray(v), o) for o, v in zip(node.output, values))
+    for node in folded:
+        model.graph.node.remove(node)
