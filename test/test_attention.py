@@ -162,6 +162,8 @@ def test_the_tracker_keeps_each_cameras_previous_mask() -> None:
     raised, message, values = tracker.health()
     assert raised and message.startswith('b: attention moved by 1.00')
     assert values['a roi_mass'] == '1.000' and values['a alarm'] == 'false'
+    moved = tracker.measure('a', left, Crop(0, 0, 5, 20), (10, 20), settings)
+    assert np.isnan(moved[change])  # another crop: its pixels are other places
 
 
 # -- evidence ---------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class _Camera:
     values: np.ndarray | None = None
     shares: np.ndarray | None = None  # the last mask's mass distribution (owned)
     spare: np.ndarray | None = None  # the buffer the next one is written into
+    statistics: AttentionStatistics | None = None  # the set-up of the last mask
 
 
 class AttentionTracker:
@@ -79,17 +80,18 @@ class AttentionTracker:
     def measure(self, camera: str, mask: np.ndarray, region: Crop,
                 frame_shape: tuple[int, ...], settings: AttentionSettings) -> np.ndarray:
         """The (6,) values of :data:`ATTENTION_LABELS` of a camera's mask, its change from
-        the camera's previous mask; the camera's alarm is updated."""
+        the camera's previous mask (NaN after a change of the mask's shape or crop, whose
+        pixels are then other places); the camera's alarm is updated."""
         statistics = self._set_up(mask.shape, region, frame_shape[:2], settings.roi)
         state = self._cameras.setdefault(camera, _Camera())
-        spare = state.spare if state.spare is not None and state.spare.size == mask.size \
-            else None
-        before = state.shares if state.shares is not None and state.shares.size == mask.size \
-            else None
+        same = state.statistics is not None and (state.statistics.x is statistics.x or (
+            np.array_equal(state.statistics.x, statistics.x)
+            and np.array_equal(state.statistics.y, statistics.y)))
+        before, spare = (state.shares, state.spare) if same else (None, None)
         values, shares = statistics.measure(mask[None], before,
                                             out=None if spare is None else spare[None])
         values = values[0]
-        state.spare, state.shares = state.shares, shares[0]
+        state.spare, state.shares, state.statistics = before, shares[0], statistics
         state.alarm.update(values[ROI_MASS], values[CHANGE], settings)
         state.values = values
         return values

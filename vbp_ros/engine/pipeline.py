@@ -14,8 +14,8 @@ through a :class:`FrameOutputs` port that publishes. In between, one worker thre
    a batch with a frame the network refuses is retried frame by frame);
 4. publishes each answer in the order a car needs it: the steering angle and the network's
    outputs first, then the mask, then its attention statistics and the camera's attention
-   alarm (:mod:`vbp_ros.engine.attention_health`), then the overlay (drawn only when the port wants one, at
-   the size it is published), then the timings; the live view last.
+   alarm (:mod:`vbp_ros.engine.attention_health`), then the overlay (drawn only when the
+   port wants one, at the size it is published), then the timings; the live view last.
 
 Every frame that is not answered is counted by reason (:mod:`vbp_ros.engine.monitor`); no
 exception ends the worker. The worker is the only thread that runs the engine: the node
