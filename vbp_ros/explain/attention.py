@@ -109,7 +109,7 @@ class AttentionStatistics:
             values[:, 0], values[:, 1] = x, y
             values[:, 2] = np.sqrt(np.maximum(variance, 0.0))
             brightest = np.partition(flat, pixels - self.top, axis=1)[:, pixels - self.top:]
-            values[:, 3] = brightest.sum(axis=1, dtype=np.float64) / mass
+            values[:, 3] = brightest.sum(axis=1) / mass
             values[:, 4] = flat @ self.roi_weights / mass
             shares = np.multiply(flat, (1.0 / mass)[:, None].astype(np.float32), out=out)
         values[:, 5] = self.change(shares, before)
@@ -120,11 +120,12 @@ class AttentionStatistics:
         """The mass moved between each row of ``shares`` (mass distributions) and the row
         before it (``before`` for the first; NaN without it): 1 - sum min(p, q), which is
         0.5 * sum |p - q| for distributions."""
-        previous = np.empty_like(shares)
-        previous[1:] = shares[:-1]
-        previous[:1] = np.nan if before is None else before.reshape(1, -1)
-        np.minimum(shares, previous, out=previous)
-        return np.clip(1.0 - previous.sum(axis=1, dtype=np.float64), 0.0, 1.0)  # rounding
+        overlap = np.full(len(shares), np.nan)
+        if len(shares) > 1:
+            overlap[1:] = np.minimum(shares[1:], shares[:-1]).sum(axis=1)
+        if len(shares) and before is not None:
+            overlap[0] = np.minimum(shares[0], before.reshape(-1)).sum()
+        return np.clip(1.0 - overlap, 0.0, 1.0)  # float32 sums: a little off 0 or 1
 
     @staticmethod
     def empty_table() -> dict[str, np.ndarray]:
