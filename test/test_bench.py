@@ -1,6 +1,7 @@
 """vbp-bench prints its table with both backends, timed side by side, and the engine's
 figures: its stages, and several cameras batched against separate passes; and issue 19's
-figure, the mask's cost as % of the forward pass against its targets."""
+figure, the mask's cost as % of the forward pass against its targets; and issue 23's, the
+attention statistics per frame."""
 
 from __future__ import annotations
 
@@ -60,3 +61,12 @@ def test_mask_cost_mode_times_both_backends_per_network(capsys) -> None:
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[:2] for row in rows] == [['authors', 'torch'], ['authors', 'onnxruntime']]
     assert all(len(row) == 7 and row[-1] == '-' for row in rows)  # forward, 2 runs, best, target
+
+
+@pytest.mark.slow
+def test_attention_mode_prints_the_cost_per_frame_against_the_budget(capsys) -> None:
+    assert bench.main(['--attention', '--engine-frames', '3', '--repeats', '2']) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith('attention statistics per frame (640x125 mask, wall-clock time, '
+                           '6 frames): median ')
+    assert line.endswith(('budget 0.5 ms: met', 'budget 0.5 ms: MISSED'))

@@ -375,10 +375,12 @@ def test_vbp_record_runs_in_the_namespace_with_the_record_file(
     ({'rviz': 'true'}, None, 2),  # and rviz2, which would otherwise stand in for vbp_node
     ({'record': 'true', 'image_topic': 'front/image'},
      ['front/image', 'steering_angle', 'outputs', 'vbp/mask', 'vbp/mask_roi',
-      'debug/processing_time_ms', 'debug/pipeline_latency_ms', '/diagnostics'], 2),
+      'vbp/attention', 'debug/processing_time_ms', 'debug/pipeline_latency_ms',
+      '/diagnostics'], 2),
     ({'record': 'true', 'record_overlay': 'true', 'rviz': 'true'},
      ['camera/image_raw', 'steering_angle', 'outputs', 'vbp/mask', 'vbp/mask_roi',
-      'debug/processing_time_ms', 'debug/pipeline_latency_ms', '/diagnostics', 'vbp/overlay'],
+      'vbp/attention', 'debug/processing_time_ms', 'debug/pipeline_latency_ms',
+      '/diagnostics', 'vbp/overlay'],
      3)])
 def test_a_recording_keeps_the_camera_and_frame_one(
         description: Recorded, monkeypatch: pytest.MonkeyPatch, arguments: dict,

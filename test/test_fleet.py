@@ -21,7 +21,7 @@ import websocket
 
 from waiting import wait_until
 from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
-from vbp_ros.explain.attention import horizon_in_mask, mask_statistics
+from vbp_ros.explain.attention import AttentionStatistics, horizon_in_mask
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.frames import Crop
@@ -164,6 +164,7 @@ def test_rows_equal_the_engine_frame_by_frame(fleet, fleet_run) -> None:
     spec = engine.spec
     region = engine.preprocess.region((480, 640))
     horizon = horizon_in_mask(HORIZON_ROW, region, spec.input_height)
+    statistics = AttentionStatistics((spec.input_height, spec.input_width), region, (480, 640))
     by_bag: dict[str, list[dict]] = {}
     for row in rows:
         by_bag.setdefault(row['bag'], []).append(row)
@@ -179,16 +180,12 @@ def test_rows_equal_the_engine_frame_by_frame(fleet, fleet_run) -> None:
             assert row['stamp_ns'] == T0 + row['index'] * 50 * MS
             assert row['log_time_ns'] == row['stamp_ns'] + 5 * MS
             assert row['angle'] == pytest.approx(result.angle, rel=1e-5, abs=1e-7)
-            stats = mask_statistics(result.mask[None], horizon)
+            stats = statistics.table(result.mask[None], horizon, previous)
             for name, values in stats.items():
-                assert row[name] == pytest.approx(values[0], rel=1e-5, abs=1e-9), name
-            if previous is None:
-                assert np.isnan(row['mask_change'])
-            else:
-                a, b = result.mask.ravel().astype(np.float64), previous.ravel()
-                cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-                assert row['mask_change'] == pytest.approx(1 - cosine, rel=1e-3, abs=1e-6)
-            previous = result.mask.astype(np.float64)
+                assert row[name] == pytest.approx(values[0], rel=1e-4, abs=1e-6, nan_ok=True), \
+                    name
+            assert np.isnan(row['change']) == (previous is None)
+            previous = result.mask
             recorded = recorded_angle(row['index'] * 50)
             assert row['recorded_angle'] == pytest.approx(recorded)
             assert row['error'] == pytest.approx(row['angle'] - recorded)
@@ -200,7 +197,7 @@ def gallery_size(table: dict) -> int:
     total = 0
     for bag in set(table['bag']):
         rows = [i for i, name in enumerate(table['bag']) if name == bag]
-        for column in ('error', 'above_horizon', 'mask_change'):
+        for column in ('error', 'above_horizon', 'change'):
             finite = sum(np.isfinite(table[column][i]) for i in rows)
             total += min(GALLERY, finite)
     return total

@@ -1,5 +1,6 @@
-"""vbp-fleet's library without Ray: mask statistics on constructed masks, bag discovery, frame
-reading (counts, skips, pairing, segments) and the worker's rows against the engine."""
+"""vbp-fleet's library without Ray: gallery ranking, bag discovery, frame reading (counts, skips,
+pairing, segments) and the worker's rows against the engine (the attention statistics
+themselves: test_attention.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rosbags.typesys import Stores, get_typestore
 from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
 from vbp_ros.data.fleet.discovery import find_bags
 from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
-from vbp_ros.explain.attention import horizon_in_mask, mask_change, mask_statistics
+from vbp_ros.explain.attention import STATISTICS, AttentionStatistics
 from vbp_ros.models.loading import load_model
 from vbp_ros.fleet.worker import SegmentWorker, top_rows
 from vbp_ros.data.sources import synthetic_frames
@@ -30,60 +31,7 @@ T0 = 1_600_000_000 * 1000 * MS
 SPEC = ModelSpec('authors', 1, 20, 64, crop=(8, 0, 40, 64))  # a small camera: 64x48 frames
 
 
-# -- mask statistics -------------------------------------------------------------------------
-
-def test_statistics_of_a_single_bright_pixel() -> None:
-    masks = np.zeros((1, 10, 20))
-    masks[0, 7, 3] = 2.0
-    stats = mask_statistics(masks, 5.0)
-    assert stats['lower_share'][0] == 1.0 and stats['upper_share'][0] == 0.0
-    assert stats['centre_x'][0] == pytest.approx(3.5 / 20)
-    assert stats['centre_y'][0] == pytest.approx(7.5 / 10)
-    assert stats['entropy'][0] == 0.0
-    assert stats['above_horizon'][0] == 0.0
-
-
-def test_statistics_of_an_even_mask_and_split_rows() -> None:
-    masks = np.ones((2, 5, 4))
-    stats = mask_statistics(masks, np.array([1.5, np.nan]))
-    np.testing.assert_allclose(stats['upper_share'], 0.5)  # 2.5 of 5 rows: the middle split
-    np.testing.assert_allclose(stats['lower_share'], 0.5)
-    np.testing.assert_allclose(stats['centre_x'], 0.5)
-    np.testing.assert_allclose(stats['centre_y'], 0.5)
-    np.testing.assert_allclose(stats['entropy'], 1.0)
-    assert stats['above_horizon'][0] == pytest.approx(1.5 / 5)
-    assert np.isnan(stats['above_horizon'][1])  # horizon unknown
-
-
-def test_statistics_of_a_top_band_and_of_an_empty_mask() -> None:
-    masks = np.zeros((2, 8, 8))
-    masks[0, :2] = 1.0  # the top quarter, evenly
-    stats = mask_statistics(masks, 4.0)
-    assert stats['upper_share'][0] == 1.0 and stats['above_horizon'][0] == 1.0
-    assert stats['centre_y'][0] == pytest.approx(1.0 / 8)
-    assert stats['entropy'][0] == pytest.approx(np.log(16) / np.log(64))
-    assert all(np.isnan(values[1]) for values in stats.values())  # no mass, no statistic
-
-
-def test_mask_change_is_one_minus_cosine_with_the_previous_mask() -> None:
-    first = np.zeros((4, 4))
-    first[0, 0] = 1.0
-    same_direction, orthogonal = 3.0 * first, np.zeros((4, 4))
-    orthogonal[3, 3] = 1.0
-    half = first + orthogonal
-    masks = np.stack([same_direction, orthogonal, half, np.zeros((4, 4))])
-    change = mask_change(masks, previous=first)
-    np.testing.assert_allclose(change[:3], [0.0, 1.0, 1.0 - 1.0 / np.sqrt(2)], atol=1e-12)
-    assert np.isnan(change[3])  # an empty mask has no direction
-    assert np.isnan(mask_change(masks[:1])[0])  # the first frame of a bag has no previous
-
-
-def test_horizon_rows_map_into_the_resized_crop() -> None:
-    region = Crop(200, 0, 100, 640)
-    assert horizon_in_mask(250.0, region, 50) == 25.0
-    assert horizon_in_mask(150.0, region, 50) == -25.0  # above the crop: no mass above it
-    assert np.isnan(horizon_in_mask(None, region, 50))
-
+# -- gallery ----------------------------------------------------------------------------------
 
 def test_top_rows_takes_the_largest_finite_scores_first() -> None:
     scores = np.array([0.1, np.nan, 0.9, 0.5, 0.9])
@@ -251,13 +199,14 @@ def test_worker_rows_equal_the_engine_frame_by_frame(tmp_path: Path, bundled) ->
     angles = np.concatenate([r.rows['angle'] for r in results])
     np.testing.assert_allclose(angles, [e.angle for e in expected], rtol=1e-5, atol=1e-7)
     masks = np.stack([e.mask for e in expected])
-    stats = mask_statistics(masks)
-    for name in ('upper_share', 'centre_x', 'entropy'):
+    stats = AttentionStatistics(masks.shape[1:], Crop(230, 0, 250, 640), (480, 640)).table(masks)
+    for name in STATISTICS:
         got = np.concatenate([r.rows[name] for r in results])
-        np.testing.assert_allclose(got, stats[name], rtol=1e-5)
-    change = np.concatenate([r.rows['mask_change'] for r in results])
-    assert np.isnan(change[0])  # the bag's first frame; the others across segment borders too
-    np.testing.assert_allclose(change[1:], mask_change(masks)[1:], rtol=1e-4, atol=1e-7)
+        if name == 'change':
+            assert np.isnan(got[0])  # the bag's first frame; the others across segments too
+            np.testing.assert_allclose(got[1:], stats[name][1:], rtol=1e-4, atol=1e-6)
+        elif name != 'above_horizon':  # no horizon given: NaN
+            np.testing.assert_allclose(got, stats[name], rtol=1e-5, atol=1e-7, err_msg=name)
     candidates = [c for r in results for c in r.candidates]
     assert {c.category for c in candidates} == {'off_road', 'jump'}  # no steering: no error
     assert all(c.overlay.shape == (125, 640, 3) and c.overlay.dtype == np.uint8

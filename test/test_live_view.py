@@ -151,6 +151,7 @@ def test_layout_file_shows_the_live_channels() -> None:
     from pathlib import Path
 
     from vbp_ros import interface
+    from vbp_ros.explain.attention import ATTENTION_LABELS
 
     layout = json.loads((Path(__file__).resolve().parents[1] / 'config' /
                          'vbp_foxglove_layout.json').read_text())
@@ -163,3 +164,8 @@ def test_layout_file_shows_the_live_channels() -> None:
     plotted = {path['value'].rsplit('.', 1)[0] for path in panels['Plot!steering']['paths']}
     assert plotted == {interface.resolve_topic(interface.STEERING_TOPIC, ''),
                        interface.resolve_topic(interface.PIPELINE_LATENCY_TOPIC, '')}
+    attention = {path['value'] for path in panels['Plot!attention']['paths'] if path['enabled']}
+    topic = interface.resolve_topic(interface.ATTENTION_TOPIC, '')
+    labels = ATTENTION_LABELS  # the values plotted by default: ROI mass and change
+    assert attention == {f'{topic}.data[{labels.index("roi_mass")}]',
+                         f'{topic}.data[{labels.index("change")}]'}

@@ -27,6 +27,7 @@ class Port:
         self.calls: list[tuple[str, int]] = []
         self.answers: list[Answer] = []
         self.overlays: list[np.ndarray] = []
+        self.statistics: list[np.ndarray] = []
         self.want_overlay = overlay
 
     def steering(self, answer: Answer) -> None:
@@ -35,6 +36,10 @@ class Port:
 
     def mask(self, answer: Answer) -> None:
         self.calls.append(('mask', answer.stamp_ns))
+
+    def attention(self, answer: Answer, statistics: np.ndarray) -> None:
+        self.calls.append(('attention', answer.stamp_ns))
+        self.statistics.append(statistics)
 
     def wants_overlay(self, camera: str) -> bool:
         return self.want_overlay
@@ -115,10 +120,10 @@ def test_the_angle_goes_out_first_and_the_overlay_only_when_wanted(engine) -> No
     finally:
         assert frames.stop(10.0)
     first, second = NOW_NS - 5_000_000, NOW_NS - 1_000_000
-    assert port.calls == [('steering', first), ('mask', first), ('overlay', first),
-                          ('timing', first), ('live', first),
-                          ('steering', second), ('mask', second), ('timing', second),
-                          ('live', second)]
+    assert port.calls == [('steering', first), ('mask', first), ('attention', first),
+                          ('overlay', first), ('timing', first), ('live', first),
+                          ('steering', second), ('mask', second), ('attention', second),
+                          ('timing', second), ('live', second)]
     expected = engine.process(frame(1))
     answer = port.answers[0]
     assert answer.result.angle == pytest.approx(expected.angle, abs=1e-6)

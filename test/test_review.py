@@ -29,10 +29,12 @@ from vbp_ros.pixels.encodings import mask_to_mono8
 from vbp_ros.pixels.frames import Crop
 from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA
 from vbp_ros.render import pictures
+from vbp_ros.explain.attention import ATTENTION_LABELS
 from vbp_ros.tools import review
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 IMAGE, FLOAT32 = 'sensor_msgs/msg/Image', 'std_msgs/msg/Float32'
+FLOAT32_ARRAY = 'std_msgs/msg/Float32MultiArray'
 MS = 1_000_000
 T0 = 1_700_000_000 * 1000 * MS  # first camera header stamp, ns
 PERIOD = 50 * MS  # 20 Hz
@@ -62,6 +64,20 @@ def overlay_pixels(index: int) -> np.ndarray:
     return rgb
 
 
+def roi_mass(index: int) -> float:
+    """The recorded ROI mass falls over the drive: below 0.5 from frame 20 on."""
+    return 1.0 - index / FRAMES
+
+
+def attention(index: int) -> object:
+    """vbp/attention as vbp_node publishes it (the first frame has no change)."""
+    values = [0.5, 0.7, 0.2, 1.0, roi_mass(index), math.nan if index == 0 else 0.25]
+    dimension = TYPESTORE.types['std_msgs/msg/MultiArrayDimension'](
+        label=','.join(ATTENTION_LABELS), size=6, stride=6)
+    layout = TYPESTORE.types['std_msgs/msg/MultiArrayLayout'](dim=[dimension], data_offset=0)
+    return TYPESTORE.types[FLOAT32_ARRAY](layout=layout, data=np.array(values, np.float32))
+
+
 def image(stamp: int, encoding: str, pixels: np.ndarray, step: int | None = None) -> object:
     rows = pixels.reshape(pixels.shape[0], -1).view(np.uint8)
     header = TYPESTORE.types['std_msgs/msg/Header'](
@@ -82,6 +98,7 @@ def frame_messages(index: int, bad: bool) -> list[tuple[str, str, int, object]]:
     float32 = TYPESTORE.types[FLOAT32]
     return [('steering_angle', FLOAT32, received, float32(data=ramp_angle(index))),
             ('vbp/mask', IMAGE, received + 10_000, image(stamp, '32FC1', mask)),
+            ('vbp/attention', FLOAT32_ARRAY, received + 15_000, attention(index)),
             ('vbp/overlay', IMAGE, received + 20_000, overlay),
             ('debug/processing_time_ms', FLOAT32, received + 30_000, float32(data=3.0)),
             ('debug/pipeline_latency_ms', FLOAT32, received + 40_000,
@@ -173,6 +190,12 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
     assert (summary['first_stamp_ns'], summary['last_stamp_ns']) == (
         T0, T0 + (FRAMES - 1) * PERIOD)
     assert summary['frame_rate_hz'] == pytest.approx(20.0)
+    recorded = summary['attention']  # the timeline: attention.png, and these figures
+    assert (recorded['messages'], recorded['without_attention']) == (FRAMES, 0)
+    assert recorded['roi_mass']['max'] == pytest.approx(1.0)
+    assert recorded['change'] == {'p50': 0.25, 'p99': 0.25, 'max': 0.25}
+    assert recorded['share_roi_mass_below_0.5'] == pytest.approx(19 / FRAMES)
+    assert cv2.imread(str(folder / summary['files']['attention'])).shape[:2] == (520, 800)
     assert summary['pair_tolerance_ms'] == pytest.approx(25.0)
     degrees = [math.degrees(ramp_angle(i)) for i in range(FRAMES)]
     assert summary['angle_deg'] == pytest.approx(
@@ -182,6 +205,7 @@ def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
         {'p50': np.percentile(latencies, 50), 'p99': np.percentile(latencies, 99),
          'max': latencies[-1]})
     assert summary['files'] == {'video': 'overlays.mp4', 'plot': 'steering_angle.png',
+                                'attention': 'attention.png',
                                 'contact_sheet': 'contact_sheet.png', 'summary': 'summary.json'}
     frames = video_frames(folder / 'overlays.mp4')
     assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, WIDTH, 3)
@@ -400,7 +424,8 @@ def test_existing_review_needs_force(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (out / 'summary.json').stat().st_mtime_ns == before
     assert run(capsys, bag, '--out', out, '--force', '--gif')[0] == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        'contact_sheet.png', 'overlays.gif', 'steering_angle.png', 'summary.json']
+        'attention.png', 'contact_sheet.png', 'overlays.gif', 'steering_angle.png',
+        'summary.json']
 
 
 # -- new bags: camera frames, masks and their region; the overlays are drawn here -----------

@@ -174,6 +174,9 @@ def test_mask_encoding_32fc1_gives_the_float_mask(harness, checkpoint) -> None:
     ('model', '/nonexistent/model.safetensors', 'no such model file'),
     ('deadline_ms', -5.0, ''),
     ('overlay_alpha', 1.5, ''),
+    ('attention_roi', [0.0, 1.0, 1.0, 1.0], 'attention_roi: the region of interest needs'),
+    ('attention_roi', [0.0, 1.0, 1.0, 1.0, 0.5, -0.5], 'must lie in [0, 1]'),
+    ('attention_alarm_frames', 0, ''),
 ])
 def test_invalid_parameter_changes_are_refused(harness, name: str, value: object,
                                                reason: str) -> None:

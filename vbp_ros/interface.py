@@ -27,10 +27,13 @@ OVERLAY_TOPIC = 'vbp/overlay'
 # that vbp/mask covers (the network's crop), published when it changes; with the camera
 # frames it lets a review draw overlays that the node never drew.
 MASK_ROI_TOPIC = 'vbp/mask_roi'
+# std_msgs/Float32MultiArray: the mask's attention statistics (vbp_ros.explain.attention's
+# ATTENTION_LABELS, in that order, named by the layout's label).
+ATTENTION_TOPIC = 'vbp/attention'
 PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
-VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, OVERLAY_TOPIC,
-               PROCESSING_TIME_TOPIC, PIPELINE_LATENCY_TOPIC)
+VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, ATTENTION_TOPIC,
+               OVERLAY_TOPIC, PROCESSING_TIME_TOPIC, PIPELINE_LATENCY_TOPIC)
 # vbp_node's pictures: never camera frames, whatever reads a bag (vbp-fleet, vbp-review).
 IMAGE_OUTPUTS = (MASK_TOPIC, OVERLAY_TOPIC)
 DIAGNOSTICS_TOPIC = '/diagnostics'

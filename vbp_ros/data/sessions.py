@@ -5,7 +5,8 @@ camera frames with ``vbp/mask`` and ``vbp/mask_roi`` (the overlays are then draw
 ``steering_angle`` and the ``debug/*`` figures, matched by suffix so that a namespace such as
 ``/car1`` is found. :func:`index_session` reads a bag once (no pixels kept) and learns the
 counts, the overlay times (of recorded overlays, or of the masks that have a camera frame of
-the same header stamp), the Float32 series and the frames that cannot be decoded; vbp-review
+the same header stamp), the Float32 series (and ``vbp/attention``'s arrays, one row per
+frame) and the frames that cannot be decoded; vbp-review
 and vbp-drive's summary build on it. vbp_node's own pictures are never camera frames
 (:func:`camera_connections`, also vbp-fleet's rule).
 """
@@ -20,23 +21,26 @@ import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection
 
-from ..interface import (IMAGE_OUTPUTS, MASK_ROI_TOPIC, MASK_TOPIC, OVERLAY_TOPIC,
-                         PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC, STEERING_TOPIC,
-                         stamp_to_ns)
+from ..explain.attention import ATTENTION_LABELS
+from ..interface import (ATTENTION_TOPIC, IMAGE_OUTPUTS, MASK_ROI_TOPIC, MASK_TOPIC,
+                         OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC,
+                         STEERING_TOPIC, stamp_to_ns)
 from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import Crop, FrameError, check_frame
 from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, overlay_shape
 
 IMAGE, COMPRESSED = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'
 FLOAT32, REGION = 'std_msgs/msg/Float32', 'sensor_msgs/msg/RegionOfInterest'
+FLOAT32_ARRAY = 'std_msgs/msg/Float32MultiArray'
 CAMERA_TYPES = (IMAGE, COMPRESSED)
 TOPICS = {  # role: (topic suffix, message type)
     'overlay': (OVERLAY_TOPIC, IMAGE), 'mask': (MASK_TOPIC, IMAGE),
     'region': (MASK_ROI_TOPIC, REGION),
     'angle': (STEERING_TOPIC, FLOAT32), 'latency': (PIPELINE_LATENCY_TOPIC, FLOAT32),
     'processing': (PROCESSING_TIME_TOPIC, FLOAT32),
+    'attention': (ATTENTION_TOPIC, FLOAT32_ARRAY),
 }
-SCALARS = ('angle', 'latency', 'processing')
+SCALARS = ('angle', 'latency', 'processing', 'attention')  # 'attention': rows of values
 PICTURES = ('overlay', 'mask', 'camera')  # roles whose messages are decoded and checked
 FALLBACK_FPS = 30.0
 MAX_PAIR_GAP_NS = 50_000_000
@@ -48,7 +52,8 @@ class SessionError(ValueError):
 
 @dataclass(frozen=True)
 class Series:
-    """A Float32 topic: bag receive times (ns, sorted) and values."""
+    """A Float32 topic: bag receive times (ns, sorted) and values (vbp/attention: one row of
+    values per message)."""
 
     log_ns: np.ndarray
     values: np.ndarray
@@ -218,7 +223,9 @@ def index_session(reader: AnyReader, topics: dict[str, list[Connection]]) -> Ses
         counts[connection.topic] += 1
         role = roles.get(connection.id)
         if role in SCALARS:
-            scalars[role].append((log_ns, reader.deserialize(raw, connection.msgtype).data))
+            value = reader.deserialize(raw, connection.msgtype).data
+            if role != 'attention' or len(value) == len(ATTENTION_LABELS):
+                scalars[role].append((log_ns, value))
             continue
         try:
             if role == 'region':

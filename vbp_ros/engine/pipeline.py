@@ -13,8 +13,9 @@ through a :class:`FrameOutputs` port that publishes. In between, one worker thre
 3. runs them through the engine as one batch (at most ``max_batch`` frames per forward pass;
    a batch with a frame the network refuses is retried frame by frame);
 4. publishes each answer in the order a car needs it: the steering angle and the network's
-   outputs first, then the mask, then the overlay (drawn only when the port wants one, at
-   the size it is published), then the timings; the live view last.
+   outputs first, then the mask, then its attention statistics and the camera's attention
+   alarm (:mod:`vbp_ros.engine.attention_health`), then the overlay (drawn only when the
+   port wants one, at the size it is published), then the timings; the live view last.
 
 Every frame that is not answered is counted by reason (:mod:`vbp_ros.engine.monitor`); no
 exception ends the worker. The worker is the only thread that runs the engine: the node
@@ -37,6 +38,7 @@ from ..interface import one_line, stamp_to_ns
 from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import Crop, FrameError, FrameSizeError
 from ..pixels.overlay import draw_overlay
+from .attention_health import AttentionSettings, AttentionTracker
 from .engine import FrameResult, VBPEngine, output_problem
 from .memory import settle_heap
 from .monitor import PipelineMonitor, Snapshot, stamp_problem
@@ -71,6 +73,7 @@ class PipelineSettings:
     max_stamp_age_s: float
     camera_stale_s: float
     batch_wait_s: float
+    attention: AttentionSettings = AttentionSettings()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class FrameOutputs(Protocol):
     def mask(self, answer: Answer) -> None:
         """The mask (and where it lies in the frame, when that changed)."""
 
+    def attention(self, answer: Answer, statistics: np.ndarray) -> None:
+        """The mask's attention statistics, in the order of
+        :data:`~vbp_ros.explain.attention.ATTENTION_LABELS`."""
+
     def wants_overlay(self, camera: str) -> bool:
         """Whether anyone takes this camera's next overlay (subscribers, the live view)."""
 
@@ -175,6 +182,7 @@ class FramePipeline:
         self.now_ns = now_ns
         self.monitor = PipelineMonitor()
         self.processed_by_camera: Counter[str] = Counter()
+        self.attention = AttentionTracker()
         self.settings: PipelineSettings | None = None
         self.engine: VBPEngine | None = None  # the engine the worker runs
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, what)
@@ -363,6 +371,8 @@ class FramePipeline:
         outputs = self.outputs
         outputs.steering(answer)
         outputs.mask(answer)
+        outputs.attention(answer, self.attention.measure(
+            item.camera, result.mask, region, item.frame.shape, settings.attention))
         overlay = None
         if outputs.wants_overlay(item.camera):
             overlay = self._overlays[item.camera] = draw_overlay(

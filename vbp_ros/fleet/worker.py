@@ -1,5 +1,5 @@
 """The model side of vbp-fleet: one place that loads the model, and the worker that runs the
-engine over segments of frames (angles, mask statistics, gallery candidates). Ray-free: a Ray
+engine over segments of frames (angles, attention statistics, gallery candidates). Ray-free: a Ray
 actor wraps :class:`SegmentWorker`, and tests use it directly."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..engine.engine import VBPEngine
 from ..pixels.frames import to_rgb8
 from ..pixels.overlay import red_overlay
 from ..data.fleet.reading import BagInfo, Segment
-from ..explain.attention import mask_change, mask_statistics
+from ..explain.attention import DEFAULT_ROI, AttentionStatistics
 
 # Gallery categories: what makes a frame worth a look, largest first.
 CATEGORIES = {
@@ -65,7 +65,7 @@ def gallery_scores(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per category, the score of each row (NaN: not a candidate)."""
     off_road = np.where(np.isfinite(rows['above_horizon']), rows['above_horizon'],
                         rows['upper_share'])
-    return {'error': np.abs(rows['error']), 'off_road': off_road, 'jump': rows['mask_change']}
+    return {'error': np.abs(rows['error']), 'off_road': off_road, 'jump': rows['change']}
 
 
 def top_rows(scores: np.ndarray, count: int) -> np.ndarray:
@@ -80,6 +80,7 @@ class SegmentWorker:
 
     def __init__(self, engine: VBPEngine, gallery: int) -> None:
         self.engine, self.gallery = engine, gallery
+        self._statistics: dict[tuple, AttentionStatistics] = {}
 
     @classmethod
     def load(cls, model: str | None, device: str, batch: int, threads: int,
@@ -107,11 +108,22 @@ class SegmentWorker:
             previous, masks, angles = masks[0], masks[1:], angles[1:]
         rows = {'index': segment.index, 'stamp_ns': segment.stamp_ns,
                 'log_time_ns': segment.log_ns, 'angle': angles,
-                **mask_statistics(masks, segment.horizon),
-                'mask_change': mask_change(masks, previous),
+                **self.statistics(masks, segment, previous),
                 'recorded_angle': segment.recorded, 'error': angles - segment.recorded}
         return SegmentResult(segment.bag, segment.number, segment.messages, rows,
                              self.candidates(segment, rows, masks), segment.info)
+
+    def statistics(self, masks: np.ndarray, segment: Segment, previous: np.ndarray | None
+                   ) -> dict[str, np.ndarray]:
+        """The attention statistics of a segment's masks (``previous``: the mask before the
+        first), with :data:`~vbp_ros.explain.attention.DEFAULT_ROI`."""
+        if segment.camera is None:  # no frames
+            return AttentionStatistics.empty_table()
+        key = (masks.shape[1:], *segment.camera)
+        if key not in self._statistics:
+            self._statistics[key] = AttentionStatistics(masks.shape[1:], *segment.camera,
+                                                        DEFAULT_ROI)
+        return self._statistics[key].table(masks, segment.horizon, previous)
 
     def candidates(self, segment: Segment, rows: dict[str, np.ndarray],
                    masks: np.ndarray) -> list[Candidate]:

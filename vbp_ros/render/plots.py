@@ -60,3 +60,32 @@ def plot_angles(path: Path, times_s: np.ndarray, angle: np.ndarray, recorded: np
     axis.legend(loc='upper right', fontsize='small')
     axis.set_title(title, fontsize='medium')
     figure.savefig(path, dpi=80)
+
+
+def plot_attention(path: Path, series: TimeSeries, labels: tuple[str, ...], min_roi_mass: float,
+                   title: str) -> None:
+    """vbp/attention over bag receive time: the ROI mass (with the alarm's bound), the change
+    from the frame before and the centroid, as named by ``labels`` (the order of the values);
+    a note instead when the bag holds none."""
+    figure = Figure(figsize=(10, 6.5), layout='constrained')
+    axes = figure.subplots(3, 1, sharex=True)
+    times = (series.log_ns - series.log_ns[0]) / 1e9 if len(series.log_ns) else series.log_ns
+    values = series.values.reshape(len(series.log_ns), len(labels))
+    column = {label: values[:, i] for i, label in enumerate(labels)}
+    panels = [(('roi_mass',), 'ROI mass'), (('change',), 'change (mass moved)'),
+              (('centroid_x', 'centroid_y'), 'centroid (0 to 1)')]
+    for axis, (names, label) in zip(axes, panels):
+        for name in names:
+            axis.plot(times, column[name], lw=1, label=name)
+        axis.set_ylabel(label)
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    axes[0].axhline(min_roi_mass, color='tab:red', lw=1, ls='--', label='alarm bound')
+    axes[0].legend(loc='upper right', fontsize='small')
+    axes[2].legend(loc='upper right', fontsize='small')
+    if not len(times):
+        axes[0].text(0.5, 0.5, 'no vbp/attention messages (recorded before vbp_node published '
+                     'them, or not recorded)', ha='center', transform=axes[0].transAxes)
+    axes[-1].set_xlabel('bag receive time since the first vbp/attention message (s)')
+    figure.suptitle(title)
+    figure.savefig(path, dpi=80)

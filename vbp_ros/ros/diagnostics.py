@@ -12,14 +12,30 @@ def status_owner(namespace: str, node_name: str) -> str:
     return f'{namespace.strip("/")}/{node_name}'.lstrip('/')
 
 
+def diagnostic_status(node: Node, topic: str, level: bytes, message: str, hardware_id: str,
+                      values: dict[str, object]) -> DiagnosticStatus:
+    """A status named ``'<status_owner>: <topic>'``, its values as strings."""
+    owner = status_owner(node.get_namespace(), node.get_name())
+    return DiagnosticStatus(level=level, name=f'{owner}: {topic}', message=message,
+                            hardware_id=hardware_id,
+                            values=[KeyValue(key=key, value=str(value))
+                                    for key, value in values.items()])
+
+
 def diagnostic_array(node: Node, topic: str, level: bytes, message: str, hardware_id: str,
                      values: dict[str, object]) -> DiagnosticArray:
-    """One status named ``'<status_owner>: <topic>'``, stamped now, its values as strings."""
-    owner = status_owner(node.get_namespace(), node.get_name())
-    status = DiagnosticStatus(level=level, name=f'{owner}: {topic}', message=message,
-                              hardware_id=hardware_id,
-                              values=[KeyValue(key=key, value=str(value))
-                                      for key, value in values.items()])
-    array = DiagnosticArray(status=[status])
+    """One status (see :func:`diagnostic_status`), stamped now."""
+    array = DiagnosticArray(status=[diagnostic_status(node, topic, level, message, hardware_id,
+                                                      values)])
     array.header.stamp = node.get_clock().now().to_msg()
     return array
+
+
+def attention_status(node: Node, health: tuple[bool, str, dict[str, str]],
+                     hardware_id: str) -> DiagnosticStatus:
+    """vbp_node's ``attention`` status from the pipeline's attention health (alarm raised,
+    message, values): WARN while an alarm is raised, with the reason."""
+    raised, message, values = health
+    return diagnostic_status(node, 'attention',
+                             DiagnosticStatus.WARN if raised else DiagnosticStatus.OK,
+                             message, hardware_id, values)

@@ -1,13 +1,14 @@
-"""sensor_msgs images of numpy pictures (made once, or reused frame to frame), and header stamps:
-one place for each."""
+"""sensor_msgs images of numpy pictures (made once, or reused frame to frame), vbp/attention's
+array, and header stamps: one place for each."""
 
 from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
+from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
+from ..explain.attention import ATTENTION_LABELS
 from ..interface import ns_to_stamp, stamp_to_ns
 
 
@@ -17,6 +18,16 @@ def image_message(pixels: np.ndarray, encoding: str, header: Header | None = Non
     height, width = pixels.shape[:2]
     return Image(header=header or Header(), height=height, width=width, encoding=encoding,
                  is_bigendian=0, step=pixels.strides[0], data=pixels.tobytes())
+
+
+def attention_array() -> Float32MultiArray:
+    """vbp/attention's message, its one dimension labelled with the statistics' names in
+    their order ('centroid_x,centroid_y,...'); the data is filled per frame."""
+    count = len(ATTENTION_LABELS)
+    message = Float32MultiArray()
+    message.layout.dim = [MultiArrayDimension(label=','.join(ATTENTION_LABELS), size=count,
+                                              stride=count)]
+    return message
 
 
 class ImageBuffer:

@@ -9,7 +9,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from ..models.loading import MAX_MODEL_MB
+from ..engine.attention_health import AttentionSettings
 from ..engine.engine import BACKENDS, PRECISIONS
+from ..explain.attention import roi_problem
 from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
 
@@ -50,6 +52,10 @@ def _read_only_integer(text: str, low: int, high: int) -> ParameterDescriptor:
 
 STRING, DOUBLE, BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
                         ParameterType.PARAMETER_BOOL)
+ATTENTION = AttentionSettings()  # the defaults of the attention_* parameters
+ATTENTION_PARAMETERS = {'attention_roi': 'roi', 'attention_min_roi_mass': 'min_roi_mass',
+                        'attention_alarm_frames': 'alarm_frames',
+                        'attention_max_change': 'max_change'}
 PARAMETERS = {
     'model': ('', _describe(STRING, 'model file: a vbp_ros checkpoint or safetensors weights of '
                             "your own network (.safetensors), or an ONNX file (.onnx); '' for "
@@ -125,6 +131,21 @@ PARAMETERS = {
         type=DOUBLE, read_only=True,
         description='most live-view frames a second per camera; 0: every frame',
         floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1000.0)])),
+    'attention_roi': (list(ATTENTION.roi), ParameterDescriptor(
+        type=ParameterType.PARAMETER_DOUBLE_ARRAY,
+        description='region of interest of vbp/attention\'s ROI mass: x, y pairs of a polygon '
+                    'in normalized camera coordinates (0 to 1, y down), one for all cameras')),
+    'attention_min_roi_mass': (ATTENTION.min_roi_mass, _describe(
+        DOUBLE, '/diagnostics warns when the ROI mass stays below this for '
+        'attention_alarm_frames frames in a row', low=0.0, high=1.0)),
+    'attention_alarm_frames': (ATTENTION.alarm_frames, ParameterDescriptor(
+        type=ParameterType.PARAMETER_INTEGER,
+        description='frames in a row below attention_min_roi_mass that raise the attention '
+                    'alarm, and within bounds that clear it',
+        integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)])),
+    'attention_max_change': (ATTENTION.max_change, _describe(
+        DOUBLE, '/diagnostics warns when more than this share of the mask\'s mass moves from '
+        'one frame to the next', low=0.0, high=1.0)),
 }
 
 
@@ -178,7 +199,18 @@ def problem(changes: dict[str, object]) -> str | None:
     for name, new in changes.items():
         if name in CHOICES and new not in CHOICES[name]:
             return f'{name} must be one of {", ".join(CHOICES[name])}, not {new!r}'
+    if 'attention_roi' in changes:
+        roi = roi_problem(list(changes['attention_roi']))
+        if roi:
+            return f'attention_roi: {roi}'
     return None
+
+
+def attention_settings(node: Node) -> AttentionSettings:
+    """The attention_* parameters as the pipeline takes them."""
+    settings = {field: value(node, name) for name, field in ATTENTION_PARAMETERS.items()}
+    settings['roi'] = tuple(float(v) for v in settings['roi'])
+    return AttentionSettings(**settings)
 
 
 def camera_topics(image_topics: list[str], transport: str) -> dict[str, str]:

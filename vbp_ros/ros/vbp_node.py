@@ -54,16 +54,16 @@ from ..engine.engine import VBPEngine
 from ..engine.memory import settle_heap
 from ..engine.pipeline import ERROR, OK, WARN, Answer, FramePipeline, PipelineSettings, \
     engine_note
-from ..interface import (DIAGNOSTICS_TOPIC, MASK_ROI_TOPIC, MASK_TOPIC, OUTPUTS_TOPIC,
-                         OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC,
-                         STEERING_TOPIC, VBP_NODE, camera_topic, one_line)
+from ..interface import (ATTENTION_TOPIC, DIAGNOSTICS_TOPIC, MASK_ROI_TOPIC, MASK_TOPIC,
+                         OUTPUTS_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
+                         PROCESSING_TIME_TOPIC, STEERING_TOPIC, VBP_NODE, camera_topic, one_line)
 from ..live.foxglove_view import CameraTopics, LiveFrame, LiveView
 from ..pixels.encodings import mask_to_mono8
 from ..pixels.frames import Crop
 from . import parameters
-from .diagnostics import diagnostic_array
+from .diagnostics import attention_status, diagnostic_array
 from .camera_source import CameraSource
-from .messages import ImageBuffer
+from .messages import ImageBuffer, attention_array
 from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS
 from .runner import STOPPING, run_node
@@ -94,6 +94,7 @@ class CameraPublishers:
     overlay: LifecyclePublisher
     processing: LifecyclePublisher
     latency: LifecyclePublisher
+    attention: LifecyclePublisher
     angle_message: Float32 = field(default_factory=Float32)
     outputs_message: Float32MultiArray = field(default_factory=Float32MultiArray)
     mask8: ImageBuffer = field(default_factory=lambda: ImageBuffer('mono8'))
@@ -101,12 +102,13 @@ class CameraPublishers:
     overlay_image: ImageBuffer = field(default_factory=lambda: ImageBuffer('rgb8'))
     processing_message: Float32 = field(default_factory=Float32)
     latency_message: Float32 = field(default_factory=Float32)
+    attention_message: Float32MultiArray = field(default_factory=attention_array)
     region: Crop | None = None  # the mask's region last published
 
     def all(self) -> tuple[LifecyclePublisher, ...]:
         """Every publisher."""
         return (self.angle, self.outputs, self.mask, self.mask_roi, self.overlay,
-                self.processing, self.latency)
+                self.processing, self.latency, self.attention)
 
 
 class RosOutputs:
@@ -131,7 +133,8 @@ class RosOutputs:
                                                                   MASK_ROI_TOPIC, REGION_QOS),
             overlay=publisher(Image, OVERLAY_TOPIC),
             processing=publisher(Float32, PROCESSING_TIME_TOPIC, 10),
-            latency=publisher(Float32, PIPELINE_LATENCY_TOPIC, 10))
+            latency=publisher(Float32, PIPELINE_LATENCY_TOPIC, 10),
+            attention=publisher(Float32MultiArray, ATTENTION_TOPIC))
 
     def destroy(self, node: LifecycleNode) -> None:
         """Destroy every publisher."""
@@ -168,6 +171,12 @@ class RosOutputs:
             camera.mask_roi.publish(RegionOfInterest(
                 x_offset=region.left, y_offset=region.top, height=region.height,
                 width=region.width, do_rectify=False))
+
+    def attention(self, answer: Answer, statistics: np.ndarray) -> None:
+        """The mask's attention statistics (NaN for a mask without attention)."""
+        camera = self.cameras[answer.camera]
+        camera.attention_message.data = statistics.astype(np.float32).tobytes()
+        camera.attention.publish(camera.attention_message)
 
     def wants_overlay(self, camera: str) -> bool:
         """An overlay is drawn only for a subscriber or the live view."""
@@ -380,7 +389,8 @@ class VBPNode(LifecycleNode):
                                 max_age_ms=self._param('max_age_ms'),
                                 max_stamp_age_s=self._param('max_stamp_age_s'),
                                 camera_stale_s=self._param('camera_stale_ms') / 1e3,
-                                batch_wait_s=self._param('batch_wait_ms') / 1e3)
+                                batch_wait_s=self._param('batch_wait_ms') / 1e3,
+                                attention=parameters.attention_settings(self))
 
     def _apply_output_settings(self) -> None:
         if self.outputs is not None:
@@ -576,8 +586,9 @@ class VBPNode(LifecycleNode):
         if final:
             message = f'stopped; {message}'
         hardware = engine.description if engine is not None else 'no model loaded'
-        self.diagnostics_pub.publish(diagnostic_array(
-            self, 'pipeline', LEVELS[level], message, hardware, values))
+        array = diagnostic_array(self, 'pipeline', LEVELS[level], message, hardware, values)
+        array.status.append(attention_status(self, pipeline.attention.health(), hardware))
+        self.diagnostics_pub.publish(array)
 
 
 class Periodic:

@@ -17,6 +17,10 @@ pass, in torch and inside the onnxruntime graph, at one thread and batch 1, as %
 pass: the median over rounds of (forward + mask) - forward timed back to back, per repetition,
 and the best of the repetitions against the target, met or MISSED. ``--clock cpu`` times the
 calling thread's CPU time, which waiting for the cores of a shared machine does not inflate.
+
+``--attention`` prints issue 23's figure instead: what vbp_node's attention statistics
+(:mod:`vbp_ros.explain.attention`, with the alarm) cost per frame at the bundled model's mask
+resolution, on its masks of a synthetic drive, median and 99th percentile, against the budget.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from ..models.networks import ARCHITECTURES, ZOO, build_network
 from ..explain.reference import ReferenceLRP
 from ..explain.rules import UnsupportedModelError
 from ..data.datasets import synthetic_spec
+from ..data.sources import synthetic_frames
+from ..engine.attention_health import AttentionSettings, AttentionTracker
+from ..engine.build import build_engine
 from ..engine.engine import BACKENDS, VBPEngine
 from ..engine.onnx_backend import OnnxRuntimeNetwork, export_onnx
 from ..engine.timing import paired_extra_ms, time_methods
@@ -55,6 +62,7 @@ MASK_TARGETS: dict[tuple[str, str], float] = {
     ('onnxruntime', 'netsvf'): 10.0, ('onnxruntime', 'pilotnet_elu'): 10.0,
     ('onnxruntime', 'resnet18'): 5.0, ('onnxruntime', 'mobilenet_v2'): 5.0,
     ('torch', 'netsvf'): 5.0}
+ATTENTION_BUDGET_MS = 0.5  # issue 23: the statistics' cost per frame on this CPU
 MASK_COST_NETWORKS = ('netsvf', 'pilotnet_elu', 'resnet18', 'mobilenet_v2')
 # The forward pass and forward + mask of each backend, as named by the runners below.
 MASK_COST_METHODS = {'torch': ('forward', 'vbp'),
@@ -314,6 +322,30 @@ def format_table(records: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def attention_cost(frames: int, rounds: int, clock: str) -> str:
+    """Issue 23's figure: the time of one frame's attention statistics and alarm update,
+    as vbp_node's worker runs them, over ``rounds`` passes through the bundled model's masks of
+    ``frames`` frames of a synthetic drive (the set-up is built before the timing)."""
+    engine = build_engine(None, device='cpu', threads=1)
+    drive = synthetic_frames(seed=4, drive_rate_hz=20.0)
+    images = [next(drive)[0] for _ in range(frames)]
+    masks = [engine.process(image).mask for image in images]
+    engine.close()
+    region, shape = engine.preprocess.region(images[0].shape), images[0].shape
+    tracker, settings, read = AttentionTracker(), AttentionSettings(), CLOCKS[clock][0]
+    tracker.measure('', masks[-1], region, shape, settings)
+    times = []
+    for mask in masks * rounds:
+        start = read()
+        tracker.measure('', mask, region, shape, settings)
+        times.append((read() - start) * 1e3)
+    median, p99 = np.median(times), np.percentile(times, 99)
+    verdict = 'met' if median <= ATTENTION_BUDGET_MS else 'MISSED'
+    return (f'attention statistics per frame ({masks[0].shape[1]}x{masks[0].shape[0]} mask, '
+            f'{CLOCKS[clock][1]}, {len(times)} frames): median {median:.3f} ms, p99 {p99:.3f} '
+            f'ms; budget {ATTENTION_BUDGET_MS} ms: {verdict}')
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: prints the table (and writes --json); exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-bench', description=__doc__)
@@ -344,8 +376,15 @@ def main(argv: list[str] | None = None) -> int:
                              '--repetitions, against the targets')
     parser.add_argument('--repetitions', type=int, default=3,
                         help='with --mask-cost: repetitions of --repeats rounds (%(default)s)')
+    parser.add_argument('--attention', action='store_true',
+                        help="only issue 23's figure: vbp_node's attention statistics per "
+                             'frame on the bundled model\'s masks (--engine-frames frames, '
+                             '--repeats passes)')
     parser.add_argument('--json', metavar='PATH', help='also write the records as JSON')
     args = parser.parse_args(argv)
+    if args.attention:
+        print(attention_cost(args.engine_frames, args.repeats, args.clock))
+        return 0
     default_networks = ','.join(MASK_COST_NETWORKS) if args.mask_cost else 'netsvf'
     networks = [n for name in (args.networks or default_networks).split(',')
                 for n in (ZOO if name == 'zoo' else (name,))]

@@ -34,8 +34,9 @@ from ..fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
                              start_ray, stop_ray)
 from ..data.fleet.discovery import find_bags
 from ..data.fleet.reading import ReadOptions
-from ..data.fleet.results import (FRAMES, REPORT, SUMMARY, ResultStore, ResultsError,
-                                  bag_key, bag_table, fingerprint)
+from ..data.fleet.results import (FLOAT_COLUMNS, FRAMES, REPORT, SUMMARY, ResultStore,
+                                  ResultsError, bag_key, bag_table, fingerprint)
+from ..explain.attention import DEFAULT_ROI
 from ..models.loading import load_model
 from ..fleet.worker import CATEGORIES, SegmentResult, model_card
 from ..render.plots import plot_angles
@@ -138,7 +139,8 @@ def settings_of(args: argparse.Namespace, card: dict) -> dict:
     """What decides a bag's rows (the fingerprint of a part)."""
     return {'model': card['sha256'], 'spec': card['spec'], 'topic': args.topic,
             'steering_topic': args.steering_topic, 'every': args.every,
-            'horizon_row': args.horizon_row, 'steering_tolerance_ms': args.steering_tolerance_ms}
+            'horizon_row': args.horizon_row, 'steering_tolerance_ms': args.steering_tolerance_ms,
+            'columns': FLOAT_COLUMNS, 'roi': DEFAULT_ROI}  # parts of other statistics are redone
 
 
 def run(args: argparse.Namespace, started: float) -> int:

@@ -11,6 +11,8 @@ suffix, so a namespace such as ``/car1`` is found) and writes into ``--out`` (de
                       when OpenCV cannot write MP4 (the GIF's palette frames stay in memory
                       until it is written: use --stride for long recordings)
   steering_angle.png  steering angle (deg) and pipeline latency (ms) over bag receive time
+  attention.png       the attention timeline of vbp/attention: ROI mass (with the alarm's
+                      default bound), change from the frame before, centroid
   contact_sheet.png   a grid of overlays spread evenly over the recording, masks under them
   summary.json        message counts, pairing, bad frames, stamps, frame rate, latency figures
 
@@ -42,18 +44,21 @@ from ..data.bags import BagError, open_bag
 from ..data.pairing import pair_nearest
 from ..data.sessions import (SessionError, SessionIndex, default_tolerance_ns, find_topics,
                              frame_rate, index_session, read_image)
+from ..engine.attention_health import AttentionSettings
 from ..engine.monitor import percentiles
+from ..explain.attention import ATTENTION_LABELS
 from ..pixels.frames import FrameError, to_rgb8
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA
 from ..render.pictures import (Cell, angle_text, annotate, contact_sheet, overlay_in_region,
                                thumbnail)
-from ..render.plots import plot_series
+from ..render.plots import plot_attention, plot_series
 from ..render.video import GifVideo, Mp4Video, open_video
 from .arguments import positive_int, unit_interval
 
 VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'
-REVIEW_FILES = (VIDEO_MP4, VIDEO_GIF, PLOT, SHEET, SUMMARY)
+ATTENTION_PLOT = 'attention.png'
+REVIEW_FILES = (VIDEO_MP4, VIDEO_GIF, PLOT, ATTENTION_PLOT, SHEET, SUMMARY)
 MAX_WARNINGS = 5
 BAD_LABELS = {'overlay': 'overlays', 'mask': 'masks', 'camera': 'camera_frames',
               'region': 'mask_regions'}
@@ -191,8 +196,23 @@ def summarise(bag: Path, namespace: str, index: SessionIndex, plan: Plan, fps: f
                       'mean': float(angles_deg.mean())} if len(angles_deg) else None,
         'pipeline_latency_ms': percentiles(index.series['latency'].values),
         'processing_time_ms': percentiles(index.series['processing'].values),
+        'attention': attention_summary(index.series['attention'].values),
         'stride': plan.stride, 'files': files,
     }
+
+
+def attention_summary(values: np.ndarray) -> dict | None:
+    """vbp/attention in a few figures: messages, frames without attention (NaN), ROI mass
+    and change percentiles, the share of frames below the alarm's default ROI mass bound."""
+    if not len(values):
+        return None
+    rows = values.reshape(len(values), len(ATTENTION_LABELS))
+    roi_mass, change = (rows[:, ATTENTION_LABELS.index(name)] for name in ('roi_mass', 'change'))
+    bound = AttentionSettings().min_roi_mass
+    finite = roi_mass[np.isfinite(roi_mass)]
+    return {'messages': len(rows), 'without_attention': int(len(rows) - len(finite)),
+            'roi_mass': percentiles(finite), 'change': percentiles(change[np.isfinite(change)]),
+            f'share_roi_mass_below_{bound:g}': float(np.mean(~(roi_mass >= bound)))}
 
 
 def make_plan(index: SessionIndex, args: argparse.Namespace, tolerance_ns: int) -> Plan:
@@ -249,8 +269,12 @@ def review(args: argparse.Namespace) -> dict:
     sheet = contact_sheet(sheet_cells(plan, index, overlays, masks), args.sheet_cols,
                           args.sheet_rows)
     cv2.imwrite(str(out / SHEET), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    plot_series(out / PLOT, index.series, f'{bag.name} (namespace {namespace or "/"})')
-    files = {'video': video.path.name, 'plot': PLOT, 'contact_sheet': SHEET, 'summary': SUMMARY}
+    title = f'{bag.name} (namespace {namespace or "/"})'
+    plot_series(out / PLOT, index.series, title)
+    plot_attention(out / ATTENTION_PLOT, index.series['attention'], ATTENTION_LABELS,
+                   AttentionSettings().min_roi_mass, title)
+    files = {'video': video.path.name, 'plot': PLOT, 'attention': ATTENTION_PLOT,
+             'contact_sheet': SHEET, 'summary': SUMMARY}
     summary = summarise(bag, namespace, index, plan, fps, tolerance_ns, files, camera_topic)
     summary.update(out=str(out), video_frames=video.frames, unreadable_bytes_left_out=(
         reader.repair.unreadable if reader.repair is not None else 0))
@@ -290,7 +314,8 @@ def format_summary(summary: dict) -> str:
                      f'ms, max {latency["max"]:.1f} ms')
     files = summary['files']
     lines.append(f'wrote {summary["out"]}/: {files["video"]} ({summary["video_frames"]} frames), '
-                 f'{files["plot"]}, {files["contact_sheet"]}, {files["summary"]}')
+                 f'{files["plot"]}, {files["attention"]}, {files["contact_sheet"]}, '
+                 f'{files["summary"]}')
     return '\n'.join(lines)
 
 

@@ -3,7 +3,8 @@ preprocessing, and the recorded steering paired with each frame.
 
 A *segment* is a run of consecutive processed frames of one bag, as ``planes``: cropped,
 resized and colour-converted by the engine's :class:`~vbp_ros.models.preprocess.Preprocessor`
-(before scaling, in the frame's pixel type). Every segment but a bag's first also carries the
+(before scaling, in the frame's pixel type), all of one frame size and crop (``camera``: the
+masks' statistics are in camera coordinates). Every segment but a bag's first also carries the
 planes of the frame before it (``context``), so that a model worker can compute the
 frame-to-frame mask change of its first frame without waiting for another worker.
 
@@ -28,7 +29,7 @@ from rosbags.serde import SerdeError
 from ...models.checkpoint import ModelSpec
 from ...models.preprocess import Preprocessor
 from ...interface import stamp_to_ns
-from ...pixels.frames import FrameError
+from ...pixels.frames import Crop, FrameError
 from ..bags import open_bag
 from ..pairing import NO_PARTNER, pair_nearest
 from ..sessions import CAMERA_TYPES, camera_connections, decode_frame, is_image_output
@@ -107,6 +108,7 @@ class Segment:
     log_ns: np.ndarray  # bag log (receive) times
     recorded: np.ndarray  # recorded steering angle, NaN where none was near
     horizon: np.ndarray  # horizon as a mask row (NaN: unknown)
+    camera: tuple[Crop, tuple[int, int]] | None  # the frames' crop and (rows, columns)
     info: BagInfo | None = None  # on the bag's last segment only
 
     @property
@@ -190,12 +192,15 @@ class _SegmentBuilder:
         self.context: np.ndarray | None = None
         self.planes: list[np.ndarray] = []
         self.rows: list[tuple[int, int, int, float]] = []
+        self.camera: tuple[Crop, tuple[int, int]] | None = None
 
     def add(self, index: int, stamp_ns: int, log_ns: int, planes: np.ndarray,
-            horizon: float) -> Iterator[Segment]:
-        """Add a frame; yields the segment it completes (or a different pixel type ends)."""
-        if self.planes and planes.dtype != self.planes[0].dtype:
+            horizon: float, camera: tuple[Crop, tuple[int, int]]) -> Iterator[Segment]:
+        """Add a frame; yields the segment it completes (or a different pixel type, frame
+        size or crop ends)."""
+        if self.planes and (planes.dtype != self.planes[0].dtype or camera != self.camera):
             yield self.flush()
+        self.camera = camera
         self.planes.append(planes)
         self.rows.append((index, stamp_ns, log_ns, horizon))
         if len(self.planes) + (self.context is not None) == self.options.segment_inputs:
@@ -211,7 +216,8 @@ class _SegmentBuilder:
         planes = np.stack(self.planes) if self.planes else np.zeros((0, 1, 1, 1), np.uint8)
         segment = Segment(self.bag, self.number, self.messages, planes, self.context,
                           index.astype(np.int64), stamp, log, recorded,
-                          horizon.astype(np.float64), info)
+                          horizon.astype(np.float64), self.camera if self.planes else None,
+                          info)
         if self.planes:
             self.context = self.planes[-1]
         self.number += 1
@@ -253,11 +259,11 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
                 if len(info.skip_examples) < MAX_EXAMPLES:
                     info.skip_examples.append(f'message {index} (log time {log_ns}): {error}')
                 continue
-            horizon = horizon_in_mask(options.horizon_row, preprocess.region(frame.shape),
-                                      spec.input_height)
+            region = preprocess.region(frame.shape)
+            horizon = horizon_in_mask(options.horizon_row, region, spec.input_height)
             info.frames += 1
             yield from builder.add(index, stamp_to_ns(message.header.stamp), log_ns, planes,
-                                   horizon)
+                                   horizon, (region, frame.shape[:2]))
         if not read:
             raise BagReadError(f'no camera frames: {info.topic} holds no messages')
         info.messages = read

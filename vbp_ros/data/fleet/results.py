@@ -21,14 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...explain.attention import STATISTICS
+
 PARTS = 'parts'
 FRAMES, SUMMARY, REPORT = 'frames.parquet', 'summary.json', 'report.html'
 REPORT_FILES = 'report_files'
 FINGERPRINT_KEY = b'vbp_fleet.fingerprint'
 STRING_COLUMNS = ('bag', 'topic')
 INT_COLUMNS = ('stamp_ns', 'log_time_ns', 'index')
-FLOAT_COLUMNS = ('angle', 'lower_share', 'upper_share', 'centre_x', 'centre_y', 'entropy',
-                 'above_horizon', 'mask_change', 'recorded_angle', 'error')
+FLOAT_COLUMNS = ('angle', *STATISTICS, 'recorded_angle', 'error')
 SCHEMA = pa.schema([(name, pa.string()) for name in STRING_COLUMNS]
                    + [(name, pa.int64()) for name in INT_COLUMNS]
                    + [(name, pa.float64()) for name in FLOAT_COLUMNS])
