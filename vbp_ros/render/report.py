@@ -20,7 +20,7 @@ body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
 td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
 section.bag { border-top: 2px solid #888; margin-top: 1.5em; }
-div.gallery { display: flex; flex-wrap: wrap; gap: 0.6em; }
+div.gallery, div.pairs { display: flex; flex-wrap: wrap; gap: 0.6em; }
 figure { margin: 0; width: 322px; font-size: 0.8em; }
 figure img { width: 320px; border: 1px solid #444; }
 figure.pair { width: 648px; }
@@ -134,7 +134,7 @@ def _comparison(comparison: ComparisonSection, sections: list[BagSection]) -> st
             f'src="{html.escape(comparison.plot)}" alt="distributions">'
             f'<h3>The {len(comparison.pairs)} frames of largest disagreement (left this '
             'model, right the other; each bag\'s timeline marks its own)</h3>'
-            f'<div class="gallery">{pairs}</div></section>')
+            f'<div class="pairs">{pairs}</div></section>')
 
 
 def _section(section: BagSection, number: int, categories: dict[str, str]) -> str:
