@@ -70,31 +70,60 @@ def _bilinear_taps(centres: np.ndarray, start: int, size: int, cells: int
     position = np.clip((centres - start) * (cells / size) - 0.5, 0.0, cells - 1.0)
     first = np.floor(position).astype(np.intp)
     second = np.minimum(first + 1, cells - 1)
-    return first, second, position - first
+    return first, second, (position - first).astype(np.float32)
+
+
+def _resampled(masks: np.ndarray, centres: np.ndarray, start: int, size: int,
+               axis: int) -> np.ndarray:
+    """(N, H, W) float32 masks sampled at ``centres`` (camera coordinates inside the region
+    along ``axis``, 1: rows, 2: columns); the masks themselves where the centres are their
+    pixel centres."""
+    cells = masks.shape[axis]
+    first, second, weight = _bilinear_taps(centres, start, size, cells)
+    if len(first) == cells and (first == np.arange(cells)).all() and \
+            (weight < 1e-6).all():
+        return masks
+    shape = [1, 1, 1]
+    shape[axis] = len(weight)
+    near = np.take(masks, first, axis=axis)
+    near += weight.reshape(shape) * (np.take(masks, second, axis=axis) - near)
+    return near
 
 
 def masks_on_grid(masks: np.ndarray, region: Crop, grid: CameraGrid) -> np.ndarray:
-    """(N, H, W) masks of ``region`` sampled on ``grid``: (N, rows, columns) float64, zero
+    """(N, H, W) masks of ``region`` sampled on ``grid``: (N, rows, columns) float32, zero
     outside the region."""
-    masks = np.asarray(masks, np.float64)
-    height, width = masks.shape[1:]
-    top, bottom, down = _bilinear_taps(grid.rows, region.top, region.height, height)
-    left, right, across = _bilinear_taps(grid.columns, region.left, region.width, width)
-    rows = masks[:, top, :] * (1.0 - down)[:, None] + masks[:, bottom, :] * down[:, None]
-    sampled = rows[:, :, left] * (1.0 - across) + rows[:, :, right] * across
-    inside = (_inside(grid.rows, region.top, region.height)[:, None]
-              & _inside(grid.columns, region.left, region.width)[None, :])
-    return sampled * inside
+    masks = np.asarray(masks, np.float32)
+    rows = np.flatnonzero(_inside(grid.rows, region.top, region.height))
+    columns = np.flatnonzero(_inside(grid.columns, region.left, region.width))
+    inner = _resampled(masks, grid.rows[rows], region.top, region.height, 1)
+    inner = _resampled(inner, grid.columns[columns], region.left, region.width, 2)
+    if inner.shape[1:] == grid.compared.shape:
+        return inner
+    sampled = np.zeros((len(masks), *grid.compared.shape), np.float32)
+    sampled[:, rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = inner
+    return sampled
 
 
-def pearson(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of two (N, K) arrays; NaN where a row is constant."""
-    first = first - first.mean(axis=1, keepdims=True)
-    second = second - second.mean(axis=1, keepdims=True)
+def _dots(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two (N, K) float32 arrays (BLAS: fast, accurate)."""
+    return np.matmul(first[:, None, :], second[:, :, None])[:, 0, 0].astype(np.float64)
+
+
+def pearson(first: np.ndarray, second: np.ndarray, count: int | None = None) -> np.ndarray:
+    """Pearson correlation of each row of two (N, K) float32 arrays; NaN where a row is
+    constant. ``count`` (at most K, default K): the cells compared, the others being zero in
+    both and left out."""
+    count = first.shape[1] if count is None else count
+    sum_first = first.sum(axis=1, dtype=np.float64)
+    sum_second = second.sum(axis=1, dtype=np.float64)
+    covariance = count * _dots(first, second) - sum_first * sum_second
+    spread = (count * _dots(first, first) - sum_first ** 2) * \
+        (count * _dots(second, second) - sum_second ** 2)
     with np.errstate(invalid='ignore', divide='ignore'):
-        correlation = (first * second).sum(axis=1) / np.sqrt(
-            (first * first).sum(axis=1) * (second * second).sum(axis=1))
-    return np.where(np.isfinite(correlation), correlation, np.nan)
+        correlation = covariance / np.sqrt(spread)
+    return np.where(np.isfinite(correlation) & (spread > 0), np.clip(correlation, -1, 1),
+                    np.nan)
 
 
 def mask_similarity(masks_a: np.ndarray, regions_a: np.ndarray, masks_b: np.ndarray,
@@ -108,10 +137,13 @@ def mask_similarity(masks_a: np.ndarray, regions_a: np.ndarray, masks_b: np.ndar
     similarity = np.full(len(regions), np.nan)
     pairs, group = np.unique(regions, axis=0, return_inverse=True)
     for number, pair in enumerate(pairs):
-        chosen = np.flatnonzero(group.ravel() == number)
+        chosen = slice(None) if len(pairs) == 1 else np.flatnonzero(group.ravel() == number)
         region_a, region_b = Crop(*map(int, pair[:4])), Crop(*map(int, pair[4:]))
         grid = comparison_grid(region_a, masks_a.shape[1:], region_b, masks_b.shape[1:])
-        first = masks_on_grid(masks_a[chosen], region_a, grid)[:, grid.compared]
-        second = masks_on_grid(masks_b[chosen], region_b, grid)[:, grid.compared]
-        similarity[chosen] = pearson(first, second)
+        first = masks_on_grid(masks_a[chosen], region_a, grid)
+        second = masks_on_grid(masks_b[chosen], region_b, grid)
+        # Both are zero outside their crops: the cells outside both add nothing to the sums,
+        # and only their number must be left out.
+        similarity[chosen] = pearson(first.reshape(len(first), -1),
+                                     second.reshape(len(second), -1), int(grid.compared.sum()))
     return similarity

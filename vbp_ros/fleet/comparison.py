@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.fleet.reading import Segment
+from ..data.fleet.results import OTHER
 from ..engine.build import build_engine
 from ..engine.engine import VBPEngine
 from ..explain.mask_comparison import mask_similarity
@@ -29,7 +30,6 @@ from ..pixels.frames import FrameSizeError
 from ..pixels.overlay import shrunk_to_width
 from .worker import input_overlay, mask_columns, segment_masks, top_rows
 
-OTHER = '_other'  # suffix of the compared model's columns
 TOP_FRAMES = 20  # frames of largest disagreement shown in the report
 THUMBNAIL_WIDTH = 320  # pixels: the report's picture width
 

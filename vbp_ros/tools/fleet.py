@@ -198,9 +198,10 @@ def comparison_section(store: ResultStore, compare: CompareJob, finished: dict[s
                        ) -> tuple[ComparisonSection, dict]:
     """The report's comparison (from comparison.parquet and the bags' sidecars) and its
     figures for summary.json."""
-    table = pq.read_table(store.out / COMPARISON, columns=['angle_diff', 'mask_similarity'])
-    angle_diff = table['angle_diff'].to_numpy(zero_copy_only=False)
-    similarity = table['mask_similarity'].to_numpy(zero_copy_only=False)
+    table = pq.read_table(store.out / COMPARISON)  # without a bag read: no such columns
+    angle_diff, similarity = (table[name].to_numpy(zero_copy_only=False)
+                              if name in table.column_names else np.zeros(0)
+                              for name in ('angle_diff', 'mask_similarity'))
     disagreement = compare.disagreement
     plot = store.files / DISTRIBUTIONS
     plot_comparison_distributions(plot, angle_diff, similarity,
@@ -342,6 +343,11 @@ def run(args: argparse.Namespace, started: float) -> int:
           f'({sum(bag["bytes_left_out"] for bag in cut)} bytes left out); {rows} frames; '
           f'{summary["frames_per_s"] or 0:.1f} frames/s; wall {summary["wall_s"]:.1f} s; '
           f'wrote {store.out}/')
+    if compare is not None:
+        shares = compared['figures']['shares']
+        print(f'vbp-fleet: compared with {compare.model}: {shares["either"]:.1%} of the frames '
+              f'disagree (on the angle {shares["angle"]:.1%}, on the mask {shares["mask"]:.1%});'
+              f' {COMPARISON}')
     for name in found.missing:
         print(f'vbp-fleet: warning: {name} is neither a bag nor a folder', file=sys.stderr)
     for bag in cut:
