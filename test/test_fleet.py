@@ -10,112 +10,32 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import websocket
 
+from chromium import open_in_chromium
+from fleet_bags import (DRIVE_WITHOUT_CAMERA, FRAMES, MS, READ, T0, frames_of, recorded_angle,
+                        run_fleet, write_fleet)
 from waiting import wait_until
-from vbp_ros.data.camera_bags import CameraFrame, NodeOutput, SteeringSample, write_camera_bag
+from vbp_ros.data.camera_bags import write_camera_bag
 from vbp_ros.explain.attention import AttentionStatistics, horizon_in_mask
-from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
-from vbp_ros.pixels.frames import Crop
+from vbp_ros.models.checkpoint import default_model_path
 
 pytestmark = pytest.mark.slow
 
-MS = 1_000_000
-T0 = 1_700_000_000 * 1000 * MS
-FRAMES = 9  # per bag, 20 Hz
-REPORT_OFFSET_MS = 3  # 50 Hz steering reports, 3 ms after a frame period boundary
-BROKEN = 4  # the JPEG bags' frame 4 is cut short
 HORIZON_ROW = 240.0
 GALLERY = 2
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-                  '--no-first-run', '--disable-background-networking',
-                  '--disable-component-update', '--disable-sync']
-# name: (storage, compressed, colour)
-BAGS = {'car1/mcap_raw': ('mcap', False, False), 'car1/mcap_jpeg': ('mcap', True, False),
-        'car2/sqlite_raw': ('sqlite3', False, True), 'car2/sqlite_jpeg': ('sqlite3', True, True),
-        'old/ros1_raw.bag': ('ros1', False, False), 'old/ros1_jpeg.bag': ('ros1', True, True)}
-# A drive's bag (the camera, vbp_node's outputs for it in its namespace) is read; the same
-# outputs without the camera frames (a drive recorded before the camera was) fail, and say so.
-DRIVE, DRIVE_WITHOUT_CAMERA = 'drives/front', 'drives/front_outputs_only'
-READ = len(BAGS) + 1
-
-
-def report_ms(index: int) -> int:
-    return REPORT_OFFSET_MS + 20 * index
-
-
-def recorded_angle(frame_ms: int) -> float:
-    """The angle of the report nearest a frame (brute force over the reports)."""
-    nearest = min(range(FRAMES * 3), key=lambda j: abs(report_ms(j) - frame_ms))
-    return float(np.float32(0.001 * report_ms(nearest)))
-
-
-def frames_of(seed: int, compressed: bool, colour: bool) -> tuple[list[CameraFrame], list]:
-    """Camera messages and the pixels the engine gets from each (None: undecodable)."""
-    drive = synthetic_frames(seed=seed, drive_rate_hz=20.0)
-    messages, decoded = [], []
-    for index in range(FRAMES):
-        gray = next(drive)[0]
-        pixels = cv2.merge([gray, gray // 2 + 60, gray]) if colour else gray
-        stamp = T0 + index * 50 * MS
-        if not compressed:
-            messages.append(CameraFrame(stamp, stamp + 5 * MS, pixels))
-            decoded.append((pixels, 'rgb'))
-            continue
-        payload = cv2.imencode('.jpg', pixels)[1].tobytes()
-        if index == BROKEN:
-            payload = payload[:len(payload) // 2]
-        messages.append(CameraFrame(stamp, stamp + 5 * MS, payload=payload))
-        decoded.append(None if index == BROKEN else
-                       (cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED),
-                        'bgr'))
-    return messages, decoded
 
 
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The folder of bags, and per bag path what the engine sees of each frame."""
     root = tmp_path_factory.mktemp('fleet')
-    steering = [SteeringSample(T0 + report_ms(j) * MS, T0 + report_ms(j) * MS + MS,
-                               float(np.float32(0.001 * report_ms(j))))
-                for j in range(FRAMES * 3)]
-    expected = {}
-    for seed, (name, (storage, compressed, colour)) in enumerate(BAGS.items()):
-        messages, decoded = frames_of(seed, compressed, colour)
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        path = write_camera_bag(root / name, messages, storage=storage, compressed=compressed,
-                                topic='/front/image_raw' + ('/compressed' if compressed else ''),
-                                steering=steering)
-        expected[str(path)] = decoded
-    messages, decoded = frames_of(len(BAGS), False, False)
-    outputs = [NodeOutput(frame.stamp_ns, frame.log_ns + 20 * MS,
-                          np.full((66, 200), 0.5, np.float32), 0.1, np.zeros((480, 640, 3),
-                                                                             np.uint8))
-               for frame in messages]
-    drive = write_camera_bag(root / DRIVE, messages, topic='/front/image_raw', steering=steering,
-                             outputs=outputs, mask_region=Crop(200, 0, 280, 640),
-                             node_namespace='front')
-    expected[str(drive)] = decoded
-    write_camera_bag(root / DRIVE_WITHOUT_CAMERA, [], steering=steering, outputs=outputs,
-                     node_namespace='front')
-    (root / 'broken.mcap').write_bytes(b'\x89MCAP0\r\n' + bytes(range(256)) * 8)
-    (root / 'car1' / 'notes.txt').write_text('not a bag')
-    return root, expected
-
-
-def run_fleet(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, '-m', 'vbp_ros.tools.fleet', *map(str, args),
-               '--object-store-mb', '100', '--no-progress']
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return root, write_fleet(root)
 
 
 @pytest.fixture(scope='module')
@@ -203,64 +123,6 @@ def gallery_size(table: dict) -> int:
     return total
 
 
-def open_in_chromium(page: Path, profile: Path) -> tuple[list[str], dict]:
-    """Load a page in headless Chromium over the DevTools protocol; returns the console
-    errors (messages, exceptions, failed loads) and what the page shows."""
-    log = (profile.parent / 'chromium.log').open('w')
-    browser = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f'--user-data-dir={profile}',
-                                '--remote-debugging-port=0', 'about:blank'],
-                               stdout=log, stderr=log)
-    try:
-        port_file = profile / 'DevToolsActivePort'
-        wait_until(port_file.exists, 60.0)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f'http://127.0.0.1:{port}/json/list') as response:
-            targets = json.load(response)
-        url = next(t['webSocketDebuggerUrl'] for t in targets if t['type'] == 'page')
-        connection = websocket.create_connection(url, timeout=60, suppress_origin=True)
-        errors, calls = [], iter(range(1, 1000))
-
-        def call(method: str, **params: object) -> dict:
-            number = next(calls)
-            connection.send(json.dumps({'id': number, 'method': method, 'params': params}))
-            while True:
-                message = json.loads(connection.recv())
-                if message.get('id') == number:
-                    return message.get('result', {})
-                note(message)
-
-        def note(message: dict) -> None:
-            method, params = message.get('method'), message.get('params', {})
-            if method == 'Runtime.consoleAPICalled' and params['type'] in ('error', 'assert'):
-                errors.append(json.dumps(params['args']))
-            elif method == 'Runtime.exceptionThrown':
-                errors.append(params['exceptionDetails']['text'])
-            elif method == 'Log.entryAdded' and params['entry']['level'] == 'error':
-                errors.append(params['entry']['text'])
-
-        for domain in ('Runtime', 'Log', 'Page'):
-            call(f'{domain}.enable')
-        call('Page.navigate', url=page.as_uri())
-        while True:
-            message = json.loads(connection.recv())
-            if message.get('method') == 'Page.loadEventFired':
-                break
-            note(message)
-        shown = call('Runtime.evaluate', returnByValue=True, expression='''({
-            thumbnails: document.querySelectorAll('div.gallery img').length,
-            loaded: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length,
-            images: document.images.length,
-            plots: document.querySelectorAll('img.plot').length,
-            sections: document.querySelectorAll('section.bag').length,
-            text: document.body.innerText})''')['result']['value']
-        connection.close()
-        return errors, shown
-    finally:
-        browser.terminate()
-        browser.wait(timeout=30)
-        log.close()
-
-
 def test_report_loads_in_chromium_with_every_thumbnail(fleet_run, tmp_path: Path) -> None:
     out, _ = fleet_run
     table = pq.read_table(out / 'frames.parquet').to_pydict()
@@ -274,14 +136,17 @@ def test_report_loads_in_chromium_with_every_thumbnail(fleet_run, tmp_path: Path
         assert link.stat().st_size > 0
 
 
-def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize('compare', [[], ['--compare', str(default_model_path())]],
+                         ids=['one model', 'compared'])
+def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path, compare: list[str]
+                                                     ) -> None:
     folder, out = tmp_path / 'bags', tmp_path / 'out'
     for seed in range(4):
         messages, _ = frames_of(seed, False, False)
         write_camera_bag(folder / f'drive{seed}', messages)
     command = [sys.executable, '-m', 'vbp_ros.tools.fleet', str(folder), '--out', str(out),
                '--workers', '1', '--readers', '1', '--batch', '4', '--segment', '4',
-               '--object-store-mb', '100', '--no-progress']
+               '--object-store-mb', '100', '--no-progress', *compare]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     wait_until(lambda: list(out.glob('parts/*.parquet')) or first.poll() is not None, 240.0)
@@ -290,9 +155,9 @@ def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path) -> None:
     first.wait(timeout=30)
     finished = {path: path.stat().st_mtime_ns for path in out.glob('parts/*.parquet')}
     assert 1 <= len(finished) < 4, 'the kill came too late to interrupt the run'
-    refused = run_fleet(folder, '--out', out)
+    refused = run_fleet(folder, '--out', out, *compare)
     assert refused.returncode == 2 and '--resume' in refused.stderr
-    second = run_fleet(folder, '--out', out, '--resume', '--batch', '4')
+    second = run_fleet(folder, '--out', out, '--resume', '--batch', '4', *compare)
     assert second.returncode == 0, second.stderr
     summary = json.loads((out / 'summary.json').read_text())
     assert len(summary['bags_resumed']) == len(finished)
@@ -300,6 +165,10 @@ def test_a_killed_run_resumes_without_duplicate_rows(tmp_path: Path) -> None:
     table = pq.read_table(out / 'frames.parquet').to_pydict()
     keys = list(zip(table['bag'], table['index']))
     assert len(keys) == len(set(keys)) == 4 * FRAMES
+    if compare:  # the comparison's rows are committed with the frames' (one part per bag)
+        compared = pq.read_table(out / 'comparison.parquet').to_pydict()
+        assert list(zip(compared['bag'], compared['index'])) == keys
+        assert (np.array(compared['mask_similarity']) >= 0.999).all()
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
     assert not list(out.glob('parts/*.tmp'))
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 from ..models.checkpoint import ModelSpec
 from ..data.fleet.reading import BagReadError, ReadOptions, Segment, read_segments
+from .comparison import CompareJob, Comparison
 from .worker import SegmentResult, SegmentWorker
 
 QUEUE_PER_WORKER = 2
@@ -68,7 +69,8 @@ class ClusterOptions:
 
 @dataclass(frozen=True)
 class FleetJob:
-    """What every actor and reader is told: model, device, batch, reading, gallery size."""
+    """What every actor and reader is told: model, device, batch, reading, gallery size, and
+    the model to compare with (None: none)."""
 
     model: str | None
     spec: ModelSpec
@@ -76,6 +78,7 @@ class FleetJob:
     batch: int = 8
     read: ReadOptions = ReadOptions()
     gallery: int = 4
+    compare: CompareJob | None = None
 
 
 @dataclass
@@ -122,16 +125,18 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
-def _read_bag(bag: str, spec: ModelSpec, options: ReadOptions) -> Iterator[Segment]:
-    yield from read_segments(bag, spec, options)
+def _read_bag(bag: str, spec: ModelSpec, options: ReadOptions,
+              compared: ModelSpec | None) -> Iterator[Segment]:
+    yield from read_segments(bag, spec, options, compared)
 
 
 class _Actor:
     """The Ray actor around :class:`SegmentWorker`."""
 
     def __init__(self, model: str | None, device: str, batch: int, threads: int,
-                 gallery: int) -> None:
-        self.worker = SegmentWorker.load(model, device, batch, threads, gallery)
+                 gallery: int, compare: CompareJob | None) -> None:
+        comparison = compare and Comparison.load(compare, device, batch, threads)
+        self.worker = SegmentWorker.load(model, device, batch, threads, gallery, comparison)
 
     def process(self, segment: Segment) -> SegmentResult:
         return self.worker.process(segment)
@@ -162,8 +167,8 @@ class FleetRunner:
         actor = ray.remote(_Actor).options(num_cpus=threads if options.address else 1,
                                            num_gpus=1 if job.device.startswith('cuda') else 0,
                                            max_restarts=1, max_task_retries=1)
-        self.actors = [actor.remote(job.model, job.device, job.batch, threads, job.gallery)
-                       for _ in range(options.workers)]
+        self.actors = [actor.remote(job.model, job.device, job.batch, threads, job.gallery,
+                                    job.compare) for _ in range(options.workers)]
         self.reader = ray.remote(_read_bag).options(
             num_returns='streaming', num_cpus=1,
             _generator_backpressure_num_objects=READ_AHEAD)
@@ -191,7 +196,8 @@ class FleetRunner:
         while queue or readers or in_flight:
             while queue and len(readers) < self.options.reader_count:
                 bag = queue.popleft()
-                readers[self.reader.remote(bag, self.job.spec, self.job.read)] = bag
+                compared = self.job.compare and self.job.compare.spec
+                readers[self.reader.remote(bag, self.job.spec, self.job.read, compared)] = bag
                 states[bag] = _BagState()
             room = min(load) < QUEUE_PER_WORKER
             waitables = list(in_flight) + (list(readers) if room else [])

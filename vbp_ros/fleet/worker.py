@@ -1,22 +1,29 @@
 """The model side of vbp-fleet: one place that loads the model, and the worker that runs the
 engine over segments of frames (angles, attention statistics, gallery candidates). Ray-free: a Ray
-actor wraps :class:`SegmentWorker`, and tests use it directly."""
+actor wraps :class:`SegmentWorker`, and tests use it directly. With ``--compare`` the worker
+hands each segment on to its :class:`~vbp_ros.fleet.comparison.Comparison`, which runs the
+second model with the functions here (:func:`segment_masks`, :func:`mask_columns`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..models.checkpoint import ModelSpec, default_model_path
 from ..engine.build import build_engine
 from ..engine.engine import VBPEngine
-from ..pixels.frames import to_rgb8
+from ..pixels.frames import Crop, to_rgb8
 from ..pixels.overlay import red_overlay
 from ..data.fleet.reading import BagInfo, Segment
 from ..explain.attention import DEFAULT_ROI, AttentionStatistics
+
+if TYPE_CHECKING:
+    from .comparison import Comparison, ComparisonRows
 
 # Gallery categories: what makes a frame worth a look, largest first.
 CATEGORIES = {
@@ -51,7 +58,7 @@ class Candidate:
 @dataclass
 class SegmentResult:
     """The rows of one segment (column arrays), its gallery candidates and, for a bag's last
-    segment, the bag's reading info."""
+    segment, the bag's reading info; with ``--compare``, the comparison's rows."""
 
     bag: str
     number: int
@@ -59,6 +66,7 @@ class SegmentResult:
     rows: dict[str, np.ndarray]
     candidates: list[Candidate]
     info: BagInfo | None
+    comparison: ComparisonRows | None = None
 
 
 def gallery_scores(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -75,55 +83,80 @@ def top_rows(scores: np.ndarray, count: int) -> np.ndarray:
     return finite[order[:count]]
 
 
-class SegmentWorker:
-    """Runs the engine over segments in batches of the engine's ``max_batch``."""
+def engine_masks(engine: VBPEngine, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) masks and (N,) angles (radians) of preprocessed planes, in batches of the
+    engine's ``max_batch``."""
+    batch = engine.max_batch
+    results = [result for start in range(0, len(planes), batch)
+               for result in engine.process_planes(planes[start:start + batch])]
+    height, width = engine.preprocess.shape[1:]
+    masks = np.stack([r.mask for r in results]) if results else \
+        np.zeros((0, height, width), np.float32)
+    return masks, np.array([r.angle for r in results], np.float64)
 
-    def __init__(self, engine: VBPEngine, gallery: int) -> None:
-        self.engine, self.gallery = engine, gallery
-        self._statistics: dict[tuple, AttentionStatistics] = {}
+
+def segment_masks(engine: VBPEngine, segment: Segment
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The masks and angles of a segment's frames, and the mask of the frame before them
+    (its context; None for a bag's first segment)."""
+    inputs = segment.planes if segment.context is None or not segment.frames else \
+        np.concatenate([segment.context[None], segment.planes])
+    masks, angles = engine_masks(engine, inputs)
+    if len(masks) > segment.frames:
+        return masks[1:], angles[1:], masks[0]
+    return masks, angles, None
+
+
+def mask_columns(masks: np.ndarray, previous: np.ndarray | None, segment: Segment
+                 ) -> dict[str, np.ndarray]:
+    """The attention statistics of one model's masks of a segment (``previous``: its mask of
+    the frame before them): the run's model and the compared one both go through here."""
+    if segment.camera is None:  # no frames
+        return AttentionStatistics.empty_table()
+    return _attention_statistics(masks.shape[1:], *segment.camera).table(
+        masks, segment.horizon, previous)
+
+
+@lru_cache(maxsize=16)
+def _attention_statistics(mask_shape: tuple[int, int], region: Crop,
+                          frame_shape: tuple[int, int]) -> AttentionStatistics:
+    """The statistics of masks of one shape over one crop of one frame size, with
+    :data:`~vbp_ros.explain.attention.DEFAULT_ROI` (built once: they precompute grids)."""
+    return AttentionStatistics(mask_shape, region, frame_shape, DEFAULT_ROI)
+
+
+def input_overlay(planes: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
+    """A network's view of a frame (its planes) with its mask in red."""
+    picture = planes[0] if len(planes) == 1 else planes.transpose(1, 2, 0)
+    return red_overlay(to_rgb8(np.ascontiguousarray(picture)), mask, alpha)
+
+
+class SegmentWorker:
+    """Runs the engine over segments in batches of the engine's ``max_batch``, and the
+    comparison's second model where there is one."""
+
+    def __init__(self, engine: VBPEngine, gallery: int,
+                 comparison: Comparison | None = None) -> None:
+        self.engine, self.gallery, self.comparison = engine, gallery, comparison
 
     @classmethod
     def load(cls, model: str | None, device: str, batch: int, threads: int,
-             gallery: int) -> SegmentWorker:
+             gallery: int, comparison: Comparison | None = None) -> SegmentWorker:
         """A worker with the model loaded once and its engine warmed up."""
-        return cls(build_engine(model, device=device, max_batch=batch, threads=threads), gallery)
-
-    def masks_and_angles(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W) masks and (N,) angles of preprocessed planes, batch by batch."""
-        batch = self.engine.max_batch
-        results = [result for start in range(0, len(planes), batch)
-                   for result in self.engine.process_planes(planes[start:start + batch])]
-        height, width = self.engine.preprocess.shape[1:]
-        masks = np.stack([r.mask for r in results]) if results else \
-            np.zeros((0, height, width), np.float32)
-        return masks, np.array([r.angle for r in results], np.float64)
+        return cls(build_engine(model, device=device, max_batch=batch, threads=threads),
+                   gallery, comparison)
 
     def process(self, segment: Segment) -> SegmentResult:
-        """The rows and gallery candidates of a segment."""
-        inputs = segment.planes if segment.context is None or not segment.frames else \
-            np.concatenate([segment.context[None], segment.planes])
-        masks, angles = self.masks_and_angles(inputs)
-        previous = None
-        if len(masks) > segment.frames:
-            previous, masks, angles = masks[0], masks[1:], angles[1:]
+        """The rows and gallery candidates of a segment (and its comparison's rows)."""
+        masks, angles, previous = segment_masks(self.engine, segment)
         rows = {'index': segment.index, 'stamp_ns': segment.stamp_ns,
                 'log_time_ns': segment.log_ns, 'angle': angles,
-                **self.statistics(masks, segment, previous),
+                **mask_columns(masks, previous, segment),
                 'recorded_angle': segment.recorded, 'error': angles - segment.recorded}
+        comparison = None if self.comparison is None else self.comparison.compare(
+            segment, rows, masks, self.engine.overlay_alpha)
         return SegmentResult(segment.bag, segment.number, segment.messages, rows,
-                             self.candidates(segment, rows, masks), segment.info)
-
-    def statistics(self, masks: np.ndarray, segment: Segment, previous: np.ndarray | None
-                   ) -> dict[str, np.ndarray]:
-        """The attention statistics of a segment's masks (``previous``: the mask before the
-        first), with :data:`~vbp_ros.explain.attention.DEFAULT_ROI`."""
-        if segment.camera is None:  # no frames
-            return AttentionStatistics.empty_table()
-        key = (masks.shape[1:], *segment.camera)
-        if key not in self._statistics:
-            self._statistics[key] = AttentionStatistics(masks.shape[1:], *segment.camera,
-                                                        DEFAULT_ROI)
-        return self._statistics[key].table(masks, segment.horizon, previous)
+                             self.candidates(segment, rows, masks), segment.info, comparison)
 
     def candidates(self, segment: Segment, rows: dict[str, np.ndarray],
                    masks: np.ndarray) -> list[Candidate]:
@@ -132,15 +165,10 @@ class SegmentWorker:
         for category, scores in gallery_scores(rows).items():
             for row in top_rows(scores, self.gallery):
                 if row not in overlays:
-                    overlays[row] = self.overlay(segment.planes[row], masks[row])
+                    overlays[row] = input_overlay(segment.planes[row], masks[row],
+                                                  self.engine.overlay_alpha)
                 found.append(Candidate(category, float(scores[row]), int(rows['index'][row]),
                                        int(rows['stamp_ns'][row]), int(rows['log_time_ns'][row]),
                                        float(rows['angle'][row]),
                                        float(rows['recorded_angle'][row]), overlays[row]))
         return found
-
-    def overlay(self, planes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The network's view of a frame with its mask in red (the engine's overlay alpha)."""
-        picture = planes[0] if len(planes) == 1 else planes.transpose(1, 2, 0)
-        return red_overlay(to_rgb8(np.ascontiguousarray(picture)), mask,
-                           self.engine.overlay_alpha)

@@ -89,3 +89,48 @@ def plot_attention(path: Path, series: TimeSeries, labels: tuple[str, ...], min_
     axes[-1].set_xlabel('bag receive time since the first vbp/attention message (s)')
     figure.suptitle(title)
     figure.savefig(path, dpi=80)
+
+
+def plot_comparison_timeline(path: Path, times_s: np.ndarray, angle_diff: np.ndarray,
+                             similarity: np.ndarray, marks_s: np.ndarray,
+                             thresholds: tuple[float, float], title: str) -> None:
+    """Two models over a bag: their angle difference (deg) and their masks' similarity over
+    time, each with its disagreement threshold dashed (``thresholds``: radians, similarity)
+    and the frames of largest disagreement marked."""
+    figure = Figure(figsize=(10, 3.6), layout='constrained')
+    angle_axis, similarity_axis = figure.subplots(2, 1, sharex=True)
+    angle_axis.plot(times_s, np.degrees(angle_diff), color='tab:purple', lw=1)
+    for sign in (-1, 1):
+        angle_axis.axhline(sign * np.degrees(thresholds[0]), color='gray', ls='--', lw=1)
+    angle_axis.set_ylabel('angle other - this (deg)')
+    similarity_axis.plot(times_s, similarity, color='tab:olive', lw=1)
+    similarity_axis.axhline(thresholds[1], color='gray', ls='--', lw=1)
+    similarity_axis.set_ylabel('mask similarity')
+    similarity_axis.set_xlabel('time in the bag (s)')
+    for axis in (angle_axis, similarity_axis):
+        for mark in marks_s:
+            axis.axvline(mark, color='tab:red', alpha=0.35, lw=1)
+        axis.grid(alpha=0.3)
+    angle_axis.set_title(title, fontsize='medium')
+    figure.savefig(path, dpi=80)
+
+
+def plot_comparison_distributions(path: Path, angle_diff: np.ndarray, similarity: np.ndarray,
+                                  thresholds: tuple[float, float]) -> None:
+    """Histograms of two models' angle difference (deg) and mask similarity over every
+    compared frame, with the disagreement thresholds dashed (radians, similarity)."""
+    figure = Figure(figsize=(10, 2.8), layout='constrained')
+    angle_axis, similarity_axis = figure.subplots(1, 2)
+    angles = np.degrees(angle_diff[np.isfinite(angle_diff)])
+    angle_axis.hist(angles, bins=50, color='tab:purple')
+    for sign in (-1, 1):
+        angle_axis.axvline(sign * np.degrees(thresholds[0]), color='gray', ls='--', lw=1)
+    angle_axis.set_xlabel('angle other - this (deg)')
+    similarity_axis.hist(similarity[np.isfinite(similarity)], bins=50, range=(-1.0, 1.0),
+                         color='tab:olive')
+    similarity_axis.axvline(thresholds[1], color='gray', ls='--', lw=1)
+    similarity_axis.set_xlabel('mask similarity (Pearson, camera coordinates)')
+    for axis in (angle_axis, similarity_axis):
+        axis.set_ylabel('frames')
+        axis.grid(alpha=0.3)
+    figure.savefig(path, dpi=80)

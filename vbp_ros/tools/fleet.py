@@ -14,6 +14,17 @@ per actor), and the driver writes into --out:
                    worth a look (pictures in report_files/)
   parts/           one finished bag per Parquet part: what --resume continues from
 
+With --compare OTHER_MODEL the same workers run a second model on every frame (each model's
+own preprocessing of the same decoded frame) and the driver also writes:
+
+  comparison.parquet  one row per frame: bag, topic, stamp_ns, log_time_ns, index, angle,
+                   angle_other, angle_diff (other - this, rad), mask_similarity (Pearson, in
+                   camera coordinates), disagreement, and both models' mask statistics (the
+                   other's suffixed _other)
+  report.html      gains a comparison section: distributions, the shares of frames where the
+                   models disagree (--disagree-angle, --disagree-similarity), the 20 frames of
+                   largest disagreement with both overlays, a timeline per bag
+
 A bag that cannot be read is reported in summary.json and the run goes on. Exit status: 0 when
 every bag was read, 1 when some failed, 2 when the run could not start.
 """
@@ -27,30 +38,38 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ..models.checkpoint import CheckpointError
+from ..models.checkpoint import CheckpointError, ModelSpec
 from ..fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
                              start_ray, stop_ray)
 from ..data.fleet.discovery import find_bags
 from ..data.fleet.reading import ReadOptions
-from ..data.fleet.results import (FLOAT_COLUMNS, FRAMES, REPORT, SUMMARY, ResultStore,
-                                  ResultsError, bag_key, bag_table, fingerprint)
+from ..data.fleet.results import (COMPARISON, FLOAT_COLUMNS, FRAMES, REPORT, SUMMARY,
+                                  ResultStore, ResultsError, bag_key, bag_table, fingerprint)
 from ..explain.attention import DEFAULT_ROI
 from ..models.loading import load_model
+from ..fleet.comparison import (TOP_FRAMES, CompareJob, Disagreement, PairCandidate,
+                                check_comparable)
 from ..fleet.worker import CATEGORIES, SegmentResult, model_card
-from ..render.plots import plot_angles
-from ..render.report import BagSection, GalleryItem, write_report, write_thumbnail
+from ..render.plots import plot_angles, plot_comparison_distributions, plot_comparison_timeline
+from ..render.report import (BagSection, ComparisonSection, GalleryItem, PairItem,
+                             write_report, write_thumbnail)
 from .arguments import positive_int
 
 PLOT = 'angles.png'
+TIMELINE = 'comparison.png'  # a bag's comparison timeline, in its report_files folder
+DISTRIBUTIONS = 'comparison.png'  # the run's, in report_files
 
 
 class BagWriter:
     """Stores each finished bag (part, sidecar, thumbnails, plot) and keeps the run's tally."""
 
-    def __init__(self, store: ResultStore, gallery: int, progress: tqdm) -> None:
+    def __init__(self, store: ResultStore, gallery: int, progress: tqdm,
+                 compare: CompareJob | None = None) -> None:
         self.store, self.gallery, self.progress = store, gallery, progress
+        self.compare = compare
         self.failed: dict[str, str] = {}
         self.read: dict[str, dict] = {}
         self.frames = 0
@@ -97,11 +116,51 @@ class BagWriter:
                     'angle': candidate.angle, 'recorded': candidate.recorded,
                     'image': str(image.relative_to(self.store.out))})
         sidecar = {'bag': bag, 'info': asdict(info), 'gallery': gallery}
-        table = bag_table(bag, info.topic, columns)
+        comparison = None
+        if self.compare is not None:
+            comparison = {name: np.concatenate([r.comparison.rows[name] for r in results])
+                          for name in results[0].comparison.rows}
+            sidecar['comparison'] = self.store_pairs(
+                folder, info.start_ns, [c for r in results for c in r.comparison.candidates])
+            sidecar['timeline'] = self.store_timeline(folder, bag, sidecar, columns, comparison)
+        table = bag_table(bag, info.topic, columns, comparison)
         write_plot(self.store, bag, sidecar, table.select(['log_time_ns', 'angle',
                                                            'recorded_angle']).to_pydict())
         self.store.write_bag(bag, table, sidecar)
         return sidecar
+
+    def store_pairs(self, folder: Path, start_ns: int, candidates: list[PairCandidate]
+                    ) -> list[dict]:
+        """The bag's frames of largest disagreement, both overlays written; their entries."""
+        found = sorted(candidates, key=lambda c: (-c.score, c.index))[:TOP_FRAMES]
+        pairs = []
+        for candidate in found:
+            images = {}
+            for key, suffix, jpeg in (('image', '', candidate.jpeg),
+                                      ('image_other', '-other', candidate.jpeg_other)):
+                path = folder / f'compare-{candidate.index}{suffix}.jpg'
+                path.write_bytes(jpeg)
+                images[key] = str(path.relative_to(self.store.out))
+            pairs.append({'score': candidate.score, 'index': candidate.index,
+                          'stamp_ns': candidate.stamp_ns,
+                          'time_s': (candidate.log_ns - start_ns) / 1e9,
+                          'angle': candidate.angle, 'angle_other': candidate.angle_other,
+                          'mask_similarity': candidate.mask_similarity, **images})
+        return pairs
+
+    def store_timeline(self, folder: Path, bag: str, sidecar: dict, columns: dict,
+                       comparison: dict) -> str:
+        """The bag's comparison timeline, its frames of largest disagreement marked."""
+        path = folder / TIMELINE
+        start = sidecar['info']['start_ns']
+        times = (np.asarray(columns['log_time_ns'], np.int64) - start) / 1e9
+        marks = np.array(sorted(pair['time_s'] for pair in sidecar['comparison']))
+        disagreement = self.compare.disagreement
+        plot_comparison_timeline(path, times, comparison['angle_diff'],
+                                 comparison['mask_similarity'], marks,
+                                 (disagreement.angle_rad, disagreement.similarity),
+                                 f'{Path(bag).name}: other model against this one')
+        return str(path.relative_to(self.store.out))
 
 
 def write_plot(store: ResultStore, bag: str, sidecar: dict, columns: dict) -> str:
@@ -132,15 +191,76 @@ def section(store: ResultStore, sidecar: dict) -> BagSection:
                                f'read, {info["bytes_left_out"]} bytes after it left out')
     items = [GalleryItem(**{key: item[key] for key in GalleryItem.__dataclass_fields__})
              for item in sidecar['gallery']]
-    return BagSection(bag, info['topic'], counts, plot, items)
+    return BagSection(bag, info['topic'], counts, plot, items, sidecar.get('timeline'))
 
 
-def settings_of(args: argparse.Namespace, card: dict) -> dict:
-    """What decides a bag's rows (the fingerprint of a part)."""
-    return {'model': card['sha256'], 'spec': card['spec'], 'topic': args.topic,
-            'steering_topic': args.steering_topic, 'every': args.every,
-            'horizon_row': args.horizon_row, 'steering_tolerance_ms': args.steering_tolerance_ms,
-            'columns': FLOAT_COLUMNS, 'roi': DEFAULT_ROI}  # parts of other statistics are redone
+def comparison_section(store: ResultStore, compare: CompareJob, finished: dict[str, dict],
+                       done: list[str], names: tuple[str, str]
+                       ) -> tuple[ComparisonSection, dict]:
+    """The report's comparison (from comparison.parquet and the bags' sidecars) and its
+    figures for summary.json."""
+    table = pq.read_table(store.out / COMPARISON)  # without a bag read: no such columns
+    angle_diff, similarity = (table[name].to_numpy(zero_copy_only=False)
+                              if name in table.column_names else np.zeros(0)
+                              for name in ('angle_diff', 'mask_similarity'))
+    disagreement = compare.disagreement
+    plot = store.files / DISTRIBUTIONS
+    plot_comparison_distributions(plot, angle_diff, similarity,
+                                  (disagreement.angle_rad, disagreement.similarity))
+    order = {bag: number for number, bag in enumerate(done)}
+    found = sorted(((bag, pair) for bag in done for pair in finished[bag]['comparison']),
+                   key=lambda item: (-item[1]['score'], order[item[0]], item[1]['index']))
+    pairs = [PairItem(bag=bag, rank=rank, **{key: pair[key] for key in (
+        'image', 'image_other', 'time_s', 'index', 'stamp_ns', 'angle', 'angle_other',
+        'mask_similarity', 'score')}) for rank, (bag, pair) in enumerate(found[:TOP_FRAMES], 1)]
+    shares = disagreement.shares(angle_diff, similarity)
+    figures = {'frames': len(angle_diff), 'angle_threshold_rad': disagreement.angle_rad,
+               'similarity_threshold': disagreement.similarity, 'shares': shares,
+               'median_abs_angle_diff_rad': float(np.nanmedian(np.abs(angle_diff)))
+               if len(angle_diff) else None,
+               'median_mask_similarity': float(np.nanmedian(similarity))
+               if np.isfinite(similarity).any() else None,
+               'top': [{'bag': p.bag, 'index': p.index, 'score': p.score} for p in pairs]}
+    shown = [
+        ('frames compared', len(angle_diff)),
+        (f'disagree on the angle (|other - this| > {disagreement.angle_rad:g} rad = '
+         f'{np.degrees(disagreement.angle_rad):.1f} deg)', f'{shares["angle"]:.1%}'),
+        (f'disagree on the mask (similarity < {disagreement.similarity:g})',
+         f'{shares["mask"]:.1%}'),
+        ('disagree on either', f'{shares["either"]:.1%}'),
+        ('median |angle other - this| (deg)',
+         f'{np.degrees(figures["median_abs_angle_diff_rad"] or np.nan):.2f}'),
+        ('median mask similarity', f'{figures["median_mask_similarity"] or np.nan:.3f}')]
+    return ComparisonSection(*names, shown, str(plot.relative_to(store.out)), pairs), figures
+
+
+def settings_of(args: argparse.Namespace, card: dict, compared: dict | None) -> dict:
+    """What decides a bag's rows (the fingerprint of a part); ``compared``: the compared
+    model's card, None without --compare (and the fingerprint of a run before it)."""
+    settings = {'model': card['sha256'], 'spec': card['spec'], 'topic': args.topic,
+                'steering_topic': args.steering_topic, 'every': args.every,
+                'horizon_row': args.horizon_row,
+                'steering_tolerance_ms': args.steering_tolerance_ms,
+                # parts of other statistics (columns, region of interest) are redone
+                'columns': FLOAT_COLUMNS, 'roi': DEFAULT_ROI}
+    if compared is not None:
+        settings['compare'] = {'model': compared['sha256'], 'spec': compared['spec'],
+                               'disagree_angle': args.disagree_angle,
+                               'disagree_similarity': args.disagree_similarity}
+    return settings
+
+
+def compare_job(args: argparse.Namespace, spec: ModelSpec) -> CompareJob | None:
+    """The compared model of --compare (None without), checked against the run's model
+    before anything starts."""
+    if args.compare is None:
+        if args.compare_card:
+            raise ValueError('--compare-card needs --compare OTHER_MODEL')
+        return None
+    _, other = load_model(args.compare, args.compare_card)
+    check_comparable(spec, other, str(args.model or 'the bundled model'), args.compare)
+    return CompareJob(args.compare, args.compare_card, other,
+                      Disagreement(args.disagree_angle, args.disagree_similarity))
 
 
 def run(args: argparse.Namespace, started: float) -> int:
@@ -148,7 +268,9 @@ def run(args: argparse.Namespace, started: float) -> int:
     found = find_bags(args.inputs)
     _, spec = load_model(args.model)
     card = model_card(args.model, spec)
-    store = ResultStore(Path(args.out), fingerprint(settings_of(args, card)))
+    compare = compare_job(args, spec)
+    compared = compare and model_card(compare.model, compare.spec)
+    store = ResultStore(Path(args.out), fingerprint(settings_of(args, card, compared)))
     if store.has_results() and not (args.resume or args.force):
         raise ResultsError(f'{args.out} holds results of an earlier run: pass --resume to '
                            'continue it or --force to start over')
@@ -159,11 +281,11 @@ def run(args: argparse.Namespace, started: float) -> int:
     read = ReadOptions(args.topic, args.steering_topic, args.every,
                        max(args.batch * max(1, round(args.segment / args.batch)), 2),
                        args.horizon_row, round(args.steering_tolerance_ms * 1e6))
-    job = FleetJob(args.model, spec, args.device, args.batch, read, args.gallery)
+    job = FleetJob(args.model, spec, args.device, args.batch, read, args.gallery, compare)
     cluster = ClusterOptions(args.address, args.workers, args.threads, args.readers,
                              args.object_store_mb)
     progress = tqdm(desc='vbp-fleet', unit='frame', disable=args.no_progress, mininterval=1.0)
-    writer = BagWriter(store, args.gallery, progress)
+    writer = BagWriter(store, args.gallery, progress, compare)
     ray_info = {'address': args.address or 'local', 'workers': args.workers,
                 'threads_per_worker': cluster.thread_count, 'readers': cluster.reader_count}
     processing_s = 0.0
@@ -181,6 +303,13 @@ def run(args: argparse.Namespace, started: float) -> int:
     finished = {**earlier, **writer.read}
     done = [bag for bag in bags if bag in finished]
     rows = store.merge(done)
+    report_comparison = None
+    if compare is None:
+        (store.out / COMPARISON).unlink(missing_ok=True)  # of an earlier run
+    else:
+        store.merge_comparison(done)
+        report_comparison, compared['figures'] = comparison_section(
+            store, compare, finished, done, (card['path'], compared['path']))
     summary = {
         'inputs': args.inputs, 'inputs_not_found': found.missing,
         'bags_found': len(bags), 'bags_read': len(done), 'bags_read_this_run': len(writer.read),
@@ -198,7 +327,8 @@ def run(args: argparse.Namespace, started: float) -> int:
         'frames_per_s': writer.frames / processing_s if processing_s else None,
         'wall_s': time.perf_counter() - started, 'ray': ray_info, 'model': card,
         'batch': args.batch, 'device': args.device, 'every': args.every,
-        'horizon_row': args.horizon_row, 'files': [FRAMES, SUMMARY, REPORT],
+        'horizon_row': args.horizon_row, 'compared': compared,
+        'files': [FRAMES, *([COMPARISON] if compare else []), SUMMARY, REPORT],
     }
     write_report(store.out / REPORT, f'vbp-fleet: {len(done)} of {len(bags)} bags', [
         ('bags found / read / failed', f'{len(bags)} / {len(done)} / {len(writer.failed)}'),
@@ -207,7 +337,7 @@ def run(args: argparse.Namespace, started: float) -> int:
         ('frames/s (this run)', f'{summary["frames_per_s"] or 0:.1f}'),
         ('wall time (s)', f'{summary["wall_s"]:.1f}')],
         sorted(writer.failed.items()), [section(store, finished[bag]) for bag in done],
-        CATEGORIES)
+        CATEGORIES, report_comparison)
     summary['wall_s'] = time.perf_counter() - started
     store.write_json(SUMMARY, summary)
     cut = summary['bags_cut_short']
@@ -216,6 +346,11 @@ def run(args: argparse.Namespace, started: float) -> int:
           f'({sum(bag["bytes_left_out"] for bag in cut)} bytes left out); {rows} frames; '
           f'{summary["frames_per_s"] or 0:.1f} frames/s; wall {summary["wall_s"]:.1f} s; '
           f'wrote {store.out}/')
+    if compare is not None:
+        shares = compared['figures']['shares']
+        print(f'vbp-fleet: compared with {compare.model}: {shares["either"]:.1%} of the frames '
+              f'disagree (on the angle {shares["angle"]:.1%}, on the mask {shares["mask"]:.1%});'
+              f' {COMPARISON}')
     for name in found.missing:
         print(f'vbp-fleet: warning: {name} is neither a bag nor a folder', file=sys.stderr)
     for bag in cut:
@@ -234,6 +369,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('inputs', nargs='+', metavar='INPUT', help='bags or folders of bags')
     parser.add_argument('--out', required=True, metavar='DIR', help='output folder')
     parser.add_argument('--model', help='checkpoint (default: the bundled model)')
+    parser.add_argument('--compare', metavar='OTHER_MODEL',
+                        help='a second model (any format vbp_node takes) to run on every frame '
+                        'beside --model: writes comparison.parquet and a comparison section '
+                        'in the report')
+    parser.add_argument('--compare-card', metavar='CARD',
+                        help="the compared model's card (default: the one beside it)")
+    parser.add_argument('--disagree-angle', type=float, default=0.05, metavar='RAD',
+                        help='the models disagree on a frame whose angles differ by more than '
+                        'this (radians; default: %(default)s, 2.9 deg)')
+    parser.add_argument('--disagree-similarity', type=float, default=0.5, metavar='R',
+                        help='... or whose masks\' similarity (Pearson correlation) is below '
+                        'this (default: %(default)s)')
     parser.add_argument('--topic', help='camera topic (default: the Image or CompressedImage '
                         'topic with the most messages, per bag)')
     parser.add_argument('--steering-topic', metavar='TOPIC',

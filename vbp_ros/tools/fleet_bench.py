@@ -8,6 +8,9 @@ default), then measures, in this order and in one process:
               ratio to the engine's own batched speed at that batch size, the mean of one
               measurement right before and one right after (VBPEngine.process_batch on
               decoded frames in this process: the same preprocessing and network, no Ray)
+  compare     the same pipeline with --compare (a second model on every frame: the bundled
+              model again, so twice the network work) against the single-model run, paired
+              runs at batch 8 with 1 worker alternating (--compare-runs pairs), medians
   end to end  the vbp-fleet command on the whole bag at its defaults, wall time from its start
               (Python, Ray start, model load, reading, writing Parquet and the report)
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,9 +30,11 @@ from pathlib import Path
 
 import ray
 
+from ..models.checkpoint import default_model_path
 from ..models.loading import load_model
 from ..data.camera_bags import CameraFrame, write_camera_bag
 from ..fleet.cluster import ClusterOptions, FleetJob, FleetRunner, start_ray, stop_ray
+from ..fleet.comparison import CompareJob
 from ..data.fleet.reading import ReadOptions
 from ..data.sources import synthetic_frames
 from ..engine.build import build_engine
@@ -57,11 +63,13 @@ def engine_speed(frames: list, batch: int, count: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def fleet_speed(bag: str, batch: int, workers: int) -> float:
-    """Frames/s of the Ray pipeline over a bag, from the moment its actors are ready."""
+def fleet_speed(bag: str, batch: int, workers: int, compare: bool = False) -> float:
+    """Frames/s of the Ray pipeline over a bag, from the moment its actors are ready; with
+    ``compare``, each frame also through a second copy of the bundled model (--compare)."""
     _, spec = load_model(None)
     read = ReadOptions(segment_inputs=max(batch, 64 // batch * batch))
-    runner = FleetRunner(FleetJob(None, spec, 'cpu', batch, read, 4),
+    other = CompareJob(str(default_model_path()), None, spec) if compare else None
+    runner = FleetRunner(FleetJob(None, spec, 'cpu', batch, read, 4, other),
                          ClusterOptions(workers=workers))
     runner.ready()
     outcomes = []
@@ -76,6 +84,22 @@ def fleet_speed(bag: str, batch: int, workers: int) -> float:
     return sum(len(r.rows['index']) for r in outcome.results) / elapsed
 
 
+def compare_speeds(bag: str, runs: int) -> dict:
+    """Paired single-model and --compare runs (batch 8, 1 worker), alternating; medians."""
+    single, compared = [], []
+    for _ in range(runs):
+        single.append(fleet_speed(bag, 8, 1))
+        compared.append(fleet_speed(bag, 8, 1, compare=True))
+    figures = {'runs': runs, 'single_fps': single, 'compare_fps': compared,
+               'single_median_fps': statistics.median(single),
+               'compare_median_fps': statistics.median(compared)}
+    figures['ratio'] = figures['compare_median_fps'] / figures['single_median_fps']
+    print(f'--compare, batch 8, 1 worker: {figures["compare_median_fps"]:.1f} frames/s against '
+          f'{figures["single_median_fps"]:.1f} for one model (medians of {runs} paired runs): '
+          f'{figures["ratio"]:.0%}', flush=True)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: prints the table and writes --json."""
     parser = argparse.ArgumentParser(prog='vbp-fleet-bench', description=__doc__,
@@ -87,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='frames per engine measurement (default: %(default)s)')
     parser.add_argument('--batches', default='1,8,32')
     parser.add_argument('--workers', default='1,2')
+    parser.add_argument('--compare-runs', type=int, default=3, metavar='N',
+                        help='paired single-model and --compare runs (default: %(default)s)')
     parser.add_argument('--json', type=Path, help='write the figures here')
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(',')]
@@ -108,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                                             'fleet_fps': fleet, 'engine_fps': engine})
                     print(f'batch {batch:2d}, {workers} worker(s): fleet {fleet:6.1f} frames/s, '
                           f'engine {engine:6.1f} frames/s: {fleet / engine:.0%}', flush=True)
+            if args.compare_runs:
+                figures['compare'] = compare_speeds(str(root / 'grid'), args.compare_runs)
         finally:
             stop_ray()
         start = time.perf_counter()

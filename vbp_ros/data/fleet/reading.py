@@ -6,7 +6,11 @@ resized and colour-converted by the engine's :class:`~vbp_ros.models.preprocess.
 (before scaling, in the frame's pixel type), all of one frame size and crop (``camera``: the
 masks' statistics are in camera coordinates). Every segment but a bag's first also carries the
 planes of the frame before it (``context``), so that a model worker can compute the
-frame-to-frame mask change of its first frame without waiting for another worker.
+frame-to-frame mask change of its first frame without waiting for another worker. A segment
+read for two models (vbp-fleet --compare) carries the second model's inputs of the same frames
+as a segment of their own (``compared``), each model's planes made by its own preprocessing
+(crop, size, colour) from the same decoded frame; a frame either model cannot take is skipped
+for both, so the two always hold the same frames.
 
 Every camera message of a bag ends in exactly one count: a processed frame (a row), a
 ``subsampled`` frame (``every``), or a ``skipped`` one, with its reason. vbp_node's own
@@ -109,7 +113,10 @@ class Segment:
     recorded: np.ndarray  # recorded steering angle, NaN where none was near
     horizon: np.ndarray  # horizon as a mask row (NaN: unknown)
     camera: tuple[Crop, tuple[int, int]] | None  # the frames' crop and (rows, columns)
+    regions: np.ndarray  # (S, 4) the rectangle of each camera frame the planes show, in its
+    # pixels (top, left, height, width)
     info: BagInfo | None = None  # on the bag's last segment only
+    compared: Segment | None = None  # the compared model's inputs of the same frames
 
     @property
     def frames(self) -> int:
@@ -192,17 +199,20 @@ class _SegmentBuilder:
         self.context: np.ndarray | None = None
         self.planes: list[np.ndarray] = []
         self.rows: list[tuple[int, int, int, float]] = []
+        self.regions: list[tuple[int, int, int, int]] = []
         self.camera: tuple[Crop, tuple[int, int]] | None = None
 
-    def add(self, index: int, stamp_ns: int, log_ns: int, planes: np.ndarray,
-            horizon: float, camera: tuple[Crop, tuple[int, int]]) -> Iterator[Segment]:
+    def add(self, index: int, stamp_ns: int, log_ns: int, inputs: FrameInputs,
+            frame_shape: tuple[int, int]) -> Iterator[Segment]:
         """Add a frame; yields the segment it completes (or a different pixel type, frame
         size or crop ends)."""
+        planes, camera = inputs.planes, (inputs.region, frame_shape)
         if self.planes and (planes.dtype != self.planes[0].dtype or camera != self.camera):
             yield self.flush()
         self.camera = camera
         self.planes.append(planes)
-        self.rows.append((index, stamp_ns, log_ns, horizon))
+        self.rows.append((index, stamp_ns, log_ns, inputs.horizon))
+        self.regions.append(inputs.region.as_tuple())
         if len(self.planes) + (self.context is not None) == self.options.segment_inputs:
             yield self.flush()
 
@@ -214,22 +224,66 @@ class _SegmentBuilder:
         recorded = np.full(len(index), np.nan) if self.steering is None else \
             self.steering.pair(stamp, log, self.options.steering_tolerance_ns)
         planes = np.stack(self.planes) if self.planes else np.zeros((0, 1, 1, 1), np.uint8)
+        regions = np.array(self.regions, np.int64).reshape(-1, 4)
         segment = Segment(self.bag, self.number, self.messages, planes, self.context,
                           index.astype(np.int64), stamp, log, recorded,
                           horizon.astype(np.float64), self.camera if self.planes else None,
-                          info)
+                          regions, info)
         if self.planes:
             self.context = self.planes[-1]
         self.number += 1
-        self.planes, self.rows = [], []
+        self.planes, self.rows, self.regions = [], [], []
         return segment
 
 
-def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> Iterator[Segment]:
-    """The segments of a bag, the last one carrying :class:`BagInfo`. Raises BagReadError (or
-    the bag reader's own errors) when the bag cannot be read at all."""
+@dataclass(frozen=True)
+class FrameInputs:
+    """One model's input of a frame: its planes, the horizon as a row of its mask, and the
+    rectangle of the frame they show."""
+
+    planes: np.ndarray
+    horizon: float
+    region: Crop
+
+
+class ModelInputs:
+    """One model's preprocessing of decoded frames (``label`` names the model in the reason
+    a frame is skipped for: empty for the model of the run, whose reasons read as before)."""
+
+    def __init__(self, spec: ModelSpec, horizon_row: float | None, label: str = '') -> None:
+        self.preprocess, self.horizon_row, self.label = Preprocessor(spec), horizon_row, label
+
+    def __call__(self, frame: np.ndarray, order: str) -> FrameInputs:
+        """The model's input of a frame; FrameError (naming the model) when it cannot take it."""
+        try:
+            planes = self.preprocess.planes(frame, order)
+        except ValueError as error:
+            if not self.label:
+                raise
+            raise FrameError(f'{self.label}: {error}') from error
+        region = self.preprocess.region(frame.shape)
+        return FrameInputs(planes, horizon_in_mask(self.horizon_row, region,
+                                                   self.preprocess.spec.input_height), region)
+
+
+def _joined(segments: list[Segment], compared: list[Segment] | None) -> Iterator[Segment]:
+    """The run model's segments, each carrying the compared model's of the same frames (a
+    generator: Ray's streaming tasks send into the generators they delegate to)."""
+    for number, segment in enumerate(segments):
+        if compared:
+            segment.compared = compared[number]
+        yield segment
+
+
+def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions,
+                  compared: ModelSpec | None = None) -> Iterator[Segment]:
+    """The segments of a bag, the last one carrying :class:`BagInfo`; with ``compared``, each
+    carrying that model's inputs of the same frames. Raises BagReadError (or the bag reader's
+    own errors) when the bag cannot be read at all."""
     bag = str(path)
-    preprocess = Preprocessor(spec)
+    models = [ModelInputs(spec, options.horizon_row)]
+    if compared is not None:
+        models.append(ModelInputs(compared, options.horizon_row, 'compared model'))
     with open_bag(Path(path)) as reader:
         camera = choose_camera(reader.connections, options.topic)
         decode = message_decoder(reader, udacity_typestore(ros1=not reader.is2))
@@ -241,6 +295,7 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
                        repaired=reader.repair is not None,
                        bytes_left_out=reader.repair.unreadable if reader.repair else 0)
         builder = _SegmentBuilder(bag, messages, options, steering)
+        other = _SegmentBuilder(bag, messages, options, None) if compared else None
         skipped: Counter[str] = Counter()
         read = 0
         for read, (connection, log_ns, raw) in enumerate(reader.messages(camera), start=1):
@@ -251,7 +306,7 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
             try:
                 message = decode(connection, raw)
                 frame, order = decode_frame(message, connection.msgtype)
-                planes = preprocess.planes(frame, order)
+                inputs = [model(frame, order) for model in models]
             except (FrameError, AnyReaderError, SerdeError, ValueError) as error:
                 reason = str(error) if len(skipped) < MAX_REASONS or str(error) in skipped \
                     else 'other'
@@ -259,14 +314,14 @@ def read_segments(path: str | Path, spec: ModelSpec, options: ReadOptions) -> It
                 if len(info.skip_examples) < MAX_EXAMPLES:
                     info.skip_examples.append(f'message {index} (log time {log_ns}): {error}')
                 continue
-            region = preprocess.region(frame.shape)
-            horizon = horizon_in_mask(options.horizon_row, region, spec.input_height)
             info.frames += 1
-            yield from builder.add(index, stamp_to_ns(message.header.stamp), log_ns, planes,
-                                   horizon, (region, frame.shape[:2]))
+            stamp, shape = stamp_to_ns(message.header.stamp), frame.shape[:2]
+            done = list(builder.add(index, stamp, log_ns, inputs[0], shape))
+            yield from _joined(done, other and list(other.add(index, stamp, log_ns, inputs[1],
+                                                              shape)))
         if not read:
             raise BagReadError(f'no camera frames: {info.topic} holds no messages')
         info.messages = read
         info.skipped = dict(skipped)
         info.segments = builder.number + 1
-        yield builder.flush(info)
+        yield from _joined([builder.flush(info)], other and [other.flush()])

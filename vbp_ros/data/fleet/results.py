@@ -1,11 +1,13 @@
 """vbp-fleet's output folder: one Parquet part and one JSON sidecar per finished bag, merged
-into frames.parquet at the end of a run.
+into frames.parquet (and, for a run with ``--compare``, comparison.parquet) at the end of a run.
 
 A bag is finished when its part exists: the sidecar (bag info, gallery) is written first and
 the part is renamed into place last, both atomically, so a run killed at any moment leaves only
 finished bags and temporary files, and ``--resume`` continues without duplicating a row. A part
 records the fingerprint of the settings that made it (model, topic, subsampling, horizon,
-pairing); a resumed run redoes the bags whose fingerprint differs.
+pairing, the compared model); a resumed run redoes the bags whose fingerprint differs. A
+compared bag's part holds the comparison's columns after the frames' (one commit for both
+files' rows), and each merge selects its own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ...explain.attention import STATISTICS
 
 PARTS = 'parts'
 FRAMES, SUMMARY, REPORT = 'frames.parquet', 'summary.json', 'report.html'
+COMPARISON = 'comparison.parquet'
+OTHER = '_other'  # suffix of the compared model's columns (angle_other, its statistics)
 REPORT_FILES = 'report_files'
 FINGERPRINT_KEY = b'vbp_fleet.fingerprint'
 STRING_COLUMNS = ('bag', 'topic')
@@ -33,6 +37,7 @@ FLOAT_COLUMNS = ('angle', *STATISTICS, 'recorded_angle', 'error')
 SCHEMA = pa.schema([(name, pa.string()) for name in STRING_COLUMNS]
                    + [(name, pa.int64()) for name in INT_COLUMNS]
                    + [(name, pa.float64()) for name in FLOAT_COLUMNS])
+COMPARISON_KEY = (*STRING_COLUMNS, 'stamp_ns', 'log_time_ns', 'index', 'angle')
 
 
 class ResultsError(ValueError):
@@ -51,13 +56,32 @@ def bag_key(bag: str) -> str:
     return f'{name}-{hashlib.sha1(bag.encode()).hexdigest()[:10]}'
 
 
-def bag_table(bag: str, topic: str, columns: dict[str, np.ndarray]) -> pa.Table:
-    """The rows of one bag as a table of :data:`SCHEMA`."""
+def bag_table(bag: str, topic: str, columns: dict[str, np.ndarray],
+              comparison: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """The rows of one bag as a table of :data:`SCHEMA`, followed by the comparison's
+    columns (float64) when given."""
     count = len(columns['index'])
     arrays = [pa.array([bag] * count, pa.string()), pa.array([topic] * count, pa.string())]
     arrays += [pa.array(np.asarray(columns[name], np.int64)) for name in INT_COLUMNS]
     arrays += [pa.array(np.asarray(columns[name], np.float64)) for name in FLOAT_COLUMNS]
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+    for name, values in (comparison or {}).items():
+        table = table.append_column(pa.field(name, pa.float64()),
+                                    pa.array(np.asarray(values, np.float64)))
+    return table
+
+
+def comparison_columns(names: list[str]) -> list[str]:
+    """The columns of comparison.parquet among a part's: the frame's key and angle, the
+    comparison's own (angle_other, angle_diff, mask_similarity...), then the statistics of this
+    model and those of the other (the frames' statistic columns that have an ``_other``
+    twin)."""
+    added = [name for name in names if name not in SCHEMA.names]
+    twins = [name for name in added if name.endswith(OTHER)
+             and name.removesuffix(OTHER) in SCHEMA.names
+             and name.removesuffix(OTHER) not in COMPARISON_KEY]
+    own = [name for name in added if name not in twins]
+    return [*COMPARISON_KEY, *own, *(name.removesuffix(OTHER) for name in twins), *twins]
 
 
 class ResultStore:
@@ -78,7 +102,7 @@ class ResultStore:
         if not resume:
             for name in (PARTS, REPORT_FILES):
                 shutil.rmtree(self.out / name, ignore_errors=True)
-            for name in (FRAMES, SUMMARY, REPORT):
+            for name in (FRAMES, COMPARISON, SUMMARY, REPORT):
                 (self.out / name).unlink(missing_ok=True)
         self.parts.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(parents=True, exist_ok=True)
@@ -121,10 +145,31 @@ class ResultStore:
         rows = 0
         with pq.ParquetWriter(temporary, SCHEMA) as writer:
             for bag in bags:
-                table = self.read_bag(bag).replace_schema_metadata(None)
+                table = self.read_bag(bag, SCHEMA.names).replace_schema_metadata(None)
                 writer.write_table(table)
                 rows += table.num_rows
         os.replace(temporary, self.out / FRAMES)
+        return rows
+
+    def merge_comparison(self, bags: Iterable[str]) -> int:
+        """Write comparison.parquet from the parts of ``bags`` (in that order, all of a run
+        with ``--compare``), a bag at a time; returns its rows."""
+        temporary = self.out / (COMPARISON + '.tmp')
+        writer, rows = None, 0
+        try:
+            for bag in bags:
+                table = self.read_bag(bag).replace_schema_metadata(None)
+                table = table.select(comparison_columns(table.column_names))
+                writer = writer or pq.ParquetWriter(temporary, table.schema)
+                writer.write_table(table)
+                rows += table.num_rows
+            if writer is None:
+                pq.write_table(pa.schema([SCHEMA.field(name) for name in COMPARISON_KEY])
+                               .empty_table(), temporary)
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(temporary, self.out / COMPARISON)
         return rows
 
     def write_json(self, name: str, document: dict) -> None:
