@@ -12,9 +12,9 @@ import numpy as np
 
 from ..models.checkpoint import ModelSpec, default_model_path
 from ..engine.build import build_engine
+from ..engine.config import EngineConfig
 from ..engine.engine import VBPEngine
-from ..pixels.frames import to_rgb8
-from ..pixels.overlay import red_overlay
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, network_view_overlay
 from ..data.fleet.reading import BagInfo, Segment
 from ..explain.attention import mask_change, mask_statistics
 
@@ -76,16 +76,19 @@ def top_rows(scores: np.ndarray, count: int) -> np.ndarray:
 
 
 class SegmentWorker:
-    """Runs the engine over segments in batches of the engine's ``max_batch``."""
+    """Runs the engine over segments in batches of the engine's ``max_batch``; gallery overlays
+    have the mask in red at ``overlay_alpha``."""
 
-    def __init__(self, engine: VBPEngine, gallery: int) -> None:
-        self.engine, self.gallery = engine, gallery
+    def __init__(self, engine: VBPEngine, gallery: int,
+                 overlay_alpha: float = DEFAULT_OVERLAY_ALPHA) -> None:
+        self.engine, self.gallery, self.overlay_alpha = engine, gallery, overlay_alpha
 
     @classmethod
     def load(cls, model: str | None, device: str, batch: int, threads: int,
              gallery: int) -> SegmentWorker:
         """A worker with the model loaded once and its engine warmed up."""
-        return cls(build_engine(model, device=device, max_batch=batch, threads=threads), gallery)
+        config = EngineConfig(device=device, max_batch=batch, threads=threads)
+        return cls(build_engine(model, config=config), gallery)
 
     def masks_and_angles(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) masks and (N,) angles of preprocessed planes, batch by batch."""
@@ -120,15 +123,10 @@ class SegmentWorker:
         for category, scores in gallery_scores(rows).items():
             for row in top_rows(scores, self.gallery):
                 if row not in overlays:
-                    overlays[row] = self.overlay(segment.planes[row], masks[row])
+                    overlays[row] = network_view_overlay(segment.planes[row], masks[row],
+                                                         self.overlay_alpha)
                 found.append(Candidate(category, float(scores[row]), int(rows['index'][row]),
                                        int(rows['stamp_ns'][row]), int(rows['log_time_ns'][row]),
                                        float(rows['angle'][row]),
                                        float(rows['recorded_angle'][row]), overlays[row]))
         return found
-
-    def overlay(self, planes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The network's view of a frame with its mask in red (the engine's overlay alpha)."""
-        picture = planes[0] if len(planes) == 1 else planes.transpose(1, 2, 0)
-        return red_overlay(to_rgb8(np.ascontiguousarray(picture)), mask,
-                           self.engine.overlay_alpha)
