@@ -5,6 +5,7 @@ engine's settings take their defaults and choices from
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -214,3 +215,8 @@ def camera_problem(image_topics: list[str]) -> str | None:
                 "is named by its topic's namespace (/front/image_raw -> front)")
     return None
 
+
+def network_threads() -> int:
+    """CPU threads for the network where ``cpu_threads`` is 0: the cores this process may use,
+    less one for the node's own threads (frames, executor, DDS), at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
