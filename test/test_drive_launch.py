@@ -24,7 +24,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from launch_source import keyword, launch_calls
 from vbp_ros import interface
 from vbp_ros.drive import plan
-from vbp_ros.ros.vbp_node import OUTPUT_QOS
+from vbp_ros.ros.outputs import OUTPUT_QOS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIG = REPOSITORY / 'config'

@@ -15,11 +15,13 @@ import torch
 
 from waiting import wait_until
 from vbp_ros import ModelSpec, VisualBackProp, authors_net
-from vbp_ros.engine.engine import VBPEngine, resolve_device
+from vbp_ros.engine.backends.choice import resolve_device
+from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.mailbox import LatestFrameMailbox
 from vbp_ros.engine.monitor import PipelineMonitor
 from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.pixels.frames import FrameError
+from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, draw_overlay
 
 CROPPED = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))
 
@@ -58,7 +60,7 @@ def test_mask_and_angle_equal_the_core_on_the_same_input(engine, model, frame) -
     assert result.angle == pytest.approx(float(output[0, 0]), abs=1e-6)
     np.testing.assert_array_equal(result.mask, mask[0, 0].numpy())
     assert result.mask.dtype == np.float32 and result.mask.shape == (125, 640)
-    assert result.frame_mask is None and result.overlay is None
+    assert result.frame_mask is None
 
 
 def layouts(gray: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
@@ -93,15 +95,17 @@ def test_colour_order_matters_for_colour_frames(engine) -> None:
 
 
 def test_mask_placed_back_into_the_frame_and_red_overlay(engine, frame) -> None:
-    result = engine.process(frame, frame_mask=True, overlay=True)
+    result = engine.process(frame, frame_mask=True)
     assert result.frame_mask.shape == frame.shape
     assert not result.frame_mask[:200].any() and not result.frame_mask[450:].any()
     assert result.frame_mask[200:450].max() > 0.9
-    assert result.overlay.shape == (480, 640, 3) and result.overlay.dtype == np.uint8
-    outside = result.overlay[:200]
+    overlay = draw_overlay(frame, 'rgb', engine.preprocess.region(frame.shape), result.mask,
+                           DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH)  # as vbp_node draws it
+    assert overlay.shape == (480, 640, 3) and overlay.dtype == np.uint8
+    outside = overlay[:200]
     np.testing.assert_array_equal(outside[:, :, 0], frame[:200])  # untouched outside the crop
     peak = np.unravel_index(np.argmax(result.frame_mask), frame.shape)
-    red, green, _ = result.overlay[peak].astype(int)
+    red, green, _ = overlay[peak].astype(int)
     assert red - green > 100
 
 
@@ -140,13 +144,13 @@ def test_deadline_misses_are_counted_on_the_callers_clock() -> None:
 def test_a_batch_gives_each_frame_its_own_result(engine, frame) -> None:
     batched = VBPEngine(copy.deepcopy(engine.model), CROPPED, device='cpu', max_batch=3)
     others = [np.ascontiguousarray(frame[:, ::-1]), np.roll(frame, 40, axis=1)]
-    results = batched.process_batch([frame, *others], stamps=['a', 'b', 'c'], overlay=True)
+    results = batched.process_batch([frame, *others], stamps=['a', 'b', 'c'], frame_mask=True)
     assert [r.stamp for r in results] == ['a', 'b', 'c']
     for result, single in zip(results, [frame, *others]):
         alone = engine.process(single)
         np.testing.assert_allclose(result.mask, alone.mask, atol=1e-5)
         assert result.angle == pytest.approx(alone.angle, abs=1e-5)
-        assert result.overlay.shape == (480, 640, 3)
+        assert result.frame_mask.shape == (480, 640)
     with pytest.raises(ValueError, match='1 to 3 frames'):
         batched.process_batch([frame] * 4)
 
@@ -163,7 +167,7 @@ def test_submit_and_collect_keep_order(engine, frame) -> None:
 @pytest.mark.parametrize('kwargs, message', [
     ({'device': 'tpu'}, 'device'), ({'device': 'cuda:7'}, 'CUDA|does not exist'),
     ({'precision': 'fp8'}, 'precision'), ({'max_batch': 0}, 'max_batch'),
-    ({'overlay_alpha': 2.0}, 'overlay_alpha'),
+    ({'backend': 'tensorflow'}, 'backend'), ({'threads': -1}, 'threads'),
 ])
 def test_invalid_settings_are_refused(model, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -29,7 +29,7 @@ from vbp_ros.engine.monitor import stamp_problem
 from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.pixels.encodings import decode_compressed
 from vbp_ros.pixels.frames import MAX_PIXELS, Crop, FrameError, FrameSizeError, check_frame
-from vbp_ros.pixels.overlay import overlay_shape
+from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA, draw_overlay, overlay_shape
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LEGACY = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))  # no camera_size
@@ -97,7 +97,7 @@ def test_float_frames_outside_0_1_are_refused(values: tuple, message: str) -> No
 
 def result_of(outputs: list[float], mask_value: float = 0.5) -> FrameResult:
     mask = np.full((4, 4), mask_value, np.float32)
-    return FrameResult(None, np.array(outputs, np.float32), mask, None, None,
+    return FrameResult(None, np.array(outputs, np.float32), mask, None,
                        StageTimes(0, 0, 0, 0, 0), angle=outputs[0])
 
 
@@ -163,22 +163,24 @@ def test_the_bundled_model_states_its_camera() -> None:
 def test_demo_sized_frames_run_through_the_engine_with_the_bundled_model() -> None:
     engine = VBPEngine(*load_checkpoint(default_model_path()), device='cpu')
     frame = np.random.default_rng(2).integers(0, 255, (125, 640), dtype=np.uint8)
-    result = engine.process(frame, overlay=True)
-    assert result.overlay.shape == (125, 640, 3) and output_problem(result, engine.spec) is None
+    result = engine.process(frame, frame_mask=True)
+    assert result.frame_mask.shape == (125, 640) and output_problem(result, engine.spec) is None
 
 
 def test_the_overlay_is_bounded() -> None:
     """An overlay at full input resolution made a 1.07 GB message."""
     assert overlay_shape((4320, 7680), 1920) == (1080, 1920)
     assert overlay_shape((480, 640), 1920) == (480, 640)  # never upscaled
-    engine = VBPEngine(authors_net().eval(), LEGACY, device='cpu', overlay_max_width=800)
+    engine = VBPEngine(authors_net().eval(), LEGACY, device='cpu')
     frame = np.zeros((4000, 6400), np.uint8)
     frame[200:450, :640] = 200
-    result = engine.process(frame, overlay=True, frame_mask=True)
-    assert result.overlay.shape == (500, 800, 3)
+    result = engine.process(frame, frame_mask=True)
+    overlay = draw_overlay(frame, 'rgb', engine.preprocess.region(frame.shape), result.mask,
+                           DEFAULT_OVERLAY_ALPHA, 800)  # as vbp_node draws it
+    assert overlay.shape == (500, 800, 3)
     assert result.frame_mask.shape == (4000, 6400)
     # The mask lands in the crop's rectangle scaled by 1/8: rows 25 to 56, columns 0 to 79.
-    red = result.overlay[:, :, 0].astype(int) - result.overlay[:, :, 1]
+    red = overlay[:, :, 0].astype(int) - overlay[:, :, 1]
     assert red[:25].max() == 0 and red[57:].max() == 0 and red[:, 80:].max() == 0
 
 

@@ -27,7 +27,7 @@ from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.build import build_engine
 from vbp_ros.pixels.encodings import mask_to_mono8
 from vbp_ros.pixels.frames import Crop
-from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA
+from vbp_ros.pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, draw_overlay
 from vbp_ros.render import pictures
 from vbp_ros.explain.attention import ATTENTION_LABELS
 from vbp_ros.tools import review
@@ -513,14 +513,16 @@ def test_overlays_are_drawn_as_vbp_node_draws_them() -> None:
     engine = build_engine(None, device='cpu')
     for width, height in ((640, 480), (2560, 1920)):  # the second is shrunk to 1920 wide
         frame = cv2.resize(next(synthetic_frames(seed=1))[0], (width, height))
-        result = engine.process(frame, overlay=True)
+        result = engine.process(frame)
         region = engine.preprocess.region(frame.shape)
+        node = draw_overlay(frame, 'rgb', region, result.mask, DEFAULT_OVERLAY_ALPHA,
+                            DEFAULT_OVERLAY_WIDTH)  # as vbp_node's frame pipeline draws it
         drawn = pictures.overlay_in_region(frame, 'rgb', result.mask, region,
-                                           engine.overlay_alpha)
-        np.testing.assert_array_equal(drawn, result.overlay)  # a 32FC1 mask
+                                           DEFAULT_OVERLAY_ALPHA)
+        np.testing.assert_array_equal(drawn, node)  # a 32FC1 mask
         mono8 = pictures.overlay_in_region(frame, 'rgb', mask_to_mono8(result.mask), region,
-                                           engine.overlay_alpha)
-        assert np.abs(mono8.astype(int) - result.overlay).max() <= 1  # mono8 rounding
+                                           DEFAULT_OVERLAY_ALPHA)
+        assert np.abs(mono8.astype(int) - node).max() <= 1  # mono8 rounding
 
 
 def test_recorded_overlays_are_taken_over_camera_frames(

@@ -10,12 +10,13 @@ processed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
 from ..models.checkpoint import default_model_path
 from ..models.loading import MAX_MODEL_MB, load_model, model_card_path
-from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
+from .config import EngineConfig
 from .engine import VBPEngine
 
 
@@ -28,16 +29,12 @@ def describe_model(model: str | Path | None, card: str | Path | None = None) -> 
 
 
 def build_engine(model: str | Path | None, card: str | Path | None = None,
-                 overrides: Mapping | str | None = None, *, backend: str = 'auto',
-                 device: str = 'auto', precision: str = 'fp32', cuda_graphs: bool = False,
-                 threads: int = 0, max_batch: int = 1,
-                 overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
-                 overlay_max_width: int = DEFAULT_OVERLAY_WIDTH,
-                 max_model_mb: float = MAX_MODEL_MB) -> VBPEngine:
-    """A warmed-up engine for a model file ('' or None: the bundled default) and its card;
-    raises ValueError (CheckpointError included) naming what does not fit."""
+                 overrides: Mapping | str | None = None, config: EngineConfig | None = None, *,
+                 max_model_mb: float = MAX_MODEL_MB, **settings: object) -> VBPEngine:
+    """A warmed-up engine for a model file ('' or None: the bundled default) and its card, run
+    as ``config`` says (default: :class:`EngineConfig`'s defaults), with ``settings`` (its
+    fields, e.g. ``device='cpu'``) replacing the config's; raises ValueError
+    (CheckpointError included) naming what does not fit."""
+    config = replace(config or EngineConfig(), **settings)
     network, spec = load_model(model, card, overrides, max_model_mb)
-    return VBPEngine(network, spec, backend=backend, device=device, precision=precision,
-                     cuda_graphs=cuda_graphs, threads=threads, max_batch=max_batch,
-                     overlay_alpha=overlay_alpha, overlay_max_width=overlay_max_width,
-                     model_name=describe_model(model, card))
+    return VBPEngine(network, spec, config, model_name=describe_model(model, card))

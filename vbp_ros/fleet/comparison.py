@@ -27,8 +27,8 @@ from ..models.checkpoint import ANGLE_UNITS, CheckpointError, ModelSpec
 from ..models.preprocess import Preprocessor
 from ..pixels.encodings import encode_jpeg
 from ..pixels.frames import FrameSizeError
-from ..pixels.overlay import shrunk_to_width
-from .worker import input_overlay, mask_columns, segment_masks, top_rows
+from ..pixels.overlay import network_view_overlay, shrunk_to_width
+from .worker import mask_columns, segment_masks, top_rows
 
 TOP_FRAMES = 20  # frames of largest disagreement shown in the report
 THUMBNAIL_WIDTH = 320  # pixels: the report's picture width
@@ -138,7 +138,8 @@ class ComparisonRows:
 
 def thumbnail_jpeg(planes: np.ndarray, mask: np.ndarray, alpha: float) -> bytes:
     """A model's overlay of a frame as a JPEG at most the report's width wide."""
-    return encode_jpeg(shrunk_to_width(input_overlay(planes, mask, alpha), THUMBNAIL_WIDTH))
+    return encode_jpeg(shrunk_to_width(network_view_overlay(planes, mask, alpha),
+                                       THUMBNAIL_WIDTH))
 
 
 class Comparison:
@@ -174,6 +175,6 @@ class Comparison:
             float(scores[row]), int(segment.index[row]), int(segment.stamp_ns[row]),
             int(segment.log_ns[row]), float(rows['angle'][row]), float(angles_other[row]),
             float(similarity[row]), thumbnail_jpeg(segment.planes[row], masks[row], alpha),
-            thumbnail_jpeg(other.planes[row], masks_other[row], self.engine.overlay_alpha))
+            thumbnail_jpeg(other.planes[row], masks_other[row], alpha))
             for row in top_rows(scores, self.top)]
         return ComparisonRows(columns, candidates)

@@ -16,9 +16,10 @@ import numpy as np
 
 from ..models.checkpoint import ModelSpec, default_model_path
 from ..engine.build import build_engine
+from ..engine.config import EngineConfig
 from ..engine.engine import VBPEngine
-from ..pixels.frames import Crop, to_rgb8
-from ..pixels.overlay import red_overlay
+from ..pixels.frames import Crop
+from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, network_view_overlay
 from ..data.fleet.reading import BagInfo, Segment
 from ..explain.attention import DEFAULT_ROI, AttentionStatistics
 
@@ -125,26 +126,22 @@ def _attention_statistics(mask_shape: tuple[int, int], region: Crop,
     return AttentionStatistics(mask_shape, region, frame_shape, DEFAULT_ROI)
 
 
-def input_overlay(planes: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
-    """A network's view of a frame (its planes) with its mask in red."""
-    picture = planes[0] if len(planes) == 1 else planes.transpose(1, 2, 0)
-    return red_overlay(to_rgb8(np.ascontiguousarray(picture)), mask, alpha)
-
-
 class SegmentWorker:
     """Runs the engine over segments in batches of the engine's ``max_batch``, and the
-    comparison's second model where there is one."""
+    comparison's second model where there is one; gallery overlays have the mask in red at
+    ``overlay_alpha``."""
 
-    def __init__(self, engine: VBPEngine, gallery: int,
-                 comparison: Comparison | None = None) -> None:
+    def __init__(self, engine: VBPEngine, gallery: int, comparison: Comparison | None = None,
+                 overlay_alpha: float = DEFAULT_OVERLAY_ALPHA) -> None:
         self.engine, self.gallery, self.comparison = engine, gallery, comparison
+        self.overlay_alpha = overlay_alpha
 
     @classmethod
     def load(cls, model: str | None, device: str, batch: int, threads: int,
              gallery: int, comparison: Comparison | None = None) -> SegmentWorker:
         """A worker with the model loaded once and its engine warmed up."""
-        return cls(build_engine(model, device=device, max_batch=batch, threads=threads),
-                   gallery, comparison)
+        config = EngineConfig(device=device, max_batch=batch, threads=threads)
+        return cls(build_engine(model, config=config), gallery, comparison)
 
     def process(self, segment: Segment) -> SegmentResult:
         """The rows and gallery candidates of a segment (and its comparison's rows)."""
@@ -154,7 +151,7 @@ class SegmentWorker:
                 **mask_columns(masks, previous, segment),
                 'recorded_angle': segment.recorded, 'error': angles - segment.recorded}
         comparison = None if self.comparison is None else self.comparison.compare(
-            segment, rows, masks, self.engine.overlay_alpha)
+            segment, rows, masks, self.overlay_alpha)
         return SegmentResult(segment.bag, segment.number, segment.messages, rows,
                              self.candidates(segment, rows, masks), segment.info, comparison)
 
@@ -165,8 +162,8 @@ class SegmentWorker:
         for category, scores in gallery_scores(rows).items():
             for row in top_rows(scores, self.gallery):
                 if row not in overlays:
-                    overlays[row] = input_overlay(segment.planes[row], masks[row],
-                                                  self.engine.overlay_alpha)
+                    overlays[row] = network_view_overlay(segment.planes[row], masks[row],
+                                                         self.overlay_alpha)
                 found.append(Candidate(category, float(scores[row]), int(rows['index'][row]),
                                        int(rows['stamp_ns'][row]), int(rows['log_time_ns'][row]),
                                        float(rows['angle'][row]),

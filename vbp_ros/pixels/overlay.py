@@ -1,4 +1,6 @@
-"""The paper's red overlay of a mask on a camera frame."""
+"""The paper's red overlay of a mask on a camera frame: drawn by vbp_node's frame pipeline
+(:func:`draw_overlay`), vbp-fleet's gallery (:func:`network_view_overlay`) and the review tools,
+never by the engine; the overlay's settings, their defaults and ranges live here."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from .frames import Crop, as_rgb, to_rgb8, to_uint8
 
 DEFAULT_OVERLAY_WIDTH = 1920  # widest overlay by default: a published message stays bounded
 DEFAULT_OVERLAY_ALPHA = 0.8  # strength of the red mask in an overlay by default
+OVERLAY_ALPHA_RANGE = (0.0, 1.0)  # the strengths an overlay may have
+OVERLAY_WIDTH_RANGE = (16, 8192)  # the widest overlays that may be asked for, in pixels
 
 
 def overlay_shape(frame_shape: tuple[int, ...], max_width: int) -> tuple[int, int]:
@@ -44,6 +48,15 @@ def red_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 1.0) -> np.n
     picture = picture.copy() if picture is image else np.ascontiguousarray(picture)
     _paint_red(picture, mask, alpha)
     return picture
+
+
+def network_view_overlay(planes: np.ndarray, mask: np.ndarray,
+                         alpha: float = DEFAULT_OVERLAY_ALPHA) -> np.ndarray:
+    """The network's view of a frame with its mask in red, rgb8: ``planes`` (C, H, W) as
+    :meth:`~vbp_ros.models.preprocess.Preprocessor.planes` gives them (one gray or three RGB
+    channels), ``mask`` (H, W) float in [0, 1]."""
+    picture = planes[0] if len(planes) == 1 else planes.transpose(1, 2, 0)
+    return red_overlay(to_rgb8(np.ascontiguousarray(picture)), mask, alpha)
 
 
 def draw_overlay(frame: np.ndarray, order: str, region: Crop, mask: np.ndarray, alpha: float,

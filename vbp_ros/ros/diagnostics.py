@@ -1,6 +1,10 @@
-"""/diagnostics messages of the package's nodes."""
+"""/diagnostics messages of the package's nodes, and a thread that publishes them periodically
+(vbp_node's own status: :mod:`vbp_ros.ros.pipeline_status`)."""
 
 from __future__ import annotations
+
+import threading
+from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -39,3 +43,23 @@ def attention_status(node: Node, health: tuple[bool, str, dict[str, str]],
     return diagnostic_status(node, 'attention',
                              DiagnosticStatus.WARN if raised else DiagnosticStatus.OK,
                              message, hardware_id, values)
+
+
+class Periodic:
+    """Calls ``function`` every ``period_s`` seconds on a thread of its own, from its creation
+    until :meth:`stop` (outside the executor, which may wait for a model build)."""
+
+    def __init__(self, function: Callable[[], None], period_s: float) -> None:
+        self._function, self._period_s = function, period_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='vbp_diagnostics', daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._period_s):
+            self._function()
+
+    def stop(self) -> None:
+        """Stop after the call in hand, if any."""
+        self._stopped.set()
+        self._thread.join()

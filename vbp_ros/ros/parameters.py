@@ -1,30 +1,34 @@
 """vbp_node's parameters: one table of names, defaults, descriptions and ranges, and the rules
-that normalise and check their values (config/vbp.yaml lists the same names for users)."""
+that normalise and check their values (config/vbp.yaml lists the same names for users). The
+engine's settings take their defaults and choices from
+:class:`~vbp_ros.engine.config.EngineConfig`, the overlay's from :mod:`vbp_ros.pixels.overlay`."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import fields
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..models.loading import MAX_MODEL_MB
 from ..engine.attention_health import AttentionSettings
-from ..engine.engine import BACKENDS, PRECISIONS
+from ..engine.config import CHOICES as ENGINE_CHOICES
+from ..engine.config import EngineConfig, choice_problem
 from ..explain.attention import roi_problem
 from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
-from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH
+from ..models.loading import MAX_MODEL_MB
+from ..pixels.overlay import (DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, OVERLAY_ALPHA_RANGE,
+                              OVERLAY_WIDTH_RANGE)
 
 CHOICES = {
     'input_transport': ('raw', 'compressed'),
     'input_qos': ('sensor_data', 'reliable', 'auto'),
     'mask_encoding': ('mono8', '32FC1'),
-    'precision': tuple(PRECISIONS),
-    'backend': BACKENDS,
+    **ENGINE_CHOICES,
 }
-# A change of these builds a new engine, accepted only once it is built and warmed up.
-ENGINE_PARAMETERS = ('model', 'model_card', 'card_overrides', 'backend', 'device', 'precision',
-                     'cuda_graphs')
+ENGINE_DEFAULTS = EngineConfig()
 SUBSCRIPTION_PARAMETERS = ('input_transport', 'input_qos')  # a change subscribes again
 # Read at start, but not declared read-only: an empty list can only be given a value by a set
 # (see declare), and rclpy's get_parameters answers nothing at all while any parameter asked
@@ -64,12 +68,13 @@ PARAMETERS = {
                                  "(same stem, .yaml), or a vbp_ros checkpoint's own")),
     'card_overrides': ('', _describe(STRING, "card values that win over the card's, as YAML, "
                                      "e.g. '{output.index: 1, input.color: bgr}'")),
-    'backend': ('auto', _describe(STRING, 'torch, onnxruntime (mask inside the ONNX graph), or '
-                                  'auto: onnxruntime for ONNX models and on the CPU, else torch',
-                                  CHOICES['backend'])),
-    'device': ('auto', _describe(STRING, 'auto (CUDA when present), cpu, cuda or cuda:N; '
-                                 'tensorrt[:N] with onnxruntime')),
-    'precision': ('fp32', _describe(STRING, 'network precision', CHOICES['precision'])),
+    'backend': (ENGINE_DEFAULTS.backend, _describe(
+        STRING, 'torch, onnxruntime (mask inside the ONNX graph), or auto: onnxruntime for '
+        'ONNX models and on the CPU, else torch', CHOICES['backend'])),
+    'device': (ENGINE_DEFAULTS.device, _describe(
+        STRING, 'auto (CUDA when present), cpu, cuda or cuda:N; tensorrt[:N] with onnxruntime')),
+    'precision': (ENGINE_DEFAULTS.precision, _describe(STRING, 'network precision',
+                                                       CHOICES['precision'])),
     'input_transport': ('raw', _describe(STRING, "subscribe 'image' (raw) or 'image/compressed'",
                                          CHOICES['input_transport'])),
     'input_qos': ('sensor_data', _describe(
@@ -86,13 +91,15 @@ PARAMETERS = {
     'publish_overlay': (True, _describe(BOOL, 'publish vbp/overlay (only while subscribed)')),
     'mask_encoding': ('mono8', _describe(STRING, 'vbp/mask encoding', CHOICES['mask_encoding'])),
     'overlay_alpha': (DEFAULT_OVERLAY_ALPHA, _describe(DOUBLE, 'strength of the red mask',
-                                                       low=0.0, high=1.0)),
+                                                       low=OVERLAY_ALPHA_RANGE[0],
+                                                       high=OVERLAY_ALPHA_RANGE[1])),
     'overlay_max_width': (DEFAULT_OVERLAY_WIDTH, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER,
         description='widest published overlay (and live-view camera picture) in pixels; a '
                     'wider frame gives a proportionally smaller one (never larger than the '
                     'frame)',
-        integer_range=[IntegerRange(from_value=16, to_value=8192, step=1)])),
+        integer_range=[IntegerRange(from_value=OVERLAY_WIDTH_RANGE[0],
+                                    to_value=OVERLAY_WIDTH_RANGE[1], step=1)])),
     'build_timeout_s': (30.0, _describe(
         DOUBLE, 'longest wait for a model build (a change of model, card, backend...; '
         'configure): a build not done by then is abandoned and the change refused',
@@ -100,11 +107,11 @@ PARAMETERS = {
     'max_model_mb': (MAX_MODEL_MB, _read_only_integer(
         "most MB that a model's files may hold, checked before any is read (and the memory "
         'left to the node), read at start', 1, 1 << 20)),
-    'cpu_threads': (0, _read_only_integer(
+    'cpu_threads': (ENGINE_DEFAULTS.threads, _read_only_integer(
         'CPU threads of the network (torch, onnxruntime), read at start; 0: one per core '
         'that the node\'s other threads leave free', 0, 256)),
-    'cuda_graphs': (False, _describe(BOOL, 'capture network and mask as a CUDA graph (CUDA '
-                                     'only)')),
+    'cuda_graphs': (ENGINE_DEFAULTS.cuda_graphs, _describe(
+        BOOL, 'capture network and mask as a CUDA graph (CUDA only)')),
     'image_topics': ([], ParameterDescriptor(
         type=ParameterType.PARAMETER_STRING_ARRAY,
         description="cameras processed as one batch, one image topic each; a camera's outputs "
@@ -147,6 +154,12 @@ PARAMETERS = {
         DOUBLE, '/diagnostics warns when more than this share of the mask\'s mass moves from '
         'one frame to the next', low=0.0, high=1.0)),
 }
+
+MODEL_PARAMETERS = ('model', 'model_card', 'card_overrides')  # what build_engine loads
+# A change of these builds a new engine, accepted only once it is built and warmed up: the
+# model's files and the engine's settings that are parameters of the same name.
+ENGINE_PARAMETERS = (*MODEL_PARAMETERS,
+                     *(field.name for field in fields(EngineConfig) if field.name in PARAMETERS))
 
 
 def declare(node: Node) -> None:
@@ -197,8 +210,8 @@ def problem(changes: dict[str, object]) -> str | None:
     """What is wrong with these values of the enumerated parameters, or None (the engine's
     parameters are checked by building the engine)."""
     for name, new in changes.items():
-        if name in CHOICES and new not in CHOICES[name]:
-            return f'{name} must be one of {", ".join(CHOICES[name])}, not {new!r}'
+        if (found := choice_problem(name, new, CHOICES)) is not None:
+            return found
     if 'attention_roi' in changes:
         roi = roi_problem(list(changes['attention_roi']))
         if roi:
@@ -233,3 +246,9 @@ def camera_problem(image_topics: list[str]) -> str | None:
         return (f'image_topics {image_topics} give cameras of the same name {names}: a camera '
                 "is named by its topic's namespace (/front/image_raw -> front)")
     return None
+
+
+def network_threads() -> int:
+    """CPU threads for the network where ``cpu_threads`` is 0: the cores this process may use,
+    less one for the node's own threads (frames, executor, DDS), at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)

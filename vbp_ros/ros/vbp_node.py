@@ -15,7 +15,8 @@ services and the parameter services that read; the set services have a thread of
 (:class:`~vbp_ros.ros.parameter_server.SetParameterServer`); the pipeline's worker takes the
 newest frame of each camera straight from its subscription when it is ready
 (:class:`~vbp_ros.ros.camera_source.CameraSource`), runs the engine and publishes through
-:class:`RosOutputs`; a thread of its own publishes /diagnostics once a second, in every state.
+:class:`~vbp_ros.ros.outputs.RosOutputs`; a thread of its own publishes /diagnostics once a
+second, in every state (:mod:`vbp_ros.ros.pipeline_status`).
 So a parameter change that builds a new engine holds up neither frames, nor diagnostics, nor
 the other parameter services, nor a quick parameter change.
 
@@ -31,186 +32,43 @@ its daemon thread (:func:`~vbp_ros.engine.bounded.run_bounded`), so it never hol
 
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
-from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, State, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, QoSProfile, QoSReliabilityPolicy,
-                       qos_profile_sensor_data)
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
 
 from ..engine.bounded import run_bounded
 from ..engine.build import build_engine
+from ..engine.config import EngineConfig
 from ..engine.engine import VBPEngine
 from ..engine.memory import settle_heap
-from ..engine.pipeline import ERROR, OK, WARN, Answer, FramePipeline, PipelineSettings, \
-    engine_note
-from ..interface import (ATTENTION_TOPIC, DIAGNOSTICS_TOPIC, MASK_ROI_TOPIC, MASK_TOPIC,
-                         OUTPUTS_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
-                         PROCESSING_TIME_TOPIC, STEERING_TOPIC, VBP_NODE, camera_topic, one_line)
-from ..live.foxglove_view import CameraTopics, LiveFrame, LiveView
-from ..pixels.encodings import mask_to_mono8
-from ..pixels.frames import Crop
+from ..engine.pipeline import FramePipeline, PipelineSettings, engine_note
+from ..interface import (DIAGNOSTICS_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
+                         STEERING_TOPIC, VBP_NODE, camera_topic, one_line)
+from ..live.foxglove_view import CameraTopics, LiveView
 from . import parameters
-from .diagnostics import attention_status, diagnostic_array
 from .camera_source import CameraSource
-from .messages import ImageBuffer, attention_array
+from .diagnostics import Periodic
+from .outputs import RosOutputs
 from .parameter_server import SetParameterServer
-from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS
+from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS, network_threads
+from .pipeline_status import pipeline_diagnostics
 from .runner import STOPPING, run_node
 
-OUTPUT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
-# The mask's region changes rarely (a new frame size): the last one waits for late joiners.
-REGION_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DIAGNOSTICS_PERIOD_S = 1.0
 WORKER_STOP_S = 30.0  # longest wait for the frame in hand when processing stops
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
-LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 # The state each transition leads to when it succeeds.
 GOALS = {'configure': 'inactive', 'activate': 'active', 'deactivate': 'inactive',
          'cleanup': 'unconfigured', 'shutdown': 'finalized'}
-
-
-@dataclass
-class CameraPublishers:
-    """The publishers of one camera's outputs and the messages they publish again and again
-    (their fixed fields set once, picture buffers allocated once per size)."""
-
-    angle: LifecyclePublisher
-    outputs: LifecyclePublisher
-    mask: LifecyclePublisher
-    mask_roi: LifecyclePublisher
-    overlay: LifecyclePublisher
-    processing: LifecyclePublisher
-    latency: LifecyclePublisher
-    attention: LifecyclePublisher
-    angle_message: Float32 = field(default_factory=Float32)
-    outputs_message: Float32MultiArray = field(default_factory=Float32MultiArray)
-    mask8: ImageBuffer = field(default_factory=lambda: ImageBuffer('mono8'))
-    mask32: ImageBuffer = field(default_factory=lambda: ImageBuffer('32FC1', np.float32))
-    overlay_image: ImageBuffer = field(default_factory=lambda: ImageBuffer('rgb8'))
-    processing_message: Float32 = field(default_factory=Float32)
-    latency_message: Float32 = field(default_factory=Float32)
-    attention_message: Float32MultiArray = field(default_factory=attention_array)
-    region: Crop | None = None  # the mask's region last published
-
-    def all(self) -> tuple[LifecyclePublisher, ...]:
-        """Every publisher."""
-        return (self.angle, self.outputs, self.mask, self.mask_roi, self.overlay,
-                self.processing, self.latency, self.attention)
-
-
-class RosOutputs:
-    """The pipeline's output port in ROS: per camera, its topics (under the camera's name),
-    and the live view; see :class:`~vbp_ros.engine.pipeline.FrameOutputs`."""
-
-    def __init__(self, node: LifecycleNode, cameras: list[str]) -> None:
-        self.cameras = {name: self._publishers(node, name) for name in cameras}
-        self.publish_overlay = True
-        self.mask_float = False
-        self.viewer: LiveView | None = None
-
-    @staticmethod
-    def _publishers(node: LifecycleNode, camera: str) -> CameraPublishers:
-        def publisher(kind: type, topic: str, qos: QoSProfile | int = OUTPUT_QOS
-                      ) -> LifecyclePublisher:
-            return node.create_lifecycle_publisher(kind, camera_topic(camera, topic), qos)
-        return CameraPublishers(
-            angle=publisher(Float32, STEERING_TOPIC),
-            outputs=publisher(Float32MultiArray, OUTPUTS_TOPIC),
-            mask=publisher(Image, MASK_TOPIC), mask_roi=publisher(RegionOfInterest,
-                                                                  MASK_ROI_TOPIC, REGION_QOS),
-            overlay=publisher(Image, OVERLAY_TOPIC),
-            processing=publisher(Float32, PROCESSING_TIME_TOPIC, 10),
-            latency=publisher(Float32, PIPELINE_LATENCY_TOPIC, 10),
-            attention=publisher(Float32MultiArray, ATTENTION_TOPIC))
-
-    def destroy(self, node: LifecycleNode) -> None:
-        """Destroy every publisher."""
-        for camera in self.cameras.values():
-            for publisher in camera.all():
-                node.destroy_lifecycle_publisher(publisher)
-        self.cameras = {}
-
-    def steering(self, answer: Answer) -> None:
-        """The steering angle, then every network output (flattened, in order)."""
-        camera, result = self.cameras[answer.camera], answer.result
-        camera.angle_message.data = result.angle
-        camera.angle.publish(camera.angle_message)
-        message = camera.outputs_message
-        count = len(result.outputs)
-        if not message.layout.dim or message.layout.dim[0].size != count:
-            message.layout.dim = [MultiArrayDimension(label='outputs', size=count,
-                                                      stride=count)]
-        message.data = np.asarray(result.outputs, np.float32).tobytes()
-        camera.outputs.publish(message)
-
-    def mask(self, answer: Answer) -> None:
-        """The mask with the camera frame's header, and its region when that changed."""
-        camera, mask = self.cameras[answer.camera], answer.result.mask
-        header = answer.message.header
-        if self.mask_float:
-            np.copyto(camera.mask32.pixels(header, mask.shape), mask)
-            camera.mask.publish(camera.mask32.message)
-        else:
-            mask_to_mono8(mask, out=camera.mask8.pixels(header, mask.shape))
-            camera.mask.publish(camera.mask8.message)
-        if answer.region != camera.region:
-            camera.region = region = answer.region
-            camera.mask_roi.publish(RegionOfInterest(
-                x_offset=region.left, y_offset=region.top, height=region.height,
-                width=region.width, do_rectify=False))
-
-    def attention(self, answer: Answer, statistics: np.ndarray) -> None:
-        """The mask's attention statistics (NaN for a mask without attention)."""
-        camera = self.cameras[answer.camera]
-        camera.attention_message.data = statistics.astype(np.float32).tobytes()
-        camera.attention.publish(camera.attention_message)
-
-    def wants_overlay(self, camera: str) -> bool:
-        """An overlay is drawn only for a subscriber or the live view."""
-        return self._ros_overlay(camera) or (
-            self.viewer is not None and self.viewer.wants_overlay(camera))
-
-    def _ros_overlay(self, camera: str) -> bool:
-        return self.publish_overlay and \
-            self.cameras[camera].overlay.get_subscription_count() > 0
-
-    def overlay(self, answer: Answer, overlay: np.ndarray) -> None:
-        """The overlay, where it is subscribed."""
-        if self._ros_overlay(answer.camera):
-            camera = self.cameras[answer.camera]
-            np.copyto(camera.overlay_image.pixels(answer.message.header, overlay.shape),
-                      overlay)
-            camera.overlay.publish(camera.overlay_image.message)
-
-    def timing(self, answer: Answer, processing_ms: float, latency_ms: float | None) -> None:
-        """Processing time and pipeline latency (none when the stamp gives none)."""
-        camera = self.cameras[answer.camera]
-        camera.processing_message.data = processing_ms
-        camera.processing.publish(camera.processing_message)
-        if latency_ms is not None:
-            camera.latency_message.data = latency_ms
-            camera.latency.publish(camera.latency_message)
-
-    def live_view(self, answer: Answer, overlay: np.ndarray | None,
-                  latency_ms: float | None) -> None:
-        """The live view's channels, when it runs."""
-        if self.viewer is not None:
-            self.viewer.publish(answer.camera, LiveFrame(
-                answer.stamp_ns, answer.message.header.frame_id, answer.frame, answer.order,
-                overlay, answer.result.mask, answer.result.angle, latency_ms))
 
 
 class VBPNode(LifecycleNode):
@@ -405,14 +263,13 @@ class VBPNode(LifecycleNode):
         it fails: the message is the reason); one batch holds every camera, or
         ``camera_batch`` frames."""
         cameras = len(self.cameras)
+        config = EngineConfig.of({
+            **values, 'threads': self._param('cpu_threads') or network_threads(),
+            'max_batch': min(self._param('camera_batch') or cameras, cameras)})
 
         def build() -> VBPEngine:
             return build_engine(values['model'], values['model_card'], values['card_overrides'],
-                                backend=values['backend'], device=values['device'],
-                                precision=values['precision'], cuda_graphs=values['cuda_graphs'],
-                                threads=self._param('cpu_threads') or network_threads(),
-                                max_batch=min(self._param('camera_batch') or cameras, cameras),
-                                max_model_mb=self._param('max_model_mb'))
+                                config, max_model_mb=self._param('max_model_mb'))
 
         return run_bounded(build, self._param('build_timeout_s'), 'the model build',
                            stopping=lambda: STOPPING.is_set() or self.setter.closing,
@@ -546,79 +403,13 @@ class VBPNode(LifecycleNode):
     # -- diagnostics --------------------------------------------------------------------------
 
     def _publish_diagnostics(self, final: bool = False) -> None:
-        pipeline, state = self.pipeline, self.lifecycle_state
-        snapshot = pipeline.monitor.snapshot()
-        totals = snapshot.totals
-        level, message = pipeline.health(snapshot, state)
-        latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
-        values = {
-            'state': state,
-            'frames received': totals['received'], 'frames processed': totals['processed'],
-            'forward passes': totals['forward_passes'],
-            'dropped (superseded by a newer frame)': totals['dropped_superseded'],
-            'dropped (stale)': totals['dropped_stale'],
-            'dropped (invalid)': totals['dropped_invalid'],
-            'dropped (unpublishable output)': totals['dropped_bad_output'],
-            'dropped (failed)': totals['errors'],
-            'frames with unusable stamps': totals['bad_stamps'],
-            'deadline misses': totals['deadline_misses'],
-            'overlays published': totals['overlays'],
-            'input rate (Hz)': f'{snapshot.rates_hz["received"]:.1f}',
-            'output rate (Hz)': f'{snapshot.rates_hz["processed"]:.1f}',
-            'pipeline latency p50 (ms)': _milliseconds(latency.get('p50')),
-            'pipeline latency p99 (ms)': _milliseconds(latency.get('p99')),
-            'processing time p50 (ms)': _milliseconds(processing.get('p50')),
-            'processing time p99 (ms)': _milliseconds(processing.get('p99')),
-            'deadline (ms)': self._param('deadline_ms'),
-        }
-        if len(self.cameras) > 1:
-            values.update({f'frames processed ({name})': pipeline.processed_by_camera[name]
-                           for name in self.cameras})
-        engine = pipeline.engine
-        if engine is not None:
-            values.update({'device': engine.description,
-                           'model': engine.model_name,  # the engine running, not the parameter
-                           'backend': engine.backend + engine_note(engine)})
         viewer = self.outputs.viewer if self.outputs is not None else None
-        if viewer is not None:
-            values['live view'] = (f'ws://{self._param("foxglove_address")}:{viewer.port}, '
-                                   f'{viewer.frames_sent} frames sent')
-        if final:
-            message = f'stopped; {message}'
-        hardware = engine.description if engine is not None else 'no model loaded'
-        array = diagnostic_array(self, 'pipeline', LEVELS[level], message, hardware, values)
-        array.status.append(attention_status(self, pipeline.attention.health(), hardware))
-        self.diagnostics_pub.publish(array)
-
-
-class Periodic:
-    """Calls ``function`` every ``period_s`` seconds on a thread of its own, from its creation
-    until :meth:`stop` (outside the executor, which may wait for a model build)."""
-
-    def __init__(self, function: Callable[[], None], period_s: float) -> None:
-        self._function, self._period_s = function, period_s
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='vbp_diagnostics', daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._period_s):
-            self._function()
-
-    def stop(self) -> None:
-        """Stop after the call in hand, if any."""
-        self._stopped.set()
-        self._thread.join()
-
-
-def network_threads() -> int:
-    """CPU threads for the network by default: the cores this process may use, less one for
-    the node's own threads (frames, executor, DDS), at least one."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
-
-
-def _milliseconds(value: float | None) -> str:
-    return 'nan' if value is None else f'{value:.2f}'
+        live_view = None if viewer is None else (
+            f'ws://{self._param("foxglove_address")}:{viewer.port}, '
+            f'{viewer.frames_sent} frames sent')
+        self.diagnostics_pub.publish(pipeline_diagnostics(
+            self, self.pipeline, self.lifecycle_state, list(self.cameras),
+            self._param('deadline_ms'), live_view, final))
 
 
 def _refuse(reason: str) -> SetParametersResult:
