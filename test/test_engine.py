@@ -311,3 +311,15 @@ def test_mailbox_hands_over_every_camera_at_once_and_does_not_wait_for_a_quiet_o
     start = time.monotonic()
     assert mailbox.take(timeout=1.0, gather_s=5.0, live_s=0.1) == {'front': 'f4', 'left': 'l3'}
     assert time.monotonic() - start < 4.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', ['torch', 'onnxruntime'])
+def test_a_closing_engine_still_describes_itself(model, backend: str) -> None:
+    """/diagnostics' thread reads the description at any time: a deactivation that closed the
+    engine under it ended that thread, and /diagnostics stopped."""
+    engine = VBPEngine(copy.deepcopy(model), CROPPED, device='cpu', backend=backend)
+    description = engine.description
+    assert description.endswith(f', fp32, {backend}')
+    engine.close()
+    assert engine.description == description

@@ -139,6 +139,8 @@ class VBPEngine:
         self._backend, self.backend_note = open_backend(
             model, spec, config, (config.max_batch, *self.preprocess.shape), self.model_name)
         self.backend = self._backend.name
+        # Read once: /diagnostics' thread asks for it at any time, also while the engine closes.
+        self._description = self._backend.description
         self._pending: deque[_Submission] = deque()
         self._next_slot = 0
         self._lock = threading.Lock()
@@ -196,8 +198,8 @@ class VBPEngine:
 
     @property
     def description(self) -> str:
-        """Device, precision and backend, e.g. for diagnostics."""
-        return self._backend.description
+        """Device, precision and backend, e.g. for diagnostics (also after :meth:`close`)."""
+        return self._description
 
     @property
     def model(self) -> object:
