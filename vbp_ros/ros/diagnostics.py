@@ -47,17 +47,23 @@ def attention_status(node: Node, health: tuple[bool, str, dict[str, str]],
 
 class Periodic:
     """Calls ``function`` every ``period_s`` seconds on a thread of its own, from its creation
-    until :meth:`stop` (outside the executor, which may wait for a model build)."""
+    until :meth:`stop` (outside the executor, which may wait for a model build). A call that
+    raises is reported to ``on_error`` and the next one comes as usual: /diagnostics must not
+    go silent for good over one bad status."""
 
-    def __init__(self, function: Callable[[], None], period_s: float) -> None:
-        self._function, self._period_s = function, period_s
+    def __init__(self, function: Callable[[], None], period_s: float,
+                 on_error: Callable[[Exception], None]) -> None:
+        self._function, self._period_s, self._on_error = function, period_s, on_error
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name='vbp_diagnostics', daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stopped.wait(self._period_s):
-            self._function()
+            try:
+                self._function()
+            except Exception as error:  # noqa: B902 (any failure of one status)
+                self._on_error(error)
 
     def stop(self) -> None:
         """Stop after the call in hand, if any."""

@@ -94,7 +94,9 @@ class VBPNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.setter = SetParameterServer(self, self._changes_engine, self._prepare_change,
                                          self._engine_lock)
-        self.diagnostics = Periodic(self._publish_diagnostics, DIAGNOSTICS_PERIOD_S)
+        self.diagnostics = Periodic(
+            self._publish_diagnostics, DIAGNOSTICS_PERIOD_S,
+            lambda error: self.get_logger().error(f'/diagnostics: {one_line(error)}'))
 
     @classmethod
     def active(cls) -> VBPNode:
