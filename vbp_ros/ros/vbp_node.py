@@ -63,6 +63,7 @@ from ..pixels.frames import Crop
 from . import parameters
 from .diagnostics import attention_status, diagnostic_array
 from .camera_source import CameraSource
+from .lifecycle import ReleasingLifecycleNode
 from .messages import ImageBuffer, attention_array
 from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS
@@ -213,7 +214,7 @@ class RosOutputs:
                 overlay, answer.result.mask, answer.result.angle, latency_ms))
 
 
-class VBPNode(LifecycleNode):
+class VBPNode(ReleasingLifecycleNode):
     """The node ``vbp`` (see the module docstring; topics and parameters: docs/node.md)."""
 
     def __init__(self) -> None:
