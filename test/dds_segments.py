@@ -49,35 +49,51 @@ def group_members(group: int) -> list[int]:
     return members
 
 
-def kill(process: subprocess.Popen, group: bool = False) -> None:
-    """SIGKILL ``process`` (its whole process group if ``group``), wait for it and remove the
-    shared-memory segments it owned."""
+def owned(process: subprocess.Popen, group: bool = False) -> set[Path]:
+    """The segments that ``process`` (every process of its group if ``group``) owns now."""
     pids = group_members(process.pid) if group else [process.pid]
-    segments = set().union(*(own_segments(pid) for pid in pids))
-    try:
-        if group:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-    except ProcessLookupError:
-        pass
-    process.wait()
+    return set().union(*(own_segments(pid) for pid in pids))
+
+
+def remove(segments: set[Path]) -> None:
+    """Remove the segments of processes that were killed."""
     for path in segments:
         path.unlink(missing_ok=True)
 
 
-def stop(process: subprocess.Popen, group: bool = False, timeout: float = STOP_S) -> int:
+def send(process: subprocess.Popen, number: signal.Signals, group: bool = False) -> None:
+    """Signal ``process`` (its process group if ``group``), if it is still there."""
+    try:
+        if group:
+            os.killpg(process.pid, number)
+        else:
+            process.send_signal(number)
+    except ProcessLookupError:
+        pass
+
+
+def kill(process: subprocess.Popen, group: bool = False) -> None:
+    """SIGKILL ``process`` (its whole process group if ``group``), wait for it and remove the
+    shared-memory segments it owned."""
+    segments = owned(process, group)
+    send(process, signal.SIGKILL, group)
+    process.wait()
+    remove(segments)
+
+
+def stop(process: subprocess.Popen, group: bool = False, timeout: float = STOP_S,
+         drain: bool = True) -> int:
     """Stop ``process`` (its process group if ``group``) if it still runs: SIGINT, then
-    :func:`kill` after ``timeout`` seconds; its exit code."""
+    :func:`kill` after ``timeout`` seconds; its exit code. Its output pipe is read meanwhile
+    (a full pipe would hold its shutdown up) unless ``drain`` is False: a thread of the caller
+    reads it."""
     if process.poll() is None:
+        send(process, signal.SIGINT, group)
         try:
-            if group:
-                os.killpg(process.pid, signal.SIGINT)
+            if drain:
+                process.communicate(timeout=timeout)
             else:
-                process.send_signal(signal.SIGINT)
-            process.communicate(timeout=timeout)  # drains a pipe the process may block on
+                process.wait(timeout)
         except subprocess.TimeoutExpired:
             kill(process, group)
-        except ProcessLookupError:
-            process.wait()
     return process.returncode

@@ -250,7 +250,7 @@ def test_clean_exit_on_signal(ros, checkpoint, sig: signal.Signals) -> None:
         process.send_signal(sig)
         remaining, _ = process.communicate(timeout=15)
     finally:
-        process.kill() if process.poll() is None else None
+        stop(process)
     assert process.returncode == 0, remaining
     assert 'Traceback' not in remaining and 'never retrieved' not in remaining
 
@@ -273,7 +273,7 @@ def test_clean_exit_after_serving_parameter_requests(ros, checkpoint) -> None:
             try:
                 output, _ = process.communicate(timeout=20)
             finally:
-                process.kill() if process.poll() is None else None
+                stop(process)
             assert process.returncode == 0, output
             assert 'Traceback' not in output and 'never retrieved' not in output, output
             probe.destroy_client(client)
