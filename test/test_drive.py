@@ -22,6 +22,8 @@ from vbp_ros.drive.summary import Observations, drive_problems, drive_summary, f
 from vbp_ros.interface import stamp_to_ns
 from vbp_ros.live.client import FoxgloveClient, protobuf_fields
 
+from dds_segments import stop
+
 pytestmark = pytest.mark.ros
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -99,7 +101,7 @@ def test_ctrl_c_stops_the_pipeline_in_order_and_closes_the_bag(tmp_path: Path) -
         os.killpg(process.pid, signal.SIGINT)
         output = ''.join(lines) + process.communicate(timeout=120)[0]
     finally:
-        process.kill()
+        stop(process, group=True)
     assert process.returncode == 0, output
     assert (bag / 'metadata.yaml').exists(), output
     summary = json.loads((tmp_path / 'bag_logs' / 'summary.json').read_text())
@@ -211,7 +213,7 @@ def test_a_foxglove_client_receives_the_live_overlay_while_the_drive_runs(tmp_pa
         os.killpg(process.pid, signal.SIGINT)
         output = ''.join(lines) + process.communicate(timeout=120)[0]
     finally:
-        process.kill()
+        stop(process, group=True)
     assert process.returncode == 0, output
     overlays = client.received.by_topic.get(overlay, [])
     assert len(overlays) >= 5, output

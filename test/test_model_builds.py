@@ -18,6 +18,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from safetensors.torch import save_file
 
+from dds_segments import stop
 from own_networks import CARD
 from node_harness import Harness, camera_frame, raw, start_node
 
@@ -129,5 +130,4 @@ def test_sigint_ends_the_managed_node_in_a_hanging_configure(
         assert time.monotonic() - stopped < 10.0
     finally:
         harness.node.destroy_node()
-        if process.poll() is None:
-            process.kill()
+        stop(process)

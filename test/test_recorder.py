@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
+import dds_segments  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 RECORDER = str(Path(sys.executable).parent / 'vbp_record')
@@ -84,7 +85,7 @@ def test_recorder_writes_what_was_published_and_closes_on_a_signal(node, tmp_pat
         process.send_signal(stop)
         output = process.communicate(timeout=20)[0]
     finally:
-        process.kill()
+        dds_segments.stop(process)
         node.destroy_publisher(overlay)
         node.destroy_publisher(angle)
     assert process.returncode == 0, output
@@ -115,7 +116,7 @@ def test_recorder_matches_a_best_effort_publisher(node, tmp_path) -> None:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=20)
     finally:
-        process.kill()
+        dds_segments.stop(process)
         node.destroy_publisher(camera)
     stamps = [m.header.stamp.sec for m in read_back(tmp_path / 'bag')['/rec/camera']]
     assert len(stamps) >= 18 and stamps == sorted(stamps)
@@ -131,10 +132,10 @@ def test_a_killed_recorder_leaves_a_bag_readable_up_to_its_last_chunk(node, tmp_
         publish(node, 50, 0.01, overlay, angle)
         time.sleep(0.6)  # more than chunk_period_s: these 50 are on disk
         publish(node, 20, 0.0, overlay, angle)  # the last of these may be lost
-        process.kill()
+        dds_segments.kill(process)
         process.communicate(timeout=20)
     finally:
-        process.kill()
+        dds_segments.stop(process)
         node.destroy_publisher(overlay)
         node.destroy_publisher(angle)
     assert not (bag / 'metadata.yaml').exists()

@@ -19,6 +19,7 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from dds_segments import stop  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 CAMERA = str(Path(sys.executable).parent / 'road_camera')
@@ -109,7 +110,7 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
             rclpy.spin_once(node, timeout_sec=0.05)
     finally:
         node.destroy_node()
-        process.kill()
+        stop(process)
     published = int(re.search(r'published (\d+) frames', output).group(1))
     assert len(received) >= 10
     # It waited: nothing was published into the void. SIGINT may land between publish and count.

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from conftest import require
+from dds_segments import kill, owned, remove, stop
 from vbp_ros.data.bags import open_bag
 from vbp_ros.interface import stamp_to_ns
 
@@ -50,8 +51,9 @@ def ros2() -> Path:
 
 class Running:
     """A command in a process group of its own (as a terminal runs it), its output collected
-    by a thread. As a context manager it kills the group if it is still running at the end
-    (a failed assertion leaves no processes behind)."""
+    by a thread. As a context manager it stops the group if it is still running at the end,
+    as a Ctrl-C would, and kills it if that fails (a failed assertion leaves no processes, and
+    no shared memory, behind)."""
 
     def __init__(self, *command: str) -> None:
         self.process = subprocess.Popen([str(part) for part in command],
@@ -66,9 +68,7 @@ class Running:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:  # launch's children are in its process group
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop(self.process, group=True, drain=False)  # launch's children are in its group
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -97,9 +97,11 @@ class Running:
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:  # SIGABRT first: faulthandler shows where it hangs
+            segments = owned(self.process, group=True)
             os.killpg(self.process.pid, signal.SIGABRT)
             time.sleep(2.0)
-            os.killpg(self.process.pid, signal.SIGKILL)
+            kill(self.process, group=True)
+            remove(segments)
             self._reader.join(5.0)
             pytest.fail(f'still running {timeout} s later:\n{self.output}')
         self._reader.join(5.0)

@@ -28,6 +28,7 @@ from vbp_ros.engine.build import build_engine  # noqa: E402
 from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
 
 from bombs import BOMBS  # noqa: E402
+from dds_segments import own_segments, stop  # noqa: E402
 from node_harness import Harness, camera_frame, raw, start_node  # noqa: E402
 from service_calls import call_until_answered  # noqa: E402
 
@@ -249,7 +250,7 @@ def test_clean_exit_on_signal(ros, checkpoint, sig: signal.Signals) -> None:
         process.send_signal(sig)
         remaining, _ = process.communicate(timeout=15)
     finally:
-        process.kill() if process.poll() is None else None
+        stop(process)
     assert process.returncode == 0, remaining
     assert 'Traceback' not in remaining and 'never retrieved' not in remaining
 
@@ -272,13 +273,36 @@ def test_clean_exit_after_serving_parameter_requests(ros, checkpoint) -> None:
             try:
                 output, _ = process.communicate(timeout=20)
             finally:
-                process.kill() if process.poll() is None else None
+                stop(process)
             assert process.returncode == 0, output
             assert 'Traceback' not in output and 'never retrieved' not in output, output
             probe.destroy_client(client)
             probe.destroy_client(setter)
     finally:
         probe.destroy_node()
+
+
+@pytest.mark.parametrize('executable, started',
+                         [('vbp_node', 'ready'), ('vbp_lifecycle_node', 'unconfigured')])
+def test_a_stopped_node_leaves_no_shared_memory_behind(ros, checkpoint, executable: str,
+                                                       started: str) -> None:
+    """Its Fast DDS segment (0.5 MiB, 64 MiB with config/fastdds.xml) is removed at a clean
+    exit: every run of the node used to leave it in /dev/shm until reboot."""
+    process = start_node('-p', f'model:={checkpoint}', '-r', f'__ns:=/shm_{executable}',
+                         executable=executable)
+    try:
+        output = ''
+        while started not in output and (line := process.stdout.readline()):
+            output += line
+        assert started in output, output
+        segments = own_segments(process.pid)
+        assert segments, f'no Fast DDS segment of its own in /proc/{process.pid}/maps'
+        process.send_signal(signal.SIGINT)
+        output += process.communicate(timeout=30)[0]
+    finally:
+        stop(process)
+    assert process.returncode == 0, output
+    assert not {path for path in segments if path.exists()}, output
 
 
 def test_without_a_model_the_bundled_default_is_used(ros) -> None:

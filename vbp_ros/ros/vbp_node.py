@@ -39,7 +39,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
-from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -56,6 +56,7 @@ from ..live.foxglove_view import CameraTopics, LiveView
 from . import parameters
 from .camera_source import CameraSource
 from .diagnostics import Periodic
+from .lifecycle import ReleasingLifecycleNode
 from .outputs import RosOutputs
 from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS, network_threads
@@ -71,7 +72,7 @@ GOALS = {'configure': 'inactive', 'activate': 'active', 'deactivate': 'inactive'
          'cleanup': 'unconfigured', 'shutdown': 'finalized'}
 
 
-class VBPNode(LifecycleNode):
+class VBPNode(ReleasingLifecycleNode):
     """The node ``vbp`` (see the module docstring; topics and parameters: docs/node.md)."""
 
     def __init__(self) -> None:
