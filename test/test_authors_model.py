@@ -81,6 +81,7 @@ def test_masks_concentrate_on_lane_markings(authors_model, reference_images) -> 
     assert np.median(trained) > 5.0 * np.median(untrained)
 
 
+@pytest.mark.slow
 def test_figure2_tool_renders_every_layer(authors_checkpoint: Path, reference_dir: Path,
                                           tmp_path: Path, capsys) -> None:
     images = [str(reference_dir / 'images' / name) for name in ('img1.jpg', 'img7.jpg')]

@@ -104,6 +104,7 @@ def check_against_the_network(path: Path, network: nn.Module) -> None:
         np.testing.assert_allclose(result.mask, reference.mask, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torchscript_exporter_at_opset_9_with_the_batch_fixed_at_64(
         network: nn.Module, tmp_path: Path) -> None:
     path = export(network, tmp_path / 'fixed64.onnx', 64, dynamo=False, opset_version=9)

@@ -326,6 +326,7 @@ def test_engine_runs_a_channels_last_graph_as_onnxruntime_does(tmp_path: Path) -
     np.testing.assert_allclose(result.mask, twin_engine.process(FRAME).mask, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_engine_backends_agree_and_batch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     spec = ModelSpec('authors', 1, 125, 640, crop=(200, 0, 250, 640))

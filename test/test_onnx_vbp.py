@@ -528,6 +528,7 @@ def test_a_pytorch_crop_is_zero_padded_back() -> None:
     assert ': 66x203 -> 80x203 into ' in plan and 'zero-pad 10x0 before, 4x0 after' in plan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', networks.ZOO)
 def test_zoo_in_graph_mask_equals_pytorch_visualbackprop(name: str) -> None:
     """Issue 10's zoo: the mask ONNX Runtime computes inside the exported graph equals the

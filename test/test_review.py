@@ -175,6 +175,7 @@ def mcap_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_bag(tmp_path_factory.mktemp('mcap') / 'drive')
 
 
+@pytest.mark.slow
 def test_mcap_bag_review(mcap_bag: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, err = run(capsys, mcap_bag)
     assert code == 0, err
@@ -263,6 +264,7 @@ def test_indicator_tilts_left_for_positive_angles() -> None:
     assert not len(green_columns(math.nan))
 
 
+@pytest.mark.slow
 def test_sqlite_bag_with_namespaces_stride_and_unpaired_angles(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bag = write_bag(tmp_path / 'two_cars', StoragePlugin.SQLITE3, namespaces=('/car1', '/car2'))
@@ -414,6 +416,7 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 'Traceback' not in err and err.count('\n') == 1
 
 
+@pytest.mark.slow
 def test_existing_review_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bag = write_bag(tmp_path / 'again', skip=('vbp/mask',))
     out = tmp_path / 'out'
