@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -15,7 +16,9 @@ from vbp_ros.live.foxglove_view import CameraTopics, LiveFrame, LiveView
 
 TOPICS = CameraTopics(camera='/camera/image_raw', overlay='/car1/vbp/overlay',
                       mask='/car1/vbp/mask', angle='/car1/steering_angle',
-                      latency='/car1/debug/pipeline_latency_ms')
+                      latency='/car1/debug/pipeline_latency_ms',
+                      attention='/car1/vbp/attention')
+ATTENTION = (0.5, 0.75, 0.2, 0.4, 0.6, 0.1)
 
 
 def frame(index: int) -> LiveFrame:
@@ -25,7 +28,7 @@ def frame(index: int) -> LiveFrame:
     mask = np.linspace(0, 1, 16 * 64, dtype=np.float32).reshape(16, 64)
     return LiveFrame(stamp_ns=1_700_000_000_000_000_000 + index, frame_id='camera',
                      pixels=pixels, order='rgb', overlay=overlay, mask=mask,
-                     angle=0.01 * index, latency_ms=5.0 + index)
+                     angle=0.01 * index, latency_ms=5.0 + index, attention=ATTENTION)
 
 
 @pytest.fixture
@@ -89,6 +92,37 @@ def test_a_subscriber_gets_jpeg_frames_and_scalars_until_it_leaves(view, encodin
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_attention_is_sent_as_vbp_attention_publishes_it(view, encodings) -> None:
+    """The layout's ``/vbp/attention.data[4]`` plots the live channel as it plots a bag: the
+    same fields as the node's Float32MultiArray, its values and labels; NaN (a mask without
+    attention) as JSON null."""
+    messages = pytest.importorskip('vbp_ros.ros.messages')
+    published = []
+    for values in ([0.25, 0.5, 0.1, 0.3, 0.8, 0.05], [float('nan')] * 6):
+        message = messages.attention_array()  # filled as vbp_node fills it
+        message.data = np.asarray(values, np.float32).tobytes()
+        published.append(message)
+    with FoxgloveClient(view.port) as client:
+        client.read_advertisements({TOPICS.attention})
+        client.subscribe([TOPICS.attention])
+        assert wait_until(lambda: view.publish('front', replace(
+            frame(0), attention=published[0].data)))
+        view.publish('front', replace(frame(1), attention=published[1].data))
+        client.collect(1.0)
+    assert client.channels[TOPICS.attention]['encoding'] == 'json'
+    received = [json.loads(payload) for _, payload in
+                client.received.by_topic[TOPICS.attention]]
+    assert len(received) == 2 and encodings == []  # no picture encoded for it
+    dim = published[0].layout.dim[0]
+    assert received[0]['layout'] == {'dim': [{'label': dim.label, 'size': 6, 'stride': 6}],
+                                     'data_offset': 0}
+    assert dim.label.split(',')[4] == 'roi_mass'
+    assert received[0]['data'] == list(published[0].data)  # float32, as published
+    assert received[0]['data'][4] == pytest.approx(0.8)
+    assert received[1]['data'] == [None] * 6
+
+
 def test_a_wide_camera_frame_is_sent_shrunk_to_max_width(encodings) -> None:
     """An 8K camera must not put a full-size JPEG encode in the worker for every frame."""
     live = LiveView(port=0, max_rate_hz=0, max_width=640)
@@ -101,7 +135,8 @@ def test_a_wide_camera_frame_is_sent_shrunk_to_max_width(encodings) -> None:
             client.subscribe([TOPICS.camera])
             assert wait_until(lambda: live.publish('front', LiveFrame(
                 stamp_ns=1, frame_id='camera', pixels=wide, order='rgb', overlay=None,
-                mask=np.zeros((16, 64), np.float32), angle=0.0, latency_ms=None)))
+                mask=np.zeros((16, 64), np.float32), angle=0.0, latency_ms=None,
+                attention=ATTENTION)))
             client.collect(1.0)
             image = protobuf_fields(client.received.by_topic[TOPICS.camera][-1][1])
     finally:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import socket
 import time
 from typing import Callable
@@ -19,6 +21,7 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float32MultiArray  # noqa: E402
 
 from node_harness import spin_until, start_node  # noqa: E402
 
@@ -178,6 +181,8 @@ def test_live_view_sends_jpeg_overlays_to_a_websocket_client(ros, checkpoint) ->
         masks: dict[int, Image] = {}
         probe.create_subscription(Image, 'vbp/mask',
                                   lambda m: masks.__setitem__(m.header.stamp.sec, m), 10)
+        attention: list[Float32MultiArray] = []
+        probe.create_subscription(Float32MultiArray, 'vbp/attention', attention.append, 50)
 
         def answered(stamp: int) -> bool:
             camera.publish(image(frame(stamp), stamp, 'camera'))
@@ -190,8 +195,10 @@ def test_live_view_sends_jpeg_overlays_to_a_websocket_client(ros, checkpoint) ->
         assert stamp in masks, 'vbp_node did not answer'
         with FoxgloveClient(port) as client:
             overlay, angle = '/live/vbp/overlay', '/live/steering_angle'
-            client.read_advertisements({overlay, angle, '/live/image', '/live/vbp/mask'})
-            client.subscribe([overlay, angle])
+            live_attention = '/live/vbp/attention'
+            client.read_advertisements({overlay, angle, live_attention, '/live/image',
+                                        '/live/vbp/mask'})
+            client.subscribe([overlay, angle, live_attention])
             for _ in range(40):
                 stamp += 1
                 camera.publish(image(frame(stamp), stamp, 'camera'))
@@ -204,6 +211,16 @@ def test_live_view_sends_jpeg_overlays_to_a_websocket_client(ros, checkpoint) ->
         assert fields[3] == b'jpeg' and fields[4] == b'camera'
         picture = cv2.imdecode(np.frombuffer(fields[2], np.uint8), cv2.IMREAD_COLOR)
         assert picture.shape == (480, 640, 3)
+        live = [json.loads(payload) for _, payload in
+                client.received.by_topic.get(live_attention, [])]
+
+        def all_published() -> bool:  # as vbp/attention published them; JSON has null for NaN
+            published = [[None if math.isnan(value) else value for value in message.data]
+                         for message in attention]
+            return all(message['data'] in published for message in live)
+
+        assert len(live) >= 10 and spin_until(probe, all_published, 2.0)
+        assert live[-1]['layout']['dim'][0]['label'] == attention[-1].layout.dim[0].label
     finally:
         probe.destroy_node()
         output = vbp.stop()

@@ -27,9 +27,13 @@ OVERLAY_TOPIC = 'vbp/overlay'
 # that vbp/mask covers (the network's crop), published when it changes; with the camera
 # frames it lets a review draw overlays that the node never drew.
 MASK_ROI_TOPIC = 'vbp/mask_roi'
-# std_msgs/Float32MultiArray: the mask's attention statistics (vbp_ros.explain.attention's
-# ATTENTION_LABELS, in that order, named by the layout's label).
+# std_msgs/Float32MultiArray: the mask's attention statistics (computed by
+# vbp_ros.explain.attention), ATTENTION_LABELS in that order, named by the layout's label
+# ATTENTION_LAYOUT_LABEL (in ROS and in the live view); vbp-fleet's columns of the same names.
 ATTENTION_TOPIC = 'vbp/attention'
+ATTENTION_LABELS = ('centroid_x', 'centroid_y', 'spread', 'concentration', 'roi_mass',
+                    'change')
+ATTENTION_LAYOUT_LABEL = ','.join(ATTENTION_LABELS)
 PROCESSING_TIME_TOPIC = 'debug/processing_time_ms'
 PIPELINE_LATENCY_TOPIC = 'debug/pipeline_latency_ms'
 VBP_OUTPUTS = (STEERING_TOPIC, OUTPUTS_TOPIC, MASK_TOPIC, MASK_ROI_TOPIC, ATTENTION_TOPIC,

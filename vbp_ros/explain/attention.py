@@ -38,11 +38,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..interface import ATTENTION_LABELS
 from ..pixels.frames import Crop
 
-# The node's vbp/attention values and their order; vbp-fleet's columns of the same names.
-ATTENTION_LABELS = ('centroid_x', 'centroid_y', 'spread', 'concentration', 'roi_mass',
-                    'change')
 FLEET_STATISTICS = ('entropy', 'upper_share', 'lower_share', 'above_horizon')
 STATISTICS = ATTENTION_LABELS + FLEET_STATISTICS
 # x, y pairs: the road ahead of the bundled model's camera (bottom edge up to mid-height).

@@ -2,7 +2,10 @@
 
 The server (the ``foxglove-sdk`` package) advertises, per camera, channels named like the ROS
 topics: the camera frame, ``vbp/overlay`` and ``vbp/mask`` as ``foxglove.CompressedImage``
-(JPEG), and the steering angle and the pipeline latency as JSON ``{"data": value}``. A channel
+(JPEG), the steering angle and the pipeline latency as JSON ``{"data": value}``, and
+``vbp/attention`` as JSON shaped like its std_msgs/Float32MultiArray (``{"layout": ...,
+"data": [...]}``, NaN sent as null), so that one message path (``/vbp/attention.data[4]``)
+plots it live and from a recorded bag. A channel
 is encoded only while a client subscribes to it (the server says so through
 ``has_sinks()``), at most ``max_rate_hz`` times a second per camera, so the live view costs
 nothing without a client. The camera frame is shrunk to at most ``max_width`` columns first,
@@ -12,7 +15,9 @@ as the overlay is, so an 8K camera does not put a 30 MB encode in the worker. It
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import foxglove
@@ -20,7 +25,7 @@ import numpy as np
 from foxglove.channels import CompressedImageChannel
 from foxglove.messages import CompressedImage, Timestamp
 
-from ..interface import ns_to_stamp
+from ..interface import ATTENTION_LABELS, ATTENTION_LAYOUT_LABEL, ns_to_stamp
 from ..pixels.encodings import encode_jpeg, mask_to_mono8
 from ..pixels.frames import to_rgb8
 from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, shrunk_to_width
@@ -28,6 +33,19 @@ from ..pixels.overlay import DEFAULT_OVERLAY_WIDTH, shrunk_to_width
 SCALAR_SCHEMA = foxglove.Schema(
     name='vbp_ros.Scalar', encoding='jsonschema',
     data=b'{"type": "object", "properties": {"data": {"type": "number"}}}')
+# std_msgs/Float32MultiArray's fields, as foxglove_bridge and a bag give them to Foxglove.
+ATTENTION_SCHEMA = foxglove.Schema(
+    name='vbp_ros.Attention', encoding='jsonschema',
+    data=b'{"type": "object", "properties": {'
+         b'"layout": {"type": "object", "properties": {'
+         b'"dim": {"type": "array", "items": {"type": "object", "properties": {'
+         b'"label": {"type": "string"}, "size": {"type": "integer"}, '
+         b'"stride": {"type": "integer"}}}}, '
+         b'"data_offset": {"type": "integer"}}}, '
+         b'"data": {"type": "array", "items": {"type": "number"}, '
+         b'"description": "null where vbp/attention has NaN (a mask without attention)"}}}')
+ATTENTION_LAYOUT = {'dim': [{'label': ATTENTION_LAYOUT_LABEL, 'size': len(ATTENTION_LABELS),
+                             'stride': len(ATTENTION_LABELS)}], 'data_offset': 0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,7 @@ class CameraTopics:
     mask: str
     angle: str
     latency: str
+    attention: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class LiveFrame:
         mask: the [0, 1] mask at network resolution.
         angle: the steering angle (radians).
         latency_ms: the pipeline latency, or None when the stamp gives none.
+        attention: the mask's attention statistics, in the order of ``ATTENTION_LABELS``.
     """
 
     stamp_ns: int
@@ -63,6 +83,7 @@ class LiveFrame:
     mask: np.ndarray
     angle: float
     latency_ms: float | None
+    attention: Sequence[float]
 
 
 class _CameraChannels:
@@ -74,11 +95,14 @@ class _CameraChannels:
                                       message_encoding='json', context=context)
         self.latency = foxglove.Channel(topics.latency, schema=SCALAR_SCHEMA,
                                         message_encoding='json', context=context)
+        self.attention = foxglove.Channel(topics.attention, schema=ATTENTION_SCHEMA,
+                                          message_encoding='json', context=context)
         self.next_due = 0.0
 
     def watched(self) -> bool:
         return any(channel.has_sinks() for channel in (self.camera, self.overlay, self.mask,
-                                                       self.angle, self.latency))
+                                                       self.angle, self.latency,
+                                                       self.attention))
 
 
 class LiveView:
@@ -141,6 +165,9 @@ class LiveView:
             channels.angle.log({'data': frame.angle})
         if channels.latency.has_sinks() and frame.latency_ms is not None:
             channels.latency.log({'data': frame.latency_ms})
+        if channels.attention.has_sinks():
+            channels.attention.log({'layout': ATTENTION_LAYOUT,
+                                    'data': _json_numbers(frame.attention)})
         self.frames_sent += 1
         return True
 
@@ -152,6 +179,11 @@ class LiveView:
     def close(self) -> None:
         """Stop the server (clients are disconnected)."""
         self._server.stop()
+
+
+def _json_numbers(values: Sequence[float]) -> list[float | None]:
+    """``values`` for JSON, which has no NaN (Python would write one that browsers refuse)."""
+    return [None if math.isnan(value) else float(value) for value in values]
 
 
 def _next_due(due: float, now: float, period_s: float) -> float:

@@ -8,8 +8,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
-from ..explain.attention import ATTENTION_LABELS
-from ..interface import ns_to_stamp, stamp_to_ns
+from ..interface import ATTENTION_LABELS, ATTENTION_LAYOUT_LABEL, ns_to_stamp, stamp_to_ns
 
 
 def image_message(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
@@ -25,7 +24,7 @@ def attention_array() -> Float32MultiArray:
     their order ('centroid_x,centroid_y,...'); the data is filled per frame."""
     count = len(ATTENTION_LABELS)
     message = Float32MultiArray()
-    message.layout.dim = [MultiArrayDimension(label=','.join(ATTENTION_LABELS), size=count,
+    message.layout.dim = [MultiArrayDimension(label=ATTENTION_LAYOUT_LABEL, size=count,
                                               stride=count)]
     return message
 

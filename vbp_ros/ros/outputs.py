@@ -151,8 +151,9 @@ class RosOutputs:
 
     def live_view(self, answer: Answer, overlay: np.ndarray | None,
                   latency_ms: float | None) -> None:
-        """The live view's channels, when it runs."""
+        """The live view's channels, when it runs (vbp/attention's values as published)."""
         if self.viewer is not None:
             self.viewer.publish(answer.camera, LiveFrame(
                 answer.stamp_ns, answer.message.header.frame_id, answer.frame, answer.order,
-                overlay, answer.result.mask, answer.result.angle, latency_ms))
+                overlay, answer.result.mask, answer.result.angle, latency_ms,
+                self.cameras[answer.camera].attention_message.data))

@@ -50,8 +50,9 @@ from ..engine.config import EngineConfig
 from ..engine.engine import VBPEngine
 from ..engine.memory import settle_heap
 from ..engine.pipeline import FramePipeline, PipelineSettings, engine_note
-from ..interface import (DIAGNOSTICS_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, PIPELINE_LATENCY_TOPIC,
-                         STEERING_TOPIC, VBP_NODE, camera_topic, one_line)
+from ..interface import (ATTENTION_TOPIC, DIAGNOSTICS_TOPIC, MASK_TOPIC, OVERLAY_TOPIC,
+                         PIPELINE_LATENCY_TOPIC, STEERING_TOPIC, VBP_NODE, camera_topic,
+                         one_line)
 from ..live.foxglove_view import CameraTopics, LiveView
 from . import parameters
 from .camera_source import CameraSource
@@ -395,7 +396,8 @@ class VBPNode(ReleasingLifecycleNode):
                 overlay=resolve(camera_topic(name, OVERLAY_TOPIC)),
                 mask=resolve(camera_topic(name, MASK_TOPIC)),
                 angle=resolve(camera_topic(name, STEERING_TOPIC)),
-                latency=resolve(camera_topic(name, PIPELINE_LATENCY_TOPIC))))
+                latency=resolve(camera_topic(name, PIPELINE_LATENCY_TOPIC)),
+                attention=resolve(camera_topic(name, ATTENTION_TOPIC))))
         self.get_logger().info(f'live view on ws://{self._param("foxglove_address")}:'
                                f'{live.port} (Foxglove or Lichtblick)')
         return live
