@@ -66,7 +66,7 @@ class _Camera:
     values: np.ndarray | None = None
     shares: np.ndarray | None = None  # the last mask's mass distribution (owned)
     spare: np.ndarray | None = None  # the buffer the next one is written into
-    statistics: AttentionStatistics | None = None  # the set-up of the last mask
+    geometry: tuple | None = None  # the last mask's shape, crop and frame size
 
 
 class AttentionTracker:
@@ -82,16 +82,15 @@ class AttentionTracker:
         """The (6,) values of :data:`ATTENTION_LABELS` of a camera's mask, its change from
         the camera's previous mask (NaN after a change of the mask's shape or crop, whose
         pixels are then other places); the camera's alarm is updated."""
-        statistics = self._set_up(mask.shape, region, frame_shape[:2], settings.roi)
+        geometry = (mask.shape, region, frame_shape[:2])
+        statistics = self._set_up(*geometry, settings.roi)
         state = self._cameras.setdefault(camera, _Camera())
-        same = state.statistics is not None and (state.statistics.x is statistics.x or (
-            np.array_equal(state.statistics.x, statistics.x)
-            and np.array_equal(state.statistics.y, statistics.y)))
-        before, spare = (state.shares, state.spare) if same else (None, None)
+        before, spare = (state.shares, state.spare) if state.geometry == geometry else \
+            (None, None)
         values, shares = statistics.measure(mask[None], before,
                                             out=None if spare is None else spare[None])
         values = values[0]
-        state.spare, state.shares, state.statistics = before, shares[0], statistics
+        state.spare, state.shares, state.geometry = before, shares[0], geometry
         state.alarm.update(values[ROI_MASS], values[CHANGE], settings)
         state.values = values
         return values
