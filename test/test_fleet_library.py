@@ -22,6 +22,7 @@ from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera,
 from vbp_ros.explain.attention import STATISTICS, AttentionStatistics
 from vbp_ros.models.loading import load_model
 from vbp_ros.fleet.worker import SegmentWorker, top_rows
+from vbp_ros.tools.fleet import main as fleet_main
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.pixels.frames import Crop
@@ -211,6 +212,37 @@ def test_worker_rows_equal_the_engine_frame_by_frame(tmp_path: Path, bundled) ->
     assert {c.category for c in candidates} == {'off_road', 'jump'}  # no steering: no error
     assert all(c.overlay.shape == (125, 640, 3) and c.overlay.dtype == np.uint8
                for c in candidates)
+
+
+def test_the_roi_mass_is_taken_in_the_region_of_interest_given(
+        tmp_path: Path, bundled) -> None:
+    """--attention-roi reaches the rows: the left half of the frame, then the right half,
+    share the mass between them."""
+    network, spec = bundled
+    frames = road_frames(3)
+    bag = write_camera_bag(tmp_path / 'bag', frames)
+    worker = SegmentWorker(VBPEngine(network, spec, device='cpu'), gallery=1)
+    halves = {'left': (0.0, 0.0, 0.5, 0.0, 0.5, 1.0, 0.0, 1.0),
+              'right': (0.5, 0.0, 1.0, 0.0, 1.0, 1.0, 0.5, 1.0)}
+    masses = {side: np.concatenate([worker.process(s).rows['roi_mass'] for s in read_segments(
+        bag, spec, ReadOptions(roi=roi))]) for side, roi in halves.items()}
+    np.testing.assert_allclose(masses['left'] + masses['right'], 1.0, rtol=1e-5)
+    assert 0.0 < masses['left'].min() and 0.0 < masses['right'].min()
+    default = np.concatenate([worker.process(s).rows['roi_mass']
+                              for s in read_segments(bag, spec, ReadOptions())])
+    assert not np.allclose(default, masses['left'])
+
+
+@pytest.mark.parametrize('roi, problem', [(['0.1', '0.2', '0.3'], 'at least 3 x, y pairs'),
+                                          (['0', '0', '1', '0', '1', '1.5'], 'must lie in')])
+def test_a_wrong_attention_roi_is_refused_before_anything_starts(
+        roi: list[str], problem: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stop:
+        fleet_main([str(tmp_path), '--out', str(tmp_path / 'out'), '--attention-roi', *roi])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert '--attention-roi: the region of interest' in error and problem in error
+    assert not (tmp_path / 'out').exists()
 
 
 def test_planes_through_the_engine_equal_whole_frames(bundled) -> None:

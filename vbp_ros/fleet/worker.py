@@ -21,7 +21,7 @@ from ..engine.engine import VBPEngine
 from ..pixels.frames import Crop
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, network_view_overlay
 from ..data.fleet.reading import BagInfo, Segment
-from ..explain.attention import DEFAULT_ROI, AttentionStatistics
+from ..explain.attention import AttentionStatistics
 
 if TYPE_CHECKING:
     from .comparison import Comparison, ComparisonRows
@@ -114,16 +114,17 @@ def mask_columns(masks: np.ndarray, previous: np.ndarray | None, segment: Segmen
     the frame before them): the run's model and the compared one both go through here."""
     if segment.camera is None:  # no frames
         return AttentionStatistics.empty_table()
-    return _attention_statistics(masks.shape[1:], *segment.camera).table(
+    return _attention_statistics(masks.shape[1:], *segment.camera, segment.roi).table(
         masks, segment.horizon, previous)
 
 
 @lru_cache(maxsize=16)
 def _attention_statistics(mask_shape: tuple[int, int], region: Crop,
-                          frame_shape: tuple[int, int]) -> AttentionStatistics:
-    """The statistics of masks of one shape over one crop of one frame size, with
-    :data:`~vbp_ros.explain.attention.DEFAULT_ROI` (built once: they precompute grids)."""
-    return AttentionStatistics(mask_shape, region, frame_shape, DEFAULT_ROI)
+                          frame_shape: tuple[int, int], roi: tuple[float, ...]
+                          ) -> AttentionStatistics:
+    """The statistics of masks of one shape over one crop of one frame size with one region
+    of interest (built once: they precompute grids)."""
+    return AttentionStatistics(mask_shape, region, frame_shape, roi)
 
 
 class SegmentWorker:

@@ -48,7 +48,7 @@ from ..data.fleet.discovery import find_bags
 from ..data.fleet.reading import ReadOptions
 from ..data.fleet.results import (COMPARISON, FLOAT_COLUMNS, FRAMES, REPORT, SUMMARY,
                                   ResultStore, ResultsError, bag_key, bag_table, fingerprint)
-from ..explain.attention import DEFAULT_ROI
+from ..explain.attention import DEFAULT_ROI, roi_problem
 from ..models.loading import load_model
 from ..fleet.comparison import (TOP_FRAMES, CompareJob, Disagreement, PairCandidate,
                                 check_comparable)
@@ -242,7 +242,7 @@ def settings_of(args: argparse.Namespace, card: dict, compared: dict | None) -> 
                 'horizon_row': args.horizon_row,
                 'steering_tolerance_ms': args.steering_tolerance_ms,
                 # parts of other statistics (columns, region of interest) are redone
-                'columns': FLOAT_COLUMNS, 'roi': DEFAULT_ROI}
+                'columns': FLOAT_COLUMNS, 'roi': list(args.attention_roi)}
     if compared is not None:
         settings['compare'] = {'model': compared['sha256'], 'spec': compared['spec'],
                                'disagree_angle': args.disagree_angle,
@@ -280,7 +280,8 @@ def run(args: argparse.Namespace, started: float) -> int:
     todo = [bag for bag in bags if bag not in earlier]
     read = ReadOptions(args.topic, args.steering_topic, args.every,
                        max(args.batch * max(1, round(args.segment / args.batch)), 2),
-                       args.horizon_row, round(args.steering_tolerance_ms * 1e6))
+                       args.horizon_row, round(args.steering_tolerance_ms * 1e6),
+                       tuple(args.attention_roi))
     job = FleetJob(args.model, spec, args.device, args.batch, read, args.gallery, compare)
     cluster = ClusterOptions(args.address, args.workers, args.threads, args.readers,
                              args.object_store_mb)
@@ -393,6 +394,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--horizon-row', type=float, metavar='ROW',
                         help='camera frame row of the horizon, for the above_horizon share '
                         '(default: unknown, the column is NaN)')
+    parser.add_argument('--attention-roi', type=float, nargs='+', default=list(DEFAULT_ROI),
+                        metavar='X Y', help='region of interest of the roi_mass column: x, y '
+                        'pairs of a polygon in normalized camera coordinates, as vbp_node\'s '
+                        'attention_roi (default: the road ahead of the bundled model\'s camera, '
+                        f'{" ".join(map(str, DEFAULT_ROI))})')
     parser.add_argument('--address', help='Ray cluster address (default: start Ray here)')
     parser.add_argument('--workers', type=positive_int, default=1,
                         help='model actors (default: %(default)s)')
@@ -418,7 +424,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--object-store-mb', type=positive_int, metavar='MB',
                         help='object store of a local Ray (default: Ray\'s)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = roi_problem(args.attention_roi)
+    if problem:
+        parser.error(f'--attention-roi: {problem}')
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

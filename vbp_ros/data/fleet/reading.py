@@ -39,7 +39,7 @@ from ..pairing import NO_PARTNER, pair_nearest
 from ..sessions import CAMERA_TYPES, camera_connections, decode_frame, is_image_output
 from ..udacity import (STEERING_REPORT_TYPE, STEERING_TOPIC, message_decoder, read_steering,
                        udacity_typestore)
-from ...explain.attention import horizon_in_mask
+from ...explain.attention import DEFAULT_ROI, horizon_in_mask
 
 SCALARS = ('std_msgs/msg/Float32', 'std_msgs/msg/Float64')
 MAX_REASONS = 20  # distinct skip reasons kept per bag; further ones count as 'other'
@@ -63,6 +63,8 @@ class ReadOptions:
         segment_inputs: network inputs per segment, the context frame included.
         horizon_row: the camera frame row of the horizon, or None when unknown.
         steering_tolerance_ns: largest gap between a frame and its steering sample.
+        roi: the region of interest of the masks' ROI mass (flat x, y pairs of a polygon in
+            normalized camera coordinates, as vbp_node's ``attention_roi``).
     """
 
     topic: str | None = None
@@ -71,6 +73,7 @@ class ReadOptions:
     segment_inputs: int = 64
     horizon_row: float | None = None
     steering_tolerance_ns: int = 100_000_000
+    roi: tuple[float, ...] = DEFAULT_ROI
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.segment_inputs < 2:
@@ -117,6 +120,7 @@ class Segment:
     # pixels (top, left, height, width)
     info: BagInfo | None = None  # on the bag's last segment only
     compared: Segment | None = None  # the compared model's inputs of the same frames
+    roi: tuple[float, ...] = DEFAULT_ROI  # the region of interest of the ROI mass
 
     @property
     def frames(self) -> int:
@@ -228,7 +232,7 @@ class _SegmentBuilder:
         segment = Segment(self.bag, self.number, self.messages, planes, self.context,
                           index.astype(np.int64), stamp, log, recorded,
                           horizon.astype(np.float64), self.camera if self.planes else None,
-                          regions, info)
+                          regions, info, roi=self.options.roi)
         if self.planes:
             self.context = self.planes[-1]
         self.number += 1
