@@ -14,29 +14,27 @@ transposed convolution of the layer's own geometry to the tensor's exact size. T
 is min-max normalized once per image.
 
 On a chain this is the paper's algorithm step for step. The all-ones transposed convolution is
-separable and a sum of strided shifts, evaluated as in-place additions into views of buffers made
-once per input shape and device (one-channel ``conv_transpose2d`` is far slower on CPUs). Channel
-counts are carried as exact per-mask constants, so branches are summed with the true averages.
-Against float32 underflow a mask is divided by its per-image maximum at tensors that every path
-from the deepest tensors to the input passes (a per-image constant factor of the final mask,
-which the min-max removes); elsewhere a division would change the branches' weights.
+separable and a sum of strided shifts, evaluated by the steps of a plan made once per input shape
+and device (:mod:`vbp_ros.explain.vbp_plan`). Channel counts are carried as exact per-mask
+constants, so branches are summed with the true averages. Against float32 underflow a mask is
+divided by its per-image maximum at tensors that every path from the deepest tensors to the input
+passes (a per-image constant factor of the final mask, which the min-max removes); elsewhere a
+division would change the branches' weights.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .base import Explainer
-from .geometry import AxisGeometry, Geometry
 from .graph import ChainReader, GraphReader, Record, positive_channel_sum
-from .mask_graph import TINY, Edge, MaskGraph, UnsupportedModelError
+from .mask_graph import MaskGraph, UnsupportedModelError
+from .vbp_plan import Plan
 
 __all__ = ['VisualBackProp', 'VBPExplanation', 'UnsupportedModelError']
 
@@ -71,153 +69,6 @@ class VBPExplanation:
             in zip(self.layer_names, self.averaged_maps, self.intermediate_masks)]
 
 
-class _OnesTransposedConv1d:
-    """All-ones one-channel transposed convolution along one axis, into a fixed buffer: every
-    source position adds its value to each target position its window read."""
-
-    def __init__(self, source: Tensor, axis: int, geometry: AxisGeometry, target: int) -> None:
-        length = source.shape[axis]
-        kernel, stride, dilation, before = (geometry.kernel, geometry.stride, geometry.dilation,
-                                            geometry.pad_before)
-        lead = max(0, -before)  # crops read from inside the target: start the buffer earlier
-        reach = (length - 1) * stride + 1
-        shape = list(source.shape)
-        shape[axis] = max(lead + reach + (kernel - 1) * dilation, lead + before + target)
-        self.source = source
-        self.full = source.new_zeros(shape)
-        step = (slice(None),) * axis + (slice(None, None, stride),)
-        self.taps = [self.full.narrow(axis, lead + tap * dilation, reach)[step]
-                     for tap in range(kernel)]
-        self.result = self.full.narrow(axis, lead + before, target)
-
-    def run(self) -> Tensor:
-        self.full.zero_()
-        for tap in self.taps:
-            tap.add_(self.source)
-        return self.result
-
-
-class _ScaleUp:
-    """A mask scaled up along one spatial edge to the size of the tensor the edge reads."""
-
-    def __init__(self, source: Tensor, geometry: Geometry, target_hw: tuple[int, int]) -> None:
-        # Columns first: their strided writes are the slow part, so do them on fewer rows.
-        self.cols = _OnesTransposedConv1d(source, 3, geometry.cols, target_hw[1])
-        self.rows = _OnesTransposedConv1d(self.cols.result, 2, geometry.rows, target_hw[0])
-        self.result = self.rows.result
-        self.geometry = geometry
-
-    def run(self) -> None:
-        self.cols.run()
-        self.rows.run()
-
-
-def _divide_by_peak(mask: Tensor) -> None:
-    """Divide each image by its maximum: a positive per-image constant."""
-    mask.div_(mask.amax(dim=(2, 3), keepdim=True).clamp_min_(TINY))
-
-
-def _add_scaled(out: Tensor, parts: Sequence[tuple[Tensor, float]]) -> None:
-    """``out = sum of part * weight`` (the channel-count constants of the branches)."""
-    (first, _), (second, weight) = parts[:2]
-    torch.add(first, second, alpha=weight, out=out)
-    for part, weight in parts[2:]:
-        out.add_(part, alpha=weight)
-
-
-class _Plan:
-    """Buffers and steps for one input shape and device: built once, reused every call.
-
-    ``maps`` are the kept tensors' channel-sum buffers (shallow to deep) that the keepers fill;
-    ``keep_targets`` pairs each with a scratch view for the positive part of signed activations.
-    """
-
-    def __init__(self, graph: MaskGraph, record: Record, batch: int, device: torch.device
-                 ) -> None:
-        self.graph = graph
-        self.sizes = [node.size for node in graph.nodes]
-        self.maps = [torch.zeros((batch, 1, *self.sizes[i]), device=device) for i in graph.kept]
-        self.keep_targets = list(zip(self.maps, self._scratch(record, batch, device)))
-        self.steps: list[Callable[[], object]] = []
-        self.scale_ups: list[tuple[int, int, _ScaleUp]] = []
-        self.masks: list[Tensor | None] = [None] * len(graph.nodes)
-        self._build(batch, device)
-        self.final = torch.zeros_like(self.masks[0])
-
-    def _scratch(self, record: Record, batch: int, device: torch.device
-                 ) -> list[Tensor | None]:
-        """One shared buffer per dtype, viewed as each signed kept tensor (they run in turn)."""
-        signed = [((batch, *n.shape), record.dtypes[n.key]) if not n.kept.nonnegative
-                  else None for n in self.graph.kept_tensors]
-        flats = {}
-        for shape, dtype in filter(None, signed):
-            flats[dtype] = max(flats.get(dtype, 0), math.prod(shape))
-        flats = {dtype: torch.empty(numel, dtype=dtype, device=device)
-                 for dtype, numel in flats.items()}
-        return [None if entry is None else flats[entry[1]][:math.prod(entry[0])].view(entry[0])
-                for entry in signed]
-
-    def _build(self, batch: int, device: torch.device) -> None:
-        graph, sizes = self.graph, self.sizes
-        kept_maps = dict(zip(graph.kept, self.maps))
-        scaled: list[tuple[Tensor, float] | None] = [None] * len(graph.nodes)
-        for index in range(len(graph.nodes) - 1, -1, -1):
-            node = graph.nodes[index]
-            parts = [self._along(edge, scaled[edge.consumer], index) for edge in node.edges]
-            if not parts:
-                mask, scale = kept_maps[index], float(node.kept.channels)
-            else:
-                if len(parts) == 1:
-                    mask, scale = parts[0]
-                else:
-                    mask = torch.zeros((batch, 1, *sizes[index]), device=device)
-                    scale = parts[0][1]
-                    self.steps.append(partial(_add_scaled, mask, [
-                        (part, scale / part_scale) for part, part_scale in parts]))
-                if node.kept is not None:
-                    product = torch.zeros_like(kept_maps[index])
-                    self.steps.append(partial(torch.mul, mask, kept_maps[index], out=product))
-                    mask, scale = product, scale * node.kept.channels
-            if node.rescaled:
-                self.steps.append(partial(_divide_by_peak, mask))
-                scale = 1.0
-            scaled[index] = (mask, scale)
-            self.masks[index] = mask
-
-    def _along(self, edge: Edge, consumer: tuple[Tensor, float], index: int
-               ) -> tuple[Tensor, float]:
-        """The consumer's mask brought along an edge to tensor ``index``."""
-        mask, scale = consumer
-        geometry, target = edge.geometry, self.sizes[index]
-        if geometry is None or not geometry.changes(mask.shape[2:], target):
-            return mask, scale
-        scale_up = _ScaleUp(mask, geometry, target)
-        self.steps.append(scale_up.run)
-        self.scale_ups.append((edge.consumer, index, scale_up))
-        return scale_up.result, scale
-
-    def run(self, gamma: Tensor | None) -> Tensor:
-        """The mask from the filled map buffers; a fresh normalized tensor."""
-        for step in self.steps:
-            step()
-        current = self.masks[0]
-        if gamma is not None:
-            current = torch.mul(current, gamma, out=self.final)
-        return _normalize(current)
-
-    def intermediate_masks(self) -> list[Tensor]:
-        """The kept tensors' masks, shallow to deep (copies)."""
-        return [self.masks[i].clone() for i in self.graph.kept]
-
-
-def _normalize(mask: Tensor) -> Tensor:
-    """Per-image min-max to [0, 1]; a constant mask becomes all zeros."""
-    low = mask.amin(dim=(2, 3), keepdim=True)  # (torch.aminmax over a flattened dim is slower)
-    span = mask.amax(dim=(2, 3), keepdim=True) - low
-    scale = torch.where(span > 0, span.reciprocal(), torch.zeros_like(span))
-    return (mask - low).mul_(scale)
-
-
 class _Keeper:
     """What the keeper calls in the forward pass write to: plan buffers, or fresh sums."""
 
@@ -246,9 +97,9 @@ class _Reading:
     keeper: _Keeper
 
     def __init__(self) -> None:
-        self.plans: dict[tuple, _Plan] = {}
+        self.plans: dict[tuple, Plan] = {}
 
-    def forward(self, x: Tensor) -> tuple[Tensor, _Plan]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Plan]:
         """One forward pass; the plan of ``x``'s shape with its map buffers filled."""
         plan = self.plans.get(_plan_key(x))
         if plan is not None:
@@ -260,7 +111,7 @@ class _Reading:
             return output, plan
         output, graph, record, maps = self.first_pass(x)
         with torch.inference_mode(False):
-            plan = _Plan(graph, record, x.shape[0], x.device)
+            plan = Plan(graph, record, x.shape[0], x.device)
             for buffer, values in zip(plan.maps, maps):
                 buffer.copy_(values)
         record.sums.clear()  # the plan keeps the shapes; these sums are in its maps now
@@ -394,7 +245,7 @@ class VisualBackProp(Explainer):
         self._layers = tuple(layers) if layers is not None else None
         self._readings: dict[bool, _Reading] = {}
         self._removed = False
-        self._last: _Plan | None = None
+        self._last: Plan | None = None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -410,7 +261,7 @@ class VisualBackProp(Explainer):
         return reading.graph if reading is not None else None
 
     @property
-    def _plans(self) -> dict[tuple, _Plan]:
+    def _plans(self) -> dict[tuple, Plan]:
         """Every plan, by (input shape, device) (for tests and diagnostics)."""
         return {key: plan for reading in self._readings.values()
                 for key, plan in reading.plans.items()}
@@ -446,7 +297,7 @@ class VisualBackProp(Explainer):
     def _mode(self) -> bool:
         return self._layers is None and self.model.training
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, _Plan]:
+    def _forward(self, x: Tensor) -> tuple[Tensor, Plan]:
         if self._removed:
             raise RuntimeError('VisualBackProp was removed; create a new VisualBackProp')
         reading = self._readings.get(self._mode())
@@ -457,7 +308,7 @@ class VisualBackProp(Explainer):
         output, self._last = reading.forward(x)
         return output, self._last
 
-    def _mask(self, plan: _Plan, x: Tensor) -> Tensor:
+    def _mask(self, plan: Plan, x: Tensor) -> Tensor:
         # no autograd here: plan buffers never require gradients, keepers detach
         gamma = positive_channel_sum(x, nonnegative=True) if self.input_factor else None
         return plan.run(gamma)
