@@ -4,6 +4,7 @@ themselves: test_attention.py)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +23,9 @@ from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera,
 from vbp_ros.explain.attention import STATISTICS, AttentionStatistics
 from vbp_ros.models.loading import load_model
 from vbp_ros.fleet.worker import SegmentWorker, top_rows
-from vbp_ros.tools.fleet import main as fleet_main
+from vbp_ros.data.fleet.results import ResultStore
+from vbp_ros.render.report import write_thumbnail
+from vbp_ros.tools.fleet import PLOT, BagWriter, main as fleet_main
 from vbp_ros.data.sources import synthetic_frames
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.pixels.frames import Crop
@@ -231,6 +234,31 @@ def test_the_roi_mass_is_taken_in_the_region_of_interest_given(
     default = np.concatenate([worker.process(s).rows['roi_mass']
                               for s in read_segments(bag, spec, ReadOptions())])
     assert not np.allclose(default, masses['left'])
+
+
+def test_a_bag_redone_with_another_model_replaces_its_pictures(tmp_path: Path, bundled) -> None:
+    """--resume with other settings redoes a bag: its gallery thumbnails and angle plot are the
+    new model's, not those the earlier run left under the same names."""
+    network, spec = bundled
+    other = copy.deepcopy(network)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(1.0 + 0.3 * torch.randn_like(parameter))
+    bag = str(write_camera_bag(tmp_path / 'bag', road_frames(6)))
+    out, plots = tmp_path / 'out', []
+    for model, settings in ((network, 'first'), (other, 'second')):
+        results = [SegmentWorker(VBPEngine(model, spec, device='cpu'), gallery=2).process(s)
+                   for s in read_segments(bag, spec, ReadOptions())]
+        store = ResultStore(out, settings)
+        store.prepare(resume=True)
+        sidecar = BagWriter(store, 2, SimpleNamespace()).store_bag(bag, results)
+        plots.append((out / 'report_files').glob(f'*/{PLOT}').__next__().read_bytes())
+    overlays = {c.index: c.overlay for r in results for c in r.candidates}
+    for item in sidecar['gallery']:
+        expected = tmp_path / 'expected.jpg'
+        write_thumbnail(expected, overlays[item['index']])
+        assert (out / item['image']).read_bytes() == expected.read_bytes(), item
+    assert plots[0] != plots[1]
 
 
 @pytest.mark.parametrize('roi, problem', [(['0.1', '0.2', '0.3'], 'at least 3 x, y pairs'),

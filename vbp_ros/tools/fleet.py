@@ -101,14 +101,15 @@ class BagWriter:
                    for name in results[0].rows}
         folder = self.store.files / bag_key(bag)
         folder.mkdir(parents=True, exist_ok=True)
-        gallery = []
+        gallery, written = [], set()
         for category in CATEGORIES:
             found = sorted((c for r in results for c in r.candidates if c.category == category),
                            key=lambda c: (-c.score, c.index))[:self.gallery]
             for rank, candidate in enumerate(found, start=1):
                 image = folder / f'frame-{candidate.index}.jpg'
-                if not image.exists():
+                if image not in written:  # replaces the picture of a run with other settings
                     write_thumbnail(image, candidate.overlay)
+                    written.add(image)
                 gallery.append({
                     'category': category, 'rank': rank, 'score': candidate.score,
                     'index': candidate.index, 'stamp_ns': candidate.stamp_ns,
@@ -125,7 +126,8 @@ class BagWriter:
             sidecar['timeline'] = self.store_timeline(folder, bag, sidecar, columns, comparison)
         table = bag_table(bag, info.topic, columns, comparison)
         write_plot(self.store, bag, sidecar, table.select(['log_time_ns', 'angle',
-                                                           'recorded_angle']).to_pydict())
+                                                           'recorded_angle']).to_pydict(),
+                   replace=True)
         self.store.write_bag(bag, table, sidecar)
         return sidecar
 
@@ -163,10 +165,12 @@ class BagWriter:
         return str(path.relative_to(self.store.out))
 
 
-def write_plot(store: ResultStore, bag: str, sidecar: dict, columns: dict) -> str:
-    """The bag's angle plot in report_files (made once); returns its path in the folder."""
+def write_plot(store: ResultStore, bag: str, sidecar: dict, columns: dict,
+               replace: bool = False) -> str:
+    """The bag's angle plot in report_files, made when missing or, with ``replace``, anew (the
+    bag's rows were just computed); returns its path in the folder."""
     path = store.files / bag_key(bag) / PLOT
-    if not path.exists():
+    if replace or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         start = sidecar['info']['start_ns']
         times = (np.asarray(columns['log_time_ns'], np.int64) - start) / 1e9
