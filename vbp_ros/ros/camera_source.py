@@ -35,9 +35,12 @@ from rclpy.guard_condition import GuardCondition
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
+from sensor_msgs.msg import Image
 
 from ..engine.pipeline import Arrival
+from .image_cdr import image_from_cdr
 
 
 class OwnThreadGroup(CallbackGroup):
@@ -78,7 +81,8 @@ class CameraSource:
         qos = QoSProfile(history=qos.history, depth=1, reliability=qos.reliability,
                          durability=qos.durability)
         subscription = self._node.create_subscription(message_type, topic, _never_called, qos,
-                                                      callback_group=self._group)
+                                                      callback_group=self._group,
+                                                      raw=message_type is Image)
         self._replace(camera, subscription)
 
     def unsubscribe(self, camera: str) -> None:
@@ -167,6 +171,8 @@ class CameraSource:
             if arrival is not None:  # an older one (a reliable writer's backlog)
                 self.dropped += 1
             message, info = taken
+            if subscription.raw:  # an Image, its pixels left in the bytes (image_cdr.py)
+                message = image_from_cdr(message) or deserialize_message(message, Image)
             self._count(camera, info)
             received_ns = info.get('received_timestamp') or time.time_ns()
             # Receipt on the pipeline's clock: when DDS delivered it, not when it was taken.
