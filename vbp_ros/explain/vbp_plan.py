@@ -124,7 +124,7 @@ class _ScaleUp:
         self.cols = _Padded(batch, (height, target_w), (_margin(row_phases, height), 0), device)
         self.col_pass = _AxisPass(source, 3, geometry.cols, col_phases).bind(self.cols.mask)
         self.row_pass = _AxisPass(self.cols, 2, geometry.rows, row_phases)
-        self.geometry, self.target_hw = geometry, tuple(target_hw)
+        self.target_hw = tuple(target_hw)
         self.target: _Padded | None = None  # the plan's buffer it runs into, if any
 
     def bind(self, target: Tensor) -> _ScaleUp:

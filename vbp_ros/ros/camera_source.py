@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.guard_condition import GuardCondition
@@ -171,15 +172,17 @@ class CameraSource:
             if arrival is not None:  # an older one (a reliable writer's backlog)
                 self.dropped += 1
             message, info = taken
-            if subscription.raw:  # an Image, its pixels left in the bytes (image_cdr.py)
-                message = image_from_cdr(message) or deserialize_message(message, Image)
             self._count(camera, info)
             received_ns = info.get('received_timestamp') or time.time_ns()
             # Receipt on the pipeline's clock: when DDS delivered it, not when it was taken.
             arrival = Arrival(message, time.perf_counter() -
                               max(0, time.time_ns() - received_ns) / 1e9)
-        if arrival is not None:
-            self._last_frame[camera] = time.monotonic()
+        if arrival is None:
+            return None
+        self._last_frame[camera] = time.monotonic()
+        if subscription.raw:  # an Image, its pixels left in the bytes (image_cdr.py)
+            arrival = replace(arrival, message=image_from_cdr(arrival.message)
+                              or deserialize_message(arrival.message, Image))
         return arrival
 
     def _count(self, camera: str, info: dict) -> None:
