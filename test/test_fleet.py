@@ -117,7 +117,7 @@ def gallery_size(table: dict) -> int:
     total = 0
     for bag in set(table['bag']):
         rows = [i for i, name in enumerate(table['bag']) if name == bag]
-        for column in ('error', 'above_horizon', 'change'):
+        for column in ('error', 'roi_mass', 'change'):
             finite = sum(np.isfinite(table[column][i]) for i in rows)
             total += min(GALLERY, finite)
     return total

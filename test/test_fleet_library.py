@@ -285,3 +285,19 @@ def test_planes_through_the_engine_equal_whole_frames(bundled) -> None:
         assert a.angle == b.angle
     with pytest.raises(ValueError, match='do not fit'):
         engine.process_planes([cv2.resize(planes[0][0], (32, 10))[None]])
+
+
+def test_the_off_road_gallery_holds_the_frames_most_outside_the_region_of_interest(
+        tmp_path: Path, bundled) -> None:
+    """'Mask off the road' is what vbp_node's attention alarm watches: the frames with the
+    smallest ROI mass, largest share outside first, whichever region is given."""
+    network, spec = bundled
+    bag = write_camera_bag(tmp_path / 'bag', road_frames(6))
+    worker = SegmentWorker(VBPEngine(network, spec, device='cpu'), gallery=2)
+    for roi in ((0.0, 0.0, 0.5, 0.0, 0.5, 1.0, 0.0, 1.0), (0.5, 0.0, 1.0, 0.0, 1.0, 1.0, 0.5, 1.0)):
+        [result] = [worker.process(s) for s in read_segments(bag, spec, ReadOptions(roi=roi))]
+        off_road = [c for c in result.candidates if c.category == 'off_road']
+        roi_mass = result.rows['roi_mass']
+        assert [c.index for c in off_road] == list(np.argsort(roi_mass)[:2])
+        np.testing.assert_allclose([c.score for c in off_road],
+                                   1.0 - np.sort(roi_mass)[:2], rtol=1e-6)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Gallery categories: what makes a frame worth a look, largest first.
 CATEGORIES = {
     'error': 'largest steering error (network - recorded)',
-    'off_road': 'mask off the road (share above the horizon, else in the upper half)',
+    'off_road': 'mask off the road (share outside the region of interest, --attention-roi)',
     'jump': 'biggest attention jump (mask change from the frame before)',
 }
 
@@ -71,10 +71,10 @@ class SegmentResult:
 
 
 def gallery_scores(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per category, the score of each row (NaN: not a candidate)."""
-    off_road = np.where(np.isfinite(rows['above_horizon']), rows['above_horizon'],
-                        rows['upper_share'])
-    return {'error': np.abs(rows['error']), 'off_road': off_road, 'jump': rows['change']}
+    """Per category, the score of each row (NaN: not a candidate). Off the road is what
+    vbp_node's attention alarm watches: the mask's share outside the region of interest."""
+    return {'error': np.abs(rows['error']), 'off_road': 1.0 - rows['roi_mass'],
+            'jump': rows['change']}
 
 
 def top_rows(scores: np.ndarray, count: int) -> np.ndarray:

@@ -245,8 +245,10 @@ def settings_of(args: argparse.Namespace, card: dict, compared: dict | None) -> 
                 'steering_topic': args.steering_topic, 'every': args.every,
                 'horizon_row': args.horizon_row,
                 'steering_tolerance_ms': args.steering_tolerance_ms,
-                # parts of other statistics (columns, region of interest) are redone
-                'columns': FLOAT_COLUMNS, 'roi': list(args.attention_roi)}
+                # parts of other statistics (columns, region of interest) or of another
+                # gallery rule are redone
+                'columns': FLOAT_COLUMNS, 'roi': list(args.attention_roi),
+                'gallery': {name: CATEGORIES[name] for name in sorted(CATEGORIES)}}
     if compared is not None:
         settings['compare'] = {'model': compared['sha256'], 'spec': compared['spec'],
                                'disagree_angle': args.disagree_angle,
