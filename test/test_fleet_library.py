@@ -294,7 +294,9 @@ def test_the_off_road_gallery_holds_the_frames_most_outside_the_region_of_intere
     network, spec = bundled
     bag = write_camera_bag(tmp_path / 'bag', road_frames(6))
     worker = SegmentWorker(VBPEngine(network, spec, device='cpu'), gallery=2)
-    for roi in ((0.0, 0.0, 0.5, 0.0, 0.5, 1.0, 0.0, 1.0), (0.5, 0.0, 1.0, 0.0, 1.0, 1.0, 0.5, 1.0)):
+    halves = ((0.0, 0.0, 0.5, 0.0, 0.5, 1.0, 0.0, 1.0),  # the left half of the frame
+              (0.5, 0.0, 1.0, 0.0, 1.0, 1.0, 0.5, 1.0))  # the right half
+    for roi in halves:
         [result] = [worker.process(s) for s in read_segments(bag, spec, ReadOptions(roi=roi))]
         off_road = [c for c in result.candidates if c.category == 'off_road']
         roi_mass = result.rows['roi_mass']
