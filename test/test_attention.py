@@ -66,6 +66,23 @@ def test_concentration_is_the_mass_on_the_brightest_tenth() -> None:
     assert table(masks)['concentration'][0] == pytest.approx(80 / 320)
 
 
+def test_concentration_agrees_with_a_sort_whatever_the_values() -> None:
+    """Masks of every kind the ranking sees: spread and peaked values, exact zeros of both
+    signs, ties at the tenth's border, and negative values."""
+    rng = np.random.default_rng(7)
+    masks = rng.random((6, 10, 20)) ** np.array([1, 8, 30, 1, 1, 1])[:, None, None]
+    masks[3, :5] = 0.0
+    masks[3, 5:7] = -0.0
+    masks[4] = np.repeat(rng.integers(0, 3, 20), 10).reshape(10, 20)  # many equal values
+    masks[5] = -0.1 - masks[5]  # negative: ranked as floats (as int32 they order reversed)
+    flat = masks.reshape(6, -1).astype(np.float32)
+    expected = np.sort(flat, axis=1)[:, -20:].sum(axis=1) / flat.sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(table(masks)['concentration'], expected, rtol=1e-6)
+    for row in range(5):  # the non-negative ones alone take the other ranking
+        np.testing.assert_allclose(table(masks[row:row + 1])['concentration'],
+                                   expected[row:row + 1], rtol=1e-6)
+
+
 def test_roi_mass_counts_a_crossed_pixel_by_its_area_inside() -> None:
     masks = np.zeros((2, 10, 20))
     masks[0, :, :10] = 1.0  # the left half: all inside x <= 0.525

@@ -98,7 +98,8 @@ class AttentionStatistics:
         columns = self._ones_h @ masks  # (N, W)
         flat = masks.reshape(count, pixels)
         mass = rows.sum(axis=1, dtype=np.float64)
-        blank = ~(flat.max(axis=1) > flat.min(axis=1))  # constant, or NaN
+        lows = flat.min(axis=1)
+        blank = ~(flat.max(axis=1) > lows)  # constant, or NaN
         mass[blank] = np.nan
         values = np.empty((count, len(ATTENTION_LABELS)))
         with np.errstate(invalid='ignore', divide='ignore'):
@@ -106,12 +107,22 @@ class AttentionStatistics:
             variance = columns @ self.x ** 2 / mass - x ** 2 + rows @ self.y ** 2 / mass - y ** 2
             values[:, 0], values[:, 1] = x, y
             values[:, 2] = np.sqrt(np.maximum(variance, 0.0))
-            brightest = np.partition(flat, pixels - self.top, axis=1)[:, pixels - self.top:]
+            brightest = self._brightest(flat, nonnegative=bool((lows >= 0).all()))
             values[:, 3] = brightest.sum(axis=1) / mass
             values[:, 4] = flat @ self.roi_weights / mass
             shares = np.multiply(flat, (1.0 / mass)[:, None].astype(np.float32), out=out)
         values[:, 5] = self.change(shares, before)
         return values, shares
+
+    def _brightest(self, flat: np.ndarray, nonnegative: bool) -> np.ndarray:
+        """The ``top`` largest values of each row, in no order. Non-negative float32 values
+        order as their bit patterns read as int32, which numpy partitions about three times
+        faster (a 640x125 mask: 32 against 104 us); rows with a negative value or NaN are
+        ranked as floats."""
+        start = flat.shape[1] - self.top
+        if nonnegative:
+            return np.partition(flat.view(np.int32), start, axis=1)[:, start:].view(np.float32)
+        return np.partition(flat, start, axis=1)[:, start:]
 
     @staticmethod
     def change(shares: np.ndarray, before: np.ndarray | None) -> np.ndarray:
