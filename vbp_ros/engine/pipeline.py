@@ -26,6 +26,7 @@ to its last ROS output, the clock of the deadline; pipeline latency from its hea
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -47,6 +48,11 @@ WARN_PERIOD_S = 5.0  # the same warning at most this often
 ERROR_HOLD_S = 10.0  # health stays ERROR this long after a failed or refused frame
 IDLE_WAKE_S = 0.25  # an idle worker takes up new settings (a new engine) this often
 STALL_S = 2.0  # health is WARN while one batch of frames takes longer than this
+WARN_HOLD_S = 10.0  # health stays WARN this long after the last doubtful frame
+# Frames that make the health WARN, by monitor counter: the totals stay in the status's values.
+DOUBTFUL = (('deadline_misses', 'deadline misses'), ('dropped_invalid', 'invalid frames'),
+            ('dropped_bad_output', 'unpublishable outputs'), ('bad_stamps', 'bad stamps'),
+            ('errors', 'failed frames'))
 REMEMBERED_SIZES = 16  # frame sizes whose rule was logged; more distinct sizes start over
 OK, WARN, ERROR = 'OK', 'WARN', 'ERROR'
 
@@ -186,6 +192,8 @@ class FramePipeline:
         self.settings: PipelineSettings | None = None
         self.engine: VBPEngine | None = None  # the engine the worker runs
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, what)
+        self._doubtful_counts = dict.fromkeys((key for key, _ in DOUBTFUL), 0)
+        self._doubtful_at: dict[str, float] = {}  # counter: when it last grew (monotonic)
         self._counted = (0, 0)  # the source's offered and dropped frames, counted so far
         self._busy_since: float | None = None  # monotonic time the batch in hand was taken
         self._worker: threading.Thread | None = None
@@ -238,7 +246,9 @@ class FramePipeline:
         ('active' when it processes), from a monitor snapshot: ERROR after a recent failed or
         refused frame, WARN while one batch takes longer than STALL_S (frames that arrive
         meanwhile wait in DDS, uncounted until the next take), for frames received but none
-        processed, and for dropped or doubtful frames."""
+        processed, and for WARN_HOLD_S after the last doubtful frame (a deadline miss, an
+        invalid frame...: one frame late an hour ago is no warning now; the totals are in
+        the snapshot)."""
         now = time.monotonic()
         recent = self.last_failure
         if recent and now - recent[0] < ERROR_HOLD_S:
@@ -251,12 +261,13 @@ class FramePipeline:
         totals, rates = snapshot.totals, snapshot.rates_hz
         if totals['received'] and rates['received'] and not rates['processed']:
             return WARN, 'receiving frames but processing none'
-        doubtful = [text for key, text in (
-            ('deadline_misses', 'deadline misses'), ('dropped_invalid', 'invalid frames'),
-            ('dropped_bad_output', 'unpublishable outputs'), ('bad_stamps', 'bad stamps'),
-            ('errors', 'failed frames')) if totals[key]]
+        for key, count in self._doubtful_counts.items():
+            if totals[key] > count:
+                self._doubtful_at[key], self._doubtful_counts[key] = now, totals[key]
+        doubtful = [text for key, text in DOUBTFUL
+                    if now - self._doubtful_at.get(key, -math.inf) < WARN_HOLD_S]
         if doubtful:
-            return WARN, ', '.join(doubtful) + ' seen'
+            return WARN, f'{", ".join(doubtful)} in the last {WARN_HOLD_S:g} s'
         return OK, 'ok'
 
     # -- the worker ---------------------------------------------------------------------------
