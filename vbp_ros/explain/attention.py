@@ -117,8 +117,8 @@ class AttentionStatistics:
     def _brightest(self, flat: np.ndarray, nonnegative: bool) -> np.ndarray:
         """The ``top`` largest values of each row, in no order. Non-negative float32 values
         order as their bit patterns read as int32, which numpy partitions about three times
-        faster (a 640x125 mask: 32 against 104 us); rows with a negative value or NaN are
-        ranked as floats."""
+        faster (a 640x125 mask: 32 against 104 us); ``nonnegative`` False (a negative value
+        or NaN in any row): ranked as floats."""
         start = flat.shape[1] - self.top
         if nonnegative:
             return np.partition(flat.view(np.int32), start, axis=1)[:, start:].view(np.float32)

@@ -248,7 +248,7 @@ def settings_of(args: argparse.Namespace, card: dict, compared: dict | None) -> 
                 # parts of other statistics (columns, region of interest) or of another
                 # gallery rule are redone
                 'columns': FLOAT_COLUMNS, 'roi': list(args.attention_roi),
-                'gallery': {name: CATEGORIES[name] for name in sorted(CATEGORIES)}}
+                'gallery': CATEGORIES}
     if compared is not None:
         settings['compare'] = {'model': compared['sha256'], 'spec': compared['spec'],
                                'disagree_angle': args.disagree_angle,
