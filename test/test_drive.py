@@ -71,7 +71,8 @@ def test_drive_records_the_camera_and_every_processed_frame(tmp_path: Path) -> N
     assert stamps == sorted(stamps) and len(set(stamps)) == masks
     camera = header_stamps(bag, '/car1/camera/image_raw')
     assert set(stamps) <= set(camera)
-    assert camera[0] == stamps[0]  # frame one was recorded and processed
+    # Frame one was recorded and processed.
+    assert camera[0] == stamps[0], (node, (tmp_path / 'bag_logs' / 'vbp_node.log').read_text())
     assert summary['latency samples'] == summary['seen by vbp-drive']['steering angles']
     assert 0 < summary['pipeline latency ms']['p50'] < 1000
     assert messages['/car1/vbp/mask_roi'] >= 1  # latched: where each mask lies in its frame
