@@ -16,6 +16,7 @@ import pytest
 from vbp_ros.data.sources import image_frames, image_paths
 
 rclpy = pytest.importorskip('rclpy')
+from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -100,7 +101,10 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
         assert wait_until(lambda: node.count_publishers('/cam_c/image'), 60.0), 'no camera'
         time.sleep(2.0)  # a camera that did not wait would publish 40 frames into the void
         received: list[Image] = []
-        node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data)
+        matched: list[int] = []  # when this subscription matched the camera (wall clock, ns)
+        node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data,
+                                 event_callbacks=SubscriptionEventCallbacks(
+                                     matched=lambda _: matched.append(time.time_ns())))
         deadline = time.monotonic() + 60.0
         while len(received) < 10 and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -115,3 +119,7 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
     assert len(received) >= 10
     # It waited: nothing was published into the void. SIGINT may land between publish and count.
     assert len(received) - 1 <= published <= len(received) + 1
+    # Frame one (stamped with its publishing time) waited until the match had settled: a frame
+    # sent the moment the camera counts a subscriber can come before the subscriber's own match.
+    first = received[0].header.stamp
+    assert first.sec * 10**9 + first.nanosec - matched[0] >= 0.09e9
