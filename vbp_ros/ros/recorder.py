@@ -30,7 +30,7 @@ from ..interface import DIAGNOSTICS_TOPIC, RECORDED_TOPICS, RECORDER_NODE, ns_to
 from .diagnostics import diagnostic_array
 from .runner import run_node
 
-DISCOVERY_PERIOD_S = 0.5
+DISCOVERY_PERIOD_S = 0.1  # as rosbag2's --polling-interval: a late topic loses less
 SUBSCRIPTION_DEPTH = 100
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
 STOP_GRACE_S = 3.0  # after a stop signal, the longest wait for the recorded publishers to go
@@ -56,7 +56,7 @@ class Recorder(Node):
         self.get_logger().info(f'recording {", ".join(sorted(self._waiting))} into '
                                f'{self.recording.path}')
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self.create_timer(DISCOVERY_PERIOD_S, self._discover)
+        self._discovery = self.create_timer(DISCOVERY_PERIOD_S, self._discover)
         self.create_timer(1.0, self._publish_diagnostics)
 
     def _declare_parameters(self) -> None:
@@ -82,7 +82,8 @@ class Recorder(Node):
             raise ValueError("parameter 'topics' names no topic to record")
 
     def _discover(self) -> None:
-        """Subscribe every awaited topic that has a publisher now."""
+        """Subscribe every awaited topic that has a publisher now; stop looking once none is
+        awaited."""
         for topic, types in self.get_topic_names_and_types():
             if topic not in self._waiting:
                 continue
@@ -94,6 +95,8 @@ class Recorder(Node):
                 self._subscribe(topic, types[0], publishers)
             except (ValueError, ImportError, AttributeError) as error:
                 self.get_logger().error(f'not recording {topic}: {error}')
+        if not self._waiting:
+            self._discovery.cancel()
 
     def _subscribe(self, topic: str, msgtype: str, publishers: list[TopicEndpointInfo]) -> None:
         self.recording.add_topic(topic, msgtype, [_bag_qos(p.qos_profile) for p in publishers])
