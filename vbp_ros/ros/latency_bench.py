@@ -152,14 +152,14 @@ def wait_for_answer(probe: Probe, image: Image, node: subprocess.Popen,
 
 
 def stream(probe: Probe, image: Image, rate: float, duration: float) -> list[int]:
-    """Publish ``image`` at ``rate`` for ``duration`` seconds, each stamped when it is sent
-    (a publisher that falls behind catches up); the stamps (ns)."""
+    """Publish ``rate`` x ``duration`` frames of ``image`` on the rate's schedule, each stamped
+    when it is sent (a publisher that falls behind catches up); the stamps (ns)."""
     period = 1.0 / rate
     stamps: list[int] = []
     start = time.monotonic()
-    while time.monotonic() - start < duration:
+    for index in range(1, round(rate * duration) + 1):
         stamps.append(probe.publish_frame(image))
-        time.sleep(max(0.0, start + len(stamps) * period - time.monotonic()))
+        time.sleep(max(0.0, start + index * period - time.monotonic()))
     return stamps
 
 
