@@ -101,6 +101,15 @@ class Probe:
     def mask_publishers(self) -> int:
         return self.node.count_publishers(f'{NAMESPACE}/vbp/mask')
 
+    def status_becomes(self, state: str, timeout: float = 10.0) -> bool:
+        """Whether /diagnostics reports ``state`` within ``timeout`` (an array sent before the
+        transition's answer can still be on its way)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.status_state() == state:
+                return True
+        return False
+
     def status_state(self) -> str:
         count = len(self.diagnostics)
         self.spin_until(lambda: len(self.diagnostics) > count, 5.0)
@@ -117,17 +126,18 @@ def test_every_transition_over_dds(ros, checkpoint, tmp_path: Path) -> None:
     probe = Probe()
     try:
         assert probe.state() == State.PRIMARY_STATE_UNCONFIGURED
-        assert probe.status_state() == 'unconfigured' and probe.mask_publishers() == 0
+        assert probe.status_becomes('unconfigured') and probe.mask_publishers() == 0
 
         assert probe.transition(Transition.TRANSITION_CONFIGURE)  # loads the model
         assert probe.state() == State.PRIMARY_STATE_INACTIVE
-        assert probe.status_state() == 'inactive' and probe.mask_publishers() == 1
+        assert probe.status_becomes('inactive')
+        assert probe.spin_until(lambda: probe.mask_publishers() == 1, 5.0)
         assert probe.frames_answered(5, 5.0) == 0  # configured, not processing
 
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         assert probe.state() == State.PRIMARY_STATE_ACTIVE
         assert probe.frames_answered(10, 30.0) >= 5
-        assert probe.status_state() == 'active'
+        assert probe.status_becomes('active')
 
         assert probe.transition(Transition.TRANSITION_DEACTIVATE)  # engine released
         assert probe.state() == State.PRIMARY_STATE_INACTIVE
@@ -154,7 +164,7 @@ def test_every_transition_over_dds(ros, checkpoint, tmp_path: Path) -> None:
         assert probe.frames_answered(10, 30.0) >= 5
         assert probe.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
         assert probe.state() == State.PRIMARY_STATE_FINALIZED
-        assert probe.status_state() == 'finalized'
+        assert probe.status_becomes('finalized')
         time.sleep(0.5)
         assert probe.frames_answered(5, 5.0) == 0
     finally:

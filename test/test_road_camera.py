@@ -120,6 +120,8 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
     # It waited: nothing was published into the void. SIGINT may land between publish and count.
     assert len(received) - 1 <= published <= len(received) + 1
     # Frame one (stamped with its publishing time) waited until the match had settled: a frame
-    # sent the moment the camera counts a subscriber can come before the subscriber's own match.
+    # sent the moment the camera counts a subscriber can come before the subscriber's own match
+    # (a camera that did so sent it 0 to 50 ms after this match; the settle is 100 ms, and the
+    # margin leaves 40 ms for this probe's matched callback to run late on a busy machine).
     first = received[0].header.stamp
-    assert first.sec * 10**9 + first.nanosec - matched[0] >= 0.09e9
+    assert first.sec * 10**9 + first.nanosec - matched[0] >= 0.06e9
