@@ -93,6 +93,17 @@ class Harness:
         """Spin the harness node until ``condition()`` or ``timeout``; whether it came true."""
         return spin_until(self.node, condition, timeout)
 
+    def settle(self, quiet: float = 1.0, timeout: float = 15.0) -> bool:
+        """Spin until no mask or latency has come for ``quiet`` seconds (the answers to frames
+        sent earlier, some sent twice by :meth:`send`, have arrived); whether that happened."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = len(self.masks), len(self.latencies)
+            self.spin_until(lambda: (len(self.masks), len(self.latencies)) != counts, quiet)
+            if (len(self.masks), len(self.latencies)) == counts:
+                return True
+        return False
+
     def stamp(self, message: Image | CompressedImage) -> int:
         """Stamp ``message`` with a time of its own (whole seconds, one apart, the latest a
         few seconds ago: a stamp is the capture time); the stamp's seconds."""

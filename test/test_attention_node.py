@@ -36,11 +36,14 @@ class AttentionProbe:
         self.drive = synthetic_frames(seed=4, drive_rate_hz=20.0)
 
     def send(self, frame: np.ndarray) -> tuple[np.ndarray, DiagnosticStatus]:
-        """One frame: its vbp/attention values and the attention status published after it."""
-        arrays, diagnostics = len(self.arrays), len(self.harness.diagnostics)
+        """One frame: its vbp/attention values and the attention status of the first
+        /diagnostics that counts it as processed (one built before it was processed can
+        arrive after its mask)."""
+        arrays, processed = len(self.arrays), self.harness.counter('frames processed')
         assert self.harness.send(raw(frame), self.harness.reliable) is not None
         assert self.harness.spin_until(lambda: len(self.arrays) > arrays, 5.0)
-        assert self.harness.spin_until(lambda: len(self.harness.diagnostics) > diagnostics, 5.0)
+        assert self.harness.spin_until(
+            lambda: self.harness.counter('frames processed') > processed, 5.0)
         status = next(status for status in self.harness.diagnostics[-1].status
                       if status.name == 'vbp: attention')
         return np.array(self.arrays[-1].data, np.float64), status
