@@ -15,6 +15,7 @@ from vbp_ros.data.bags import BagError, open_bag
 from vbp_ros.data.recording import BagRecording
 
 rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
@@ -47,6 +48,26 @@ def wait_subscribed(node, publishers: list, process: subprocess.Popen) -> None:
         assert process.poll() is None, process.communicate()[0]
         assert time.monotonic() < deadline, 'the recorder never subscribed'
         rclpy.spin_once(node, timeout_sec=0.05)
+
+
+def wait_written(node, topic: str, count: int, process: subprocess.Popen) -> None:
+    """Until the recorder's /diagnostics says ``count`` messages of ``topic`` are written."""
+    written: list[int] = []
+
+    def on_diagnostics(array: DiagnosticArray) -> None:
+        for status in array.status:
+            written.extend(int(kv.value) for kv in status.values
+                           if kv.key == f'written {topic}')
+
+    subscription = node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    try:
+        deadline = time.monotonic() + 20
+        while not written or max(written) < count:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, f'{topic}: {written} written'
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        node.destroy_subscription(subscription)
 
 
 def image(index: int) -> Image:
@@ -130,6 +151,7 @@ def test_a_killed_recorder_leaves_a_bag_readable_up_to_its_last_chunk(node, tmp_
     try:
         wait_subscribed(node, [overlay, angle], process)
         publish(node, 50, 0.01, overlay, angle)
+        wait_written(node, '/rec/vbp/overlay', 50, process)
         time.sleep(0.6)  # more than chunk_period_s: these 50 are on disk
         publish(node, 20, 0.0, overlay, angle)  # the last of these may be lost
         dds_segments.kill(process)
