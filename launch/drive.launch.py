@@ -153,21 +153,24 @@ def _recorded_topics(config: dict[str, str]) -> list[str]:
 
 def _camera(context: LaunchContext) -> list[Action]:
     """road_camera (none for source:=topic), whose first frame waits for vbp_node, for the
-    recorder when it records the camera, and for rviz2, so that frame one is processed and
-    recorded."""
+    recorder when it records the camera and when it records vbp_node's outputs, and for rviz2,
+    so that frame one is processed and recorded with its outputs."""
     config = context.launch_configurations
     if config['source'] == 'topic':
         return []
-    records_camera = plan.records_camera(_recorded_topics(config), config['image_topic'],
-                                         config['namespace'])
-    waits = plan.camera_subscribers(records_camera, watchers=int(config['rviz'] == 'true'))
+    recorded = _recorded_topics(config)
+    records_camera = plan.records_camera(recorded, config['image_topic'], config['namespace'])
+    waits = {'wait_for_subscribers': plan.camera_subscribers(
+        records_camera, watchers=int(config['rviz'] == 'true'))}
+    awaited = plan.awaited_outputs(recorded, config['namespace'])
+    if awaited:  # an empty list is no parameter value launch can pass
+        waits['wait_for_topics'] = awaited
     return [Node(package='vbp_ros', executable='road_camera', name=interface.CAMERA_NODE,
                  output='screen', on_exit=_on_drive_process_exit,
                  **_stop_timeouts(interface.CAMERA_NODE),
                  parameters=[LaunchConfiguration('camera_params_file'),
                              {'source': LaunchConfiguration('source'), 'path': _text('path'),
-                              'wait_for_subscribers': waits,
-                              'use_sim_time': LaunchConfiguration('use_sim_time')}],
+                              'use_sim_time': LaunchConfiguration('use_sim_time'), **waits}],
                  remappings=[(interface.IMAGE_TOPIC, LaunchConfiguration('image_topic'))])]
 
 

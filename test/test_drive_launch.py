@@ -386,15 +386,21 @@ def test_a_recording_keeps_the_camera_and_frame_one(
         description: Recorded, monkeypatch: pytest.MonkeyPatch, arguments: dict,
         topics: list[str] | None, waits: int) -> None:
     """The recorder records the camera (the drive's image_topic) and the masks, not the
-    overlays unless asked; road_camera's first frame waits until it listens."""
+    overlays unless asked; road_camera's first frame waits until it listens to the camera and
+    to vbp_node's outputs (but the latched vbp/mask_roi)."""
     monkeypatch.setattr(plan, 'rviz2_available', lambda: True)
     drive = Drive(description, recorder='vbp_record', namespace='car1', **arguments)
-    assert drive.parameters('road_camera')[1]['wait_for_subscribers'] == waits
+    camera = drive.parameters('road_camera')[1]
+    assert camera['wait_for_subscribers'] == waits
     if topics is None:
-        assert 'vbp_record' not in drive.nodes()
+        assert 'vbp_record' not in drive.nodes() and 'wait_for_topics' not in camera
         return
     assert drive.parameters('vbp_record')[1]['topics'] == topics
     assert drive.topic('road_camera', 'image') == interface.resolve_topic(topics[0], 'car1')
+    overlay = ['/car1/vbp/overlay'] if 'vbp/overlay' in topics else []
+    assert camera['wait_for_topics'] == [
+        '/car1/steering_angle', '/car1/outputs', '/car1/vbp/mask', '/car1/vbp/attention',
+        *overlay, '/car1/debug/processing_time_ms', '/car1/debug/pipeline_latency_ms']
 
 
 def test_a_record_file_without_the_camera_leaves_frame_one_to_vbp_node(
@@ -404,6 +410,7 @@ def test_a_record_file_without_the_camera_leaves_frame_one_to_vbp_node(
     drive = Drive(description, record='true', recorder='vbp_record',
                   record_params_file=str(own_file))
     assert drive.parameters('road_camera')[1]['wait_for_subscribers'] == 1
+    assert drive.parameters('road_camera')[1]['wait_for_topics'] == ['/vbp/overlay']
     assert drive.parameters('vbp_record')[1]['topics'] == ['vbp/overlay']
 
 

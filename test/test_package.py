@@ -223,13 +223,19 @@ def test_parameter_file_matches_the_node_defaults() -> None:
 
 
 def declared_defaults(module: object) -> dict[str, object]:
-    """Name and default of every ``declare_parameter`` call in ``module``."""
+    """Name and default of every ``declare_parameter`` call in ``module`` (but those declared
+    by their type alone, whose default is an empty list: a parameter file names them in a
+    comment)."""
+    from rclpy.parameter import Parameter
+
     defaults = {}
     for call in ast.walk(ast.parse(Path(module.__file__).read_text(encoding='utf-8'))):
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
                 call.func.attr == 'declare_parameter':
-            default = compile(ast.Expression(call.args[1]), module.__file__, 'eval')
-            defaults[ast.literal_eval(call.args[0])] = eval(default, vars(module))  # noqa: S307
+            code = compile(ast.Expression(call.args[1]), module.__file__, 'eval')
+            default = eval(code, vars(module))  # noqa: S307
+            if not isinstance(default, Parameter.Type):
+                defaults[ast.literal_eval(call.args[0])] = default
     return defaults
 
 

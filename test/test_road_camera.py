@@ -125,3 +125,34 @@ def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
     # margin leaves 40 ms for this probe's matched callback to run late on a busy machine).
     first = received[0].header.stamp
     assert first.sec * 10**9 + first.nanosec - matched[0] >= 0.06e9
+
+
+def test_waits_for_a_subscriber_of_each_awaited_topic(ros) -> None:
+    """drive.launch.py's recording: frame one waits until the recorder subscribes vbp_node's
+    outputs (wait_for_topics), not only the camera."""
+    process = subprocess.Popen([CAMERA, '--ros-args', '-r', '__ns:=/cam_t', '-p', 'rate:=20.0',
+                                '-p', 'wait_for_topics:=[recorded, /cam_t/also]'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = rclpy.create_node('topics_probe', namespace='/cam_t')
+    received: list[Image] = []
+    try:
+        node.create_subscription(Image, 'image', received.append, qos_profile_sensor_data)
+        node.create_subscription(Image, 'recorded', lambda _: None, 10)
+        assert wait_until(lambda: node.count_publishers('/cam_t/image'), 60.0), 'no camera'
+        deadline = time.monotonic() + 2.0  # the camera listened to, one awaited topic not
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        assert received == []
+        node.create_subscription(Image, 'also', lambda _: None, 10)
+        subscribed = time.time_ns()
+        deadline = time.monotonic() + 60.0
+        while not received and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+    finally:
+        node.destroy_node()
+        stop(process)
+    assert received, 'no frame once every awaited topic had a subscriber'
+    first = received[0].header.stamp
+    assert first.sec * 10**9 + first.nanosec - subscribed >= 0.06e9  # after the settle

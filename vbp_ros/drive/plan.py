@@ -17,8 +17,8 @@ from typing import Sequence
 import yaml
 
 from ..interface import (CAMERA_NODE, COMPRESSED_IMAGE_TOPIC, DEFAULT_CAMERA_TOPIC, IMAGE_TOPIC,
-                         MASK_TOPIC, OVERLAY_TOPIC, RECORDED_TOPICS, RECORDER_NODE, VBP_NODE,
-                         resolve_topic)
+                         MASK_ROI_TOPIC, MASK_TOPIC, OVERLAY_TOPIC, RECORDED_TOPICS, RECORDER_NODE,
+                         VBP_NODE, VBP_OUTPUTS, resolve_topic)
 from .supervisor import Child, executable
 
 # Seconds each process may take to stop after SIGINT (the recorder writes its backlog).
@@ -52,6 +52,10 @@ class DriveRequest:
     def records_camera(self) -> bool:
         """Whether the recorder records the camera topic."""
         return records_camera(self.recorded_topics(), self.image_topic, self.namespace)
+
+    def awaited_outputs(self) -> list[str]:
+        """vbp_node's outputs the recorder must subscribe before frame one (resolved)."""
+        return awaited_outputs(self.recorded_topics(), self.namespace)
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict:
@@ -92,6 +96,16 @@ def records_camera(topics: Sequence[str], image_topic: str, namespace: str) -> b
     """Whether ``topics`` (as a recorder in ``namespace`` resolves them) hold the camera."""
     camera = resolve_topic(image_topic, namespace)
     return any(resolve_topic(topic, namespace) == camera for topic in topics)
+
+
+def awaited_outputs(topics: Sequence[str], namespace: str) -> list[str]:
+    """vbp_node's per-frame outputs among the recorded ``topics``, resolved in ``namespace``:
+    the camera's first frame waits until the recorder subscribes them, so that frame one's
+    outputs are recorded. vbp/mask_roi is not awaited: it is latched (transient local), so
+    the recorder gets it whenever it subscribes."""
+    recorded = {resolve_topic(topic, namespace) for topic in topics}
+    outputs = [resolve_topic(topic, namespace) for topic in VBP_OUTPUTS if topic != MASK_ROI_TOPIC]
+    return [topic for topic in outputs if topic in recorded]
 
 
 def camera_subscribers(records_camera: bool, watchers: int) -> int:

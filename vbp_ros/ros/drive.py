@@ -35,8 +35,7 @@ from ..drive.supervisor import Child, first_exited
 from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
-                         MASK_ROI_TOPIC, OVERLAY_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE,
-                         VBP_OUTPUTS, VBP_PARAMS)
+                         OVERLAY_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_PARAMS)
 from ..live.client import ChannelWatcher
 from .drive_monitor import DriveMonitor
 from .paths import share
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         executor.add_node(monitor)
         watcher = None
         try:
-            failure = _start(children, monitor, executor, request.recorded_topics(), stop)
+            failure = _start(children, monitor, executor, request.awaited_outputs(), stop)
             if failure is None and not stop.requested:
                 if options.watch_live_view:  # the live view runs once vbp_node subscribes
                     watcher = ChannelWatcher(options.foxglove_port,
@@ -185,19 +184,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
-           recorded_topics: list[str], stop: StopRequest) -> str | None:
+           awaited: list[str], stop: StopRequest) -> str | None:
     """Start recorder and node, wait until the node subscribes to the camera and the recorder
-    to the node's per-frame outputs it records, then start the camera (whose first frame
-    waits for the recorder when it records the camera), so that no frame goes unprocessed or
-    unrecorded for want of a subscriber. An error text on failure."""
+    to the node's per-frame outputs it records (``awaited``), then start the camera (whose
+    first frame waits for the recorder when it records the camera), so that no frame goes
+    unprocessed or unrecorded for want of a subscriber. An error text on failure."""
     camera, *listeners = children
     for child in listeners:
         child.start()
     print('vbp-drive: waiting for vbp_node' + (' and vbp_record' if len(listeners) > 1 else ''))
-    recorded = {monitor.resolve_topic_name(topic) for topic in recorded_topics}
-    # vbp/mask_roi is latched (transient local): recorded whenever the recorder subscribes.
-    awaited = [topic for topic in VBP_OUTPUTS if topic != MASK_ROI_TOPIC
-               and monitor.resolve_topic_name(topic) in recorded]
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not (monitor.subscribed_by(monitor.image_topic, VBP_NODE) and
                all(monitor.subscribed_by(topic, RECORDER_NODE) for topic in awaited)):

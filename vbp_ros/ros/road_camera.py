@@ -13,6 +13,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -65,11 +66,19 @@ class RoadCamera(Node):
             f'subscribers have been matched for {SUBSCRIBERS_SETTLE_S:g} s (0: at once), so '
             'that a pipeline starts with frame one',
             integer_range=[IntegerRange(from_value=0, to_value=100)]))
+        # Declared by type: an empty list default would be typed as bytes.
+        self.declare_parameter('wait_for_topics', Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True,
+            description='the first frame also waits until each of these topics has a '
+            'subscriber (a recorder of the pipeline\'s outputs), held as long; relative names '
+            'resolve in the namespace'))
+        self.awaited_topics = [self.resolve_topic_name(topic) for topic in
+                               self.get_parameter_or('wait_for_topics').value or []]
         self.frames = self._open_source()
         # The first frame costs the most (generator set-up, file opening): pay it now, not in
         # the first timer period, which would make the second frame follow the first at once.
         self.next_frame = next(self.frames, None)
-        self.subscribed_since: float | None = None  # monotonic time the count was reached
+        self.subscribed_since: float | None = None  # monotonic time the wait was satisfied
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_timer(1.0 / self.get_parameter('rate').value, self._publish)
@@ -106,12 +115,14 @@ class RoadCamera(Node):
         self.next_frame = next(self.frames, None)
 
     def _subscribers_settled(self) -> bool:
-        """Whether ``wait_for_subscribers`` subscribers have been matched for
-        :data:`SUBSCRIBERS_SETTLE_S` (at once when it is 0)."""
+        """Whether ``wait_for_subscribers`` subscribers have been matched, and each of
+        ``wait_for_topics`` has had a subscriber, for :data:`SUBSCRIBERS_SETTLE_S` (at once
+        when neither is asked for)."""
         wanted = self.get_parameter('wait_for_subscribers').value
-        if not wanted:
+        if not wanted and not self.awaited_topics:
             return True
-        if self.publisher.get_subscription_count() < wanted:
+        if self.publisher.get_subscription_count() < wanted or \
+                not all(self.count_subscribers(topic) for topic in self.awaited_topics):
             self.subscribed_since = None
             return False
         now = time.monotonic()
