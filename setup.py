@@ -27,10 +27,10 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
-            'vbp_node = vbp_ros.ros.vbp_node:main',
-            'vbp_lifecycle_node = vbp_ros.ros.vbp_lifecycle_node:main',
-            'road_camera = vbp_ros.ros.road_camera:main',
-            'vbp_record = vbp_ros.ros.recorder:main',
+            'vbp_node = vbp_ros.ros.entry_points:vbp_node',
+            'vbp_lifecycle_node = vbp_ros.ros.entry_points:vbp_lifecycle_node',
+            'road_camera = vbp_ros.ros.entry_points:road_camera',
+            'vbp_record = vbp_ros.ros.entry_points:vbp_record',
             'vbp-drive = vbp_ros.ros.drive:main',
             'vbp-latency = vbp_ros.ros.latency_bench:main',
             'vbp-ceiling = vbp_ros.ros.ceiling_bench:main',

@@ -247,6 +247,20 @@ def test_vbp_node_exiting_stops_the_launch(ros2: Path) -> None:
     assert_gone(launch.started_pids())
 
 
+def test_a_camera_failing_at_start_stops_the_drive_cleanly(ros2: Path) -> None:
+    """road_camera on a missing video exits 1 within a second; the launch then stopped
+    vbp_node while it was still importing PyTorch: a KeyboardInterrupt traceback and 'process
+    has died' (exit code -2) in 3 of 3 runs. The entry point now takes over SIGINT first."""
+    with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'source:=video',
+                 'path:=/nonexistent/drive.mp4') as launch:
+        assert launch.finish(120.0) == 1, launch.output
+    output = launch.output
+    assert 'road_camera-1 exited with code 1 while the drive was running' in output, output
+    assert '[vbp_node-2]: process has finished cleanly' in output, output
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+    assert_gone(launch.started_pids())
+
+
 def test_managed_vbp_node_is_configured_and_activated_by_the_launch(ros2: Path) -> None:
     """managed:=true starts vbp_lifecycle_node; launch configures it once it runs and activates
     it once it is inactive, frames flow, and Ctrl-C stops it cleanly."""

@@ -39,7 +39,7 @@ from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FA
 from ..live.client import ChannelWatcher
 from .drive_monitor import DriveMonitor
 from .paths import share
-from .runner import StopRequest
+from .stop import StopRequest
 
 STARTUP_TIMEOUT_S = 120.0  # the first start imports torch and loads the model
 NAN = float('nan')

@@ -13,8 +13,6 @@ end however many signals follow.
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Callable
 
 import rclpy
@@ -25,42 +23,9 @@ from rclpy.signals import SignalHandlerOptions
 
 from ..engine.memory import keep_frame_memory, settle_heap
 from ..interface import one_line
+from .stop import StopRequest
 
 SPIN_PERIOD_S = 0.1  # longest time between a signal and the start of the shutdown
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# Set by the first stop signal: long waits in any thread (a model build) give up.
-STOPPING = threading.Event()
-
-
-class StopRequest:
-    """SIGINT and SIGTERM as a request to stop: they are counted, never raised.
-
-    Install it before anything slow starts (model loading, DDS discovery): a signal that comes
-    then is honoured as soon as the caller checks :attr:`requested`.
-    """
-
-    def __init__(self) -> None:
-        self.signals = 0
-
-    def install(self) -> StopRequest:
-        """Take over SIGINT and SIGTERM for this process (main thread only)."""
-        for number in STOP_SIGNALS:
-            signal.signal(number, self._on_signal)
-        return self
-
-    def _on_signal(self, number: int, frame: object) -> None:
-        self.signals += 1
-        STOPPING.set()
-        # Later signals are ignored from now on, also by the kernel: at exit the interpreter
-        # resets its own handlers to the default, which a second Ctrl-C arriving then (while
-        # threads and extension modules shut down) would turn into death by SIGINT.
-        for stop_signal in STOP_SIGNALS:
-            signal.signal(stop_signal, signal.SIG_IGN)
-
-    @property
-    def requested(self) -> bool:
-        """Whether a stop signal has arrived."""
-        return self.signals > 0
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -> int:
@@ -79,6 +44,8 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
     left out of the garbage collector's full passes (:func:`~vbp_ros.engine.memory.settle_heap`).
     """
     stop = StopRequest().install()
+    if stop.requested:  # a stop signal came while the executable started (its imports)
+        return 0
     keep_frame_memory()
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         executor = SingleThreadedExecutor()

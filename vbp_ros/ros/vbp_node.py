@@ -62,7 +62,8 @@ from .outputs import RosOutputs
 from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS, network_threads
 from .pipeline_status import pipeline_diagnostics
-from .runner import STOPPING, run_node
+from .runner import run_node
+from .stop import STOPPING
 
 DIAGNOSTICS_PERIOD_S = 1.0
 WORKER_STOP_S = 30.0  # longest wait for the frame in hand when processing stops
