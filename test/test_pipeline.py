@@ -225,17 +225,17 @@ def test_health_follows_the_counts(engine) -> None:
 def test_a_deadline_miss_is_a_warning_for_a_while_not_for_good(engine, monkeypatch) -> None:
     """One late frame makes the health WARN, which clears WARN_HOLD_S after the last one (a
     node that runs for hours is not left warning for a frame late long ago); the count stays."""
-    monkeypatch.setattr(pipeline_module, 'WARN_HOLD_S', 0.3)
+    monkeypatch.setattr(pipeline_module, 'WARN_HOLD_S', 1.0)  # past a busy machine's stalls
     frames = pipeline(engine, Port())
     monitor = frames.monitor
     monitor.count('received')
     monitor.frame_done(30.0, 31.0, deadline_ms=20.0)  # processed, late
     assert frames.health(monitor.snapshot(), 'active') == (
-        WARN, 'deadline misses in the last 0.3 s')
+        WARN, 'deadline misses in the last 1 s')
     monitor.count('dropped_invalid')
     assert frames.health(monitor.snapshot(), 'active') == (
-        WARN, 'deadline misses, invalid frames in the last 0.3 s')
-    time.sleep(0.35)
+        WARN, 'deadline misses, invalid frames in the last 1 s')
+    time.sleep(1.05)
     snapshot = monitor.snapshot()
     assert frames.health(snapshot, 'active') == (OK, 'ok')
     assert snapshot.totals['deadline_misses'] == 1 and snapshot.totals['dropped_invalid'] == 1
