@@ -68,6 +68,7 @@ class Harness:
                                                      qos_profile_sensor_data)
         self.masks: dict[int, Image] = {}
         self.overlays: dict[int, Image] = {}
+        self._overlay_subscription = None
         self.angles: list[float] = []
         self.latencies: list[float] = []
         self.diagnostics: list[DiagnosticArray] = []
@@ -87,7 +88,14 @@ class Harness:
         return lambda message: store.__setitem__(message.header.stamp.sec, message)
 
     def subscribe_overlay(self) -> None:
-        self.node.create_subscription(Image, 'vbp/overlay', self._keep(self.overlays), 10)
+        """Subscribe vbp/overlay (once), and wait until the node's publisher is matched and
+        has had time to see the subscriber too: the node draws overlays only for one."""
+        if self._overlay_subscription is None:
+            self._overlay_subscription = self.node.create_subscription(
+                Image, 'vbp/overlay', self._keep(self.overlays), 10)
+        matched = self._overlay_subscription.get_publisher_count
+        assert self.spin_until(lambda: matched() > 0, 10.0), 'vbp/overlay never matched'
+        self.spin_until(lambda: False, 0.2)
 
     def spin_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Spin the harness node until ``condition()`` or ``timeout``; whether it came true."""
