@@ -6,7 +6,10 @@ import ast
 import configparser
 import importlib
 import os
+import signal
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -45,7 +48,26 @@ def test_console_scripts_point_at_callable_mains() -> None:
     assert {'vbp-import-t7', 'vbp-figure2', 'vbp-bench', 'vbp-agreement', 'vbp-ingest',
             'vbp-train', 'vbp-eval', 'vbp-latency', 'vbp_node', 'road_camera'} <= set(scripts)
     for script in scripts.values():
-        assert callable(script.load())
+        entry = script.load()
+        assert script.module == 'vbp_ros.entry_points' and callable(entry)
+        # Each names its executable's module, imported only when the script is called.
+        module = ('ros.' if entry.func.__name__ == '_ros_executable' else '') + entry.args[-1]
+        assert callable(importlib.import_module(f'vbp_ros.{module}').main), script.name
+
+
+def test_a_ctrl_c_while_a_tool_imports_ends_it_with_one_line() -> None:
+    """vbp-fleet imports PyTorch and Ray (seconds): a Ctrl-C then used to print a
+    KeyboardInterrupt traceback from inside the import."""
+    tool = subprocess.Popen([str(Path(sys.executable).parent / 'vbp-fleet')],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f'/proc/{tool.pid}/maps')
+    deadline = time.monotonic() + 60
+    while tool.poll() is None and time.monotonic() < deadline and 'libtorch' not in (
+            maps.read_text() if maps.exists() else ''):
+        time.sleep(0.01)
+    tool.send_signal(signal.SIGINT)  # PyTorch loaded, Ray not yet: inside the tool's import
+    out, err = tool.communicate(timeout=60)
+    assert (tool.returncode, out, err) == (130, '', 'vbp-fleet: interrupted\n')
 
 
 def test_ament_index_finds_the_installed_package() -> None:
@@ -80,6 +102,9 @@ LAYERS = {
             'bench'},
     'tools': {'interface', 'pixels', 'explain', 'models', 'engine', 'render', 'data', 'fleet'},
     '__init__': {'moved', 'explain', 'models'},
+    # The console scripts' entry points: the ROS layer's stop request, every executable's
+    # module by name when called (entry_points.py).
+    'entry_points': {'ros'},
 }
 # Outside the package: what a layer may import beyond the standard library.
 THIRD_PARTY = {
@@ -100,6 +125,7 @@ THIRD_PARTY = {
     'fleet': {'numpy', 'ray'},
     'drive': {'yaml', 'ament_index_python'},
     'bench': {'torch'},
+    'entry_points': set(),
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
             'builtin_interfaces', 'lifecycle_msgs'}

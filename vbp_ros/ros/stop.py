@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM as a request to stop, for every executable of the package: they are
 counted, never raised (see :mod:`vbp_ros.ros.runner`). Light on purpose: the console-script
-entry points (:mod:`vbp_ros.ros.entry_points`) install it before they import anything slow.
+entry points (:mod:`vbp_ros.entry_points`) install it before they import anything slow.
 """
 
 from __future__ import annotations
