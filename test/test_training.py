@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from vbp_ros import load_checkpoint
 from vbp_ros.tools import evaluate, train
 from vbp_ros.data.datasets import synthetic_set, synthetic_spec
+from vbp_ros.data.synthetic import SyntheticRoads
+from vbp_ros.models.preprocess import Preprocessor
 
 SMALL = ['--train-frames', '48', '--val-frames', '16', '--batch-size', '16', '--quiet']
 
@@ -100,3 +103,17 @@ def test_synthetic_regions_follow_the_network_crop() -> None:
     marking = data.pixels[data.lanes].astype(float).mean()
     road = data.pixels[~data.lanes & ~data.distractors].astype(float).mean()
     assert marking > road + 40
+
+
+def test_training_and_evaluation_inputs_are_the_engines_for_a_normalized_card() -> None:
+    """vbp-train's and vbp-eval's inputs are scaled as vbp_node scales a camera frame, with
+    the card's mean and std (an ImageNet-normalized card): they used to apply the pixel scale
+    only, so vbp-eval judged such a network on inputs the car never feeds it."""
+    spec = replace(synthetic_spec('pilotnet'), mean=(0.485, 0.456, 0.406),
+                   std=(0.229, 0.224, 0.225))
+    data = synthetic_set(5, 0, 3, spec)
+    engine_inputs = [Preprocessor(spec)(frame.image)
+                     for frame in SyntheticRoads(seed=5).frames(0, 3)]
+    np.testing.assert_allclose(data.inputs(slice(None), spec).numpy(), engine_inputs, atol=1e-6)
+    np.testing.assert_allclose(data.inputs(np.array([2, 0]), spec).numpy(),
+                               [engine_inputs[2], engine_inputs[0]], atol=1e-6)

@@ -47,8 +47,9 @@ class SteeringSet:
         return len(self.angles)
 
     def inputs(self, indices: np.ndarray | slice, spec: ModelSpec) -> torch.Tensor:
-        """Float32 network inputs for ``indices``, scaled as the engine scales camera frames."""
-        return torch.from_numpy(self.pixels[indices]).float().mul_(spec.pixel_scale)
+        """Float32 network inputs for ``indices``, scaled as the engine scales camera frames
+        (the card's pixel scale, mean and std)."""
+        return torch.from_numpy(Preprocessor(spec).scale(self.pixels[indices]))
 
 
 def synthetic_set(seed: int, start: int, count: int, spec: ModelSpec,

@@ -64,12 +64,14 @@ class Preprocessor:
 
     def scale(self, planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The network input from the output of :meth:`planes` (made here or in another
-        process; its pixel type sets the scale), written into ``out``."""
-        if planes.shape != self.shape or planes.dtype not in self._gains:
+        process; its pixel type sets the scale), written into ``out``; a stack of them
+        (N, C, H, W), e.g. a training set's batch, gives the stack of inputs."""
+        if planes.shape[-3:] != self.shape or planes.ndim > 4 or \
+                planes.dtype not in self._gains:
             raise FrameError(f'planes {planes.shape} {planes.dtype} do not fit the network '
                              f'input {self.shape}')
         if out is None:
-            out = np.empty(self.shape, np.float32)
+            out = np.empty(planes.shape, np.float32)
         np.multiply(planes, self._gains[planes.dtype], out=out, casting='unsafe')
         if self._offset is not None:
             out += self._offset
