@@ -69,7 +69,8 @@ def _arguments() -> list[DeclareLaunchArgument]:
                               description='vbp_ros checkpoint (safetensors); empty: the bundled '
                                           'default'),
         DeclareLaunchArgument('device', default_value='auto',
-                              description='auto, cpu, cuda or cuda:N'),
+                              description='auto, cpu, cuda or cuda:N (with onnxruntime also '
+                                          'tensorrt[:N])'),
         DeclareLaunchArgument('params_file', default_value=_config_file(interface.VBP_PARAMS),
                               description='vbp_node parameters (ROS 2 parameter file)'),
         DeclareLaunchArgument('camera_params_file',

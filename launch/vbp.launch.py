@@ -30,7 +30,8 @@ def generate_launch_description() -> LaunchDescription:
                                   [share, 'config', interface.VBP_PARAMS]),
                               description='vbp_node parameters (ROS 2 parameter file)'),
         DeclareLaunchArgument('device', default_value='auto',
-                              description='auto, cpu, cuda or cuda:N'),
+                              description='auto, cpu, cuda or cuda:N (with onnxruntime also '
+                                          'tensorrt[:N])'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace of the node and its topics'),
         # Camera-sized images need a larger shared-memory segment than Fast DDS's default.
