@@ -70,7 +70,14 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     ({'color': 'hsv'}, 'input.color must be'), ({'output_unit': 'mph'}, 'output.unit must be'),
     ({'crop': (0, 0, 0, 10)}, 'input.crop must be'), ({'input_height': 0}, 'must be positive'),
     ({'mean': (0.1, 0.2)}, 'input.mean has 2 values for 1 input channels'),
-    ({'output_index': -1}, 'output.index must not be negative')])
+    ({'output_index': -1}, 'output.index must not be negative'),
+    # A NaN or infinite factor would publish a NaN angle on every frame, a zero scale 0.
+    ({'output_scale': float('nan')}, 'output.scale must be finite, not nan'),
+    ({'output_scale': 0.0}, 'output.scale must not be 0'),
+    ({'std': (float('inf'),)}, 'input.std must be finite'),
+    ({'mean': (float('nan'),)}, 'input.mean must be finite'),
+    ({'pixel_scale': float('inf')}, 'input.scale must be finite'),
+    ({'steering_ratio': float('nan')}, 'output.steering_ratio must be finite')])
 def test_invalid_specs_are_refused(changes: dict, pattern: str) -> None:
     values = {'architecture': 'netsvf', 'input_channels': 1, 'input_height': 125,
               'input_width': 640, **changes}

@@ -129,6 +129,8 @@ def test_steering_output_in_radians(unit: str, scale: float, ratio: float,
     ('input: {color: gray, channels: 3}', "input.channels 3 does not fit input.color 'gray'"),
     ('[1, 2]', 'a model card is a mapping'),
     ('input: {width: 10}', 'input.height missing'),
+    ('output: {scale: .nan}', 'output.scale must be finite, not nan'),
+    ('input: {std: [1, .inf, 1], color: rgb}', 'input.std must be finite'),
 ])
 def test_bad_cards_are_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
@@ -142,6 +144,8 @@ def test_card_round_trip_and_overrides() -> None:
     changed = apply_overrides(spec, '{output.index: 0, input: {color: rgb}, output.unit: deg}')
     assert (changed.color, changed.input_channels, changed.output_unit) == ('rgb', 3, 'deg')
     assert apply_overrides(spec, '') == spec
+    with pytest.raises(CheckpointError, match='output.scale must be finite'):
+        apply_overrides(spec, '{output.scale: .nan}')  # as `ros2 param set` would send it
 
 
 def test_card_that_contradicts_the_network_names_the_key(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ camera) go through the network as one batch. The settings and their defaults:
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from collections import deque
@@ -80,7 +81,7 @@ def output_problem(result: FrameResult, spec: ModelSpec) -> str | None:
     (:data:`~vbp_ros.models.checkpoint.OUTPUT_LIMITS`), or a mask that is not finite (e.g. from a
     frame that drove the network out of its range)."""
     angle, limit = result.angle, OUTPUT_LIMITS[spec.output_unit]
-    if not np.isfinite(result.outputs).all():
+    if not np.isfinite(result.outputs).all() or not math.isfinite(angle):
         return f'non-finite network output ({angle!r})'
     if abs(angle) > limit:
         unit = 'rad' if spec.output_unit in ANGLE_UNITS else spec.output_unit

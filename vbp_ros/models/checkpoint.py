@@ -168,8 +168,14 @@ class ModelSpec:
             if len(values) not in (1, self.input_channels):
                 raise refuse(name, f'has {len(values)} values for {self.input_channels} input '
                              'channels (give one, or one per channel)')
+        for name in ('mean', 'std', 'pixel_scale', 'output_scale', 'steering_ratio'):
+            value = getattr(self, name)
+            if not all(map(math.isfinite, value if isinstance(value, tuple) else (value,))):
+                raise refuse(name, f'must be finite, not {shown(value)}')
         if min(self.std) <= 0 or self.pixel_scale <= 0:
             raise CheckpointError('input.std and input.scale must be positive')
+        if self.output_scale == 0:
+            raise refuse('output_scale', 'must not be 0 (every steering angle would be 0)')
         if self.output_index < 0:
             raise refuse('output_index', f'must not be negative, not {self.output_index}')
         if self.steering_ratio < 0:
