@@ -376,3 +376,18 @@ def test_vbp_export_runs_with_its_card(road_nets: Path, tmp_path: Path, capsys) 
     np.testing.assert_allclose(exported.mask, original.mask, atol=1e-6)
     assert exported.angle == pytest.approx(original.angle, rel=1e-6)
     assert export_tool.main([str(tmp_path / 'absent.onnx'), str(out)]) == 1
+
+
+def test_vbp_export_never_writes_over_its_inputs_or_another_file(road_nets: Path,
+                                                                 tmp_path: Path) -> None:
+    model, card = road_nets, road_nets.with_suffix('.yaml')
+    before = {path: path.read_bytes() for path in (model, card)}
+    for out in (model, card, tmp_path / 'pilotnet.onnx',  # its card would be pilotnet.yaml
+                tmp_path / 'deploy.yaml'):
+        assert export_tool.main([str(model), str(out)]) == 1, out
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / 'deploy.yaml').exists()
+    out = tmp_path / 'deploy.onnx'
+    assert export_tool.main([str(model), str(out)]) == 0
+    assert export_tool.main([str(model), str(out)]) == 1  # exists
+    assert export_tool.main([str(model), str(out), '--force']) == 0

@@ -4,6 +4,9 @@
     vbp-export WEIGHTS.pt OUT.onnx                  # your state dict from torch.save + card
     vbp-export NET.onnx OUT.onnx                    # add the mask to an ONNX file of your own
 
+Neither OUT.onnx nor its card may be the model or the card read; existing ones are replaced
+only with --force.
+
 The output runs anywhere ONNX does (ONNX Runtime, TensorRT on the car): one inference gives the
 network's outputs and ``vbp_mask``, (N, 1, H, W) float32 in [0, 1]. OUT.yaml, the model card
 beside it, makes it a model that ``vbp_node`` takes as it is (``model:=OUT.onnx``). The tool
@@ -64,6 +67,25 @@ def compare_with_pytorch(model: torch.nn.Module, spec: ModelSpec, network: OnnxR
             f'{mask_gap:.2e}, max |output difference| {output_gap:.2e}')
 
 
+def output_problem(model: str, card: str | None, out: Path, force: bool) -> str | None:
+    """Why OUT and its card beside it must not be written, or None: not an .onnx name, a file
+    that is an input of the export (the model, or the card it reads), or one that exists
+    (unless ``force``)."""
+    if out.suffix.lower() != '.onnx':
+        return (f'{out}: the output must be an .onnx file (its card is written beside it, as '
+                f'{card_path_for(out).name})')
+    targets = (out, card_path_for(out))
+    inputs = {Path(model).resolve(), Path(card or card_path_for(model)).resolve()}
+    overwritten = [str(target) for target in targets if target.resolve() in inputs]
+    if overwritten:
+        return (f'{overwritten[0]} is an input of this export (the model or its card); '
+                'choose another output name')
+    existing = [str(target) for target in targets if target.exists()]
+    if existing and not force:
+        return f'{" and ".join(existing)} exists (--force replaces it)'
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: writes OUT.onnx and OUT.yaml; exit code 0, or 1 with the reason."""
     parser = argparse.ArgumentParser(prog='vbp-export', description=__doc__,
@@ -75,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='card value that wins over the card, e.g. output.index=1')
     parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (%(default)s)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace an existing output and its card')
     args = parser.parse_args(argv)
+    problem = output_problem(args.model, args.card, args.out, args.force)
+    if problem:
+        print(f'vbp-export: {problem}', file=sys.stderr)
+        return 1
     try:
         model, spec = load_model(args.model, args.card, parse_assignments(args.set))
         graph, card = exported_graph(model, spec, args.opset, args.model)
