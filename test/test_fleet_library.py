@@ -273,6 +273,29 @@ def test_a_wrong_attention_roi_is_refused_before_anything_starts(
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('device, problem', [('gpu', "unknown device 'gpu'"),
+                                             ('cuda', 'CUDA is not available')])
+def test_a_device_that_is_not_here_is_refused_before_ray_starts(
+        device: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local run's actors would wait for a GPU forever (Ray: 'No available node types can
+    fulfill resource request')."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert fleet_main([str(tmp_path), '--out', str(tmp_path / 'out'), '--device', device]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_inputs_without_a_bag_are_refused_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / 'empty').mkdir()
+    for inputs, named in (([tmp_path / 'empty'], 'no bags in'),
+                          ([tmp_path / 'absent'], 'absent: neither a bag nor a folder')):
+        assert fleet_main([*map(str, inputs), '--out', str(tmp_path / 'out')]) == 2
+        assert named in capsys.readouterr().err
+        assert not (tmp_path / 'out').exists()
+
+
 def test_planes_through_the_engine_equal_whole_frames(bundled) -> None:
     network, spec = bundled
     engine = VBPEngine(network, spec, device='cpu', max_batch=3)

@@ -26,7 +26,8 @@ own preprocessing of the same decoded frame) and the driver also writes:
                    largest disagreement with both overlays, a timeline per bag
 
 A bag that cannot be read is reported in summary.json and the run goes on. Exit status: 0 when
-every bag was read, 1 when some failed, 2 when the run could not start.
+every bag was read, 1 when some failed or an input was neither a bag nor a folder, 2 when the
+run could not start (no bag found, a model or device that cannot work).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..models.checkpoint import CheckpointError, ModelSpec
+from ..engine.backends.choice import resolve_device
 from ..fleet.cluster import (BagOutcome, ClusterOptions, FleetJob, FleetRunner,
                              start_ray, stop_ray)
 from ..data.fleet.discovery import find_bags
@@ -271,7 +273,14 @@ def compare_job(args: argparse.Namespace, spec: ModelSpec) -> CompareJob | None:
 
 def run(args: argparse.Namespace, started: float) -> int:
     """The whole run; returns the exit status."""
+    if not args.address:  # the actors run here: a device that is not here would never start
+        resolve_device(args.device)
     found = find_bags(args.inputs)
+    if not found.bags:
+        missing = f' ({", ".join(found.missing)}: neither a bag nor a folder)' \
+            if found.missing else ''
+        raise ValueError(f'no bags in {" ".join(map(str, args.inputs))}{missing}: a bag is a '
+                         'rosbag2 directory, .mcap, .db3 or ROS 1 .bag file')
     _, spec = load_model(args.model)
     card = model_card(args.model, spec)
     compare = compare_job(args, spec)
@@ -301,6 +310,9 @@ def run(args: argparse.Namespace, started: float) -> int:
         ray_info['resources'] = start_ray(cluster)
         ray_info['start_s'] = time.perf_counter() - ray_start
         try:
+            if job.device.startswith('cuda') and ray_info['resources'].get('GPU', 0) < 1:
+                raise ValueError(f'--device {job.device}: the Ray cluster at {args.address} '
+                                 'has no GPU, and its actors would wait for one forever')
             processing = time.perf_counter()  # actors load the model while readers start
             FleetRunner(job, cluster).run(todo, writer.on_bag, writer.on_segment)
             processing_s = time.perf_counter() - processing
@@ -366,7 +378,7 @@ def run(args: argparse.Namespace, started: float) -> int:
               'bytes after it left out', file=sys.stderr)
     for bag, reason in sorted(writer.failed.items()):
         print(f'vbp-fleet: failed: {bag}: {reason}', file=sys.stderr)
-    return 1 if writer.failed else 0
+    return 1 if writer.failed or found.missing else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
