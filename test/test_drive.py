@@ -138,6 +138,17 @@ def test_the_summary_counts_the_camera_frames_in_the_bag(tmp_path: Path, recorde
         'vbp-review and vbp-fleet need them'])
 
 
+def test_a_process_that_failed_is_one_problem_not_two(tmp_path: Path) -> None:
+    """Its exit code says it; the final counts it never sent are no news."""
+    summary = drive_summary(Observations(), None, {'road_camera': 1, 'vbp': 0, 'vbp_record': 0},
+                            tmp_path, {'road_camera': {}, 'vbp_record': {},
+                                       'vbp': {'frames processed': '0', 'final': 'true'}},
+                            '/camera/image_raw')
+    assert drive_problems(summary) == [
+        'road_camera exited with code 1',
+        'the final counts of vbp_record did not arrive (it was killed?)']
+
+
 def test_drive_refuses_an_existing_bag_directory(tmp_path: Path) -> None:
     result = subprocess.run([DRIVE, '--duration', '1', '--bag-dir', str(tmp_path)],
                             capture_output=True, text=True, timeout=60)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.data.sources import image_frames, image_paths
+from vbp_ros.data.sources import image_frames, image_paths, video_frames
 
 rclpy = pytest.importorskip('rclpy')
 from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
@@ -81,6 +81,23 @@ def test_image_folders_are_read_in_natural_order(tmp_path: Path) -> None:
     assert [p.name for p in image_paths([tmp_path])] == [
         'a.png', 'b9.png', 'b10.png', 'img2.png', 'img10.png']
     assert len(list(image_frames(str(tmp_path), loop=False))) == 5
+
+
+def test_unreadable_images_are_skipped_with_a_warning_and_none_readable_is_an_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """road_camera published nothing, silently, from a folder of text files named .png,
+    and vbp-drive waited for a first frame until its start-up timeout."""
+    (tmp_path / 'a.png').write_text('not an image')
+    cv2.imwrite(str(tmp_path / 'b.png'), np.zeros((4, 4), np.uint8))
+    with caplog.at_level('WARNING'):
+        assert len(list(image_frames(str(tmp_path), loop=False))) == 1
+    assert 'a.png: not a readable image' in caplog.text
+    (tmp_path / 'b.png').write_text('no longer one either')
+    with pytest.raises(ValueError, match='none of its 2 images can be read'):
+        next(image_frames(str(tmp_path)))
+    (tmp_path / 'clip.mp4').write_text('not a video')
+    with pytest.raises(ValueError, match='clip.mp4: '):
+        next(video_frames(str(tmp_path / 'clip.mp4')))
 
 
 @pytest.mark.parametrize('parameter, message', [

@@ -6,6 +6,7 @@ and image folders start over at the end when ``loop`` is set, and otherwise stop
 
 from __future__ import annotations
 
+import logging
 import re
 from itertools import count
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from ..pixels.frames import FrameError, as_rgb
 from .synthetic import SyntheticRoads
+
+LOG = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm')
 Frame = tuple[np.ndarray, str]
@@ -33,7 +36,8 @@ def synthetic_frames(seed: int = 0, drive_rate_hz: float | None = None, width: i
 
 
 def video_frames(path: str, loop: bool = True) -> Iterator[Frame]:
-    """Frames of a video file (rgb8)."""
+    """Frames of a video file (rgb8); ValueError when it cannot be opened or none of its
+    frames decodes."""
     while True:
         capture = cv2.VideoCapture(path)
         if not capture.isOpened():
@@ -46,7 +50,9 @@ def video_frames(path: str, loop: bool = True) -> Iterator[Frame]:
             read_any = True
             yield as_rgb(frame, 'bgr'), 'rgb8'
         capture.release()
-        if not (loop and read_any):
+        if not read_any:
+            raise ValueError(f'{path}: no frame of the video could be decoded')
+        if not loop:
             return
 
 
@@ -83,20 +89,27 @@ def _natural_key(path: Path) -> list[str | int]:
 
 def image_frames(folder: str, loop: bool = True) -> Iterator[Frame]:
     """The images of a folder in natural name order (mono8 for gray files, rgb8 otherwise);
-    unreadable and non-8-bit files are skipped."""
+    unreadable and non-8-bit files are skipped with a warning on the first lap, and a folder
+    none of whose images can be read is a ValueError."""
     if not Path(folder).is_dir():
         raise ValueError(f'{folder}: not a folder')
     paths = image_paths([folder])
     if not paths:
         raise ValueError(f'{folder}: no images ({", ".join(IMAGE_SUFFIXES)})')
-    while True:
-        readable = 0
+    for lap in count():
+        readable, skipped = 0, []
         for path in paths:
             try:
                 image = read_image(path)
-            except FrameError:
+            except FrameError as error:
+                skipped.append(str(error))
+                if lap == 0:
+                    LOG.warning('skipped %s', error)
                 continue
             readable += 1
             yield image, 'mono8' if image.ndim == 2 else 'rgb8'
-        if not (loop and readable):
+        if not readable:
+            raise ValueError(f'{folder}: none of its {len(paths)} images can be read '
+                             f'({skipped[0]})')
+        if not loop:
             return

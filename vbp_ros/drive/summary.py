@@ -70,7 +70,7 @@ def drive_problems(summary: dict) -> list[str]:
                 if code not in (0, None)]
     problems += [f'the final counts of {name} did not arrive (it was killed?)'
                  for name, received in summary['final counts received'].items()
-                 if not received and name in summary['exit codes']]
+                 if not received and summary['exit codes'].get(name, 1) in (0, None)]
     recorded_ = summary.get('recorded')
     if recorded_ is None:
         return problems
