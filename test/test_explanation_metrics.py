@@ -37,6 +37,8 @@ def test_mass_ratio_all_mass_on_lanes_uniform_and_none() -> None:
     torch.testing.assert_close(mass_ratio(torch.ones(2, 1, 8, 8), lanes), expected / 4)
     torch.testing.assert_close(mass_ratio((~lanes).float(), lanes), expected * 0)
     assert lane_mass_ratio is mass_ratio
+    # No image of a kind (vbp-eval on frames without distractors): no ratio, no IndexError.
+    assert mass_ratio(torch.ones(0, 1, 8, 8), lanes[:0]).shape == (0,)
 
 
 def test_mass_ratio_nan_cases_numpy_and_checks() -> None:

@@ -117,3 +117,32 @@ def test_training_and_evaluation_inputs_are_the_engines_for_a_normalized_card() 
     np.testing.assert_allclose(data.inputs(slice(None), spec).numpy(), engine_inputs, atol=1e-6)
     np.testing.assert_allclose(data.inputs(np.array([2, 0]), spec).numpy(),
                                [engine_inputs[2], engine_inputs[0]], atol=1e-6)
+
+
+@pytest.mark.parametrize('option', [['--lr', 'nan'], ['--lr', '-1'], ['--epochs', '0'],
+                                    ['--batch-size', '0'], ['--val-frames', '0']])
+def test_settings_that_cannot_train_are_refused(option: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """--lr nan trained and saved an all-NaN model with exit code 0; --batch-size 0 died in
+    a ZeroDivisionError."""
+    with pytest.raises(SystemExit) as stop:
+        train.main(['--out', str(tmp_path / 'run'), *option, *SMALL])
+    assert stop.value.code == 2 and option[0] in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_diverged_run_stops_with_the_reason_and_keeps_the_epoch_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    run_epoch = train.run_epoch
+
+    def diverging(*args: object, **kwargs: object) -> float:
+        loss = run_epoch(*args, **kwargs)
+        return float('nan') if args[5] == 1 else loss  # the second epoch
+
+    monkeypatch.setattr(train, 'run_epoch', diverging)
+    out = tmp_path / 'run'
+    assert train.main(['--out', str(out), '--epochs', '3', *SMALL]) == 1
+    assert 'the training diverged in epoch 2' in capsys.readouterr().err
+    assert [e['epoch'] for e in json.loads((out / 'history.json').read_text())['history']] == [1]
+    model, _ = load_checkpoint(out / 'model.safetensors')
+    assert all(torch.isfinite(p).all() for p in model.parameters())

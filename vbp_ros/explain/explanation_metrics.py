@@ -68,7 +68,7 @@ def mass_ratio(mask: ArrayLike, region: ArrayLike) -> Tensor:
         raise ValueError('mask must be non-negative')
     dims = (1, 2, 3)
     mass_share = (mask * region).sum(dim=dims) / mask.sum(dim=dims)
-    area_share = region.sum(dim=dims).double() / region[0].numel()
+    area_share = region.sum(dim=dims).double() / math.prod(region.shape[1:])
     return mass_share / area_share
 
 

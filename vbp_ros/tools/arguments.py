@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -18,4 +19,28 @@ def unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f'{text} is not between 0 and 1')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0.0):
+        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number of 0 or more."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise argparse.ArgumentTypeError(f'{text} is not a number of 0 or more')
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text} is not an integer of 0 or more')
     return value

@@ -33,6 +33,7 @@ from ..explain.explanation_metrics import (deletion_insertion, lane_mass_ratio, 
                                            pointing_game, shift_test)
 from ..explain.rules import UnsupportedModelError
 from ..data.datasets import SteeringSet, synthetic_set
+from .arguments import positive_int
 
 METHODS = tuple(EXPLAINERS)
 BATCH = 32
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', help='checkpoint (default: the bundled default model)')
     parser.add_argument('--seed', type=int, default=1000, help='synthetic seed (%(default)s)')
-    parser.add_argument('--frames', type=int, default=200, help='held-out frames (%(default)s)')
+    parser.add_argument('--frames', type=positive_int, default=200,
+                        help='held-out frames (%(default)s)')
     parser.add_argument('--methods', default=','.join(METHODS), help='%(default)s')
     parser.add_argument('--shift', type=int, help='shift test pixels (default: 20 per 640 '
                         'pixels of network width)')

@@ -44,6 +44,8 @@ from ..models.networks import ARCHITECTURES
 from ..explain.vbp import VisualBackProp
 from ..pixels.overlay import red_overlay
 from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
+from ..interface import one_line
+from .arguments import nonnegative_float, positive_float, positive_int
 
 FIGURE5_EPOCHS = (0.1, 0.5, 1.0, 4.0, 16.0, 32.0)
 FIGURE5_FRAMES = 4
@@ -187,6 +189,10 @@ def train(args: argparse.Namespace) -> dict:
         loss = run_epoch(model, optimizer, train_set, spec, target_scale, epoch, args,
                          lambda step: marks.get(epoch * steps_per_epoch + step, ()), figure5)
         rmse = evaluate_rmse(model, validation, spec, target_scale)
+        if not (math.isfinite(loss) and math.isfinite(rmse)):
+            raise ValueError(f'the training diverged in epoch {epoch + 1} (train loss {loss}, '
+                             f'validation RMSE {rmse}); lower --lr. The files in {out} are '
+                             'those of the epoch before')
         record['history'].append({'epoch': epoch + 1, 'train_loss': loss, 'val_rmse_rad': rmse,
                                   'seconds': time.perf_counter() - started})
         print(f'epoch {epoch + 1}/{args.epochs}: train loss {loss:.4f}, validation RMSE '
@@ -257,19 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data', default='synthetic', help="'synthetic' or a vbp-ingest .npz")
     parser.add_argument('--architecture', default='authors', choices=sorted(ARCHITECTURES),
                         help='network (default %(default)s); the input size is its own')
-    parser.add_argument('--epochs', type=int, default=8)
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--momentum', type=float, default=0.9)
-    parser.add_argument('--weight-decay', type=float, default=1e-5)
-    parser.add_argument('--train-frames', type=int, default=16000)
-    parser.add_argument('--val-frames', type=int, default=1000)
+    parser.add_argument('--epochs', type=positive_int, default=8)
+    parser.add_argument('--batch-size', type=positive_int, default=32)
+    parser.add_argument('--lr', type=positive_float, default=0.01)
+    parser.add_argument('--momentum', type=nonnegative_float, default=0.9)
+    parser.add_argument('--weight-decay', type=nonnegative_float, default=1e-5)
+    parser.add_argument('--train-frames', type=positive_int, default=16000)
+    parser.add_argument('--val-frames', type=positive_int, default=1000)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-augment', dest='augment', action='store_false')
     parser.add_argument('--resume', action='store_true', help='continue the run in --out')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    record = train(args)
+    try:
+        record = train(args)
+    except (OSError, ValueError) as error:  # data, --out, or a diverged run
+        print(f'vbp-train: {one_line(error)}', file=sys.stderr)
+        return 1
     print(f'best validation RMSE {record["best_rmse"]:.5f} rad; wrote {args.out}')
     return 0
 
