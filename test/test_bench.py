@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vbp_ros.ros import ceiling_bench, latency_bench
 from vbp_ros.tools import bench
 
 
@@ -70,3 +71,19 @@ def test_attention_mode_prints_the_cost_per_frame_against_the_budget(capsys) -> 
     assert line.startswith('attention statistics per frame (640x125 mask, wall-clock time, '
                            '6 frames): median ')
     assert line.endswith(('budget 0.5 ms: met', 'budget 0.5 ms: MISSED'))
+
+
+@pytest.mark.parametrize('main, arguments, message', [
+    (bench.main, ['--batches', '1,0'], 'argument --batches: 0 is not a positive integer'),
+    (bench.main, ['--threads', '-1'], 'argument --threads: -1 is not an integer of 0 or more'),
+    (ceiling_bench.main, ['--rates', '30,0'], 'argument --rates: 0 is not a positive number'),
+    (ceiling_bench.main, ['--sizes', '0x0'], "'0x0' is not WIDTHxHEIGHT in pixels"),
+    (ceiling_bench.main, ['--sizes', '640x480,abc'], "'abc' is not WIDTHxHEIGHT in pixels"),
+    (latency_bench.main, ['--rate', 'nan'], 'argument --rate: nan is not a positive number'),
+    (latency_bench.main, ['--width', '0'], 'argument --width: 0 is not a positive integer')])
+def test_benchmark_settings_that_cannot_run_are_refused_before_anything_starts(
+        main, arguments: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    """They died in a ZeroDivisionError or a reshape, or (--sizes 0x0) ran until killed."""
+    with pytest.raises(SystemExit) as stop:
+        main(arguments)
+    assert stop.value.code == 2 and message in capsys.readouterr().err

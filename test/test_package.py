@@ -99,8 +99,10 @@ LAYERS = {
     'drive': {'interface', 'pixels', 'engine', 'data'},
     'bench': {'models', 'engine'},
     'ros': {'interface', 'pixels', 'explain', 'models', 'engine', 'live', 'data', 'drive',
-            'bench'},
-    'tools': {'interface', 'pixels', 'explain', 'models', 'engine', 'render', 'data', 'fleet'},
+            'bench', 'arguments'},
+    'tools': {'interface', 'pixels', 'explain', 'models', 'engine', 'render', 'data', 'fleet',
+              'arguments'},
+    'arguments': set(),  # argparse types of the console scripts
     '__init__': {'moved', 'explain', 'models'},
     # The console scripts' entry points: the ROS layer's stop request, every executable's
     # module by name when called (entry_points.py).
@@ -126,13 +128,14 @@ THIRD_PARTY = {
     'drive': {'yaml', 'ament_index_python'},
     'bench': {'torch'},
     'entry_points': set(),
+    'arguments': set(),
 }
 ROS_ONLY = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'rcl_interfaces',
             'builtin_interfaces', 'lifecycle_msgs'}
 COMPUTING = {'torch', 'cv2'}  # a module that imports rclpy computes nothing
-# Console scripts share no code with each other beyond their argument helpers: a library a
-# second tool needs lives a layer down.
-TOOL_HELPERS = {'vbp_ros.tools', 'vbp_ros.tools.arguments'}
+# Console scripts share no code with each other (their argparse types are vbp_ros.arguments):
+# a library a second tool needs lives a layer down.
+TOOL_HELPERS = {'vbp_ros.tools'}
 
 
 def layer_of(module: str) -> str:

@@ -32,6 +32,7 @@ from sensor_msgs.msg import Image
 from ..bench.ceiling import (RateFigures, RateRun, near_free_network, near_free_spec,
                              process_cpu_seconds, rate_figures, size_report, skip_reason)
 from ..models.checkpoint import save_checkpoint
+from ..arguments import comma_separated, nonnegative_float, positive_float, positive_int
 from ..interface import VBP_NODE
 from .latency_bench import Probe, node_script, probing, running_node, stream, wait_for_answer
 from .messages import image_message
@@ -97,10 +98,14 @@ def set_deadline(client: AsyncParameterClient, deadline_ms: float,
         raise RuntimeError(f'vbp_node did not take deadline_ms {deadline_ms:g}: {reason}')
 
 
-def size_pair(text: str) -> tuple[int, int]:
-    """``640x480`` -> (640, 480)."""
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type: ``640x480`` -> (640, 480)."""
     width, _, height = text.partition('x')
-    return int(width), int(height)
+    try:
+        return positive_int(width), positive_int(height)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f'{text!r} is not WIDTHxHEIGHT in pixels, e.g. '
+                                         '640x480') from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,20 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     failed, with the end of its output)."""
     parser = argparse.ArgumentParser(prog='vbp-ceiling', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', default='640x480,1920x1080',
+    parser.add_argument('--sizes', type=comma_separated(frame_size),
+                        default='640x480,1920x1080',
                         help='rgb8 frame sizes, comma-separated (%(default)s)')
-    parser.add_argument('--rates', default='30,60,120,240,480',
+    parser.add_argument('--rates', type=comma_separated(positive_float),
+                        default='30,60,120,240,480',
                         help='input rates in Hz, comma-separated, run rising (%(default)s)')
-    parser.add_argument('--duration', type=float, default=10.0,
+    parser.add_argument('--duration', type=positive_float, default=10.0,
                         help='seconds timed per rate (%(default)s)')
-    parser.add_argument('--warmup', type=float, default=2.0,
+    parser.add_argument('--warmup', type=nonnegative_float, default=2.0,
                         help='seconds at each rate before the timed window (%(default)s)')
     parser.add_argument('--model', help='checkpoint or ONNX model (default: the near-free '
                                         'network)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra vbp_node parameter (repeatable)')
     args = parser.parse_args(argv)
-    rates = sorted(float(rate) for rate in args.rates.split(','))
     with tempfile.TemporaryDirectory() as folder:
         model = args.model
         if model is None:
@@ -130,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'vbp-ceiling: {node_script()} ({running_what()}), model '
               f'{args.model or "the near-free network"}; {args.warmup:g} s warm-up and '
               f'{args.duration:g} s timed per rate', flush=True)
-        for width, height in map(size_pair, args.sizes.split(',')):
+        for width, height in args.sizes:
             log = Path(folder) / 'vbp_node.log'
             try:
-                figures, skipped = measure_size(model, width, height, rates, args.duration,
-                                                args.warmup, args.param, log)
+                figures, skipped = measure_size(model, width, height, sorted(args.rates),
+                                                args.duration, args.warmup, args.param, log)
             except RuntimeError as error:
                 print(f'{error}; the end of its output:', *log.read_text().splitlines()[-20:],
                       sep='\n', file=sys.stderr)

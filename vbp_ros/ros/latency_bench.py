@@ -42,6 +42,7 @@ from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_T
                          PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC)
 from ..live.client import ChannelWatcher
 from .messages import header_ns, image_message, time_message
+from ..arguments import nonnegative_int, positive_float, positive_int
 from .paths import share
 
 
@@ -164,16 +165,17 @@ def stream(probe: Probe, image: Image, rate: float, duration: float) -> list[int
 
 
 def run(model: str, rate: float, duration: float, width: int, height: int,
-        node_parameters: list[str], live_port: int = 0) -> dict:
-    """Start the node, stream frames, and return the figures. With ``live_port`` the node
-    serves its live view there, and a Foxglove client subscribes to every channel for the
-    second half of the run."""
+        node_parameters: list[str], live_port: int = 0, log: IO | int = subprocess.DEVNULL
+        ) -> dict:
+    """Start the node (its output in ``log``), stream frames, and return the figures. With
+    ``live_port`` the node serves its live view there, and a Foxglove client subscribes to
+    every channel for the second half of the run."""
     frame = np.random.default_rng(0).integers(0, 255, (height, width), dtype=np.uint8)
     image = image_message(frame, 'mono8')
     image.header.frame_id = 'camera'
     parameters = [f'deadline_ms:={1000.0 / rate}', *node_parameters]
     with probing() as probe:
-        with running_node(model, parameters) as node:
+        with running_node(model, parameters, log) as node:
             wait_for_answer(probe, image, node)
             time.sleep(1.0)
             for store in (probe.answers, probe.processing_ms, probe.pipeline_ms):
@@ -268,18 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: prints the figures; exit code 0."""
     parser = argparse.ArgumentParser(prog='vbp-latency', description=__doc__)
     parser.add_argument('--model', help='checkpoint (default: NetSVF with initial weights)')
-    parser.add_argument('--rate', type=float, default=30.0, help='frames per second (%(default)s)')
-    parser.add_argument('--duration', type=float, default=30.0, help='seconds (%(default)s)')
+    parser.add_argument('--rate', type=positive_float, default=30.0,
+                        help='frames per second (%(default)s)')
+    parser.add_argument('--duration', type=positive_float, default=30.0,
+                        help='seconds (%(default)s)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra vbp_node parameter (repeatable)')
     parser.add_argument('--backends', default='auto',
                         help='comma-separated vbp_node backends, run one after the other '
                              '(%(default)s)')
-    parser.add_argument('--live-view', type=int, default=0, metavar='PORT',
+    parser.add_argument('--live-view', type=nonnegative_int, default=0, metavar='PORT',
                         help='serve the live view on PORT and measure its rate and cost: a '
                              'Foxglove client subscribes for the second half of each run')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--width', type=positive_int, default=640)
+    parser.add_argument('--height', type=positive_int, default=480)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         model = args.model
@@ -289,8 +293,16 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends.split(','):
             live = [f'foxglove_port:={args.live_view}', 'foxglove_max_rate_hz:=0.0'] \
                 if args.live_view else []
-            figures = run(model, args.rate, args.duration, args.width, args.height,
-                          [*args.param, *live, f'backend:={backend}'], args.live_view)
+            log_path = Path(folder) / 'vbp_node.log'
+            try:
+                with log_path.open('w') as log:
+                    figures = run(model, args.rate, args.duration, args.width, args.height,
+                                  [*args.param, *live, f'backend:={backend}'], args.live_view,
+                                  log)
+            except RuntimeError as error:
+                print(f'vbp-latency: {error}; the end of its output:',
+                      *log_path.read_text().splitlines()[-20:], sep='\n', file=sys.stderr)
+                return 1
             print(f'vbp_node, backend {backend}, mono8 {args.width}x{args.height} at '
                   f'{args.rate:g} Hz for {args.duration:g} s')
             print(report(figures))

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..arguments import comma_separated, nonnegative_int, positive_int
 from ..models.checkpoint import ModelSpec
 from ..explain.explainers import EXPLAINERS, explainer
 from ..models.networks import ARCHITECTURES, ZOO, build_network
@@ -360,21 +361,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='vbp-bench', description=__doc__)
     parser.add_argument('--methods', default=','.join(METHODS),
                         help='comma-separated, from %(default)s')
-    parser.add_argument('--engine-frames', type=int, default=30,
+    parser.add_argument('--engine-frames', type=nonnegative_int, default=30,
                         help='frames for the engine stage breakdown (0: skip)')
-    parser.add_argument('--cameras', type=int, default=3,
+    parser.add_argument('--cameras', type=nonnegative_int, default=3,
                         help='cameras for the batched-against-separate engine figure (0: skip)')
     parser.add_argument('--networks', default=None,
                         help=f'comma-separated, from {",".join(NETWORKS)}, or zoo for '
                         f'{",".join(ZOO)} (netsvf; with --mask-cost '
                         f'{",".join(MASK_COST_NETWORKS)})')
-    parser.add_argument('--batches', default='1,8', help='comma-separated (%(default)s)')
-    parser.add_argument('--repeats', type=int, default=50, help='timed repetitions (%(default)s)')
-    parser.add_argument('--warmup', type=int, default=5, help='untimed repetitions (%(default)s)')
+    parser.add_argument('--batches', type=comma_separated(positive_int), default='1,8',
+                        help='comma-separated (%(default)s)')
+    parser.add_argument('--repeats', type=positive_int, default=50,
+                        help='timed repetitions (%(default)s)')
+    parser.add_argument('--warmup', type=nonnegative_int, default=5,
+                        help='untimed repetitions (%(default)s)')
     parser.add_argument('--backends', default='torch',
                         help='comma-separated, from torch,onnxruntime (%(default)s); '
                              'onnxruntime runs forward and vbp')
-    parser.add_argument('--threads', type=int, default=0,
+    parser.add_argument('--threads', type=nonnegative_int, default=0,
                         help='torch and onnxruntime CPU threads (0: their default, one per '
                              'physical core)')
     parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only issue 19's figure: the mask's cost as %% of the forward "
                              'pass in torch and onnxruntime, one thread, batch 1, best of '
                              '--repetitions, against the targets')
-    parser.add_argument('--repetitions', type=int, default=3,
+    parser.add_argument('--repetitions', type=positive_int, default=3,
                         help='with --mask-cost: repetitions of --repeats rounds (%(default)s)')
     parser.add_argument('--attention', action='store_true',
                         help="only issue 23's figure: vbp_node's attention statistics per "
@@ -392,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', metavar='PATH', help='also write the records as JSON')
     args = parser.parse_args(argv)
     if args.attention:
+        if not args.engine_frames:
+            parser.error('--attention times the masks of --engine-frames frames: give 1 or more')
         print(attention_cost(args.engine_frames, args.repeats, args.clock))
         return 0
     default_networks = ','.join(MASK_COST_NETWORKS) if args.mask_cost else 'netsvf'
@@ -415,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(backends) - set(BACKENDS) | {'auto'} & set(backends))
     if unknown:
         parser.error(f'unknown backends: {", ".join(unknown)} (torch, onnxruntime)')
-    records = [record for network in networks for batch in map(int, args.batches.split(','))
+    records = [record for network in networks for batch in args.batches
                for record in bench_network(network, batch, methods, args.repeats, args.warmup,
                                            backends, args.threads, args.clock)]
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads')

@@ -33,7 +33,7 @@ from ..explain.explanation_metrics import (deletion_insertion, lane_mass_ratio, 
                                            pointing_game, shift_test)
 from ..explain.rules import UnsupportedModelError
 from ..data.datasets import SteeringSet, synthetic_set
-from .arguments import positive_int
+from ..arguments import positive_int
 
 METHODS = tuple(EXPLAINERS)
 BATCH = 32

@@ -58,7 +58,7 @@ from ..fleet.worker import CATEGORIES, SegmentResult, model_card
 from ..render.plots import plot_angles, plot_comparison_distributions, plot_comparison_timeline
 from ..render.report import (BagSection, ComparisonSection, GalleryItem, PairItem,
                              write_report, write_thumbnail)
-from .arguments import positive_int
+from ..arguments import positive_int
 
 PLOT = 'angles.png'
 TIMELINE = 'comparison.png'  # a bag's comparison timeline, in its report_files folder

@@ -53,7 +53,7 @@ from ..render.pictures import (Cell, angle_text, annotate, contact_sheet, overla
                                thumbnail)
 from ..render.plots import plot_attention, plot_series
 from ..render.video import GifVideo, Mp4Video, open_video
-from .arguments import positive_int, unit_interval
+from ..arguments import positive_int, unit_interval
 
 VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'

@@ -45,7 +45,7 @@ from ..explain.vbp import VisualBackProp
 from ..pixels.overlay import red_overlay
 from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
 from ..interface import one_line
-from .arguments import nonnegative_float, positive_float, positive_int
+from ..arguments import nonnegative_float, positive_float, positive_int
 
 FIGURE5_EPOCHS = (0.1, 0.5, 1.0, 4.0, 16.0, 32.0)
 FIGURE5_FRAMES = 4

@@ -1,9 +1,12 @@
-"""argparse types shared by the console scripts."""
+"""argparse types shared by the console scripts, the tools and the ROS executables alike."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable, TypeVar
+
+T = TypeVar('T')
 
 
 def positive_int(text: str) -> int:
@@ -44,3 +47,14 @@ def nonnegative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f'{text} is not an integer of 0 or more')
     return value
+
+
+def comma_separated(item: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """argparse type: a comma-separated list, each item read by the type ``item``."""
+    def parse(text: str) -> list[T]:
+        try:
+            return [item(part.strip()) for part in text.split(',')]
+        except ValueError as error:  # int('x'), float('x'): what argparse says of one value
+            raise argparse.ArgumentTypeError(f'{text!r}: {error}') from None
+    parse.__name__ = f'comma-separated {item.__name__.replace("_", " ")}'
+    return parse
