@@ -109,6 +109,17 @@ def test_bad_source_is_a_clear_error(ros, parameter: str, message: str) -> None:
     assert message in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize('arguments', [['-p', 'frame_id:={a: 1}'],
+                                       ['--params-file', '/nonexistent.yaml']])
+def test_ros_arguments_rcl_cannot_read_end_in_a_fatal_line(ros, arguments: list[str]) -> None:
+    """Every executable of run_node: rclpy.init's RCLError was a traceback."""
+    result = subprocess.run([CAMERA, '--ros-args', *arguments], capture_output=True,
+                            text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and 'Traceback' not in output, output
+    assert '[road_camera]: invalid --ros-args: RCLError: failed to initialize rcl' in output
+
+
 def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
     process = subprocess.Popen([CAMERA, '--ros-args', '-r', '__ns:=/cam_c', '-p', 'rate:=20.0',
                                 '-p', 'wait_for_subscribers:=1'],

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -47,7 +48,12 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
     if stop.requested:  # a stop signal came while the executable started (its imports)
         return 0
     keep_frame_memory()
-    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+    try:
+        initialized = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except _rclpy.RCLError as error:  # a --ros-args rule or parameter file rcl cannot read
+        get_logger(name).fatal(f'invalid --ros-args: {one_line(error)}')
+        return 1
+    with initialized:
         executor = SingleThreadedExecutor()
         try:
             node = make_node()
