@@ -120,6 +120,21 @@ def test_ros_arguments_rcl_cannot_read_end_in_a_fatal_line(ros, arguments: list[
     assert '[road_camera]: invalid --ros-args: RCLError: failed to initialize rcl' in output
 
 
+def test_a_parameter_it_does_not_have_is_named_with_the_nearest(ros, tmp_path: Path) -> None:
+    """rclpy ignores a parameter the node does not declare: a mistyped vbp_node model ran
+    the bundled model without a word."""
+    log = tmp_path / 'camera.log'
+    with log.open('w') as output:
+        camera = subprocess.Popen([CAMERA, '--ros-args', '-p', 'rat:=10.0', '-r',
+                                   '__ns:=/typo_test'], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: 'is ignored' in log.read_text(), timeout=30), log.read_text()
+    finally:
+        stop(camera)
+    assert "parameter 'rat' is not one of this node's and is ignored (did you mean 'rate'?)" \
+        in log.read_text()
+
+
 def test_waits_for_its_subscribers_and_reports_what_it_published(ros) -> None:
     process = subprocess.Popen([CAMERA, '--ros-args', '-r', '__ns:=/cam_c', '-p', 'rate:=20.0',
                                 '-p', 'wait_for_subscribers:=1'],

@@ -13,6 +13,7 @@ end however many signals follow.
 
 from __future__ import annotations
 
+import difflib
 from typing import Callable
 
 import rclpy
@@ -60,6 +61,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         except Exception as error:  # every start-up failure: one line, exit code 1
             get_logger(name).fatal(one_line(error))
             return 1
+        warn_unknown_parameters(node)
         settle_heap()
         try:
             executor.add_node(node)
@@ -77,3 +79,16 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         get_logger(name).error(problem)
         return 1
     return 0
+
+
+def warn_unknown_parameters(node: Node) -> None:
+    """Warn of each parameter given (``-p``, a parameter file) that ``node`` does not declare,
+    with the nearest declared name: rclpy ignores them, so a mistyped ``model`` ran the
+    bundled model without a word."""
+    declared = node.list_parameters([], 0).names
+    given = getattr(node, '_parameter_overrides', {})  # rclpy keeps them, but offers no getter
+    for name in sorted(set(given) - set(declared)):
+        nearest = difflib.get_close_matches(name, declared, n=1)
+        hint = f" (did you mean '{nearest[0]}'?)" if nearest else ''
+        node.get_logger().warning(f"parameter '{name}' is not one of this node's and is "
+                                  f'ignored{hint}')
