@@ -130,6 +130,8 @@ def test_steering_output_in_radians(unit: str, scale: float, ratio: float,
     ('[1, 2]', 'a model card is a mapping'),
     ('input: {width: 10}', 'input.height missing'),
     ('output: {scale: .nan}', 'output.scale must be finite, not nan'),
+    ('input: {scale: 4e-3}', "input.scale must be a number, not '4e-3' \\(YAML reads 4e-3 as "
+                             'text: write 0.004\\)'),
     ('input: {std: [1, .inf, 1], color: rgb}', 'input.std must be finite'),
 ])
 def test_bad_cards_are_refused_naming_the_key(text: str, message: str) -> None:

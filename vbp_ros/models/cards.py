@@ -190,6 +190,18 @@ def write_card(path: str | Path, spec: ModelSpec) -> Path:
     return path
 
 
+def _yaml_number_hint(value: object) -> str:
+    """For a string that Python reads as a number but YAML 1.1 did not (``4e-3`` wants a dot:
+    ``4.0e-3``), how to write it; else ''."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ''
+        return f' (YAML reads {value} as text: write {number!r})'
+    return ''
+
+
 def _check_channels(channels: int, color: str, source: str) -> None:
     expected = color_channels(color)
     if color in COLORS and channels != expected:
@@ -210,7 +222,8 @@ def _coerce(key: str, value: object, source: str) -> object:
         return value
     if name in _FLOATS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise refuse('a number')
+            raise CheckpointError(f'{source}: {key} must be a number, not {shown(value)}'
+                                  f'{_yaml_number_hint(value)}')
         return float(value)
     if name in _STRINGS:
         if value is None:
@@ -237,7 +250,9 @@ def _coerce(key: str, value: object, source: str) -> object:
         values = value if isinstance(value, (list, tuple)) else [value]
         if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                  for v in values):
-            raise refuse('a number or a list of numbers, one per channel')
+            hint = next((_yaml_number_hint(v) for v in values if _yaml_number_hint(v)), '')
+            raise CheckpointError(f'{source}: {key} must be a number or a list of numbers, '
+                                  f'one per channel, not {shown(value)}{hint}')
         return tuple(float(v) for v in values)
     if name == 'output_names':
         values = value if isinstance(value, (list, tuple)) else [value]
