@@ -70,6 +70,17 @@ def test_a_ctrl_c_while_a_tool_imports_ends_it_with_one_line() -> None:
     assert (tool.returncode, out, err) == (130, '', 'vbp-fleet: interrupted\n')
 
 
+def test_ros_executables_answer_help_and_start_nothing(tmp_path: Path) -> None:
+    """rcl ignores --help: vbp_record --help recorded a bag into the current folder."""
+    for name in ('vbp_record', 'road_camera'):
+        result = subprocess.run([str(Path(sys.executable).parent / name), '--help'],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f'usage: {name} [--ros-args') and \
+            f'\n{name}: ' in result.stdout
+    assert not list(tmp_path.iterdir())
+
+
 def test_ament_index_finds_the_installed_package() -> None:
     from ament_index_python.packages import get_package_share_directory
 

@@ -13,9 +13,11 @@ import must not end in a traceback from inside it.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from functools import partial
 from importlib import import_module
+from pathlib import Path
 from types import ModuleType
 
 from .ros.stop import StopRequest
@@ -24,9 +26,19 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 def _ros_executable(module: str) -> int:
-    """Run ``vbp_ros.ros.<module>``'s main with SIGINT and SIGTERM taken over first."""
+    """Run ``vbp_ros.ros.<module>``'s main with SIGINT and SIGTERM taken over first; with
+    ``-h`` or ``--help`` before any ``--ros-args``, print what it is instead (rcl ignores the
+    flag: vbp_record --help recorded a bag)."""
     StopRequest().install()
-    return import_module(f'{__package__}.ros.{module}').main()
+    executable = import_module(f'{__package__}.ros.{module}')
+    own = sys.argv[1:sys.argv.index('--ros-args')] if '--ros-args' in sys.argv else sys.argv[1:]
+    if {'-h', '--help'} & set(own):
+        name = Path(sys.argv[0]).name
+        print(f'usage: {name} [--ros-args [-p NAME:=VALUE] [-r FROM:=TO] [--params-file FILE] '
+              f'...]\n\n{inspect.cleandoc(executable.__doc__ or "")}\n\nIts parameters, '
+              f'with types, ranges and descriptions: ros2 param describe while it runs.')
+        return 0
+    return executable.main()
 
 
 def _tool(name: str, module: str) -> int:
