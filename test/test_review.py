@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -511,6 +512,35 @@ def test_a_new_bag_gets_its_overlays_drawn_from_camera_frames(
 
 
 @pytest.mark.slow
+def test_a_drive_of_nan_angles_gives_a_standard_json_summary(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """summary.json held bare NaN (from a bag of NaN steering angles), which a browser's
+    JSON.parse and jq refuse."""
+    outputs = [replace(output, angle=math.nan) for output in drive_outputs()]
+    bag = write_camera_bag(tmp_path / 'drive', camera(range(FRAMES)), outputs=outputs,
+                           mask_region=REGION)
+    code, _, err = run(capsys, bag)
+    assert code == 0, err
+    text = (tmp_path / 'drive_review' / 'summary.json').read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f'{name} in summary.json'))
+
+
+@pytest.mark.parametrize('option, message', [
+    (['--angle-gain', 'nan'], '--angle-gain: nan is not a finite number'),
+    (['--pair-tolerance-ms', '-5'], '--pair-tolerance-ms: -5 is not a positive number'),
+    (['--sheet-rows', '100000'], '--sheet-rows: 100000 is not an integer from 1 to 16')])
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(
+        option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--angle-gain nan died after writing part of the video, --sheet-rows 100000 asked for
+    67 GiB, --pair-tolerance-ms -5 paired nothing without a word."""
+    bag = write_camera_bag(tmp_path / 'drive', camera(range(FRAMES)), outputs=drive_outputs(),
+                           mask_region=REGION)
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, bag, *option)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'drive_review').exists()
+
+
 def test_overlays_are_drawn_as_vbp_node_draws_them() -> None:
     """The review's overlay of a recorded camera frame, mask and region is the node's own."""
     engine = build_engine(None, device='cpu')

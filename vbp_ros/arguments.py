@@ -25,6 +25,25 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'{text} is not a finite number')
+    return value
+
+
+def int_from(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f'{text} is not an integer from {low} to {high}')
+        return value
+    parse.__name__ = f'integer from {low} to {high}'
+    return parse
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number above 0."""
     value = float(text)

@@ -6,6 +6,8 @@ and vbp-review share. Imports nothing, so every layer may read it.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Protocol
 
 # Node names.
@@ -119,6 +121,23 @@ def one_line(error: BaseException) -> str:
     ValueError and its subclasses, e.g. CheckpointError)."""
     text = message_line(error)
     return text if isinstance(error, ValueError) else f'{type(error).__name__}: {text}'
+
+
+def json_text(document: object, indent: int | None = 2) -> str:
+    """``document`` as standard JSON, as every summary and report file is written: a float
+    that is not finite (a NaN angle, no latency figure) becomes null, since strict parsers (a
+    browser's JSON.parse, jq) refuse Python's NaN and Infinity."""
+    return json.dumps(_finite(document), indent=indent, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def resolve_topic(topic: str, namespace: str) -> str:

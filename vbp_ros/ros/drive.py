@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -35,7 +34,8 @@ from ..drive.supervisor import Child, first_exited
 from ..engine.memory import keep_frame_memory
 from ..engine.monitor import percentiles
 from ..interface import (CAMERA_PARAMS, CAMERA_SOURCES, DEFAULT_CAMERA_TOPIC, FASTDDS_PROFILE,
-                         OVERLAY_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_PARAMS)
+                         OVERLAY_TOPIC, RECORD_PARAMS, RECORDER_NODE, VBP_NODE, VBP_PARAMS,
+                         json_text)
 from ..live.client import ChannelWatcher
 from .drive_monitor import DriveMonitor
 from .paths import share
@@ -104,7 +104,7 @@ def _write_summary(path: Path, summary: dict) -> str | None:
     """Write summary.json; on a full or read-only disk remove what was begun and say so
     (the summary printed above is then the record)."""
     try:
-        path.write_text(json.dumps(summary, indent=2))
+        path.write_text(json_text(summary))
     except OSError as error:
         with contextlib.suppress(OSError):  # a read-only disk
             path.unlink(missing_ok=True)

@@ -17,7 +17,6 @@ ignored). Also the network's ``rmse_rad`` against the ground-truth angles and th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..explain.explanation_metrics import (deletion_insertion, lane_mass_ratio, 
 from ..explain.rules import UnsupportedModelError
 from ..data.datasets import SteeringSet, synthetic_set
 from ..arguments import positive_int
+from ..interface import json_text
 
 METHODS = tuple(EXPLAINERS)
 BATCH = 32
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(report, methods))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).write_text(json_text(report))
     return 0
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import ray
 
+from ..interface import json_text
 from ..models.checkpoint import default_model_path
 from ..models.loading import load_model
 from ..data.camera_bags import CameraFrame, write_camera_bag
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               'frames/s)')
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + '\n')
+        args.json.write_text(json_text(figures) + '\n')
     return 0
 
 

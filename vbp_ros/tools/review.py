@@ -29,7 +29,6 @@ cannot be decoded are counted and skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,19 +46,21 @@ from ..data.sessions import (SessionError, SessionIndex, default_tolerance_ns, f
 from ..engine.attention_health import AttentionSettings
 from ..engine.monitor import percentiles
 from ..explain.attention import ATTENTION_LABELS
+from ..interface import json_text
 from ..pixels.frames import FrameError, to_rgb8
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA
 from ..render.pictures import (Cell, angle_text, annotate, contact_sheet, overlay_in_region,
                                thumbnail)
 from ..render.plots import plot_attention, plot_series
 from ..render.video import GifVideo, Mp4Video, open_video
-from ..arguments import positive_int, unit_interval
+from ..arguments import finite_float, int_from, positive_float, positive_int, unit_interval
 
 VIDEO_MP4, VIDEO_GIF = 'overlays.mp4', 'overlays.gif'
 PLOT, SHEET, SUMMARY = 'steering_angle.png', 'contact_sheet.png', 'summary.json'
 ATTENTION_PLOT = 'attention.png'
 REVIEW_FILES = (VIDEO_MP4, VIDEO_GIF, PLOT, ATTENTION_PLOT, SHEET, SUMMARY)
 MAX_WARNINGS = 5
+SHEET_MAX = 16  # contact sheet rows and columns at most: 256 thumbnails
 BAD_LABELS = {'overlay': 'overlays', 'mask': 'masks', 'camera': 'camera_frames',
               'region': 'mask_regions'}
 
@@ -278,7 +279,7 @@ def review(args: argparse.Namespace) -> dict:
     summary = summarise(bag, namespace, index, plan, fps, tolerance_ns, files, camera_topic)
     summary.update(out=str(out), video_frames=video.frames, unreadable_bytes_left_out=(
         reader.repair.unreadable if reader.repair is not None else 0))
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + '\n')
+    (out / SUMMARY).write_text(json_text(summary) + '\n')
     return summary
 
 
@@ -341,15 +342,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         '(frame rate / N) (default: %(default)s)')
     parser.add_argument('--gif', action='store_true',
                         help=f'write {VIDEO_GIF} instead of {VIDEO_MP4}')
-    parser.add_argument('--angle-gain', type=float, default=10.0, metavar='G',
+    parser.add_argument('--angle-gain', type=finite_float, default=10.0, metavar='G',
                         help='the drawn steering line tilts by angle x G, capped at 90 degrees '
                         '(default: %(default)s)')
-    parser.add_argument('--pair-tolerance-ms', type=float, metavar='MS',
+    parser.add_argument('--pair-tolerance-ms', type=positive_float, metavar='MS',
                         help='largest gap between an overlay and its steering angle in bag '
                         'receive time (default: half the median frame period, at most 50 ms)')
-    parser.add_argument('--sheet-cols', type=positive_int, default=4, metavar='N',
+    parser.add_argument('--sheet-cols', type=int_from(1, SHEET_MAX), default=4, metavar='N',
                         help='contact sheet columns (default: %(default)s)')
-    parser.add_argument('--sheet-rows', type=positive_int, default=4, metavar='N',
+    parser.add_argument('--sheet-rows', type=int_from(1, SHEET_MAX), default=4, metavar='N',
                         help='contact sheet rows (default: %(default)s)')
     parser.add_argument('--thumb-width', type=positive_int, default=240, metavar='PX',
                         help='contact sheet thumbnail width, at most the frame width '

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...explain.attention import STATISTICS
+from ...interface import json_text
 
 PARTS = 'parts'
 FRAMES, SUMMARY, REPORT = 'frames.parquet', 'summary.json', 'report.html'
@@ -129,7 +130,7 @@ class ResultStore:
 
     def write_bag(self, bag: str, table: pa.Table, sidecar: dict) -> None:
         """Store a finished bag: sidecar first, the part last (the commit)."""
-        _replace(self.sidecar(bag), json.dumps(sidecar, indent=1).encode())
+        _replace(self.sidecar(bag), json_text(sidecar, indent=1).encode())
         temporary = self.part(bag).with_suffix('.parquet.tmp')
         table = table.replace_schema_metadata({FINGERPRINT_KEY: self.settings_hash.encode()})
         pq.write_table(table, temporary)
@@ -174,7 +175,7 @@ class ResultStore:
 
     def write_json(self, name: str, document: dict) -> None:
         """A JSON file of the folder, replaced atomically."""
-        _replace(self.out / name, (json.dumps(document, indent=2) + '\n').encode())
+        _replace(self.out / name, (json_text(document) + '\n').encode())
 
 
 def _replace(path: Path, data: bytes) -> None:
