@@ -125,6 +125,8 @@ def test_a_region_of_interest_is_checked() -> None:
     assert 'at least 3' in roi_problem([0.0, 1.0, 1.0, 1.0])
     assert 'at least 3' in roi_problem([0.0, 1.0, 1.0, 1.0, 0.5])
     assert '[0, 1]' in roi_problem([0.0, 1.0, 1.0, 1.0, 0.5, 1.5])
+    assert 'encloses no area' in roi_problem([0.0, 0.0, 0.5, 0.5, 1.0, 1.0])  # on a line
+    assert roi_problem([0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]) is None  # a bow tie has area
     with pytest.raises(ValueError, match='at least 3'):
         AttentionStatistics((10, 20), WHOLE, (10, 20), (0.0, 1.0))
 

@@ -149,6 +149,19 @@ def test_a_process_that_failed_is_one_problem_not_two(tmp_path: Path) -> None:
         'the final counts of vbp_record did not arrive (it was killed?)']
 
 
+@pytest.mark.parametrize('option, message', [
+    (['--namespace', 'car 1'], "--namespace 'car 1': Invalid namespace"),
+    (['--image-topic', 'front camera'], "--image-topic 'front camera': Invalid topic name")])
+def test_names_ros_refuses_are_refused_before_anything_starts(
+        option: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    """They ended in an InvalidNamespaceException or RCLError traceback."""
+    from vbp_ros.ros.drive import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(option)
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_drive_refuses_an_existing_bag_directory(tmp_path: Path) -> None:
     result = subprocess.run([DRIVE, '--duration', '1', '--bag-dir', str(tmp_path)],
                             capture_output=True, text=True, timeout=60)

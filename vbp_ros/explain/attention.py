@@ -59,6 +59,10 @@ def roi_problem(roi: Sequence[float]) -> str | None:
     if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
         return ('the region of interest is in normalized camera coordinates: every x and y '
                 f'must lie in [0, 1], not {values}')
+    points = np.asarray(values, np.float64).reshape(-1, 2)
+    if np.linalg.matrix_rank(points - points[0], tol=1e-9) < 2:
+        return (f'the region of interest {values} encloses no area (its points lie on a '
+                'line): its ROI mass would be 0 on every frame')
     return None
 
 

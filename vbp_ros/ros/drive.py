@@ -24,8 +24,11 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.exceptions import InvalidNamespaceException, InvalidTopicNameException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_namespace import validate_namespace
+from rclpy.validate_topic_name import validate_topic_name
 
 from ..data.recording import default_bag_dir
 from ..drive.plan import DriveRequest, drive_processes
@@ -177,10 +180,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error('--duration must not be negative')
     if options.watch_live_view and not options.foxglove_port:
         parser.error('--watch-live-view needs --foxglove-port')
+    problem = _name_problem(options.image_topic, options.namespace)
+    if problem:
+        parser.error(problem)
     for path in (options.params_file, options.camera_params_file, options.record_params_file):
         if not path.is_file():
             parser.error(f'{path} does not exist')
     return options
+
+
+def _name_problem(image_topic: str, namespace: str) -> str | None:
+    """Why ROS would refuse --image-topic or --namespace (in every process), or None."""
+    try:
+        validate_topic_name(image_topic)
+    except InvalidTopicNameException as error:
+        return f'--image-topic {image_topic!r}: {str(error).splitlines()[0].rstrip(":")}'
+    try:
+        if namespace:
+            validate_namespace(namespace if namespace.startswith('/') else f'/{namespace}')
+    except InvalidNamespaceException as error:
+        return f'--namespace {namespace!r}: {str(error).splitlines()[0].rstrip(":")}'
+    return None
 
 
 def _start(children: list[Child], monitor: DriveMonitor, executor: SingleThreadedExecutor,
