@@ -283,11 +283,15 @@ def test_cli_end_to_end(ros1_bag: Path, tmp_path: Path, capsys: pytest.CaptureFi
     ('no_steering', 'no steering topic /vehicle/steering_report'),
     ('no_images', 'no image topic /center_camera/image_color'),
     ('missing', 'bag not found'),
+    ('folder', 'unreadable bag: '),  # a folder without metadata.yaml: a traceback before
 ])
 def test_cli_errors(kind: str, message: str, tmp_path: Path,
                     capsys: pytest.CaptureFixture) -> None:
     bag = tmp_path / f'{kind}.bag'
-    if kind != 'missing':
+    if kind == 'folder':
+        bag = tmp_path / 'empty'
+        bag.mkdir()
+    elif kind != 'missing':
         write_ros1(bag, with_images=kind != 'no_images', with_steering=kind != 'no_steering')
     assert ingest.main([str(bag), '--out', str(tmp_path / 'out.npz')]) == 1
     assert message in capsys.readouterr().err

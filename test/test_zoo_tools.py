@@ -220,3 +220,12 @@ def test_bench_covers_the_zoo(tmp_path: Path, capsys) -> None:
     assert all(r['median_ms'] > 0 for r in records)
     vbp_rows = [line for line in capsys.readouterr().out.splitlines() if ' vbp ' in line]
     assert len(vbp_rows) == len(ZOO) and all('%' in row for row in vbp_rows)
+
+
+def test_agreement_without_images_says_so(pilotnet_checkpoint: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """An empty folder ended in numpy's 'need at least one array to stack' traceback."""
+    from vbp_ros.tools import agreement
+
+    assert agreement.main([str(tmp_path), '--model', str(pilotnet_checkpoint)]) == 1
+    assert capsys.readouterr().err == f'vbp-agreement: no images in {tmp_path}\n'

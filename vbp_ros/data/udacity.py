@@ -263,7 +263,7 @@ def _ingest_group(paths: list[Path], collector: _Collector) -> str:
             for connection, record_time, raw in reader.messages(connections):
                 _add_image(collector, decode, connection, record_time, raw, to_gray, steering)
             return topic
-    except AnyReaderError as error:
+    except (AnyReaderError, OSError) as error:  # OSError: a folder that is no rosbag2 bag
         raise IngestError(f'{_joined(paths)}: unreadable bag: {error}') from error
 
 

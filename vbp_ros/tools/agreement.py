@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..arguments import positive_float
 from ..models.checkpoint import CheckpointError
 from ..models.loading import load_checkpoint
 from ..explain.lrp import LRPEpsilon
@@ -72,12 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('images', nargs='+', help='image files or folders of images')
     parser.add_argument('--model', required=True, help='vbp_ros safetensors checkpoint')
-    parser.add_argument('--epsilon', type=float, default=100.0, help='LRP epsilon (%(default)s)')
+    parser.add_argument('--epsilon', type=positive_float, default=100.0,
+                        help='LRP epsilon (%(default)s)')
     args = parser.parse_args(argv)
     try:
         model, spec = load_checkpoint(args.model)
         preprocess = Preprocessor(spec)
         paths = image_paths(args.images)
+        if not paths:
+            raise FrameError(f'no images in {" ".join(args.images)}')
         inputs = torch.from_numpy(np.stack([preprocess(read_image(p)) for p in paths]))
     except (CheckpointError, FrameError) as error:
         print(f'vbp-agreement: {error}', file=sys.stderr)
