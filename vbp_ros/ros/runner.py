@@ -18,6 +18,7 @@ from typing import Callable
 
 import rclpy
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -59,7 +60,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         try:
             node = make_node()
         except Exception as error:  # every start-up failure: one line, exit code 1
-            get_logger(name).fatal(one_line(error))
+            get_logger(name).fatal(one_line(error) + _type_hint(error))
             return 1
         warn_unknown_parameters(node)
         settle_heap()
@@ -79,6 +80,15 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         get_logger(name).error(problem)
         return 1
     return 0
+
+
+def _type_hint(error: Exception) -> str:
+    """How to write the value rclpy refused for its type, where that is the whole story: ROS
+    reads -p deadline_ms:=50 as an INTEGER, and a DOUBLE parameter takes 50.0 only."""
+    if isinstance(error, InvalidParameterTypeException) and \
+            "of type 'INTEGER', expecting type 'DOUBLE'" in str(error):
+        return ' (write the number with a decimal point, e.g. 50.0)'
+    return ''
 
 
 def warn_unknown_parameters(node: Node) -> None:
