@@ -1,7 +1,8 @@
 """The package's ROS interface as plain facts: topic and node names, sources, file names.
 
 One owner for every name that the node, the camera, the recorder, the launch files, vbp-drive
-and vbp-review share. Imports nothing, so every layer may read it.
+and vbp-review share, and the one way their summaries are written as JSON. Imports the
+standard library only, so every layer may read it.
 """
 
 from __future__ import annotations

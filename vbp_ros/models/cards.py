@@ -191,8 +191,8 @@ def write_card(path: str | Path, spec: ModelSpec) -> Path:
 
 
 def _yaml_number_hint(value: object) -> str:
-    """For a string that Python reads as a number but YAML 1.1 did not (``4e-3`` wants a dot:
-    ``4.0e-3``), how to write it; else ''."""
+    """For a string that Python reads as a number but YAML 1.1 did not (``4e-3``: YAML wants
+    a dot in the mantissa), how to write it (``0.004``); else ''."""
     if isinstance(value, str):
         try:
             number = float(value)

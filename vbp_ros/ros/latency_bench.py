@@ -41,8 +41,8 @@ from ..engine.monitor import percentiles
 from ..interface import (DIAGNOSTICS_TOPIC, FASTDDS_PROFILE, IMAGE_TOPIC, MASK_TOPIC,
                          PIPELINE_LATENCY_TOPIC, PROCESSING_TIME_TOPIC)
 from ..live.client import ChannelWatcher
-from .messages import header_ns, image_message, time_message
 from ..arguments import nonnegative_int, positive_float, positive_int
+from .messages import header_ns, image_message, time_message
 from .paths import share
 
 
