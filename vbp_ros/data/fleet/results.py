@@ -130,7 +130,9 @@ class ResultStore:
 
     def write_bag(self, bag: str, table: pa.Table, sidecar: dict) -> None:
         """Store a finished bag: sidecar first, the part last (the commit)."""
-        _replace(self.sidecar(bag), json_text(sidecar, indent=1).encode())
+        # Read back by --resume only: Python's JSON keeps a NaN (a frame without a recorded
+        # angle) as NaN, where the files for people (json_text) write null.
+        _replace(self.sidecar(bag), json.dumps(sidecar, indent=1).encode())
         temporary = self.part(bag).with_suffix('.parquet.tmp')
         table = table.replace_schema_metadata({FINGERPRINT_KEY: self.settings_hash.encode()})
         pq.write_table(table, temporary)
