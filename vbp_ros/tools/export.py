@@ -67,7 +67,7 @@ def compare_with_pytorch(model: torch.nn.Module, spec: ModelSpec, network: OnnxR
             f'{mask_gap:.2e}, max |output difference| {output_gap:.2e}')
 
 
-def output_problem(model: str, card: str | None, out: Path, force: bool) -> str | None:
+def writing_problem(model: str, card: str | None, out: Path, force: bool) -> str | None:
     """Why OUT and its card beside it must not be written, or None: not an .onnx name, a file
     that is an input of the export (the model, or the card it reads), or one that exists
     (unless ``force``)."""
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--force', action='store_true',
                         help='replace an existing output and its card')
     args = parser.parse_args(argv)
-    problem = output_problem(args.model, args.card, args.out, args.force)
+    problem = writing_problem(args.model, args.card, args.out, args.force)
     if problem:
         print(f'vbp-export: {problem}', file=sys.stderr)
         return 1

@@ -311,8 +311,9 @@ def run(args: argparse.Namespace, started: float) -> int:
         ray_info['start_s'] = time.perf_counter() - ray_start
         try:
             if job.device.startswith('cuda') and ray_info['resources'].get('GPU', 0) < 1:
-                raise ValueError(f'--device {job.device}: the Ray cluster at {args.address} '
-                                 'has no GPU, and its actors would wait for one forever')
+                where = args.address or 'this machine'
+                raise ValueError(f'--device {job.device}: the Ray cluster at {where} has no '
+                                 'GPU, and its actors would wait for one forever')
             processing = time.perf_counter()  # actors load the model while readers start
             FleetRunner(job, cluster).run(todo, writer.on_bag, writer.on_segment)
             processing_s = time.perf_counter() - processing
