@@ -380,6 +380,21 @@ def test_vbp_export_runs_with_its_card(road_nets: Path, tmp_path: Path, capsys) 
     assert export_tool.main([str(tmp_path / 'absent.onnx'), str(out)]) == 1
 
 
+def test_vbp_export_writes_an_old_opset_and_refuses_one_torch_cannot(road_nets: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys) -> None:
+    out = tmp_path / 'opset7.onnx'
+    assert export_tool.main([str(road_nets), str(out), '--opset', '7']) == 0
+    graph, _ = load_model(out)
+    assert graph.opset_import[0].version == 7 and graph.ir_version == 3
+    exported = build_engine(out, device='cpu').process(FRAME)
+    original = build_engine(road_nets, device='cpu').process(FRAME)
+    np.testing.assert_allclose(exported.mask, original.mask, atol=1e-6)
+    with pytest.raises(SystemExit):
+        export_tool.main([str(road_nets), str(tmp_path / 'old.onnx'), '--opset', '5'])
+    assert 'argument --opset: 5 is not an integer from 7 to 23' in capsys.readouterr().err
+
+
 def test_vbp_export_never_writes_over_its_inputs_or_another_file(road_nets: Path,
                                                                  tmp_path: Path) -> None:
     model, card = road_nets, road_nets.with_suffix('.yaml')

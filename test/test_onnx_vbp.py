@@ -230,6 +230,21 @@ def test_older_opsets_give_the_same_mask() -> None:
     assert plan_visualbackprop(graph).kept_tensors[0].kept.op == 'Gelu'
 
 
+@pytest.mark.parametrize('opset', [7, 9])
+@pytest.mark.parametrize('name', ['pilotnet_relu', 'pooling', 'resnet'])
+def test_graphs_of_early_opsets_get_the_same_mask(name: str, opset: int) -> None:
+    """ONNX model-zoo era graphs: IR version 3 at opset 7 (every initializer also a graph
+    input, also the constants folded for shape inference: PilotNet's scaling), Max without
+    broadcasting before opset 8, Slice's bounds as attributes before opset 10 (the pooling
+    network's ZeroPad2d crops its mask)."""
+    model, shape = build(name)
+    graph = export_onnx(model, shape, opset=opset)
+    assert (graph.ir_version < 4) == (opset < 8)
+    x = torch.rand(2, *shape)
+    _, mask = run_with_mask(graph, x.numpy())
+    np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
+
+
 @pytest.mark.parametrize('factory', [net_svf, authors_net])
 def test_paper_networks_keep_their_masks(factory) -> None:
     torch.manual_seed(1)

@@ -38,6 +38,7 @@ from ..explain.rules import UnsupportedModelError
 from ..interface import message_line
 
 OPSET = 20
+OPSETS = (7, 23)  # the opsets torch.onnx.export writes, first and last
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'output'
 PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',

@@ -163,7 +163,16 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
             values = [graph.constant(o) for o in node.output]
             if all(v is not None and np.asarray(v).size <= limit for v in values):
                 folded.append(node)
-                model.graph.initializer.extend(
-                    numpy_helper.from_array(np.asarray(v), o) for o, v in zip(node.output, values))
+                for name, value in zip(node.output, values):
+                    add_initializer(model, numpy_helper.from_array(np.asarray(value), name))
     for node in folded:
         model.graph.node.remove(node)
+
+
+def add_initializer(model: onnx.ModelProto, tensor: onnx.TensorProto) -> None:
+    """Append an initializer; before IR version 4 it is also a graph input, as onnx.checker
+    and shape inference require there."""
+    model.graph.initializer.append(tensor)
+    if model.ir_version < 4:
+        model.graph.input.append(
+            helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .layouts import NHWC
 from .geometry import AxisGeometry, Geometry
+from .onnx_graph import add_initializer
 from .mask_graph import TINY, MaskGraph, MaskTensor
 from .onnx_read import MASK_PREFIX
 
@@ -35,6 +36,7 @@ class MaskWriter:
 
     def __init__(self, model: onnx.ModelProto, plan: MaskGraph, types: dict[str, int],
                  opset: int) -> None:
+        self.model = model
         self.graph = model.graph
         self.plan = plan
         self.types = types
@@ -56,7 +58,7 @@ class MaskWriter:
     def constant(self, key: tuple, make: Callable[[], np.ndarray]) -> str:
         if key not in self.constants:
             name = self.fresh('const')
-            self.graph.initializer.append(numpy_helper.from_array(make(), name))
+            add_initializer(self.model, numpy_helper.from_array(make(), name))
             self.constants[key] = name
         return self.constants[key]
 
@@ -132,6 +134,9 @@ class MaskWriter:
         if max(before + after) <= 0:
             return mask
         (top, left), (height, width) = (max(b, 0) for b in before), target
+        if self.opset < 10:  # Slice's bounds are inputs from opset 10 on
+            return self.node('Slice', [mask], 'unpad', starts=[top, left],
+                             ends=[top + height, left + width], axes=[2, 3])
         starts = self.constant(('i64', top, left), lambda: np.asarray([top, left], np.int64))
         ends = self.constant(('i64', top + height, left + width),
                              lambda: np.asarray([top + height, left + width], np.int64))
@@ -155,17 +160,22 @@ class MaskWriter:
     def rescale(self, mask: str) -> str:
         """Divide each image's mask by its maximum (never by less than float32's tiny)."""
         peak = self.reduce('ReduceMax', mask, (2, 3))
+        return self.node('Div', [mask, self.at_least_tiny(peak, 'peak')], 'rescaled')
+
+    def at_least_tiny(self, tensor: str, stem: str) -> str:
+        """max(tensor, float32's tiny): a divisor that is never 0."""
+        if self.opset < 8:  # Max broadcasts from opset 8 on
+            return self.node('Clip', [tensor], stem, min=TINY)
         tiny = self.constant(('tiny',), lambda: np.asarray(TINY, np.float32))
-        return self.node('Div', [mask, self.node('Max', [peak, tiny], 'peak')], 'rescaled')
+        return self.node('Max', [tensor, tiny], stem)
 
     def normalize(self, mask: str) -> str:
         """Per-image min-max to [0, 1]; a constant mask gives zeros."""
         low = self.reduce('ReduceMin', mask, (2, 3))
         span = self.node('Sub', [self.reduce('ReduceMax', mask, (2, 3)), low], 'span')
-        tiny = self.constant(('tiny',), lambda: np.asarray(TINY, np.float32))
         shifted = self.node('Sub', [mask, low], 'shifted')
         self.graph.node.append(helper.make_node(
-            'Div', [shifted, self.node('Max', [span, tiny], 'span')], [MASK_OUTPUT],
+            'Div', [shifted, self.at_least_tiny(span, 'span')], [MASK_OUTPUT],
             name=MASK_PREFIX + 'normalize'))
         return MASK_OUTPUT
 

@@ -30,7 +30,9 @@ from ..explain.rules import UnsupportedModelError
 from ..models.loading import load_model
 from ..explain.onnx_vbp import MASK_OUTPUT, image_input, plan_visualbackprop
 from ..explain.vbp import VisualBackProp
-from ..engine.onnx_backend import OPSET, OnnxRuntimeNetwork, export_onnx, with_visualbackprop
+from ..engine.onnx_backend import (OPSET, OPSETS, OnnxRuntimeNetwork, export_onnx,
+                                   with_visualbackprop)
+from ..arguments import int_from
 from ..interface import one_line
 
 
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--card', help='model card (default: the one beside the model)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='card value that wins over the card, e.g. output.index=1')
-    parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (%(default)s)')
+    parser.add_argument('--opset', type=int_from(*OPSETS), default=OPSET,
+                        help=f'ONNX opset of a PyTorch network\'s export, {OPSETS[0]} to '
+                        f'{OPSETS[1]} (%(default)s); an ONNX file keeps its own')
     parser.add_argument('--force', action='store_true',
                         help='replace an existing output and its card')
     args = parser.parse_args(argv)
