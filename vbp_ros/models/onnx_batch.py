@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from ..explain.onnx_graph import OnnxGraph, add_initializer
 from .checkpoint import CheckpointError
 
 __all__ = ['BATCH', 'fixed_batch', 'free_batch', 'free_batch_advice']
@@ -80,28 +81,19 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
             if info.type.tensor_type.HasField('shape')}
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == 'Constant':
-            value = next((a.t for a in node.attribute if a.name == 'value'), None)
-            if value is not None:
-                values[node.output[0]] = numpy_helper.to_array(value)
-    return values
-
-
 def _copy_batch_in_reshapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
                             batch: int) -> None:
     """Point each Reshape whose constant shape starts with the batch size, applied to a tensor
     that starts with it too, at the shape of its output with the batch left to -1 (so also
     where ``allowzero`` forbids copying it, as the dynamo exporter writes Reshapes)."""
-    shapes, constants = _shapes(inferred), _constants(model)
-    taken = {*constants, *(o for n in model.graph.node for o in n.output)}
+    shapes, graph = _shapes(inferred), OnnxGraph(model)
+    taken = {*graph.initializers, *graph.producer}
     for node in model.graph.node:
-        if node.op_type != 'Reshape' or node.input[1] not in constants:
+        target = graph.constant(node.input[1]) if node.op_type == 'Reshape' else None
+        if target is None:
             continue
-        target = constants[node.input[1]]
-        data, result = shapes.get(node.input[0]), shapes.get(node.output[0])
+        data = shapes.get(node.input[0])
+        result = shapes.get(node.output[0]) or _reshaped(data, target)
         if (target.ndim != 1 or not len(target) or target[0] != batch or not data
                 or data[0] != batch or not result
                 or not all(isinstance(size, int) for size in result[1:])):
@@ -110,10 +102,23 @@ def _copy_batch_in_reshapes(model: onnx.ModelProto, inferred: onnx.ModelProto,
         while name in taken:
             name += '_'
         taken.add(name)
-        model.graph.initializer.append(
-            numpy_helper.from_array(np.array([-1, *result[1:]], np.int64), name))
+        add_initializer(model, numpy_helper.from_array(np.array([-1, *result[1:]], np.int64),
+                                                       name))
         _drop_if_unused(model, node.input[1], node)
         node.input[1] = name
+
+
+def _reshaped(data: list[int | str | None] | None, target: np.ndarray) -> list[int] | None:
+    """What a Reshape to ``target`` makes of a tensor of the fixed shape ``data`` (0 copies
+    a dimension, -1 takes the rest), where shape inference left it open (a target computed
+    from constants, as opset 8 exports write it)."""
+    if not data or not all(isinstance(size, int) for size in data):
+        return None
+    dims = [data[axis] if size == 0 else int(size) for axis, size in enumerate(target)]
+    if dims.count(-1) == 1:
+        rest = int(np.prod([size for size in dims if size != -1]))
+        dims[dims.index(-1)] = int(np.prod(data)) // rest if rest else 0
+    return dims
 
 
 def _drop_if_unused(model: onnx.ModelProto, name: str, leaving: onnx.NodeProto) -> None:
@@ -129,6 +134,10 @@ def _drop_if_unused(model: onnx.ModelProto, name: str, leaving: onnx.NodeProto) 
     for tensor in graph.initializer:
         if tensor.name == name:
             graph.initializer.remove(tensor)
+            break
+    for info in graph.input:  # before IR version 4 an initializer is also an input
+        if info.name == name:
+            graph.input.remove(info)
             return
 
 
