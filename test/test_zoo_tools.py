@@ -58,6 +58,15 @@ def test_eval_on_a_zoo_network_compares_vbp_and_gradcam(pilotnet_checkpoint: Pat
     assert 'lrp: refused: ' in capsys.readouterr().out
 
 
+def test_inspect_and_figure2_refuse_what_would_print_nothing(tmp_path: Path, capsys) -> None:
+    from vbp_ros.tools import figure2
+    with pytest.raises(SystemExit):
+        inspect.main(['resnet18', '--repeats', '0'])  # was 3 timed calls, silently
+    assert 'argument --repeats: 0 is not a positive integer' in capsys.readouterr().err
+    assert figure2.main(['--model', str(tmp_path / 'any.safetensors'), str(tmp_path)]) == 1
+    assert f'no images in {tmp_path}' in capsys.readouterr().err  # exit 0 before
+
+
 def test_inspect_prints_the_plan_of_a_residual_network(capsys) -> None:
     assert inspect.main(['resnet18', '--repeats', '1']) == 0
     out = capsys.readouterr().out

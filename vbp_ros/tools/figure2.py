@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--model', required=True, help='vbp_ros safetensors checkpoint')
     parser.add_argument('--out', default='runs/figure2', help='output folder (%(default)s)')
     args = parser.parse_args(argv)
+    paths = image_paths(args.images)
+    if not paths:
+        print(f'vbp-figure2: no images in {" ".join(args.images)}', file=sys.stderr)
+        return 1
     try:
         model, spec = load_checkpoint(args.model)
     except CheckpointError as error:
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     preprocess = Preprocessor(spec)
     with VisualBackProp(model) as vbp, torch.inference_mode():
-        for path in image_paths(args.images):
+        for path in paths:
             try:
                 network_input = preprocess(read_image(path))
             except FrameError as error:

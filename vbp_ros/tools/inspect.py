@@ -48,6 +48,7 @@ from ..data.sources import read_image
 from ..engine.onnx_backend import OnnxRuntimeNetwork
 from ..models.preprocess import Preprocessor
 from ..engine.timing import paired_extra_ms, time_methods
+from ..arguments import positive_int
 from ..interface import one_line
 from ..pixels.frames import FrameError
 from ..render.figure2 import render_figure2
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--image', type=Path, help='render Figure 2 for this image')
     parser.add_argument('--out', type=Path, default=Path('runs/inspect'),
                         help='folder for the Figure 2 rendering (%(default)s)')
-    parser.add_argument('--repeats', type=int, default=20, help='timed calls per method')
+    parser.add_argument('--repeats', type=positive_int, default=20,
+                        help='timed calls per method')
     args = parser.parse_args(argv)
     try:
         model, spec = load_network(args.model, args.card, parse_assignments(args.set),
