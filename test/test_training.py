@@ -85,6 +85,22 @@ def test_resume_continues_the_same_run(short_run: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
+def test_resume_refuses_another_network_and_says_when_there_is_nothing_to_resume(
+        short_run: Path, tmp_path: Path, capsys) -> None:
+    before = (short_run / 'model.safetensors').read_bytes()
+    assert train.main(['--out', str(short_run), '--resume', '--architecture', 'netsvf',
+                       *SMALL]) == 1  # a traceback from load_state_dict before
+    assert (f'vbp-train: {short_run} holds a run with --architecture authors, not netsvf'
+            in capsys.readouterr().err)
+    assert (short_run / 'model.safetensors').read_bytes() == before
+    fresh = tmp_path / 'fresh'
+    assert train.main(['--out', str(fresh), '--resume', '--epochs', '1', *SMALL]) == 0
+    assert f'nothing to resume in {fresh} (no state.safetensors): a new run' in \
+        capsys.readouterr().err
+    assert len(json.loads((fresh / 'history.json').read_text())['history']) == 1
+
+
+@pytest.mark.slow
 def test_eval_reports_every_method(short_run: Path, tmp_path: Path) -> None:
     target = tmp_path / 'eval.json'
     assert evaluate.main(['--model', str(short_run / 'model.safetensors'), '--frames', '8',

@@ -158,6 +158,16 @@ def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
     return record
 
 
+def refuse_another_run(recorded: dict, args: argparse.Namespace, out: Path) -> None:
+    """ValueError where --resume names a network or data other than the run in ``out``
+    (the other options may change: --epochs extends the run)."""
+    for option in ('architecture', 'data'):
+        if recorded.get(option) != getattr(args, option):
+            raise ValueError(f'{out} holds a run with --{option} {recorded.get(option)}, not '
+                             f'{getattr(args, option)}: resume it with that, or give another '
+                             '--out')
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run (or resume) the training the options describe; returns the run record."""
     out = Path(args.out)
@@ -172,10 +182,14 @@ def train(args: argparse.Namespace) -> dict:
     record = {'epoch': 0, 'best_rmse': float('inf'), 'history': [], 'target_scale': target_scale,
               'arguments': {k: v for k, v in vars(args).items() if k != 'resume'}}
     if args.resume and (out / 'state.safetensors').exists():
-        resumed, _ = load_checkpoint(out / 'model.safetensors')
-        model.load_state_dict(radians_model(resumed, 1.0 / target_scale).state_dict())
         record = load_state(out / 'state.safetensors', optimizer)
+        refuse_another_run(record['arguments'], args, out)
+        resumed, _ = load_checkpoint(out / 'model.safetensors')
         target_scale = record['target_scale']
+        model.load_state_dict(radians_model(resumed, 1.0 / target_scale).state_dict())
+    elif args.resume:
+        print(f'vbp-train: nothing to resume in {out} (no state.safetensors): a new run',
+              file=sys.stderr)
     figure5 = Figure5(validation, spec, out / 'figure5')
     steps_per_epoch = -(-len(train_set) // args.batch_size)
     marks: dict[int, list[float]] = {}
