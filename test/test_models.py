@@ -122,6 +122,8 @@ def test_steering_output_in_radians(unit: str, scale: float, ratio: float,
 
 @pytest.mark.parametrize('text, message', [
     ('input: {colour: rgb}', "unknown key 'input.colour'"),
+    ('input: gray', r"'input' is a section of keys \(name, layout, color, .*\), not 'gray': give "
+                    'its keys under it'),  # was "unknown key 'input'", a key every card has
     ('input: {height: "66"}', 'input.height must be an integer'),
     ('input: {crop: [1, 2, 3]}', r'input.crop must be \[top, left, height, width\]'),
     ('output: {unit: mph}', 'output.unit must be one of'),

@@ -107,7 +107,13 @@ def flatten(values: Mapping, source: str, prefix: str = '') -> dict[str, object]
         dotted = f'{prefix}{key}'
         if dotted in CARD_FIELDS:
             flat[dotted] = value
-        elif isinstance(value, Mapping) and any(k.startswith(f'{dotted}.') for k in CARD_FIELDS):
+        elif any(k.startswith(f'{dotted}.') for k in CARD_FIELDS):
+            if not isinstance(value, Mapping):
+                sections = ', '.join(k[len(dotted) + 1:] for k in CARD_FIELDS
+                                     if k.startswith(f'{dotted}.'))
+                raise CheckpointError(f'{source}: {shown(dotted)} is a section of keys '
+                                      f'({sections}), not {shown(value)}: give its keys '
+                                      'under it, indented or as {key: value}')
             flat.update(flatten(value, source, f'{dotted}.'))
         else:
             raise CheckpointError(f'{source}: unknown key {shown(dotted)}; known keys: '
