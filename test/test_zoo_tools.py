@@ -161,7 +161,11 @@ def test_inspect_asks_for_the_card_of_an_onnx_file(pilotnet_onnx: Path, tmp_path
     bare = tmp_path / 'bare.onnx'
     bare.write_bytes(pilotnet_onnx.read_bytes())
     assert inspect.main([str(bare)]) == 1
-    assert 'an ONNX model needs a model card: bare.yaml beside it' in capsys.readouterr().err
+    assert ('an ONNX model needs a model card: bare.yaml beside it, or one named by --card '
+            "(vbp_node: the 'model_card' parameter)") in capsys.readouterr().err
+    # vbp-eval takes PyTorch networks only: it says so first, card or not
+    assert evaluate.main(['--model', str(bare), '--frames', '8']) == 1
+    assert 'an ONNX model; this needs a PyTorch network' in capsys.readouterr().err
 
 
 @pytest.fixture

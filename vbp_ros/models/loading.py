@@ -176,8 +176,9 @@ def _open_onnx(path: Path, card: _CardValues, max_bytes: int
     graph = load_onnx(path, max_bytes)
     if card.values is None:
         raise MissingCardError(
-            f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it '
-            "or the 'model_card' parameter (vbp-card writes a template)")
+            f'{path}: an ONNX model needs a model card: {card_path_for(path).name} beside it, '
+            "or one named by --card (vbp_node: the 'model_card' parameter); vbp-card writes "
+            'a template')
     fields = onnx_input_fields(graph)
     spec = card.spec(fields)
     if spec.input_layout != fields.get('input_layout', NCHW):  # the card's layout
@@ -194,8 +195,8 @@ def _open_weights(path: Path, model_format: str, card: _CardValues
     if embedded is None and card.values is None:
         raise MissingCardError(
             f'{path}: not a vbp_ros checkpoint and no model card: weights of your own '
-            f"network need {card_path_for(path).name} beside them (or the 'model_card' "
-            'parameter) naming the architecture')
+            f'network need {card_path_for(path).name} beside them, or one named by --card '
+            "(vbp_node: the 'model_card' parameter), naming the architecture")
     spec = card.spec(embedded)
     if not spec.architecture:
         raise CheckpointError(f'{card.source}: architecture missing: weights need the network '
@@ -207,12 +208,11 @@ def load_checkpoint(path: str | Path | None, device: str | torch.device = 'cpu',
                     card: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
     """A PyTorch network (eval mode, on ``device``) and its card, loaded by :func:`open_model`:
     for the tools that need the network itself (training, evaluation, Figure 2)."""
-    loaded = open_model(path, card)
-    model, spec = loaded.network, loaded.spec
-    if loaded.format == ONNX:
+    if path is not None and MODEL_FORMATS.get(Path(path).suffix.lower()) == ONNX:
         raise CheckpointError(f'{path}: an ONNX model; this needs a PyTorch network '
-                              '(safetensors weights)')
-    return model.to(device).eval(), spec
+                              '(safetensors weights, or a state dict with its card)')
+    loaded = open_model(path, card)
+    return loaded.network.to(device).eval(), loaded.spec
 
 
 def check_model(model: Model, spec: ModelSpec, source: str = 'model') -> None:
