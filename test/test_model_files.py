@@ -31,6 +31,7 @@ from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_ros.models.preprocess import Preprocessor
+from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 
 FRAMES = [np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -119,6 +120,49 @@ def test_torchscript_exporter_at_an_old_opset_with_the_batch_fixed_at_64(
     assert not output_batch.HasField('dim_value')  # opset 8's export leaves it its own symbol
     assert export_tool.main([str(path), str(tmp_path / 'deploy.onnx')]) == 0  # crashed before
     check_against_the_network(tmp_path / 'deploy.onnx', network)
+
+
+def with_input_type(graph: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
+    """The graph taking its image as ``elem_type`` and casting it to float first, as graphs
+    that take 8-bit pixels do."""
+    typed = onnx.ModelProto.FromString(graph.SerializeToString())
+    image = typed.graph.input[0]
+    for node in typed.graph.node:
+        node.input[:] = [f'{name}_float' if name == image.name else name for name in node.input]
+    typed.graph.node.insert(0, helper.make_node('Cast', [image.name], [f'{image.name}_float'],
+                                                to=TensorProto.FLOAT))
+    image.type.tensor_type.elem_type = elem_type
+    return typed
+
+
+def test_a_graph_of_8_bit_pixels_is_fed_them(network: nn.Module, tmp_path: Path) -> None:
+    """A uint8 image input gets the frame's pixels (a float32 one could not be fed at all),
+    with the angle and mask of the same graph taking floats; a card that scales them, or an
+    input type no frame becomes, is refused at load with the reason."""
+    plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False,
+                   dynamic_axes={'x': {0: 'batch'}}, input_names=['x'])
+    pixels = tmp_path / 'pixels.onnx'
+    onnx.save(with_input_type(onnx.load(str(plain)), TensorProto.UINT8), str(pixels))
+    pixels.with_suffix('.yaml').write_text(ONNX_CARD)
+    batch = len(FRAMES)
+    expected = build_engine(plain, device='cpu', max_batch=batch).process_batch(FRAMES)
+    for result, reference in zip(
+            build_engine(pixels, device='cpu', max_batch=batch).process_batch(FRAMES), expected):
+        assert result.angle == pytest.approx(reference.angle, rel=1e-6)
+        np.testing.assert_allclose(result.mask, reference.mask, atol=1e-6)
+    template = tmp_path / 'template.yaml'
+    assert card_tool.main([str(pixels), '--out', str(template)]) == 0
+    assert '  scale: 1.0\n' in template.read_text()  # 1/255 for a float input
+    pixels.with_suffix('.yaml').write_text(ONNX_CARD.replace('scale: 1.0', 'scale: 0.5'))
+    with pytest.raises(CheckpointError, match="input 'x' takes uint8 pixels as they are, so "
+                       'input.scale must be 1.0'):
+        load_model(pixels)
+    whole = tmp_path / 'whole.onnx'
+    onnx.save(with_input_type(onnx.load(str(plain)), TensorProto.INT64), str(whole))
+    whole.with_suffix('.yaml').write_text(ONNX_CARD)
+    with pytest.raises(CheckpointError, match="the image input 'x' is int64; vbp_ros feeds "
+                       'images as float, float16, double, uint8'):
+        load_model(whole)
 
 
 @pytest.mark.slow

@@ -44,6 +44,8 @@ OUTPUT_NAME = 'output'
 PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',
              'tensorrt': 'TensorrtExecutionProvider'}
 Layers = list[tuple[str, np.ndarray, np.ndarray]]  # per kept tensor: averaged maps, masks
+_NUMPY_TYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
+                'tensor(double)': np.float64, 'tensor(uint8)': np.uint8}
 _ORT_PREFIX = re.compile(r'^\[ONNXRuntimeError\] : \d+ : \w+ : ')
 _SOURCE_LOCATION = re.compile(r'/\S+\.(?:cc|cpp|cu|h|hpp):\d+ ')
 
@@ -204,9 +206,9 @@ class OnnxRuntimeNetwork:
         if with_mask:
             self.output_names.append(MASK_OUTPUT)
         self._fetched = self.output_names + layer_outputs
-        batch = self.session.get_inputs()[0].shape[0] if len(self.session.get_inputs()) == 1 \
-            else next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
-        self.max_batch = batch if isinstance(batch, int) else None
+        image = next(i for i in self.session.get_inputs() if i.name == self.input_name)
+        self.max_batch = image.shape[0] if isinstance(image.shape[0], int) else None
+        self.input_dtype = _NUMPY_TYPES.get(image.type, np.float32)  # the card fits it
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W), for
@@ -222,6 +224,8 @@ class OnnxRuntimeNetwork:
         count, shape = len(x), x.shape[1:]
         if self.channels_last:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # a view if x lies channels-last
+        if x.dtype != self.input_dtype:  # 8-bit pixels are whole numbers: cast exactly
+            x = x.astype(self.input_dtype)
         try:
             results = self.session.run(self._fetched, {self.input_name: x})
         except Exception as error:  # onnxruntime's own exception types, one per status code

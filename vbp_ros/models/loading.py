@@ -25,6 +25,7 @@ from typing import Mapping
 
 import onnx
 import torch
+from onnx import TensorProto
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
@@ -52,6 +53,11 @@ ONNX, SAFETENSORS, TORCH_SAVE = 'onnx', 'safetensors', 'torch.save'
 #: The model file formats by suffix (lower case).
 MODEL_FORMATS = {ONNX_SUFFIX: ONNX, SAFETENSORS_SUFFIX: SAFETENSORS,
                  **dict.fromkeys(TORCH_SUFFIXES, TORCH_SAVE)}
+
+
+IMAGE_INPUT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                     TensorProto.UINT8)  # what a frame is fed as (the engine casts to it)
+PIXEL_INPUTS = (TensorProto.UINT8,)  # 8-bit pixels, unscaled
 
 
 class MissingCardError(CheckpointError):
@@ -327,9 +333,11 @@ def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, obj
     except UnsupportedModelError:
         return {}
     found = graph_input_layout(model, name)
-    fields = {'input_name': name}
+    fields: dict[str, object] = {'input_name': name}
     if found:
         fields['input_layout'] = found[0]
+    if _input_type(model, name) in PIXEL_INPUTS:
+        fields['pixel_scale'] = 1.0  # the graph scales its 8-bit pixels itself
     for field_name, size in _input_sizes(model, name, layout or fields.get('input_layout', NCHW)):
         if size:
             fields[field_name] = size
@@ -342,6 +350,28 @@ def _input_sizes(model: onnx.ModelProto, name: str, layout: str
     dims = dict(zip(layout, _input_dims(model, name)))
     return [(field_name, dims.get(axis)) for field_name, axis in
             (('input_channels', 'c'), ('input_height', 'h'), ('input_width', 'w'))]
+
+
+def _input_type(model: onnx.ModelProto, name: str) -> int:
+    return next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
+
+
+def _check_input_type(model: onnx.ModelProto, name: str, spec: ModelSpec, source: str) -> None:
+    """Refuse an image input of a type no frame becomes, and a card that scales the pixels
+    an 8-bit input takes as they are."""
+    elem_type = _input_type(model, name)
+    type_name = TensorProto.DataType.Name(elem_type).lower()
+    if elem_type not in IMAGE_INPUT_TYPES:
+        raise CheckpointError(
+            f"{source}: the image input '{name}' is {type_name}; vbp_ros feeds images as "
+            f'{", ".join(TensorProto.DataType.Name(t).lower() for t in IMAGE_INPUT_TYPES)}')
+    if elem_type in PIXEL_INPUTS and (spec.pixel_scale != 1.0 or any(spec.mean)
+                                      or any(value != 1.0 for value in spec.std)):
+        raise CheckpointError(
+            f"{source}: the graph's input '{name}' takes {type_name} pixels as they are, so "
+            f'input.scale must be 1.0, input.mean 0 and input.std 1 (the card has '
+            f'{spec.pixel_scale:g}, {list(spec.mean)} and {list(spec.std)}); the graph scales '
+            'them itself')
 
 
 def _input_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
@@ -363,6 +393,7 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
     if len(dims) != 4:
         raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "
                               'not 4 (batch, channels, height, width, in some order)')
+    _check_input_type(model, name, spec, source)
     found = graph_input_layout(model, name)
     if found and found[0] != spec.input_layout:
         raise CheckpointError(f"{source}: input.layout is {spec.input_layout} but the graph's "
