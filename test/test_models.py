@@ -277,6 +277,26 @@ def test_input_layout_that_contradicts_the_network_is_refused(tmp_path: Path) ->
         load_model(weights, overrides='{input.layout: nhwc}')
 
 
+def test_a_graph_with_inputs_besides_the_image_is_refused_naming_them(tmp_path: Path) -> None:
+    """End-to-end driving networks often take the speed too: vbp_ros feeds only frames, and
+    says so at load (onnxruntime's 'missing input' was blamed on the card's input size)."""
+    graph = helper.make_graph(
+        [helper.make_node('GlobalAveragePool', [INPUT], ['pooled']),
+         helper.make_node('Flatten', ['pooled'], ['features']),
+         helper.make_node('Concat', ['features', 'speed'], ['both'], axis=1),
+         helper.make_node('MatMul', ['both', 'weight'], ['steering'])], 'with_speed',
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ['batch', 3, 66, 200]),
+         helper.make_tensor_value_info('speed', TensorProto.FLOAT, ['batch', 1])],
+        [helper.make_tensor_value_info('steering', TensorProto.FLOAT, ['batch', 1])],
+        [numpy_helper.from_array(np.ones((4, 1), np.float32), 'weight')])
+    path = tmp_path / 'with_speed.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    path.with_suffix('.yaml').write_text('input: {color: rgb}\n')
+    with pytest.raises(CheckpointError, match=f"the graph takes inputs besides the image "
+                       f"'{INPUT}' \\('speed'\\), and vbp_ros feeds a network camera frames only"):
+        load_model(path)
+
+
 def test_input_layout_from_the_card_where_the_graph_does_not_show_it(tmp_path: Path) -> None:
     """A linear model on channels-last pixels has no Transpose that shows its layout: the
     card's input.layout says how to read the graph's input size."""

@@ -394,6 +394,13 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
         raise CheckpointError(f"{source}: the image input '{name}' has {len(dims)} dimensions, "
                               'not 4 (batch, channels, height, width, in some order)')
     _check_input_type(model, name, spec, source)
+    initializers = {t.name for t in model.graph.initializer}
+    others = [i.name for i in model.graph.input if i.name not in initializers and i.name != name]
+    if others:
+        raise CheckpointError(
+            f"{source}: the graph takes inputs besides the image '{name}' "
+            f'({", ".join(map(repr, others))}), and vbp_ros feeds a network camera frames '
+            'only: export it with those inputs fixed (as constants)')
     found = graph_input_layout(model, name)
     if found and found[0] != spec.input_layout:
         raise CheckpointError(f"{source}: input.layout is {spec.input_layout} but the graph's "
