@@ -227,10 +227,15 @@ def test_refusals_without_running_anything(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match='not a regular file'):
         load_model(fifo)
     assert time.monotonic() - start < 5.0
-    unknown = tmp_path / 'net.h5'
-    unknown.write_bytes(b'x')
-    with pytest.raises(CheckpointError, match="unknown model type '.h5'"):
-        load_model(unknown)
+    for name, way in (('net.h5', 'a Keras model goes through ONNX, converted where it loads: '
+                                 'python -m tf2onnx.convert --keras .*net.h5 --output'),
+                      ('saved_model.pb', 'tf2onnx.convert --saved-model '),
+                      ('net.engine', 'a TensorRT engine is built for one GPU'),
+                      ('net.bin2', r'\(.pt, .pth, .ckpt, .bin, .tar, .pkl, .ts, .jit\)$')):
+        unknown = tmp_path / name
+        unknown.write_bytes(b'x')
+        with pytest.raises(CheckpointError, match=f"unknown model type '{unknown.suffix}'.*{way}"):
+            load_model(unknown)
 
 
 def test_onnx_needs_a_card(tmp_path: Path) -> None:

@@ -60,6 +60,18 @@ IMAGE_INPUT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
 PIXEL_INPUTS = (TensorProto.UINT8,)  # 8-bit pixels, unscaled
 
 
+_TF2ONNX = ("{kind} goes through ONNX, converted where it loads: python -m tf2onnx.convert "
+            "{flag} --output model.onnx (docs/own-network.md, 'From Keras')")
+OTHER_FORMATS = {  # how files of other frameworks become a model vbp_ros takes; {path}: theirs
+    '.h5': _TF2ONNX.format(kind='a Keras model', flag='--keras {path}'),
+    '.keras': _TF2ONNX.format(kind='a Keras model', flag='--keras {path}'),
+    '.pb': _TF2ONNX.format(kind='a TensorFlow SavedModel', flag='--saved-model {path.parent}'),
+    '.tflite': _TF2ONNX.format(kind='a TensorFlow Lite model', flag='--tflite {path}'),
+    **dict.fromkeys(('.engine', '.plan', '.trt'), 'a TensorRT engine is built for one GPU and '
+                    'holds no graph to read: give the ONNX file it was built from'),
+}
+
+
 class MissingCardError(CheckpointError):
     """A model that needs a card (an ONNX file, a plain state dict) and has none."""
 
@@ -131,9 +143,10 @@ def open_model(path: str | Path | None, card: str | Path | Mapping | None = None
     check_fits_in_memory(source, source.stat().st_size)
     model_format = MODEL_FORMATS.get(source.suffix.lower())
     if model_format is None:
+        hint = OTHER_FORMATS.get(source.suffix.lower(), '').format(path=source)
         raise CheckpointError(f'{source}: unknown model type {source.suffix.lower()!r}; use '
                               '.safetensors, .onnx or a state dict saved by torch.save '
-                              f'({", ".join(TORCH_SUFFIXES)})')
+                              f'({", ".join(TORCH_SUFFIXES)}){hint and "; " + hint}')
     card_file = None if isinstance(card, Mapping) else model_card_path(source, card)
     card_values = _CardValues.read(card, card_file, overrides, source)
     if model_format == ONNX:
