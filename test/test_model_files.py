@@ -136,20 +136,23 @@ def with_input_type(graph: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
 
 
 def test_a_graph_of_8_bit_pixels_is_fed_them(network: nn.Module, tmp_path: Path) -> None:
-    """A uint8 image input gets the frame's pixels (a float32 one could not be fed at all),
-    with the angle and mask of the same graph taking floats; a card that scales them, or an
-    input type no frame becomes, is refused at load with the reason."""
+    """A uint8 image input gets the frame's pixels (a float32 one could not be fed at all), a
+    float16 one its values as float16, with the angle and mask of the same graph taking
+    floats; a card that scales 8-bit pixels, or an input type no frame becomes, is refused at
+    load with the reason."""
     plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False,
                    dynamic_axes={'x': {0: 'batch'}}, input_names=['x'])
-    pixels = tmp_path / 'pixels.onnx'
-    onnx.save(with_input_type(onnx.load(str(plain)), TensorProto.UINT8), str(pixels))
-    pixels.with_suffix('.yaml').write_text(ONNX_CARD)
     batch = len(FRAMES)
     expected = build_engine(plain, device='cpu', max_batch=batch).process_batch(FRAMES)
-    for result, reference in zip(
-            build_engine(pixels, device='cpu', max_batch=batch).process_batch(FRAMES), expected):
-        assert result.angle == pytest.approx(reference.angle, rel=1e-6)
-        np.testing.assert_allclose(result.mask, reference.mask, atol=1e-6)
+    for elem_type in (TensorProto.UINT8, TensorProto.FLOAT16):  # 0..255: exact in both
+        pixels = tmp_path / f'{TensorProto.DataType.Name(elem_type).lower()}.onnx'
+        onnx.save(with_input_type(onnx.load(str(plain)), elem_type), str(pixels))
+        pixels.with_suffix('.yaml').write_text(ONNX_CARD)
+        engine = build_engine(pixels, device='cpu', max_batch=batch)
+        for result, reference in zip(engine.process_batch(FRAMES), expected):
+            assert result.angle == pytest.approx(reference.angle, rel=1e-6)
+            np.testing.assert_allclose(result.mask, reference.mask, atol=1e-6)
+    pixels = tmp_path / 'uint8.onnx'
     template = tmp_path / 'template.yaml'
     assert card_tool.main([str(pixels), '--out', str(template)]) == 0
     assert '  scale: 1.0\n' in template.read_text()  # 1/255 for a float input
