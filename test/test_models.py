@@ -135,6 +135,7 @@ def test_steering_output_in_radians(unit: str, scale: float, ratio: float,
     ('input: {scale: 4e-3}', "input.scale must be a number, not '4e-3' \\(YAML reads 4e-3 as "
                              'text: write 0.004\\)'),
     ('input: {std: [1, .inf, 1], color: rgb}', 'input.std must be finite'),
+    ('input: {scale: inf}', "input.scale must be a number, not 'inf'$"),  # no 'write inf'
 ])
 def test_bad_cards_are_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):

@@ -44,8 +44,6 @@ OUTPUT_NAME = 'output'
 PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',
              'tensorrt': 'TensorrtExecutionProvider'}
 Layers = list[tuple[str, np.ndarray, np.ndarray]]  # per kept tensor: averaged maps, masks
-_NUMPY_TYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
-                'tensor(double)': np.float64, 'tensor(uint8)': np.uint8}
 _ORT_PREFIX = re.compile(r'^\[ONNXRuntimeError\] : \d+ : \w+ : ')
 _SOURCE_LOCATION = re.compile(r'/\S+\.(?:cc|cpp|cu|h|hpp):\d+ ')
 
@@ -206,9 +204,11 @@ class OnnxRuntimeNetwork:
         if with_mask:
             self.output_names.append(MASK_OUTPUT)
         self._fetched = self.output_names + layer_outputs
-        image = next(i for i in self.session.get_inputs() if i.name == self.input_name)
-        self.max_batch = image.shape[0] if isinstance(image.shape[0], int) else None
-        self.input_dtype = _NUMPY_TYPES.get(image.type, np.float32)  # the card fits it
+        batch = next(i for i in self.session.get_inputs() if i.name == self.input_name).shape[0]
+        self.max_batch = batch if isinstance(batch, int) else None
+        # One of the types loading admits (models.loading.IMAGE_INPUT_TYPES): frames are cast.
+        self.input_dtype = onnx.helper.tensor_dtype_to_np_dtype(next(
+            i for i in model.graph.input if i.name == self.input_name).type.tensor_type.elem_type)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W), for

@@ -24,6 +24,7 @@ anchors in 600 bytes expand to gigabytes), and a refusal shows a value shortened
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Mapping
 
@@ -204,7 +205,8 @@ def _yaml_number_hint(value: object) -> str:
             number = float(value)
         except ValueError:
             return ''
-        return f' (YAML reads {value} as text: write {number!r})'
+        if math.isfinite(number):  # 'nan' and 'inf' are no advice: a card refuses them
+            return f' (YAML reads {value} as text: write {number!r})'
     return ''
 
 
