@@ -217,13 +217,24 @@ def _network_pixels(frame: np.ndarray, interpolation: str) -> np.ndarray:
     return cv2.resize(frame[230:480], SHRINK, interpolation=FLAGS[interpolation])[None]
 
 
+def _assert_resized_as(planes: np.ndarray, expected: list[np.ndarray], interpolation: str
+                       ) -> None:
+    """``planes`` are OpenCV's resize by ``interpolation``; 'area' shrinking 250 rows to 66
+    (by 3.8 and 3.2) is the exact area average, within one level of OpenCV's float32 sums
+    (vbp_ros.pixels.area)."""
+    gap = np.abs(np.asarray(planes, int) - np.asarray(expected))
+    assert gap.max() <= (1 if interpolation == 'area' else 0)
+    assert np.count_nonzero(gap) <= gap.size // 1000
+
+
 def test_vbp_eval_and_vbp_train_frames_follow_the_card() -> None:
     """vbp-eval and vbp-train make their synthetic frames into network inputs by the card."""
     images = [frame.image for frame in SyntheticRoads(seed=2).frames(0, 2)]
     for interpolation in ('area', 'nearest'):
         spec = replace(ROAD_SPEC, interpolation=interpolation)
         pixels = synthetic_set(2, 0, 2, spec).pixels
-        np.testing.assert_array_equal(pixels, [_network_pixels(i, interpolation) for i in images])
+        _assert_resized_as(pixels, [_network_pixels(i, interpolation) for i in images],
+                           interpolation)
 
 
 def test_vbp_fleet_frames_follow_the_card(tmp_path: Path) -> None:
@@ -235,5 +246,5 @@ def test_vbp_fleet_frames_follow_the_card(tmp_path: Path) -> None:
     for interpolation in ('area', 'nearest'):
         spec = replace(ROAD_SPEC, interpolation=interpolation)
         (segment,) = read_segments(bag, spec, ReadOptions(segment_inputs=8))
-        np.testing.assert_array_equal(
-            segment.planes, [_network_pixels(f.pixels, interpolation) for f in frames])
+        _assert_resized_as(segment.planes, [_network_pixels(f.pixels, interpolation)
+                                            for f in frames], interpolation)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
 
+from vbp_ros.pixels.area import AreaShrink, takes_area_shrink
 from vbp_ros.pixels.encodings import decode_compressed, decode_raw, mask_to_mono8
 from vbp_ros.pixels.frames import FrameError
 
@@ -137,3 +140,75 @@ def test_truncated_real_jpeg() -> None:
 def test_mask_to_mono8_rounds_to_the_full_range() -> None:
     mask = np.array([[0.0, 0.5, 1.0, 0.999]], np.float32)
     np.testing.assert_array_equal(mask_to_mono8(mask), [[0, 128, 255, 255]])
+
+
+def _exact_area_average(source: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The area average in float64 from each axis's coverage matrix (target pixel by source
+    pixel: the part of the source pixel inside the target pixel, over the target's width)."""
+    def coverage(count: int, target: int) -> np.ndarray:
+        edges = np.arange(target + 1) * count / target
+        pixels = np.arange(count)[None, :]
+        covered = np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels)
+        return np.clip(covered, 0, None) * target / count
+
+    pixels = source.astype(np.float64).reshape(*source.shape[:2], -1)  # (rows, columns, ch)
+    columns = coverage(source.shape[1], size[0])
+    rows = coverage(source.shape[0], size[1]) @ pixels.reshape(source.shape[0], -1)
+    return np.einsum('jc,ick->ijk', columns, rows.reshape(size[1], source.shape[1], -1),
+                     optimize=True).reshape(size[1], size[0], *source.shape[2:])
+
+
+# (frame shape, network input): car cameras to PilotNet, a near-free 32x32 and a 640x125
+# input, the paper's 640x125 crop to PilotNet, and a column-cropped view of a wider frame.
+UNEVEN_SHRINKS = [((1080, 1920, 3), (200, 66)), ((1080, 1920), (32, 32)),
+                  ((1080, 1920, 4), (640, 125)), ((720, 1280, 1), (320, 160)),
+                  ((250, 640, 3), (200, 66))]
+
+
+@pytest.mark.parametrize('shape, size', UNEVEN_SHRINKS)
+def test_area_shrink_is_the_exact_area_average_rounded(shape, size) -> None:
+    frame = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    assert takes_area_shrink(frame, size)
+    shrunk = AreaShrink(frame.shape, size)(frame)
+    exact = _exact_area_average(frame, size).reshape(shrunk.shape)  # (H, W, 1): (H, W)
+    assert shrunk.dtype == np.uint8
+    # equal to the rounded exact average, but where it lies within float32 noise of a half
+    np.testing.assert_array_equal(shrunk[np.abs(exact % 1 - 0.5) > 1e-3],
+                                  np.rint(exact)[np.abs(exact % 1 - 0.5) > 1e-3])
+    # and OpenCV's INTER_AREA, which sums in float32, at most one level away, on few pixels
+    opencv = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    gap = np.abs(shrunk.astype(int) - opencv)
+    assert gap.max() <= 1 and np.count_nonzero(gap) <= gap.size // 100
+
+
+def test_area_shrink_reads_a_cropped_view_and_is_planned_per_shape() -> None:
+    frame = np.random.default_rng(2).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    crop = frame[400:1000, 100:1800]  # a view: rows 5760 bytes apart, 5100 of them read
+    shrink = AreaShrink(crop.shape, (200, 66))
+    np.testing.assert_array_equal(shrink(crop),
+                                  shrink(np.ascontiguousarray(crop)))
+    with pytest.raises(ValueError, match=r'planned for \(600, 1700, 3\), got \(601, 1700, 3\)'):
+        shrink(frame[400:1001, 100:1800])
+
+
+def test_area_shrink_gives_each_thread_its_own_working_arrays() -> None:
+    frames = [np.full((1080, 1920), level, np.uint8) for level in (10, 200)]
+    shrink = AreaShrink(frames[0].shape, (200, 66))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: [shrink(frames[i % 2]) for _ in range(20)], range(4)))
+    for index, shrunk in enumerate(results):
+        assert all((picture == (10, 200)[index % 2]).all() for picture in shrunk)
+
+
+@pytest.mark.parametrize('shape, size, taken', [
+    ((1080, 1920, 3), (200, 66), True),  # uneven both ways
+    ((1080, 1920), (240, 135), False),  # 8 by 8: OpenCV's fast path
+    ((1080, 1920), (240, 136), True),  # 8 by 7.94
+    ((1080, 1920), (1000, 700), False),  # keeps over a third of the rows
+    ((125, 640), (200, 66), False),  # 1.9 rows per row: OpenCV is faster
+    ((1080, 1920), (2000, 66), False),  # enlarged along the columns
+    ((1080, 1920), (200, 66), True),
+])
+def test_area_shrink_is_taken_where_it_is_faster(shape, size, taken) -> None:
+    assert takes_area_shrink(np.zeros(shape, np.uint8), size) is taken
+    assert not takes_area_shrink(np.zeros(shape, np.uint16), size)

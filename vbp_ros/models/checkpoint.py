@@ -105,8 +105,9 @@ class ModelSpec:
             for a channels-last ONNX graph (Keras, tf2onnx); PyTorch networks take 'nchw'.
         description: free text (provenance).
         interpolation: how the frame's region is resized to the network input
-            (:data:`INTERPOLATIONS`): 'area' (OpenCV's INTER_AREA when shrinking, INTER_LINEAR
-            when enlarging), 'linear', 'cubic' or 'nearest' (OpenCV's INTER_LINEAR,
+            (:data:`INTERPOLATIONS`): 'area' (the area average, OpenCV's INTER_AREA or
+            :class:`~vbp_ros.pixels.area.AreaShrink`, when shrinking; INTER_LINEAR when
+            enlarging), 'linear', 'cubic' or 'nearest' (OpenCV's INTER_LINEAR,
             INTER_CUBIC, INTER_NEAREST); choose what the network was trained with.
         weights_entry, weights_prefix: where a weights file of a state dict keeps it: the key
             of the checkpoint dictionary that holds it and the prefix of its keys ('': found by

@@ -1,7 +1,8 @@
 """Camera frame to network input, as a model card (:class:`ModelSpec`) says.
 
 Work order, cheapest first: crop (a view), resize to the network input (the card's
-``input.interpolation``: :data:`INTERPOLATION_FLAGS`), colour conversion (gray, RGB, BGR or
+``input.interpolation``: :data:`INTERPOLATION_FLAGS`; ``area`` shrinking 8-bit frames by an
+uneven factor: :class:`~vbp_ros.pixels.area.AreaShrink`), colour conversion (gray, RGB, BGR or
 YUV), then scaling straight into the caller's buffer: ``(pixel * scale - mean) / std`` per
 channel, with pixels as 8-bit values whatever the frame's type. Accepted frames are those of
 :func:`vbp_ros.pixels.frames.check_frame`.
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from .checkpoint import CheckpointError, ModelSpec, color_channels
+from ..pixels.area import AreaShrink, takes_area_shrink
 from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeError, check_frame,
                              check_order, same_aspect, to_network_color)
 
@@ -56,6 +58,7 @@ class Preprocessor:
         self._offset = (-mean / std).reshape(channels, 1, 1) if mean.any() else None
         _check_limits(spec)
         self._regions: dict[tuple[int, int], tuple[Crop, str]] = {}
+        self._shrinks: dict[tuple[int, ...], AreaShrink] = {}
 
     def __call__(self, frame: np.ndarray, order: str = 'rgb', out: np.ndarray | None = None
                  ) -> np.ndarray:
@@ -91,9 +94,20 @@ class Preprocessor:
         if region.shape[1::-1] == self.size:
             return region
         interpolation = interpolation or self.spec.interpolation
-        if interpolation == 'area' and region.shape[0] <= self.size[1]:
-            interpolation = 'linear'
+        if interpolation == 'area':
+            if region.shape[0] <= self.size[1]:
+                interpolation = 'linear'
+            elif takes_area_shrink(region, self.size):
+                return self._area_shrink(region.shape)(region)
         return cv2.resize(region, self.size, interpolation=INTERPOLATION_FLAGS[interpolation])
+
+    def _area_shrink(self, shape: tuple[int, ...]) -> AreaShrink:
+        shrink = self._shrinks.get(shape)
+        if shrink is None:
+            if len(self._shrinks) >= REMEMBERED_SIZES:
+                self._shrinks.clear()
+            shrink = self._shrinks[shape] = AreaShrink(shape, self.size)
+        return shrink
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         """The part of the frame the network sees (a view): :meth:`region`'s rectangle."""
