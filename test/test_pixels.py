@@ -178,7 +178,7 @@ def test_area_shrink_is_the_exact_area_average_rounded(shape, size) -> None:
     # and OpenCV's INTER_AREA, which sums in float32, at most one level away, on few pixels
     opencv = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     gap = np.abs(shrunk.astype(int) - opencv)
-    assert gap.max() <= 1 and np.count_nonzero(gap) <= gap.size // 100
+    assert gap.max() <= 1 and np.count_nonzero(gap) <= gap.size * 5 // 1000
 
 
 def test_area_shrink_reads_a_cropped_view_and_is_planned_per_shape() -> None:

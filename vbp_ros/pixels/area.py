@@ -11,7 +11,7 @@ rows are summed by OpenCV's vectorized reduce (one call per target row, not per 
 holds sums of 8-bit values exactly), and the two rows it covers in part are weighted. Columns:
 OpenCV's ``INTER_AREA`` along the columns of that small float image. The result is the exact
 area average rounded to the nearest level; OpenCV's general path sums in float32 and lands one
-level off it on a few pixels in ten thousand (``test/test_pixels.py``).
+level off it on up to 0.3 % of the pixels (``test/test_pixels.py``).
 """
 
 from __future__ import annotations
