@@ -11,6 +11,7 @@ from vbp_ros.data.datasets import network_region
 from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.attention_health import AttentionAlarm, AttentionSettings, AttentionTracker
 from vbp_ros.engine.build import build_engine
+from vbp_ros.explain import attention
 from vbp_ros.explain.attention import (ATTENTION_LABELS, DEFAULT_ROI, AttentionStatistics,
                                        horizon_in_mask, roi_problem)
 from vbp_ros.explain.explanation_metrics import lane_mass_ratio
@@ -81,6 +82,29 @@ def test_concentration_agrees_with_a_sort_whatever_the_values() -> None:
     for row in range(5):  # the non-negative ones alone take the other ranking
         np.testing.assert_allclose(table(masks[row:row + 1])['concentration'],
                                    expected[row:row + 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize('shape', [(125, 640), (66, 200), (125, 136)])
+def test_concentration_of_network_sized_masks_agrees_with_a_sort(shape) -> None:
+    """Masks large enough for the sampled ranking (attention._top_sum), of every kind: spread,
+    peaked, mostly zero, many ties, negative, and bright only on the pixels the sample reads or
+    only on those it skips (the whole row is ranked then)."""
+    rng = np.random.default_rng(11)
+    height, width = shape
+    spread = rng.random((8, height, width))
+    masks = spread ** np.array([1, 4, 30, 1, 1, 1, 1, 1])[:, None, None]
+    masks[3] = np.where(rng.random(shape) < 0.95, 0.0, masks[3])
+    masks[4] = rng.integers(0, 4, shape)  # a quarter of the pixels tie at the top value
+    masks[5] = -0.1 - masks[5]
+    read = np.zeros(height * width, bool)
+    read[::attention.SAMPLE_STRIDE] = True
+    masks[6] = np.where(read.reshape(shape), 1.0 + masks[6], 0.01 * masks[6])
+    masks[7] = np.where(read.reshape(shape), 0.01 * masks[7], 1.0 + masks[7])
+    flat = masks.reshape(8, -1).astype(np.float32)
+    top = int(np.ceil(attention.TOP_SHARE * flat.shape[1]))
+    expected = np.sort(flat.astype(np.float64), axis=1)[:, -top:].sum(axis=1) / \
+        flat.sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(table(masks)['concentration'], expected, rtol=1e-6)
 
 
 def test_roi_mass_counts_a_crossed_pixel_by_its_area_inside() -> None:

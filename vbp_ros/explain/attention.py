@@ -47,6 +47,12 @@ STATISTICS = ATTENTION_LABELS + FLEET_STATISTICS
 DEFAULT_ROI = (0.0, 1.0, 1.0, 1.0, 0.6, 0.5, 0.4, 0.5)
 TOP_SHARE = 0.1  # concentration: the brightest tenth of the pixels
 SUBPIXELS = 4  # the ROI's edge is found to 1/4 of a mask pixel along each axis
+# concentration (see _top_sum): every 17th pixel (a prime: row after row the sample falls on
+# other columns, unless the width is a multiple of 17) estimates where the brightest tenth
+# begins, and 96 sample ranks either side of the estimate (4.7 standard deviations of that
+# rank for a 640x125 mask) bracket the values ranked exactly; on 200 masks of a synthetic
+# drive and 50 random ones the bracket held every time
+SAMPLE_STRIDE, SAMPLE_MARGIN = 17, 96
 CHANGE = ATTENTION_LABELS.index('change')
 
 
@@ -111,22 +117,12 @@ class AttentionStatistics:
             variance = columns @ self.x ** 2 / mass - x ** 2 + rows @ self.y ** 2 / mass - y ** 2
             values[:, 0], values[:, 1] = x, y
             values[:, 2] = np.sqrt(np.maximum(variance, 0.0))
-            brightest = self._brightest(flat, nonnegative=bool((lows >= 0).all()))
-            values[:, 3] = brightest.sum(axis=1) / mass
+            values[:, 3] = [np.nan if empty else _top_sum(row, self.top)
+                            for row, empty in zip(flat, blank)] / mass
             values[:, 4] = flat @ self.roi_weights / mass
             shares = np.multiply(flat, (1.0 / mass)[:, None].astype(np.float32), out=out)
         values[:, 5] = self.change(shares, before)
         return values, shares
-
-    def _brightest(self, flat: np.ndarray, nonnegative: bool) -> np.ndarray:
-        """The ``top`` largest values of each row, in no order. Non-negative float32 values
-        order as their bit patterns read as int32, which numpy partitions about three times
-        faster (a 640x125 mask: 32 against 104 us); ``nonnegative`` False (a negative value
-        or NaN in any row): ranked as floats."""
-        start = flat.shape[1] - self.top
-        if nonnegative:
-            return np.partition(flat.view(np.int32), start, axis=1)[:, start:].view(np.float32)
-        return np.partition(flat, start, axis=1)[:, start:]
 
     @staticmethod
     def change(shares: np.ndarray, before: np.ndarray | None) -> np.ndarray:
@@ -164,6 +160,27 @@ class AttentionStatistics:
         horizon = np.broadcast_to(np.asarray(horizon_rows, np.float64), (count,))
         table['above_horizon'] = share_above(row_mass, horizon)
         return table
+
+
+def _top_sum(row: np.ndarray, top: int) -> float:
+    """The sum of the ``top`` largest values of ``row`` (1-D float32, finite), exact. Ranking
+    the whole row (``np.partition``: 0.42 ms for a 640x125 mask on the development machine's
+    AMD CPU) was most of the statistics' cost, so a strided sample brackets the ``top``-th
+    largest value, two counts confirm the bracket, and only the values inside it are ranked;
+    where the sample misses (a row too short, values it does not represent) the whole row is
+    ranked. Ties change nothing: equal values add up the same whichever is taken."""
+    sample = row[::SAMPLE_STRIDE]
+    rank = len(sample) - top // SAMPLE_STRIDE  # where the top-th largest falls in the sample
+    if SAMPLE_MARGIN <= rank < len(sample) - SAMPLE_MARGIN:
+        low, high = np.partition(sample, (rank - SAMPLE_MARGIN, rank + SAMPLE_MARGIN))[
+            [rank - SAMPLE_MARGIN, rank + SAMPLE_MARGIN]]
+        above = row > high  # all among the top
+        taken = np.count_nonzero(above)
+        if taken < top <= np.count_nonzero(row >= low):  # the top-th largest is in [low, high]
+            band = row[(row >= low) & ~above]
+            rest = np.partition(band, len(band) - (top - taken))[len(band) - (top - taken):]
+            return float(np.dot(row, above.astype(np.float32)) + rest.sum(dtype=np.float64))
+    return float(np.partition(row, len(row) - top)[len(row) - top:].sum(dtype=np.float64))
 
 
 def _polygon_weights(polygon: np.ndarray, x: np.ndarray, y: np.ndarray,
