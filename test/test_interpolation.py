@@ -25,6 +25,7 @@ from vbp_ros.data.fleet.reading import ReadOptions, read_segments
 from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.build import build_engine
 from vbp_ros.models.preprocess import INTERPOLATION_FLAGS, Preprocessor
+from vbp_ros.pixels.area import AreaShrink, takes_area_shrink
 from vbp_ros.tools import export
 
 SHRINK = (200, 66)  # PilotNet's input from a 640x125 frame: 3.2 and 1.89 times smaller
@@ -248,3 +249,15 @@ def test_vbp_fleet_frames_follow_the_card(tmp_path: Path) -> None:
         (segment,) = read_segments(bag, spec, ReadOptions(segment_inputs=8))
         _assert_resized_as(segment.planes, [_network_pixels(f.pixels, interpolation)
                                             for f in frames], interpolation)
+
+
+def test_a_car_camera_is_shrunk_by_the_two_pass_area_average() -> None:
+    """A 1920x1080 frame to PilotNet's 200x66 (9.6 by 16.4: no OpenCV fast path) takes
+    AreaShrink, on the frame's crop as the card places it."""
+    frame = np.random.default_rng(5).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    spec = ModelSpec('', 3, 66, 200, color='rgb', crop=(460, 0, 600, 1920))
+    planes = Preprocessor(spec).planes(frame)
+    region = frame[460:1060]
+    assert takes_area_shrink(region, SHRINK)
+    np.testing.assert_array_equal(planes, AreaShrink(region.shape, SHRINK)(region)
+                                  .transpose(2, 0, 1))
