@@ -30,7 +30,7 @@ from torch import nn
 
 from ..explain.layouts import NHWC
 from ..models.checkpoint import CheckpointError, ModelSpec
-from ..models.loading import flatten_outputs
+from ..models.loading import flatten_outputs, input_element_type
 from ..models.onnx_batch import free_batch_advice
 from ..explain.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs,
                                 has_visualbackprop, image_input)
@@ -207,8 +207,8 @@ class OnnxRuntimeNetwork:
         batch = next(i for i in self.session.get_inputs() if i.name == self.input_name).shape[0]
         self.max_batch = batch if isinstance(batch, int) else None
         # One of the types loading admits (models.loading.IMAGE_INPUT_TYPES): frames are cast.
-        self.input_dtype = onnx.helper.tensor_dtype_to_np_dtype(next(
-            i for i in model.graph.input if i.name == self.input_name).type.tensor_type.elem_type)
+        self.input_dtype = onnx.helper.tensor_dtype_to_np_dtype(
+            input_element_type(model, self.input_name))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Outputs (B, K) float32, flattened per image in output order, and masks (B, H, W), for

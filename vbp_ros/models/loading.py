@@ -42,7 +42,8 @@ from .onnx_batch import free_batch
 from .state_dicts import TORCH_SUFFIXES, fit_state_dict, read_torch_file
 
 __all__ = ['MODEL_FORMATS', 'LoadedModel', 'MissingCardError', 'Model', 'check_model',
-           'load_checkpoint', 'load_model', 'model_card_path', 'onnx_input_fields', 'open_model']
+           'input_element_type', 'load_checkpoint', 'load_model', 'model_card_path',
+           'onnx_input_fields', 'open_model']
 
 Model = nn.Module | onnx.ModelProto
 ONNX_SUFFIX = '.onnx'
@@ -349,7 +350,7 @@ def onnx_input_fields(model: onnx.ModelProto, layout: str = '') -> dict[str, obj
     fields: dict[str, object] = {'input_name': name}
     if found:
         fields['input_layout'] = found[0]
-    if _input_type(model, name) in PIXEL_INPUTS:
+    if input_element_type(model, name) in PIXEL_INPUTS:
         fields['pixel_scale'] = 1.0  # the graph scales its 8-bit pixels itself
     for field_name, size in _input_sizes(model, name, layout or fields.get('input_layout', NCHW)):
         if size:
@@ -365,14 +366,15 @@ def _input_sizes(model: onnx.ModelProto, name: str, layout: str
             (('input_channels', 'c'), ('input_height', 'h'), ('input_width', 'w'))]
 
 
-def _input_type(model: onnx.ModelProto, name: str) -> int:
+def input_element_type(model: onnx.ModelProto, name: str) -> int:
+    """The element type (a TensorProto.DataType) of the graph input ``name``."""
     return next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
 
 
 def _check_input_type(model: onnx.ModelProto, name: str, spec: ModelSpec, source: str) -> None:
     """Refuse an image input of a type no frame becomes, and a card that scales the pixels
     an 8-bit input takes as they are."""
-    elem_type = _input_type(model, name)
+    elem_type = input_element_type(model, name)
     type_name = TensorProto.DataType.Name(elem_type).lower()
     if elem_type not in IMAGE_INPUT_TYPES:
         raise CheckpointError(
