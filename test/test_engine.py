@@ -323,3 +323,37 @@ def test_a_closing_engine_still_describes_itself(model, backend: str) -> None:
     assert description.endswith(f', fp32, {backend}')
     engine.close()
     assert engine.description == description
+
+
+class SpectralHead(torch.nn.Module):
+    """A steering net whose head takes a Fourier transform, which torch.onnx cannot export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 5, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.flatten(torch.relu(self.conv(x)), 1)
+        return torch.fft.rfft(features).abs()[:, :1]
+
+
+def test_auto_falls_back_to_torch_where_the_export_fails_and_says_why(frame, capfd) -> None:
+    """backend auto on the CPU exports a PyTorch network for onnxruntime; one the exporter
+    cannot take runs in torch, with the reason for /diagnostics, and without the exporter's
+    dump of the traced graph on stderr (hundreds of lines for a real network)."""
+    torch.manual_seed(0)
+    network = SpectralHead().eval()
+    engine = VBPEngine(copy.deepcopy(network), CROPPED, device='cpu', backend='auto')
+    result = engine.process(frame)
+    engine.close()
+    assert engine.backend == 'torch'
+    assert engine.backend_note.startswith('onnxruntime not used: ')
+    assert "'aten::fft_rfft'" in engine.backend_note
+    network_input = torch.from_numpy(Preprocessor(CROPPED)(frame))[None]
+    with VisualBackProp(network) as vbp, torch.inference_mode():
+        output, mask = vbp(network_input)
+    assert result.angle == pytest.approx(float(output[0, 0]), rel=1e-5)
+    np.testing.assert_allclose(result.mask, mask[0, 0].numpy(), atol=1e-6)
+    captured = capfd.readouterr()
+    assert 'graph(' not in captured.err + captured.out
+    assert not torch._C._jit_is_onnx_log_enabled()

@@ -18,9 +18,11 @@ out as the project's own one-line error (:class:`~vbp_ros.models.checkpoint.Chec
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -64,7 +66,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
     outputs = [OUTPUT_NAME] if count == 1 else [f'{OUTPUT_NAME}{i}' for i in range(count)]
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _exporter_log_off():
             warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
             torch.onnx.export(model, (blank,), buffer, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=outputs,
@@ -76,6 +78,29 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int],
             f'({type(error).__name__}: {_reason(error)}); export it to ONNX as it allows and '
             'give that file instead, or run it with backend torch') from None
     return onnx.load_from_string(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _exporter_log_off() -> Iterator[None]:
+    """The TorchScript exporter's log kept off while it runs. torch.onnx (2.13) turns it on for
+    every export and leaves it on (its ``setup_onnx_logging`` tests the function
+    ``_jit_is_onnx_log_enabled`` instead of its result), so that a network it cannot export
+    printed its whole traced graph to stderr, hundreds of lines in the node's log before the
+    one-line reason. The switch is put back as it was; without these private functions (another
+    torch) the export runs as it comes."""
+    switch = getattr(torch._C, '_jit_set_onnx_log_enabled', None)
+    state = getattr(torch._C, '_jit_is_onnx_log_enabled', None)
+    if switch is None or state is None:
+        yield
+        return
+    enabled = state()
+    switch(False)
+    torch._C._jit_set_onnx_log_enabled = lambda enabled: None
+    try:
+        yield
+    finally:
+        torch._C._jit_set_onnx_log_enabled = switch
+        switch(enabled)
 
 
 def onnxruntime_providers(device: str) -> list:
