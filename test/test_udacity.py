@@ -19,7 +19,9 @@ from vbp_ros.data.udacity import (COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, STEERING_
                                   STEERING_TOPIC, IngestError, SteeringTrack, image_to_gray,
                                   ingest_bags, load_training_set, message_decoder,
                                   read_steering, udacity_typestore, write_training_set)
-from vbp_ros.tools import ingest
+from vbp_ros.models.checkpoint import read_spec
+from vbp_ros.models.preprocess import Preprocessor
+from vbp_ros.tools import ingest, train
 
 MS = 1_000_000
 T0 = 1_500_000_000 * 1000 * MS  # header stamps, ns
@@ -277,6 +279,30 @@ def test_cli_end_to_end(ros1_bag: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert 'read 20' in printed and 'kept 12' in printed and 'undecodable 1' in printed
     loaded = load_training_set(out)
     np.testing.assert_array_equal(loaded.frames, ingest_bags([ros1_bag], crop=CROP).frames)
+
+
+@pytest.mark.slow
+def test_a_network_trained_on_an_ingested_set_gets_its_crop_in_its_card(
+        ros1_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """vbp-ingest's crop and camera go into the card of what vbp-train trains on the set, so
+    that vbp_node feeds the network the very frames it was trained on (the card used to state
+    the synthetic roads' crop, whatever the set was cut with)."""
+    data, out = tmp_path / 'set.npz', tmp_path / 'run'
+    assert ingest.main([str(ros1_bag), '--out', str(data), '--crop', '200,40,250,600']) == 0
+    assert train.main(['--data', str(data), '--out', str(out), '--epochs', '1',
+                       '--batch-size', '4', '--quiet']) == 0
+    spec = read_spec(out / 'model.safetensors')
+    assert spec.crop == (200, 40, 250, 600) and spec.camera_size == (WIDTH, HEIGHT)
+    assert spec.description.startswith('trained by vbp-train on set.npz (vbp-ingest: ')
+    kept = expected_kept()
+    mono = next(index for index in kept if ENCODINGS[index % len(ENCODINGS)] == 'mono8')
+    camera_frame = encoded(mono)[2]
+    np.testing.assert_array_equal(Preprocessor(spec).planes(camera_frame)[0],
+                                  load_training_set(data).frames[kept.index(mono)])
+    assert train.main(['--data', str(data), '--out', str(tmp_path / 'rgb'),
+                       '--architecture', 'pilotnet', '--quiet']) == 1
+    assert ('holds gray frames (vbp-ingest); --architecture pilotnet takes 3 channels: train '
+            'authors or netsvf on it') in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('kind, message', [

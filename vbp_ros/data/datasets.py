@@ -3,13 +3,15 @@ Udacity-format set, stored as 8-bit network pixels and scaled per batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..models.checkpoint import ModelSpec, default_color
-from ..models.networks import build_network
+from ..models.networks import ARCHITECTURES, build_network
 from ..models.preprocess import Preprocessor
 from .synthetic import SyntheticRoads
 
@@ -80,11 +82,34 @@ def network_region(preprocess: Preprocessor, region: np.ndarray) -> np.ndarray:
     return coverage >= 64
 
 
+def npz_spec(path: str, architecture: str) -> ModelSpec:
+    """The card of ``architecture`` trained on a vbp-ingest set: gray frames, cut from the
+    camera frames by the set's crop (stated for their size, where the set records one, as
+    vbp-ingest has since it recorded it) and shrunk by area as vbp-ingest shrank them, so that
+    vbp_node feeds the network what it was trained on; ValueError for a network that does not
+    take gray frames."""
+    spec = synthetic_spec(architecture)
+    if spec.input_channels != 1:
+        gray = [name for name in sorted(ARCHITECTURES) if build_network(name).in_channels == 1]
+        raise ValueError(f'{path} holds gray frames (vbp-ingest); --architecture {architecture} '
+                         f'takes {spec.input_channels} channels: train {" or ".join(gray)} on it')
+    with np.load(path, allow_pickle=False) as data:
+        if 'meta' not in data or 'frames' not in data:
+            raise ValueError(f'{path} is not a training set written by vbp-ingest')
+        meta = json.loads(str(data['meta']))
+    camera = meta.get('camera_size')
+    return replace(spec, crop=tuple(meta['crop']), interpolation='area',
+                   camera_size=tuple(camera) if camera else None,
+                   description=f'trained by vbp-train on {Path(path).name} (vbp-ingest: '
+                               f'{", ".join(meta.get("image_topics", [])) or "camera frames"})')
+
+
 def npz_set(path: str, spec: ModelSpec) -> SteeringSet:
     """A training set written by vbp-ingest (frames already at the network input size)."""
     with np.load(path) as data:
         frames, angles = data['frames'], data['angles'].astype(np.float32)
     expected = (spec.input_height, spec.input_width)
     if frames.shape[1:] != expected:
-        raise ValueError(f'{path}: frames are {frames.shape[1:]}, the network takes {expected}')
+        raise ValueError(f'{path}: frames are {frames.shape[1:]}, the network takes {expected} '
+                         f'(vbp-ingest --size {expected[1]}x{expected[0]} writes them)')
     return SteeringSet(frames[:, None], angles)

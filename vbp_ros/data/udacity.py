@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection
@@ -36,6 +35,8 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from ..interface import NANOSECONDS_PER_SECOND, stamp_to_ns
+from ..models.checkpoint import ModelSpec
+from ..models.preprocess import Preprocessor
 from ..pixels.encodings import decode_compressed, decode_image
 from ..pixels.frames import Crop, FrameError, to_gray
 from .pairing import nearest
@@ -126,6 +127,14 @@ class _Collector:
     counts: IngestCounts = field(default_factory=IngestCounts)
     frames: list[np.ndarray] = field(default_factory=list)
     labels: list[tuple[int, float, float]] = field(default_factory=list)
+    camera_sizes: set[tuple[int, int]] = field(default_factory=set)  # (width, height) kept
+
+    def __post_init__(self) -> None:
+        # The engine's own resize (a card's 'area'), so that a network trained on these frames
+        # sees in vbp_node what it saw in training.
+        width, height = self.size
+        self.resize = Preprocessor(ModelSpec('vbp-ingest', 1, height, width, color='gray',
+                                             interpolation='area')).resize
 
     def add(self, stamp: int, pixels: Callable[[], np.ndarray], steering: SteeringTrack) -> None:
         """Count one image at ``stamp``; keep it when paired, fast enough and decodable.
@@ -156,8 +165,8 @@ class _Collector:
             raise IngestError(f'crop {self.crop.as_tuple()} (top, left, height, width) does not '
                               f'fit the {gray.shape[1]}x{gray.shape[0]} (width x height) camera '
                               'images')
-        cropped = self.crop.apply(gray)
-        self.frames.append(cv2.resize(cropped, self.size, interpolation=cv2.INTER_AREA))
+        self.frames.append(self.resize(self.crop.apply(gray)))
+        self.camera_sizes.add((gray.shape[1], gray.shape[0]))
         self.labels.append((stamp, angle, speed))
         self.counts.kept += 1
 
@@ -170,6 +179,8 @@ class _Collector:
         angles = np.array([label[1] for label in self.labels], dtype=np.float32)
         speeds = np.array([label[2] for label in self.labels], dtype=np.float32)
         meta = {**meta, 'counts': self.counts.as_dict()}
+        if len(self.camera_sizes) == 1:  # the camera the crop is stated for
+            meta['camera_size'] = list(next(iter(self.camera_sizes)))
         return IngestResult(frames[order], angles[order], stamps[order], speeds[order], meta)
 
 

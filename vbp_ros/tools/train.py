@@ -43,7 +43,7 @@ from ..models.loading import load_checkpoint
 from ..models.networks import ARCHITECTURES
 from ..explain.vbp import VisualBackProp
 from ..pixels.overlay import red_overlay
-from ..data.datasets import SteeringSet, npz_set, synthetic_set, synthetic_spec
+from ..data.datasets import SteeringSet, npz_set, npz_spec, synthetic_set, synthetic_spec
 from ..interface import one_line
 from ..arguments import nonnegative_float, positive_float, positive_int
 
@@ -172,7 +172,8 @@ def train(args: argparse.Namespace) -> dict:
     """Run (or resume) the training the options describe; returns the run record."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = synthetic_spec(args.architecture)
+    spec = (synthetic_spec(args.architecture) if args.data == 'synthetic'
+            else npz_spec(args.data, args.architecture))
     torch.manual_seed(args.seed)
     model = spec.build()
     train_set, validation = load_data(args, spec)
