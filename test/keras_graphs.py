@@ -3,8 +3,9 @@ weights of :class:`vbp_ros.models.networks.PilotNet`, so that each has a PyTorch
 
 What tf2onnx makes of a Keras model: a channels-last input (N, H, W, 3) of 0..255 pixels;
 Keras' normalisation layer as ``Mul`` by 1/127.5 and ``Sub`` 1.0 (or ``Div``/``Sub``) on it;
-Cropping2D as a ``Slice`` of rows and columns; a ``Transpose`` to NCHW before the convolutions
-(its optimiser leaves one; without it every Conv sits between two Transposes and the activations
+Cropping2D as a ``Slice`` of every axis, the batch and channels whole (as tf2onnx 1.17 writes
+it: test/data/tf2onnx_udacity.onnx); a ``Transpose`` to NCHW before the convolutions (its
+optimiser leaves one; without it every Conv sits between two Transposes and the activations
 run channels-last); Keras' Flatten of the channels-last map as ``Transpose(0, 2, 3, 1) ->
 Reshape`` and Dense layers as ``MatMul + Add``.
 """
@@ -74,10 +75,11 @@ def keras_pilotnet(model: PilotNet, normalisation: str = 'mul',
     activation = {'relu': 'Relu', 'elu': 'Elu'}[model.activation.__name__]
     x = _normalised(build, normalisation)
     if cropping:
-        x = build.node('Slice', [x, build.constant('crop_starts', np.asarray([top, left])),
-                                 build.constant('crop_ends', np.asarray([-bottom or height,
-                                                                         -right or width])),
-                                 build.constant('crop_axes', np.asarray([1, 2]))],
+        whole = np.iinfo(np.int32).max  # tf2onnx 1.17 lists every axis, the others whole
+        x = build.node('Slice', [x, build.constant('crop_starts', np.asarray([0, top, left, 0])),
+                                 build.constant('crop_ends', np.asarray(
+                                     [whole, -bottom or whole, -right or whole, whole])),
+                                 build.constant('crop_axes', np.asarray([0, 1, 2, 3]))],
                        'sequential/cropping2d/strided_slice')
     if not per_layer_transposes:
         x = build.node('Transpose', [x], 'sequential/conv2d/Conv2D__6', perm=TO_NCHW)

@@ -24,6 +24,7 @@ from onnx.external_data_helper import convert_model_to_external_data
 from torch import nn
 
 from own_networks import ONNX_CARD
+from vbp_rule import reference_mask
 from vbp_ros.models.checkpoint import CheckpointError
 from vbp_ros.models.loading import load_model
 from vbp_ros.models.onnx_batch import BATCH
@@ -34,6 +35,7 @@ from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 
+DATA = Path(__file__).parent / 'data'
 FRAMES = [np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
           for seed in range(3)]
 INPUT = (3, 66, 200)
@@ -273,3 +275,54 @@ def test_vbp_export_and_inspect_say_in_one_line_what_is_wrong_with_a_graph(
     assert done.stderr.startswith(f'vbp-{tool}: {path}: {reason}'), done.stderr
     assert len(done.stderr.splitlines()) == 1 and 'Traceback' not in done.stderr
     assert not (tmp_path / 'out.onnx').exists()
+
+
+class KerasUdacityTwin(nn.Module):
+    """test/data/tf2onnx_udacity.onnx in PyTorch, weights read from the file, on the image that
+    Keras' Rescaling and Cropping2D made (NCHW): the reference of its mask."""
+
+    def __init__(self, graph: onnx.ModelProto) -> None:
+        super().__init__()
+        weights = [numpy_helper.to_array(tensor) for tensor in graph.graph.initializer]
+        kernels = {w.shape: torch.from_numpy(w.copy()) for w in weights if w.ndim == 4}
+        dense = next(w for w in weights if w.ndim == 2)  # (1056, 1), rows channels-last
+        self.conv1 = nn.Conv2d(3, 6, 5, stride=2, bias=False)
+        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, bias=False)
+        self.dense = nn.Linear(1056, 1, bias=False)
+        with torch.no_grad():
+            self.conv1.weight.copy_(kernels[(6, 3, 5, 5)])
+            self.conv2.weight.copy_(kernels[(8, 6, 3, 3)])
+            rows = dense[:, 0].reshape(6, 22, 8).transpose(2, 0, 1).ravel()  # to channels-first
+            self.dense.weight.copy_(torch.from_numpy(rows.copy())[None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(nn.functional.elu(self.conv1(x))))
+        return self.dense(torch.flatten(x, 1))
+
+
+def test_a_keras_model_converted_by_tf2onnx_runs_with_its_card(tmp_path: Path) -> None:
+    """A real tf2onnx 1.17 file (Keras 3 Rescaling, Cropping2D((12, 6), (0, 0)), Conv2D ELU and
+    ReLU, Flatten, Dense; test/data/make_tf2onnx_udacity.py, converted with the command of
+    docs/own-network.md). Its Cropping2D is a Slice that lists every axis, the batch's whole
+    (refused before as slicing the batch axis). With the card vbp-card writes, the engine
+    gives Keras' own angles and the mask of the PyTorch twin fed the cropped image, zero on
+    the rows Cropping2D cut."""
+    model = tmp_path / 'udacity.onnx'
+    model.write_bytes((DATA / 'tf2onnx_udacity.onnx').read_bytes())
+    assert card_tool.main([str(model), '--set', 'input.color=rgb', '--set', 'input.scale=1.0',
+                           '--set', 'input.interpolation=linear']) == 0
+    assert 'layout: nhwc' in model.with_suffix('.yaml').read_text()
+    keras = np.load(DATA / 'tf2onnx_udacity_keras.npz')
+    engine = build_engine(model, device='cpu')
+    results = [engine.process(pixels) for pixels in keras['pixels']]
+    engine.close()
+    for result, angle in zip(results, keras['angles'][:, 0]):
+        assert result.angle == pytest.approx(float(angle), rel=1e-5)
+    twin = KerasUdacityTwin(onnx.load(str(model))).eval()
+    cropped = torch.from_numpy(keras['pixels'][:, 12:-6].transpose(0, 3, 1, 2) / 127.5 - 1.0)
+    twin_angles, twin_masks = reference_mask(twin, cropped.float())
+    np.testing.assert_allclose(twin_angles[:, 0].numpy(), keras['angles'][:, 0], rtol=1e-5)
+    for result, twin_mask in zip(results, twin_masks):
+        assert result.mask.shape == (48, 96)
+        np.testing.assert_allclose(result.mask[12:-6], twin_mask[0].numpy(), atol=1e-4)
+        assert not result.mask[:12].any() and not result.mask[-6:].any()

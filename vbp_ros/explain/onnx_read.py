@@ -43,6 +43,7 @@ RULES: dict[str, Rule] = {
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
+_WHOLE_AXIS = 2**31 - 1  # a Slice end at or past it keeps the whole axis (INT32_MAX, INT64_MAX)
 
 
 def read_mask_graph(graph: OnnxGraph, input_name: str, layout: str) -> MaskGraph:
@@ -343,6 +344,8 @@ class _Reader:
             if axis == channels:
                 continue
             if axis not in cut:
+                if start == 0 and end >= _WHOLE_AXIS and step == 1:  # tf2onnx lists every axis
+                    continue
                 raise UnsupportedModelError(f'{where}: it slices the batch axis')
             if step != 1:
                 raise UnsupportedModelError(
