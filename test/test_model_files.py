@@ -326,3 +326,21 @@ def test_a_keras_model_converted_by_tf2onnx_runs_with_its_card(tmp_path: Path) -
         assert result.mask.shape == (48, 96)
         np.testing.assert_allclose(result.mask[12:-6], twin_mask[0].numpy(), atol=1e-4)
         assert not result.mask[:12].any() and not result.mask[-6:].any()
+
+
+def test_vbp_card_warns_where_vbp_node_would_refuse_the_graph(tmp_path: Path, capsys) -> None:
+    """The card is written (it is right), with a warning that the mask cannot be read and why:
+    the user learns it when writing the card, not when the node starts."""
+    graph = onnx.load(str(DATA / 'tf2onnx_udacity.onnx'))
+    starts = next(t for t in graph.graph.initializer if t.name == 'const_starts__6')
+    starts.CopyFrom(numpy_helper.from_array(np.asarray([1, 12, 0, 0], np.int64), starts.name))
+    model = tmp_path / 'batch_cut.onnx'
+    onnx.save(graph, str(model))
+    assert card_tool.main([str(model), '--set', 'input.scale=1.0']) == 0
+    assert model.with_suffix('.yaml').exists()
+    assert capsys.readouterr().err == (
+        f'vbp-card: warning: vbp_node will refuse this model: {model}: ONNX node '
+        "'functional_1/cropping2d_1/strided_slice' (Slice): it slices the batch axis\n")
+    assert card_tool.main([str(DATA / 'tf2onnx_udacity.onnx'), '--out',
+                           str(tmp_path / 'fine.yaml')]) == 0
+    assert capsys.readouterr().err == ''

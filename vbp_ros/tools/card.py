@@ -8,7 +8,9 @@
 For an ONNX file without a card it writes a template from the graph's input (channels, height,
 width, and channels-last layout where the graph transposes its input to NCHW): check the colour,
 scaling and output keys before use. The card is checked against the model before it is
-written; its errors name the model file. An existing card is kept unless --force.
+written; its errors name the model file. An existing card is kept unless --force. Where the
+VisualBackProp mask cannot be read from an ONNX graph, a warning says why (vbp_node would
+refuse the model).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import onnx
+
+from ..engine.onnx_backend import with_visualbackprop
+from ..explain.rules import UnsupportedModelError
 from ..models.cards import card_path_for, card_text, parse_assignments, write_card
 from ..models.checkpoint import CARD_KEYS, CheckpointError, ModelSpec, default_color
-from ..models.loading import (ONNX_SUFFIX, MissingCardError, load_model, load_onnx,
+from ..models.loading import (ONNX_SUFFIX, MissingCardError, Model, load_model, load_onnx,
                               onnx_input_fields)
 
 
@@ -39,27 +45,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         values = parse_assignments(args.set)
-        spec = _spec_for(args.model, values)
+        network, spec = _model_for(args.model, values)
     except (CheckpointError, ValueError) as error:
         print(f'vbp-card: {error}', file=sys.stderr)
         return 1
     write_card(out, spec)
     print(card_text(spec), end='')
     print(f'wrote {out}')
+    if isinstance(network, onnx.ModelProto):
+        try:
+            with_visualbackprop(network, spec, str(args.model))
+        except UnsupportedModelError as error:
+            print(f'vbp-card: warning: vbp_node will refuse this model: {error}',
+                  file=sys.stderr)
     return 0
 
 
-def _spec_for(model: Path, values: dict) -> ModelSpec:
-    """The model's spec with ``values`` applied; for a model without a card yet, a template
-    (the graph's input, for ONNX) completed by ``values``, checked by loading it."""
+def _model_for(model: Path, values: dict) -> tuple[Model, ModelSpec]:
+    """The network and its spec with ``values`` applied; for a model without a card yet, a
+    template (the graph's input, for ONNX) completed by ``values``, checked by loading it."""
     try:
-        return load_model(model, overrides=values)[1]
+        return load_model(model, overrides=values)
     except MissingCardError:
         pass
     graph = onnx_input_fields(load_onnx(model)) if model.suffix.lower() == ONNX_SUFFIX else {}
     if 'input_channels' in graph and CARD_KEYS['color'] not in values:
         values = {**values, CARD_KEYS['color']: default_color(graph['input_channels'])}
-    return load_model(model, values)[1]
+    return load_model(model, values)
 
 
 if __name__ == '__main__':
