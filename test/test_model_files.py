@@ -14,6 +14,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -32,6 +33,7 @@ from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_ros.models.preprocess import Preprocessor
+from vbp_ros.render.figure2 import fitted_label
 from vbp_ros.tools import card as card_tool
 from vbp_ros.tools import export as export_tool
 
@@ -344,3 +346,18 @@ def test_vbp_card_warns_where_vbp_node_would_refuse_the_graph(tmp_path: Path, ca
     assert card_tool.main([str(DATA / 'tf2onnx_udacity.onnx'), '--out',
                            str(tmp_path / 'fine.yaml')]) == 0
     assert capsys.readouterr().err == ''
+
+
+def test_figure2_labels_keep_the_end_of_long_layer_names() -> None:
+    """Layer names of a graph converted from a Keras SavedModel all begin alike; Figure 2's
+    labels (vbp-inspect, vbp-figure2) were cut at the tile's edge and read the same for every
+    layer. They now fit the tile and keep the end of the name."""
+    names = [f'StatefulPartitionedCall/functional_1/conv2d_{index}/Elu:0' for index in (1, 2, 3)]
+    labels = [fitted_label(f'layer {depth} (', name, '): averaged map', 200)
+              for depth, name in enumerate(names, start=1)]
+    for index, label in enumerate(labels, start=1):
+        assert label.startswith(f'layer {index} (...') and label.endswith(
+            f'{index}/Elu:0): averaged map')
+        assert cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] <= 200 - 8
+    assert fitted_label('layer 1 (', 'conv1', '): averaged map', 200) == \
+        'layer 1 (conv1): averaged map'

@@ -10,6 +10,7 @@ import numpy as np
 from ..pixels.overlay import red_overlay
 
 LABEL_HEIGHT = 18
+_FONT, _FONT_SCALE, _MARGIN = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 4
 
 
 def render_figure2(network_input: np.ndarray, mask: np.ndarray,
@@ -24,10 +25,27 @@ def render_figure2(network_input: np.ndarray, mask: np.ndarray,
     rows = [(_tile(gray, 'network input', size),
              _label(red_overlay(gray, mask), 'VisualBackProp overlay'))]
     for depth, (name, averaged, intermediate) in enumerate(layers, start=1):
-        rows.append((_tile(averaged, f'layer {depth} ({name}): averaged map', size),
+        label = fitted_label(f'layer {depth} (', name, '): averaged map', size[0])
+        rows.append((_tile(averaged, label, size),
                      _tile(intermediate, f'layer {depth}: intermediate mask', size)))
     rows.append((_tile(mask, 'final mask', size), np.zeros_like(rows[0][0])))
     return np.vstack([np.hstack(pair) for pair in rows])
+
+
+def fitted_label(prefix: str, name: str, suffix: str, width: int) -> str:
+    """``prefix + name + suffix``, with the start of ``name`` replaced by '...' as far as needed
+    for the label to fit ``width`` pixels: the end of a layer's name is what tells layers apart
+    (ONNX names such as 'StatefulPartitionedCall/pilotnet/conv2d_3/Elu:0')."""
+    text = prefix + name + suffix
+    for start in range(len(name) + 1):
+        if _text_width(text) <= width - 2 * _MARGIN:
+            break
+        text = f'{prefix}...{name[start + 1:]}{suffix}'
+    return text
+
+
+def _text_width(text: str) -> int:
+    return cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0]
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -44,6 +62,6 @@ def _tile(values: np.ndarray, label: str, size: tuple[int, int]) -> np.ndarray:
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
     band = np.zeros((LABEL_HEIGHT, tile.shape[1], 3), np.uint8)
-    cv2.putText(band, text, (4, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(band, text, (_MARGIN, LABEL_HEIGHT - 5), _FONT, _FONT_SCALE, (255, 255, 255), 1,
+                cv2.LINE_AA)
     return np.vstack([band, tile])
