@@ -36,11 +36,10 @@ def fitted_label(prefix: str, name: str, suffix: str, width: int) -> str:
     """``prefix + name + suffix``, with the start of ``name`` replaced by '...' as far as needed
     for the label to fit ``width`` pixels: the end of a layer's name is what tells layers apart
     (ONNX names such as 'StatefulPartitionedCall/pilotnet/conv2d_3/Elu:0')."""
-    text = prefix + name + suffix
-    for start in range(len(name) + 1):
+    for cut in range(len(name) + 1):
+        text = prefix + (f'...{name[cut:]}' if cut else name) + suffix
         if _text_width(text) <= width - 2 * _MARGIN:
             break
-        text = f'{prefix}...{name[start + 1:]}{suffix}'
     return text
 
 
