@@ -5,6 +5,7 @@ with the way to convert them."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import pickle
 import warnings
@@ -58,6 +59,9 @@ def same_network(model: torch.nn.Module, expected: torch.nn.Module) -> bool:
     ('training.pth', lambda state: {'epoch': 3, 'model': state,
                                     'optimizer': {'state': {}, 'param_groups': [{'lr': 0.1}]}}),
     ('compiled.pt', lambda state: prefixed(state, '_orig_mod.')),
+    ('with_arguments.pth', lambda state: {'args': argparse.Namespace(lr=0.1, arch='pilotnet',
+                                                                     crop=[60, 25]),
+                                          'model_state_dict': state}),
 ])
 def test_state_dicts_as_they_are_shared_load(tmp_path: Path, name: str, shape) -> None:
     network = pilotnet(1)
@@ -128,6 +132,8 @@ def test_whole_models_and_torchscript_are_refused_with_how_to_convert(tmp_path: 
         load_model(saved(tmp_path, 'full.pt', pilotnet(6)))
     with pytest.raises(CheckpointError, match='payload.pt: holds objects of '):
         load_model(saved(tmp_path, 'payload.pt', {'weights': Payload()}))
+    with pytest.raises(CheckpointError, match='smuggled.pt: holds objects of '):  # inside
+        load_model(saved(tmp_path, 'smuggled.pt', {'args': argparse.Namespace(hook=Payload())}))
     plain = tmp_path / 'plain.pkl'
     plain.write_bytes(pickle.dumps({'weights': Payload()}))
     with pytest.raises(CheckpointError, match='plain.pkl: not a state dict that torch.save wrote'):

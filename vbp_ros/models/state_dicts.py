@@ -3,7 +3,9 @@
 ``torch.save`` files (``.pt``, ``.pth``, Lightning's ``.ckpt``...) are read with PyTorch's
 restricted loader, ``torch.load(weights_only=True)``: it rebuilds tensors and plain containers
 (dict, OrderedDict, list, tuple, set) of tensors, numbers, strings and a few torch types
-(``torch.Size``, dtypes, devices) and refuses any other class, so loading cannot run code. A
+(``torch.Size``, dtypes, devices), here also ``argparse.Namespace`` (the arguments a training
+script saves beside its weights: an attribute bag, filled with those same plain values), and
+refuses any other class, so loading cannot run code. A
 whole pickled model (``torch.save(model)``) and a TorchScript archive (``torch.jit.save``) are
 refused with the way to convert them.
 
@@ -17,6 +19,7 @@ name it where several do.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 import warnings
@@ -37,6 +40,7 @@ TORCH_SUFFIXES = ('.pt', '.pth', '.ckpt', '.bin', '.tar', '.pkl', '.ts', '.jit')
 _UNSUPPORTED_GLOBAL = re.compile(r'Unsupported global: GLOBAL (\S+)')
 _UNPICKLER_STOP = re.compile(r'WeightsUnpickler error:\s*(.+?)\s*$', re.MULTILINE)
 _CARD_ADVICE = 'name the architecture in a model card beside it'
+_SAFE_GLOBALS = [argparse.Namespace]  # beyond the restricted loader's own: see the docstring
 
 
 def read_torch_file(path: Path) -> object:
@@ -49,7 +53,7 @@ def read_torch_file(path: Path) -> object:
             f"torch.save(torch.jit.load('{path.name}').state_dict(), 'weights.pt'), and "
             f'{_CARD_ADVICE}, or export the network to ONNX')
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_SAFE_GLOBALS):
             warnings.simplefilter('ignore')  # e.g. on the pickle protocol: errors say enough
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
