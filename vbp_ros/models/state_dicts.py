@@ -4,10 +4,13 @@
 restricted loader, ``torch.load(weights_only=True)``: it rebuilds tensors and plain containers
 (dict, OrderedDict, list, tuple, set) of tensors, numbers, strings and a few torch types
 (``torch.Size``, dtypes, devices), here also ``argparse.Namespace`` (the arguments a training
-script saves beside its weights: an attribute bag, filled with those same plain values), and
-refuses any other class, so loading cannot run code. A
-whole pickled model (``torch.save(model)``) and a TorchScript archive (``torch.jit.save``) are
-refused with the way to convert them.
+script saves beside its weights: an attribute bag, filled with those same plain values). Any
+other class or function the file names (a whole pickled model's classes, a config object, or
+a hostile file's payload) becomes a :class:`_StandIn`: what the file passes to it is kept as
+data and nothing of it runs, so loading cannot run code. A whole model (``torch.save(model)``,
+also inside a checkpoint dict, as YOLOv5's ``{'model': model, ...}``) gives its state dict,
+read from its modules' parameters and buffers, and the card names the architecture to put it
+in. A TorchScript archive (``torch.jit.save``) is refused with the way to convert it.
 
 The tensors may come bare, under a key of a training script's or PyTorch Lightning's
 checkpoint (``{'state_dict': ...}``, ``{'model': ...}``), and with a prefix on every key
@@ -38,42 +41,94 @@ __all__ = ['TORCH_SUFFIXES', 'fit_state_dict', 'read_torch_file', 'state_misfit'
 # restricted loader, which tells a state dict from a pickled model or a TorchScript archive.
 TORCH_SUFFIXES = ('.pt', '.pth', '.ckpt', '.bin', '.tar', '.pkl', '.ts', '.jit')
 _UNSUPPORTED_GLOBAL = re.compile(r'Unsupported global: GLOBAL (\S+)')
-_UNPICKLER_STOP = re.compile(r'WeightsUnpickler error:\s*(.+?)\s*$', re.MULTILINE)
+_UNPICKLER_STOP = re.compile(r'(?:WeightsUnpickler error:\s*|^(?=Trying to load))(.+?)\s*$',
+                             re.MULTILINE)  # the reason among torch's advice
 _CARD_ADVICE = 'name the architecture in a model card beside it'
 _SAFE_GLOBALS = [argparse.Namespace]  # beyond the restricted loader's own: see the docstring
+_MAX_STAND_INS = 256  # distinct classes and functions a file may name (a ResNet's: about 10)
 
 
 def read_torch_file(path: Path) -> object:
     """What ``torch.save`` wrote to ``path``, rebuilt by the restricted loader (tensors and
-    plain containers only); CheckpointError with the way to convert anything else."""
+    plain containers), with every other class or function a :class:`_StandIn` and whole models
+    as their state dicts; CheckpointError for a TorchScript archive or a file that is not one
+    torch.save wrote."""
     if _is_torchscript(path):
         raise CheckpointError(
             f'{path}: a TorchScript archive (torch.jit.save), which is not loaded, as loading '
             'it runs the code inside; where you trust the file, keep its weights once: '
             f"torch.save(torch.jit.load('{path.name}').state_dict(), 'weights.pt'), and "
             f'{_CARD_ADVICE}, or export the network to ONNX')
-    try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(_SAFE_GLOBALS):
-            warnings.simplefilter('ignore')  # e.g. on the pickle protocol: errors say enough
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = _UNSUPPORTED_GLOBAL.search(str(error))
-        if found is None:
-            stop = _UNPICKLER_STOP.search(str(error))
-            where = stop.group(1) if stop else message_line(error, first_line=True)
-            raise CheckpointError(f'{path}: not a state dict that torch.save wrote (the '
-                                  f'restricted loader stops at: {where}); save '
-                                  'the weights with torch.save(model.state_dict(), ...) or '
-                                  'safetensors') from None
-        raise CheckpointError(
-            f'{path}: holds objects of {found.group(1).rstrip(".,")}, not only tensors (a '
-            'whole model saved with torch.save(model)?); PyTorch\'s restricted loader rebuilds '
-            'tensors and plain containers only, as unpickling a class can run any code; where '
-            f"you trust the file, keep its weights once: torch.save(torch.load('{path.name}', "
-            f"weights_only=False).state_dict(), 'weights.pt'), and {_CARD_ADVICE}") from None
-    except Exception as error:  # torch reports a damaged archive in many ways
-        raise CheckpointError(f'{path}: not a readable torch.save file ({type(error).__name__}: '
-                              f'{message_line(error, first_line=True)})') from None
+    stand_ins: list[tuple[type, str]] = []
+    while True:
+        try:
+            with warnings.catch_warnings(), \
+                    torch.serialization.safe_globals([*_SAFE_GLOBALS, *stand_ins]):
+                warnings.simplefilter('ignore')  # e.g. on the pickle protocol: errors say enough
+                return _module_weights(torch.load(path, map_location='cpu', weights_only=True))
+        except pickle.UnpicklingError as error:
+            found = _UNSUPPORTED_GLOBAL.search(str(error))
+            if found is None or len(stand_ins) == _MAX_STAND_INS:
+                stop = _UNPICKLER_STOP.search(str(error))
+                where = stop.group(1) if stop else message_line(error, first_line=True)
+                raise CheckpointError(f'{path}: not a state dict that torch.save wrote (the '
+                                      f'restricted loader stops at: {where}); save '
+                                      'the weights with torch.save(model.state_dict(), ...) or '
+                                      'safetensors') from None
+            name = found.group(1).rstrip('.,')  # torch names builtins without their module
+            name = name if '.' in name else f'builtins.{name}'
+            stand_ins.append((type(name, (_StandIn,), {'stands_for': name}), name))
+        except Exception as error:  # torch reports a damaged archive in many ways
+            raise CheckpointError(f'{path}: not a readable torch.save file '
+                                  f'({type(error).__name__}: '
+                                  f'{message_line(error, first_line=True)})') from None
+
+
+class _StandIn:
+    """What a class or function named in a torch.save file becomes when it is read (one
+    subclass per name): the arguments the file calls it with and the state it gives it, kept as
+    data; none of the named code is imported or run."""
+
+    stands_for = ''
+
+    def __new__(cls, *args: object, **kwargs: object) -> _StandIn:
+        instance = super().__new__(cls)
+        instance.args, instance.state = args, None
+        return instance
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f'an object made by {self.stands_for}'
+
+
+def _module_weights(loaded: object) -> object:
+    """``loaded`` with a whole model, at the top or as a value of a top-level mapping, replaced
+    by its state dict."""
+    if isinstance(loaded, Mapping):
+        return {key: _module_state(value) or value for key, value in loaded.items()}
+    return _module_state(loaded) or loaded
+
+
+def _module_state(item: object, prefix: str = '') -> dict[str, torch.Tensor] | None:
+    """The state dict of a pickled ``nn.Module`` read as a stand-in (its parameters and
+    persistent buffers, its submodules' under their names); None for anything else."""
+    state = item.state if isinstance(item, _StandIn) else None
+    if not isinstance(state, dict) or not isinstance(state.get('_parameters'), Mapping):
+        return None
+    transient = state.get('_non_persistent_buffers_set') or set()
+    tensors = {f'{prefix}{name}': value for name, value in state['_parameters'].items()
+               if isinstance(value, torch.Tensor)}
+    tensors.update((f'{prefix}{name}', value) for name, value in
+                   (state.get('_buffers') or {}).items()
+                   if isinstance(value, torch.Tensor) and name not in transient)
+    for name, child in (state.get('_modules') or {}).items():
+        tensors.update(_module_state(child, f'{prefix}{name}.') or {})
+    return tensors
 
 
 def fit_state_dict(expected: Mapping[str, torch.Tensor], loaded: object, entry: str,
