@@ -361,3 +361,64 @@ def test_figure2_labels_keep_the_end_of_long_layer_names() -> None:
         assert cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] <= 200 - 8
     assert fitted_label('layer 1 (', 'conv1', '): averaged map', 200) == \
         'layer 1 (conv1): averaged map'
+
+
+class BatchNormNet(nn.Module):
+    """Convolutions with BatchNorm and ReLU: what deployment tools fuse, fold and quantize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5, 2), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, 2), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16 * 15 * 48, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class _Frames:
+    """onnxruntime's calibration reader: a few network inputs."""
+
+    def __init__(self, name: str) -> None:
+        rng = np.random.default_rng(0)
+        self.batches = iter([{name: rng.random((1, *INPUT), np.float32)} for _ in range(4)])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead(
+        tmp_path: Path) -> None:
+    """onnxruntime's quantizers (static QDQ, dynamic), its saved optimized graph, and a graph
+    exported in training mode: each is refused naming the node and what to give instead (the
+    graph from before the tool; an eval-mode export). The training-mode one used to run, each
+    frame's angle and mask depending on the frames batched with it."""
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+    torch.manual_seed(5)
+    network = BatchNormNet().eval()
+    plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False, input_names=['x'])
+    build_engine(plain, device='cpu').close()  # the float graph runs
+    made = {'static': tmp_path / 'static.onnx', 'dynamic': tmp_path / 'dynamic.onnx',
+            'optimized': tmp_path / 'optimized.onnx', 'training': tmp_path / 'training.onnx'}
+    quantize_static(str(plain), str(made['static']), _Frames('x'), quant_format=QuantFormat.QDQ)
+    quantize_dynamic(str(plain), str(made['dynamic']))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(made['optimized'])
+    ort.InferenceSession(str(plain), options, providers=['CPUExecutionProvider'])
+    export(network.train(), made['training'], 2, dynamo=False, input_names=['x'],
+           dynamic_axes={'x': {0: 'batch'}}, training=torch.onnx.TrainingMode.TRAINING,
+           do_constant_folding=False)
+    reasons = {
+        'static': r"\(QuantizeLinear\) in the feature part: a quantized graph .* give the ONNX "
+                  'graph from before quantization',
+        'dynamic': r"\(DynamicQuantizeLinear\) in the feature part: a quantized graph",
+        'optimized': r"\(FusedConv\) of domain 'com.microsoft' in the feature part: a graph that "
+                     'onnxruntime optimized and saved; give the graph from before its '
+                     'optimization',
+        'training': r"\(BatchNormalization\) is in training mode: .* export the network after "
+                    r'model.eval\(\)'}
+    for kind, path in made.items():
+        path.with_suffix('.yaml').write_text(ONNX_CARD)
+        with pytest.raises(ValueError, match=f'{path.name}.*{reasons[kind]}'):
+            build_engine(path, device='cpu')

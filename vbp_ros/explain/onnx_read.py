@@ -43,6 +43,9 @@ RULES: dict[str, Rule] = {
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
+# What onnxruntime's and TensorRT's quantizers write (static QDQ, QOperator, dynamic).
+_QUANTIZED = {'QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'QLinearConv',
+              'QLinearMatMul', 'ConvInteger', 'MatMulInteger', 'QLinearAdd', 'QLinearMul'}
 _WHOLE_AXIS = 2**31 - 1  # a Slice end at or past it keeps the whole axis (INT32_MAX, INT64_MAX)
 
 
@@ -53,8 +56,18 @@ def read_mask_graph(graph: OnnxGraph, input_name: str, layout: str) -> MaskGraph
 
 
 def _not_in_table(node: onnx.NodeProto, where: str) -> str:
-    """Why a node the rule table does not know is refused: a standard operator that is not
-    there yet, or one of another domain."""
+    """Why a node the rule table does not know is refused: a quantized graph, one that
+    onnxruntime optimized, a standard operator that is not there yet, or one of another
+    domain."""
+    if node.op_type in _QUANTIZED:
+        return (f'{where} in the feature part: a quantized graph (static quantization folds '
+                'the ReLUs into its scales, where they cannot be read); VisualBackProp reads the '
+                'activations of the float network: give the ONNX graph from before quantization '
+                '(vbp_ros runs it in fp32)')
+    if node.domain.startswith('com.microsoft'):
+        return (f"{where} of domain '{node.domain}' in the feature part: a graph that "
+                'onnxruntime optimized and saved; give the graph from before its optimization '
+                '(onnxruntime optimizes it again when it loads it)')
     if node.domain in ('', 'ai.onnx'):
         return (f'{where} in the feature part is not yet in the VisualBackProp rule table '
                 '(vbp_ros.explain.onnx_vbp.RULES)')

@@ -402,6 +402,20 @@ def _image_input(model: onnx.ModelProto, spec: ModelSpec, source: str) -> str:
         raise CheckpointError(f'{source}: {error}') from None
 
 
+def _check_inference_mode(model: onnx.ModelProto, source: str) -> None:
+    """Refuse a graph exported in training mode: its BatchNormalization normalizes by the
+    statistics of the batch, so each frame's angle and mask would depend on the frames run
+    with it (the eval-mode graph gives others again)."""
+    for node in model.graph.node:
+        if node.op_type == 'BatchNormalization' and any(
+                a.name == 'training_mode' and a.i for a in node.attribute):
+            raise CheckpointError(
+                f"{source}: node '{node.name}' (BatchNormalization) is in training mode: it "
+                'normalizes by the statistics of the batch, so the angle and mask of a frame '
+                'would depend on the frames run with it; export the network after '
+                'model.eval() (torch.onnx.export(..., training=TrainingMode.EVAL))')
+
+
 def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | None:
     name = _image_input(model, spec, source)
     dims = _input_dims(model, name)
@@ -416,6 +430,7 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
             f"{source}: the graph takes inputs besides the image '{name}' "
             f'({", ".join(map(repr, others))}), and vbp_ros feeds a network camera frames '
             'only: export it with those inputs fixed (as constants)')
+    _check_inference_mode(model, source)
     found = graph_input_layout(model, name)
     if found and found[0] != spec.input_layout:
         raise CheckpointError(f"{source}: input.layout is {spec.input_layout} but the graph's "
