@@ -211,7 +211,8 @@ def _vbp_node_arguments() -> dict:
 
 
 def _managed_vbp_node(context: LaunchContext) -> list[Action]:
-    """vbp_lifecycle_node, configured once it runs and activated once it is inactive."""
+    """vbp_lifecycle_node, configured once it runs and activated once a configure has made it
+    inactive (not after a deactivate: that is the user's or a lifecycle manager's, and stays)."""
     from launch.actions import EmitEvent, RegisterEventHandler
     from launch.event_handlers import OnProcessStart
     from launch.events import matches_action
@@ -231,7 +232,7 @@ def _managed_vbp_node(context: LaunchContext) -> list[Action]:
         RegisterEventHandler(OnProcessStart(
             target_action=node, on_start=[change(Transition.TRANSITION_CONFIGURE)])),
         RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, goal_state='inactive',
+            target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
             entities=[change(Transition.TRANSITION_ACTIVATE)])),
         node,
     ]

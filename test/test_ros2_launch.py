@@ -263,12 +263,21 @@ def test_a_camera_failing_at_start_stops_the_drive_cleanly(ros2: Path) -> None:
 
 def test_managed_vbp_node_is_configured_and_activated_by_the_launch(ros2: Path) -> None:
     """managed:=true starts vbp_lifecycle_node; launch configures it once it runs and activates
-    it once it is inactive, frames flow, and Ctrl-C stops it cleanly."""
+    it once the configure made it inactive, frames flow; a deactivate by the user stays (the
+    launch used to activate the node again at once), and Ctrl-C stops it cleanly."""
     with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'managed:=true',
                  'namespace:=managed_drive') as launch:
         launch.wait_for('configure: now inactive')
         launch.wait_for('activate: now active')
         launch.wait_for('[managed_drive.vbp]: frames of ', timeout=60.0)
+        deactivate = subprocess.run(
+            [str(ros2), 'service', 'call', '/managed_drive/vbp/change_state',
+             'lifecycle_msgs/srv/ChangeState', '{transition: {id: 4}}'],
+            capture_output=True, text=True, timeout=60)
+        assert 'success=True' in deactivate.stdout, deactivate
+        launch.wait_for('deactivate: now inactive')
+        time.sleep(2.0)
+        assert launch.output.count('activate: now active') == 1, launch.output
         launch.ctrl_c()
         code = launch.finish()
     assert code == 0, launch.output
