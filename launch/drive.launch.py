@@ -66,8 +66,7 @@ def _arguments() -> list[DeclareLaunchArgument]:
                                           '/compressed sibling is used when input_transport is '
                                           'compressed'),
         DeclareLaunchArgument('model', default_value='',
-                              description='vbp_ros checkpoint (safetensors); empty: the bundled '
-                                          'default'),
+                              description=interface.MODEL_DESCRIPTION),
         DeclareLaunchArgument('device', default_value='auto',
                               description='auto, cpu, cuda or cuda:N (with onnxruntime also '
                                           'tensorrt[:N])'),

@@ -21,7 +21,7 @@ def generate_launch_description() -> LaunchDescription:
     image_topic = LaunchConfiguration('image_topic')
     return LaunchDescription([
         DeclareLaunchArgument('model', default_value='',
-                              description='vbp_ros checkpoint (safetensors)'),
+                              description=interface.MODEL_DESCRIPTION),
         DeclareLaunchArgument('image_topic', default_value=interface.DEFAULT_CAMERA_TOPIC,
                               description='camera topic; its /compressed sibling is used when '
                                           'input_transport is compressed'),

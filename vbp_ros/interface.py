@@ -13,6 +13,10 @@ from typing import Protocol
 
 # Node names.
 VBP_NODE = 'vbp'
+# vbp_node's model parameter and the launch files' model argument.
+MODEL_DESCRIPTION = ('model file: a vbp_ros checkpoint, weights of your own network '
+                     '(.safetensors, or a torch.save file: .pt, .pth, .ckpt...) or an ONNX file '
+                     "(.onnx), with its model card beside it; '' for the bundled default model")
 CAMERA_NODE = 'road_camera'
 RECORDER_NODE = 'vbp_record'
 

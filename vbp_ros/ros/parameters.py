@@ -17,7 +17,8 @@ from ..engine.attention_health import AttentionSettings
 from ..engine.config import CHOICES as ENGINE_CHOICES
 from ..engine.config import EngineConfig, choice_problem
 from ..explain.attention import roi_problem
-from ..interface import COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, camera_name
+from ..interface import (COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, MODEL_DESCRIPTION,
+                         camera_name)
 from ..models.loading import MAX_MODEL_MB
 from ..pixels.overlay import (DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_WIDTH, OVERLAY_ALPHA_RANGE,
                               OVERLAY_WIDTH_RANGE)
@@ -61,9 +62,7 @@ ATTENTION_PARAMETERS = {'attention_roi': 'roi', 'attention_min_roi_mass': 'min_r
                         'attention_alarm_frames': 'alarm_frames',
                         'attention_max_change': 'max_change'}
 PARAMETERS = {
-    'model': ('', _describe(STRING, 'model file: a vbp_ros checkpoint or safetensors weights of '
-                            "your own network (.safetensors), or an ONNX file (.onnx); '' for "
-                            'the bundled default model')),
+    'model': ('', _describe(STRING, MODEL_DESCRIPTION)),
     'model_card': ('', _describe(STRING, "model card (YAML); '' for the card beside the model "
                                  "(same stem, .yaml), or a vbp_ros checkpoint's own")),
     'card_overrides': ('', _describe(STRING, "card values that win over the card's, as YAML, "
