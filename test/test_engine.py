@@ -15,6 +15,7 @@ import torch
 
 from waiting import wait_until
 from vbp_ros import ModelSpec, VisualBackProp, authors_net
+from vbp_ros.data.datasets import synthetic_spec
 from vbp_ros.engine.backends.choice import resolve_device
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.mailbox import LatestFrameMailbox
@@ -357,3 +358,14 @@ def test_auto_falls_back_to_torch_where_the_export_fails_and_says_why(frame, cap
     captured = capfd.readouterr()
     assert 'graph(' not in captured.err + captured.out
     assert not torch._C._jit_is_onnx_log_enabled()
+
+
+def test_the_region_rule_in_words_names_a_scaling_only_where_there_is_one() -> None:
+    """The node logs it once per frame size: '..., scaled to (230, 0, 250, 640)' for the very
+    camera the crop is stated for read as if the crop had been changed."""
+    preprocess = Preprocessor(synthetic_spec('authors'))
+    assert preprocess.rule((480, 640)) == (
+        'crop (230, 0, 250, 640) of the 640x480 camera (top, left, height, width)')
+    assert preprocess.rule((960, 1280)) == ('crop (230, 0, 250, 640) of the 640x480 camera, '
+                                            'scaled to (460, 0, 500, 1280) (top, left, height, '
+                                            'width)')

@@ -102,7 +102,10 @@ def test_unreadable_images_are_skipped_with_a_warning_and_none_readable_is_an_er
 
 @pytest.mark.parametrize('parameter, message', [
     ('source:=video', "need 'path'"), ('synthetic_mode:=replay', 'synthetic_mode must be'),
-    ('rate:=50', "expecting type 'DOUBLE': rate (write the number with a decimal point")])
+    ('rate:=50', "[road_camera]: invalid start-up parameter: Trying to set parameter 'rate' to "
+                 "'50' of type 'INTEGER', expecting type 'DOUBLE' (write the number with a "
+                 'decimal point'),
+    ('rate:=-1.0', '[road_camera]: invalid start-up parameter: Parameter rate out of range')])
 def test_bad_source_is_a_clear_error(ros, parameter: str, message: str) -> None:
     result = subprocess.run([CAMERA, '--ros-args', '-p', parameter], capture_output=True,
                             text=True, timeout=60)

@@ -149,8 +149,9 @@ class Preprocessor:
         camera = spec.camera_size
         if camera is not None and same_aspect(width, height, *camera):
             region = crop.scaled(width / camera[0], height / camera[1])
-            return region, (f'crop {crop.as_tuple()} of the {camera[0]}x{camera[1]} camera, '
-                            f'scaled to {region.as_tuple()} (top, left, height, width)')
+            scaled = '' if region == crop else f', scaled to {region.as_tuple()}'
+            return region, (f'crop {crop.as_tuple()} of the {camera[0]}x{camera[1]} camera'
+                            f'{scaled} (top, left, height, width)')
         if camera is None and crop.fits((height, width)):
             return crop, (f'crop {crop.as_tuple()} (top, left, height, width) in pixels: the '
                           'checkpoint states no camera size, so the crop does not scale')

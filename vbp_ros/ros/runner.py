@@ -17,7 +17,8 @@ import difflib
 from typing import Callable
 
 import rclpy
-from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterException)
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.logging import get_logger
@@ -59,8 +60,12 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         executor = SingleThreadedExecutor()
         try:
             node = make_node()
-        except Exception as error:  # every start-up failure: one line, exit code 1
-            get_logger(name).fatal(one_line(error) + _type_hint(error))
+        except ParameterException as error:  # rclpy refused a -p value or a file's entry
+            get_logger(name).fatal(f'invalid start-up parameter: {_parameter_problem(error)}'
+                                   + _type_hint(error))
+            return 1
+        except Exception as error:  # every other start-up failure: one line, exit code 1
+            get_logger(name).fatal(one_line(error))
             return 1
         warn_unknown_parameters(node)
         settle_heap()
@@ -80,6 +85,16 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None) -
         get_logger(name).error(problem)
         return 1
     return 0
+
+
+def _parameter_problem(error: ParameterException) -> str:
+    """rclpy's reason for refusing a parameter value, which names the parameter, without the
+    preamble of a refused value ('Invalid parameter value (-5.0) for parameter. Reason: ') and
+    the parameter's name that rclpy appends (': rate')."""
+    reason = str(error).rpartition(': ')[0] or str(error)
+    if isinstance(error, InvalidParameterValueException):
+        reason = reason.partition('Reason: ')[2] or reason
+    return reason
 
 
 def _type_hint(error: Exception) -> str:
