@@ -18,6 +18,7 @@ import torch
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -91,10 +92,18 @@ def test_overlay_only_when_subscribed_with_the_input_header(harness) -> None:
 
 
 def test_reliable_bag_playback_qos(harness) -> None:
+    """input_qos reliable takes a reliable publisher's frames; a best-effort publisher on the
+    topic, which it cannot receive, is a WARN on /diagnostics saying so (before, only the
+    publisher's side logged it, and the node's status stayed OK while no frame came)."""
     assert harness.set_parameter('input_qos', 'reliable') == (True, '')
     assert harness.send(raw(camera_frame(4)), publisher=harness.reliable) is not None
+    warned = 'publishers of /image send best effort, which the reliable subscription cannot ' \
+             'receive: set input_qos to auto or sensor_data'
+    assert harness.spin_until(lambda: warned in harness.latest_status().message, 5.0)
+    assert harness.latest_status().level == DiagnosticStatus.WARN
     assert harness.set_parameter('input_qos', 'sensor_data') == (True, '')
     assert harness.send(raw(camera_frame(5))) is not None
+    assert harness.spin_until(lambda: 'input' not in harness.latest_diagnostics(), 5.0)
 
 
 BAD_RAW = {

@@ -13,15 +13,18 @@ LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: Diagnosti
 
 
 def pipeline_diagnostics(node: Node, pipeline: FramePipeline, state: str, cameras: list[str],
-                         deadline_ms: float, live_view: str | None, final: bool
-                         ) -> DiagnosticArray:
+                         deadline_ms: float, live_view: str | None, final: bool,
+                         input_problem: str | None = None) -> DiagnosticArray:
     """vbp_node's 'pipeline' status in lifecycle ``state``: the pipeline's health, counts,
     rates and percentiles, per camera where there are several, the engine running (not the
     parameters), and the live view's address and frames (``live_view``, where it runs);
-    ``final``: the last status, when the node stops."""
+    ``final``: the last status, when the node stops; ``input_problem``: why frames cannot
+    reach the node (a WARN where the pipeline itself is OK)."""
     snapshot = pipeline.monitor.snapshot()
     totals = snapshot.totals
     level, message = pipeline.health(snapshot, state)
+    if input_problem and level == OK:
+        level, message = WARN, input_problem
     latency, processing = snapshot.latency_ms or {}, snapshot.processing_ms or {}
     values = {
         'state': state,
@@ -53,6 +56,8 @@ def pipeline_diagnostics(node: Node, pipeline: FramePipeline, state: str, camera
                        'backend': engine.backend + engine_note(engine)})
     if live_view is not None:
         values['live view'] = live_view
+    if input_problem:
+        values['input'] = input_problem
     if final:
         message = f'stopped; {message}'
     hardware = engine.description if engine is not None else 'no model loaded'

@@ -90,6 +90,8 @@ class VBPNode(ReleasingLifecycleNode):
         self.cameras = parameters.camera_topics(self._param('image_topics'), 'raw')
         self.outputs: RosOutputs | None = None
         self.source = CameraSource(self)
+        self._reliable: set[str] = set()  # topics subscribed reliable
+        self._input_problem: str | None = None
         self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(parameters.normalized)
@@ -361,11 +363,14 @@ class VBPNode(ReleasingLifecycleNode):
         compressed = self._param('input_transport') == 'compressed'
         topics = parameters.camera_topics(self._param('image_topics'),
                                           self._param('input_transport'))
+        self._reliable.clear()
         for name, topic in topics.items():
             qos = self._input_qos(topic)
             self.source.subscribe(name, CompressedImage if compressed else Image, topic, qos)
-            reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
-                else 'best effort'
+            reliable = qos.reliability == QoSReliabilityPolicy.RELIABLE
+            if reliable:
+                self._reliable.add(self.source.topic(name))
+            reliability = 'reliable' if reliable else 'best effort'
             self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} '
                                    f'({reliability})')
 
@@ -379,6 +384,20 @@ class VBPNode(ReleasingLifecycleNode):
                                   for p in publishers):
                 return QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
         return qos_profile_sensor_data
+
+    def _unreachable_publishers(self) -> str | None:
+        """Camera publishers that a reliable subscription cannot receive: they send best
+        effort, and DDS then delivers nothing, which only the publisher's side logs."""
+        problems = []
+        for topic in sorted(self._reliable):
+            publishers = self.get_publishers_info_by_topic(topic)
+            best_effort = sum(p.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT
+                              for p in publishers)
+            if best_effort:
+                problems.append(f'{best_effort} of the {len(publishers)} publishers of {topic} '
+                                'send best effort, which the reliable subscription cannot '
+                                'receive: set input_qos to auto or sensor_data')
+        return '; '.join(problems) or None
 
     def _camera_inputs(self) -> list[str]:
         return [self.source.topic(name) or '' for name in self.cameras]
@@ -413,9 +432,13 @@ class VBPNode(ReleasingLifecycleNode):
         live_view = None if viewer is None else (
             f'ws://{self._param("foxglove_address")}:{viewer.port}, '
             f'{viewer.frames_sent} frames sent')
+        problem = self._unreachable_publishers() if self.pipeline.running else None
+        if problem and problem != self._input_problem:
+            self.get_logger().warning(problem)
+        self._input_problem = problem
         self.diagnostics_pub.publish(pipeline_diagnostics(
             self, self.pipeline, self.lifecycle_state, list(self.cameras),
-            self._param('deadline_ms'), live_view, final))
+            self._param('deadline_ms'), live_view, final, problem))
 
 
 def _refuse(reason: str) -> SetParametersResult:
