@@ -35,7 +35,7 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.guard_condition import GuardCondition
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image
@@ -89,6 +89,11 @@ class CameraSource:
     def unsubscribe(self, camera: str) -> None:
         """Stop taking ``camera``'s frames."""
         self._replace(camera, None)
+
+    def reliable_topics(self) -> list[str]:
+        """The resolved topics of the subscriptions that are reliable, sorted."""
+        return sorted(subscription.topic_name for subscription in self._subscriptions.values()
+                      if subscription.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE)
 
     def topic(self, camera: str) -> str | None:
         """The resolved topic of ``camera``'s subscription, if it has one."""

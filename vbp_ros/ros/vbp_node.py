@@ -90,7 +90,6 @@ class VBPNode(ReleasingLifecycleNode):
         self.cameras = parameters.camera_topics(self._param('image_topics'), 'raw')
         self.outputs: RosOutputs | None = None
         self.source = CameraSource(self)
-        self._reliable: set[str] = set()  # topics subscribed reliable
         self._input_problem: str | None = None
         self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -363,14 +362,11 @@ class VBPNode(ReleasingLifecycleNode):
         compressed = self._param('input_transport') == 'compressed'
         topics = parameters.camera_topics(self._param('image_topics'),
                                           self._param('input_transport'))
-        self._reliable.clear()
         for name, topic in topics.items():
             qos = self._input_qos(topic)
             self.source.subscribe(name, CompressedImage if compressed else Image, topic, qos)
-            reliable = qos.reliability == QoSReliabilityPolicy.RELIABLE
-            if reliable:
-                self._reliable.add(self.source.topic(name))
-            reliability = 'reliable' if reliable else 'best effort'
+            reliability = 'reliable' if qos.reliability == QoSReliabilityPolicy.RELIABLE \
+                else 'best effort'
             self.get_logger().info(f'subscribed to {self.resolve_topic_name(topic)} '
                                    f'({reliability})')
 
@@ -389,7 +385,7 @@ class VBPNode(ReleasingLifecycleNode):
         """Camera publishers that a reliable subscription cannot receive: they send best
         effort, and DDS then delivers nothing, which only the publisher's side logs."""
         problems = []
-        for topic in sorted(self._reliable):
+        for topic in self.source.reliable_topics():
             publishers = self.get_publishers_info_by_topic(topic)
             best_effort = sum(p.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT
                               for p in publishers)
