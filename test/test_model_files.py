@@ -32,6 +32,7 @@ from vbp_ros.models.onnx_batch import BATCH
 from vbp_ros.engine.build import build_engine
 from vbp_ros.engine.engine import VBPEngine
 from vbp_ros.engine.onnx_backend import export_onnx
+from vbp_ros.explain.onnx_vbp import plan_visualbackprop
 from vbp_ros.models.preprocess import Preprocessor
 from vbp_ros.render.figure2 import fitted_label
 from vbp_ros.tools import card as card_tool
@@ -377,30 +378,85 @@ class BatchNormNet(nn.Module):
 
 
 class _Frames:
-    """onnxruntime's calibration reader: a few network inputs."""
+    """onnxruntime's calibration reader: the network inputs ``images``, one at a time."""
 
-    def __init__(self, name: str) -> None:
-        rng = np.random.default_rng(0)
-        self.batches = iter([{name: rng.random((1, *INPUT), np.float32)} for _ in range(4)])
+    def __init__(self, name: str, images: np.ndarray) -> None:
+        self.batches = iter([{name: image[None]} for image in images])
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
 
 
+class QuantizableNet(nn.Module):
+    """Conv, BatchNorm and ReLU (the BatchNorm folded at export), then ReLU before BatchNorm
+    (NetSVF's order) and max pooling: what onnxruntime's static quantization makes QDQ of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5, 2), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, 2), nn.ReLU(), nn.BatchNorm2d(16),
+                                      nn.MaxPool2d(2), nn.Conv2d(16, 16, 3), nn.ReLU())
+        nn.init.uniform_(self.features[5].bias, 0.0, 0.1)  # as trained: not the identity
+        self.head = nn.Linear(16 * 5 * 22, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x / 255.0), 1))
+
+
+@pytest.mark.parametrize('symmetric', [False, True], ids=['asymmetric', 'symmetric'])
+def test_a_qdq_quantized_graph_gives_the_mask_of_its_float_network(
+        tmp_path: Path, symmetric: bool) -> None:
+    """onnxruntime's static quantization in the QDQ format, calibrated on camera frames:
+    asymmetric activations fold the ReLUs into the quantization (a zero point at the 8-bit
+    type's minimum clips at 0, and is read as the ReLU it replaced, but not after the
+    BatchNorm, whose output is never negative), symmetric ones keep them. The plan is the float
+    graph's, layer for layer; the angle is the quantized graph's own in onnxruntime, and the
+    mask the float network's within what 8-bit activations round."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    torch.manual_seed(5)
+    network = QuantizableNet().eval()
+    plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False, input_names=['x'],
+                   dynamic_axes={'x': {0: 'batch'}})
+    _, spec = load_model(plain)
+    calibration = np.stack([Preprocessor(spec)(frame) for frame in (
+        np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        for seed in range(10, 18))])
+    quantized = tmp_path / 'qdq.onnx'
+    quantize_static(str(plain), str(quantized), _Frames('x', calibration),
+                    quant_format=QuantFormat.QDQ,
+                    extra_options={'ActivationSymmetric': symmetric})
+    quantized.with_suffix('.yaml').write_text(ONNX_CARD)
+    float_plan, plan = (plan_visualbackprop(onnx.load(str(path))) for path in (plain, quantized))
+    assert plan.canonical() == float_plan.canonical()
+    assert {tensor.kept.op for tensor in plan.kept_tensors} == (
+        {'Relu'} if symmetric else {'clip at 0 of QuantizeLinear'})
+    engine = build_engine(quantized, device='cpu', max_batch=len(FRAMES))
+    results = engine.process_batch(FRAMES)
+    reference = build_engine(plain, device='cpu', max_batch=len(FRAMES)).process_batch(FRAMES)
+    direct = run_unmodified(quantized, np.stack([Preprocessor(spec)(f) for f in FRAMES]))
+    for result, row, float_result in zip(results, direct, reference):
+        assert result.angle == pytest.approx(math.radians(row[0]), rel=1e-5, abs=1e-7)
+        assert np.corrcoef(result.mask.ravel(), float_result.mask.ravel())[0, 1] > 0.99
+        assert np.abs(result.mask - float_result.mask).max() < 0.1
+
+
 def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead(
         tmp_path: Path) -> None:
-    """onnxruntime's quantizers (static QDQ, dynamic), its saved optimized graph, and a graph
-    exported in training mode: each is refused naming the node and what to give instead (the
-    graph from before the tool; an eval-mode export). The training-mode one used to run, each
-    frame's angle and mask depending on the frames batched with it."""
+    """onnxruntime's quantizers in the QOperator format and dynamic, its saved optimized graph,
+    and a graph exported in training mode: each is refused naming the node and what to give
+    instead (a QDQ or the float graph; the graph from before the optimizer; an eval-mode
+    export). The training-mode one used to run, each frame's angle and mask depending on the
+    frames batched with it."""
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
     torch.manual_seed(5)
     network = BatchNormNet().eval()
     plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False, input_names=['x'])
     build_engine(plain, device='cpu').close()  # the float graph runs
-    made = {'static': tmp_path / 'static.onnx', 'dynamic': tmp_path / 'dynamic.onnx',
+    made = {'qoperator': tmp_path / 'qoperator.onnx', 'dynamic': tmp_path / 'dynamic.onnx',
             'optimized': tmp_path / 'optimized.onnx', 'training': tmp_path / 'training.onnx'}
-    quantize_static(str(plain), str(made['static']), _Frames('x'), quant_format=QuantFormat.QDQ)
+    quantize_static(str(plain), str(made['qoperator']),
+                    _Frames('x', np.random.default_rng(0).random((4, *INPUT), np.float32)),
+                    quant_format=QuantFormat.QOperator)
     quantize_dynamic(str(plain), str(made['dynamic']))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -410,9 +466,10 @@ def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead
            dynamic_axes={'x': {0: 'batch'}}, training=torch.onnx.TrainingMode.TRAINING,
            do_constant_folding=False)
     reasons = {
-        'static': r"\(QuantizeLinear\) in the feature part: a quantized graph .* give the ONNX "
-                  'graph from before quantization',
-        'dynamic': r"\(DynamicQuantizeLinear\) in the feature part: a quantized graph",
+        'qoperator': r"\(QLinearConv\) in the feature part: a graph quantized in the QOperator "
+                     r'format or dynamically.* the QDQ format .* or the float graph',
+        'dynamic': r"\(DynamicQuantizeLinear\) in the feature part: a graph quantized in the "
+                   'QOperator format or dynamically',
         'optimized': r"\(FusedConv\) of domain 'com.microsoft' in the feature part: a graph that "
                      'onnxruntime optimized and saved; give the graph from before its '
                      'optimization',

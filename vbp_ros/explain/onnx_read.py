@@ -34,6 +34,11 @@ RULES: dict[str, Rule] = {
     **dict.fromkeys(('BatchNormalization', 'InstanceNormalization', 'GroupNormalization', 'LRN',
                      'Dropout', 'Identity', 'Cast', 'Add', 'Sub', 'Mul', 'Div', 'Sum', 'Neg',
                      'Concat'), _IDENTITY),
+    # QDQ graphs: the values as the quantized network rounds them. A DequantizeLinear whose zero
+    # point is its integer type's minimum clips at 0 (the ReLU that onnxruntime's asymmetric
+    # quantization folds into the scales): the reader makes it an activation where what was
+    # quantized could be negative.
+    **dict.fromkeys(('QuantizeLinear', 'DequantizeLinear'), _IDENTITY),
     'Transpose': Layout(),
     **dict.fromkeys(('Flatten', 'Gemm', 'MatMul', 'Reshape', 'GlobalAveragePool',
                      'GlobalMaxPool', 'ReduceMean', 'ReduceMax', 'ReduceSum', 'Squeeze'), Head()),
@@ -43,9 +48,15 @@ RULES: dict[str, Rule] = {
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
-# What onnxruntime's and TensorRT's quantizers write (static QDQ, QOperator, dynamic).
-_QUANTIZED = {'QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'QLinearConv',
-              'QLinearMatMul', 'ConvInteger', 'MatMulInteger', 'QLinearAdd', 'QLinearMul'}
+# What onnxruntime's quantizers write besides QDQ graphs (QOperator format, dynamic).
+_QUANTIZED = {'DynamicQuantizeLinear', 'QLinearConv', 'QLinearMatMul', 'ConvInteger',
+              'MatMulInteger', 'QLinearAdd', 'QLinearMul'}
+# Operators whose output is nonnegative where their feature operands are (a ReLU after them
+# changes nothing); Pad, BatchNormalization and those with constants are looked at in turn.
+_SIGN_KEEPING = {'MaxPool', 'AveragePool', 'Slice', 'Transpose', 'Identity', 'Dropout', 'Cast',
+                 'QuantizeLinear', 'DequantizeLinear', 'Concat', 'Sum'}
+_ARITHMETIC = {'Add', 'Mul', 'Div'}
+_CLIP_AT_ZERO = 'clip at 0 of QuantizeLinear'  # how the plan names a folded ReLU
 _WHOLE_AXIS = 2**31 - 1  # a Slice end at or past it keeps the whole axis (INT32_MAX, INT64_MAX)
 
 
@@ -60,10 +71,10 @@ def _not_in_table(node: onnx.NodeProto, where: str) -> str:
     onnxruntime optimized, a standard operator that is not there yet, or one of another
     domain."""
     if node.op_type in _QUANTIZED:
-        return (f'{where} in the feature part: a quantized graph (static quantization folds '
-                'the ReLUs into its scales, where they cannot be read); VisualBackProp reads the '
-                'activations of the float network: give the ONNX graph from before quantization '
-                '(vbp_ros runs it in fp32)')
+        return (f'{where} in the feature part: a graph quantized in the QOperator format or '
+                'dynamically, whose activations are not tensors of their own; give it quantized '
+                'in the QDQ format (onnxruntime: quantize_static(..., '
+                'quant_format=QuantFormat.QDQ)), or the float graph')
     if node.domain.startswith('com.microsoft'):
         return (f"{where} of domain '{node.domain}' in the feature part: a graph that "
                 'onnxruntime optimized and saved; give the graph from before its optimization '
@@ -92,6 +103,8 @@ class _Reader:
         self.gate_root: dict[str, str] = {}  # gate tensors -> the feature tensor they gate
         self.producing_node: dict[str, tuple[onnx.NodeProto, str]] = {}
         self.scaled_activation: dict[str, str] = {}  # GELU's x * (1 + erf(...)), before * 0.5
+        self.nonnegative: set[str] = set()  # feature tensors never below zero
+        self.convolved: set[str] = set()  # feature tensors a Conv leads to
         for node in graph.nodes:
             if not node.name.startswith(MASK_PREFIX):  # the mask of vbp-export's graphs
                 self._read(node)
@@ -141,6 +154,10 @@ class _Reader:
                 node.op_type in ('Mul', 'Div'):
             self._add(output, [(features[0], None)], _SIGNED, node,
                       self.scaled_activation[features[0]])
+            return
+        if node.op_type == 'DequantizeLinear' and self._clips_at_zero(node):
+            self._add(output, [(node.input[0], None)], Activation(nonnegative=True), node,
+                      _CLIP_AT_ZERO)
             return
         if rule.kind == 'activation':
             self._check_activation(node, where)
@@ -206,6 +223,10 @@ class _Reader:
                     'size')
         self.producing_node[output] = (node, rule.kind)
         self.sizes[output], self.layouts[output] = size, layout
+        if node.op_type == 'Conv' or any(source in self.convolved for source, _ in sources):
+            self.convolved.add(output)
+        if self._nonnegative_output(node, rule, [source for source, _ in sources]):
+            self.nonnegative.add(output)
         shape = graph.shapes[output]
         channels = shape[axes_of(layout)[0]] or 0
         self.builder.add(output, output, op or node.op_type, (channels, *size), rule,
@@ -277,6 +298,46 @@ class _Reader:
             raise UnsupportedModelError(f'{where}: its slope comes from the image')
         if node.op_type == 'Clip' and any(i in self.layouts for i in node.input[1:]):
             raise UnsupportedModelError(f'{where}: its bounds come from the image')
+
+    def _clips_at_zero(self, node: onnx.NodeProto) -> bool:
+        """Whether a DequantizeLinear of a QuantizeLinear clips at 0 what could be negative:
+        its zero point is its integer type's minimum (absent: 0 of uint8), behind it a Conv."""
+        quantize = self.graph.producer.get(node.input[0])
+        if quantize is None or quantize.op_type != 'QuantizeLinear':
+            return False
+        quantized = quantize.input[0]
+        if quantized not in self.convolved or quantized in self.nonnegative:
+            return False
+        zero_point = (self.graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2]
+                      else np.zeros(1, np.uint8))
+        if zero_point is None or zero_point.dtype.kind not in 'iu':
+            return False
+        return bool(np.all(zero_point == np.iinfo(zero_point.dtype).min))
+
+    def _nonnegative_output(self, node: onnx.NodeProto, rule: Rule, sources: list[str]) -> bool:
+        """Whether ``node``'s output, made from the feature tensors ``sources``, is never below
+        zero: an activation's that is, or a sign-keeping operation of nonnegative tensors
+        (with nonnegative constants; BatchNormalization with nonnegative scales and shifts)."""
+        if rule.kind == 'activation':
+            return getattr(rule, 'nonnegative', False)
+        if not all(source in self.nonnegative for source in sources):
+            return False
+        constants = [self.graph.constant(i) for i in node.input[1:] if i and i not in sources]
+        if node.op_type == 'Pad':
+            value = (self.graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2]
+                     else attribute(node, 'value', 0.0))
+            return value is not None and float(np.asarray(value)) >= 0.0
+        if node.op_type == 'BatchNormalization':
+            if len(constants) < 4 or any(c is None for c in constants[:4]):
+                return False
+            scale, shift, mean, variance = (np.asarray(c, np.float64) for c in constants[:4])
+            factor = scale / np.sqrt(variance + attribute(node, 'epsilon', 1e-5))
+            return bool(np.all(factor >= 0) and np.all(shift - mean * factor >= 0))
+        if node.op_type in _ARITHMETIC:  # with constants: nonnegative ones (a positive divisor)
+            return (node.op_type != 'Div' or node.input[0] in sources) and all(
+                c is not None and np.all(np.asarray(c) >= 0) and
+                (node.op_type != 'Div' or np.all(np.asarray(c) > 0)) for c in constants)
+        return node.op_type in _SIGN_KEEPING
 
     def _clip_is_nonnegative(self, node: onnx.NodeProto) -> bool:
         if node.op_type != 'Clip':

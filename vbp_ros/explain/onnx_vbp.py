@@ -26,8 +26,11 @@ entry per operator type, a rule kind of :mod:`~vbp_ros.explain.mask_graph`:
   is the mirror, the mask zero-padded back to the Slice's input size; a Slice of channels
   passes the mask unchanged.
 - ``identity`` (BatchNormalization and other normalizations, Dropout, Identity, Cast, pointwise
-  Add/Sub/Mul/Div, residual adds, channel Concat): the mask passes unchanged to every operand
-  that is a feature tensor.
+  Add/Sub/Mul/Div, residual adds, channel Concat, QuantizeLinear and DequantizeLinear): the
+  mask passes unchanged to every operand that is a feature tensor. In a QDQ graph a
+  DequantizeLinear whose zero point is its integer type's minimum clips at 0: it is the ReLU
+  that asymmetric quantization folded into its scales, an ``activation``, unless what was
+  quantized can never be negative (the reader follows which feature tensors cannot).
 - ``layout`` (Transpose): see Layouts below.
 - ``head`` (Flatten, Gemm, MatMul, Reshape, GlobalAveragePool, reductions...): the head; masks
   do not flow into it. ``ignored`` nodes (Shape, Size) only read a tensor's shape.
