@@ -440,13 +440,44 @@ def test_a_qdq_quantized_graph_gives_the_mask_of_its_float_network(
         assert np.abs(result.mask - float_result.mask).max() < 0.1
 
 
+def save_optimized(path: Path, optimized: Path, level: ort.GraphOptimizationLevel) -> Path:
+    """The graph as onnxruntime's optimizer saves it at ``level``, with its card."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    optimized.with_suffix('.yaml').write_text(ONNX_CARD)
+    return optimized
+
+
+def test_a_graph_that_onnxruntime_optimized_and_saved_gives_the_float_graphs_mask(
+        tmp_path: Path) -> None:
+    """onnxruntime's extended optimization fuses each Conv and its ReLU (and the BatchNorm
+    after them) into a FusedConv of its own domain: read as the Conv and the ReLU it stands for,
+    the plan is the float graph's and so are the angle and the mask."""
+    torch.manual_seed(5)
+    plain = export(QuantizableNet().eval(), tmp_path / 'plain.onnx', 1, dynamo=False,
+                   input_names=['x'], dynamic_axes={'x': {0: 'batch'}})
+    optimized = save_optimized(plain, tmp_path / 'optimized.onnx',
+                               ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    fused = [n for n in onnx.load(str(optimized)).graph.node if n.op_type == 'FusedConv']
+    assert len(fused) == 3 and {n.domain for n in fused} == {'com.microsoft'}
+    assert plan_visualbackprop(onnx.load(str(optimized))).canonical() == \
+        plan_visualbackprop(onnx.load(str(plain))).canonical()
+    results = build_engine(optimized, device='cpu', max_batch=3).process_batch(FRAMES)
+    reference = build_engine(plain, device='cpu', max_batch=3).process_batch(FRAMES)
+    for result, expected in zip(results, reference):
+        assert result.angle == pytest.approx(expected.angle, rel=1e-5)
+        np.testing.assert_allclose(result.mask, expected.mask, atol=1e-5)
+
+
 def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead(
         tmp_path: Path) -> None:
-    """onnxruntime's quantizers in the QOperator format and dynamic, its saved optimized graph,
-    and a graph exported in training mode: each is refused naming the node and what to give
-    instead (a QDQ or the float graph; the graph from before the optimizer; an eval-mode
-    export). The training-mode one used to run, each frame's angle and mask depending on the
-    frames batched with it."""
+    """onnxruntime's quantizers in the QOperator format and dynamic, the graph its optimizer
+    saved at the level of this machine's CPU (NCHWc nodes), and a graph exported in training
+    mode: each is refused naming the node and what to give instead (a QDQ or the float graph;
+    the graph from before the optimizer; an eval-mode export). The training-mode one used to
+    run, each frame's angle and mask depending on the frames batched with it."""
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
     torch.manual_seed(5)
     network = BatchNormNet().eval()
@@ -458,10 +489,7 @@ def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead
                     _Frames('x', np.random.default_rng(0).random((4, *INPUT), np.float32)),
                     quant_format=QuantFormat.QOperator)
     quantize_dynamic(str(plain), str(made['dynamic']))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(made['optimized'])
-    ort.InferenceSession(str(plain), options, providers=['CPUExecutionProvider'])
+    save_optimized(plain, made['optimized'], ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     export(network.train(), made['training'], 2, dynamo=False, input_names=['x'],
            dynamic_axes={'x': {0: 'batch'}}, training=torch.onnx.TrainingMode.TRAINING,
            do_constant_folding=False)
@@ -470,7 +498,7 @@ def test_graphs_that_deployment_tools_made_are_refused_with_what_to_give_instead
                      r'format or dynamically.* the QDQ format .* or the float graph',
         'dynamic': r"\(DynamicQuantizeLinear\) in the feature part: a graph quantized in the "
                    'QOperator format or dynamically',
-        'optimized': r"\(FusedConv\) of domain 'com.microsoft' in the feature part: a graph that "
+        'optimized': r"of domain 'com.microsoft.nchwc' in the feature part: a graph that "
                      'onnxruntime optimized and saved; give the graph from before its '
                      'optimization',
         'training': r"\(BatchNormalization\) is in training mode: .* export the network after "

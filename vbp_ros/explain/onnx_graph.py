@@ -12,6 +12,8 @@ from .mask_graph import UnsupportedModelError
 
 __all__ = ['image_input']
 
+_ORT_DOMAIN = 'com.microsoft'  # onnxruntime's own operators
+
 
 def axes_of(layout: str) -> tuple[int, int, int]:
     """The positions of the channel, height and width axes in a tensor of ``layout``."""
@@ -146,6 +148,7 @@ def with_input_size(model: onnx.ModelProto, input_name: str, input_hw: tuple[int
             if not dims[axis].HasField('dim_value'):
                 dims[axis].dim_value = int(size)
     _fold_small_constants(model)
+    _expand_fused(model)
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError as error:
@@ -167,6 +170,58 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
                     add_initializer(model, numpy_helper.from_array(np.asarray(value), name))
     for node in folded:
         model.graph.node.remove(node)
+
+
+def _expand_fused(model: onnx.ModelProto) -> None:
+    """Replace onnxruntime's FusedConv (in a graph its optimizer saved) by the Conv, residual
+    Add and activation it fused, and its FusedGemm by the Gemm, so that the reader sees the
+    activation it keeps and shape inference knows every size. The activation's output keeps
+    the fused node's name, the one tensor of the three that the graph computes."""
+    expanded = []
+    for node in model.graph.node:
+        if node.domain != _ORT_DOMAIN or node.op_type not in ('FusedConv', 'FusedGemm'):
+            expanded.append(node)
+            continue
+        stages = [helper.make_node(node.op_type[len('Fused'):], node.input[:3], [''],
+                                   name=node.name)]
+        stages[0].attribute.extend(a for a in node.attribute if not a.name.startswith('activ'))
+        if node.op_type == 'FusedConv':
+            if len(node.input) > 3 and node.input[3]:  # the residual Z, added before
+                stages.append(helper.make_node('Add', ['', node.input[3]], [''],
+                                               name=f'{node.name}/Add'))
+            activation = _activation(model, node)
+            if activation is None:
+                expanded.append(node)  # one the rule table does not know: refused, named
+                continue
+            stages.append(activation)
+        for stage, following in zip(stages, stages[1:]):
+            stage.output[0] = following.input[0] = f'{node.output[0]}/{stage.op_type}'
+        stages[-1].output[0] = node.output[0]
+        expanded += stages
+    model.graph.ClearField('node')
+    model.graph.node.extend(expanded)
+
+
+def _activation(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The standard node of a FusedConv's activation (its input left empty), or None."""
+    kind = attribute(node, 'activation', '')
+    params = list(attribute(node, 'activation_params', None) or [])
+    name = f'{node.name}/{kind}'
+    if kind in ('Relu', 'Sigmoid', 'Tanh'):
+        return helper.make_node(kind, [''], [''], name=name)
+    if kind == 'LeakyRelu' and len(params) == 1:
+        return helper.make_node(kind, [''], [''], name=name, alpha=params[0])
+    if kind == 'HardSigmoid' and len(params) == 2:
+        return helper.make_node(kind, [''], [''], name=name, alpha=params[0], beta=params[1])
+    if kind == 'Clip' and len(params) == 2:
+        opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), 1)
+        if opset < 11:
+            return helper.make_node(kind, [''], [''], name=name, min=params[0], max=params[1])
+        bounds = [f'{node.output[0]}/{bound}' for bound in ('min', 'max')]
+        for bound, value in zip(bounds, params):
+            add_initializer(model, numpy_helper.from_array(np.asarray(value, np.float32), bound))
+        return helper.make_node(kind, ['', *bounds], [''], name=name)
+    return None
 
 
 def add_initializer(model: onnx.ModelProto, tensor: onnx.TensorProto) -> None:

@@ -78,7 +78,8 @@ def _not_in_table(node: onnx.NodeProto, where: str) -> str:
     if node.domain.startswith('com.microsoft'):
         return (f"{where} of domain '{node.domain}' in the feature part: a graph that "
                 'onnxruntime optimized and saved; give the graph from before its optimization '
-                '(onnxruntime optimizes it again when it loads it)')
+                '(onnxruntime optimizes it again when it loads it), or one saved at the extended '
+                'level (ORT_ENABLE_EXTENDED)')
     if node.domain in ('', 'ai.onnx'):
         return (f'{where} in the feature part is not yet in the VisualBackProp rule table '
                 '(vbp_ros.explain.onnx_vbp.RULES)')

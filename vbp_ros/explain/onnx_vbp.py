@@ -32,6 +32,9 @@ entry per operator type, a rule kind of :mod:`~vbp_ros.explain.mask_graph`:
   that asymmetric quantization folded into its scales, an ``activation``, unless what was
   quantized can never be negative (the reader follows which feature tensors cannot).
 - ``layout`` (Transpose): see Layouts below.
+- onnxruntime's FusedConv (a graph its optimizer saved) is read as the Conv, residual Add and
+  activation it fused, and FusedGemm as its Gemm
+  (:func:`~vbp_ros.explain.onnx_graph.with_input_size`).
 - ``head`` (Flatten, Gemm, MatMul, Reshape, GlobalAveragePool, reductions...): the head; masks
   do not flow into it. ``ignored`` nodes (Shape, Size) only read a tensor's shape.
 
