@@ -156,8 +156,9 @@ def test_card_round_trip_and_overrides() -> None:
 def test_card_that_contradicts_the_network_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / 'authors.safetensors'
     save_checkpoint(path, authors_net().eval(), ModelSpec('authors', 1, 125, 640))
-    for overrides, message in (('{input.color: rgb}', "input.channels is 3 but the network's "
-                                'first convolution'),
+    for overrides, message in (('{input.color: rgb}', r"input.channels is 3 \(input.color rgb\) "
+                                "but the network's first convolution 'features.1' takes 1 "
+                                r'\(input.color gray\)'),
                                ('{input.height: 20}', r'does not take the card\'s input of '
                                 '1x20x640'),
                                ('{output.index: 1}', 'output.index 1 is out of range: the '
@@ -320,7 +321,8 @@ def test_input_layout_from_the_card_where_the_graph_does_not_show_it(tmp_path: P
     assert (spec.input_layout, spec.input_channels, spec.input_height, spec.input_width) == (
         'nhwc', 3, 66, 200)
     path.with_suffix('.yaml').write_text('input: {color: rgb}\n')
-    with pytest.raises(CheckpointError, match="input.channels is 3 but the graph's input"):
+    with pytest.raises(CheckpointError, match=r"input.channels is 3 \(input.color rgb\) but the "
+                       "graph's input 'input_1' has 66$"):
         load_model(path)
 
 

@@ -221,7 +221,7 @@ def test_a_fixed_batch_export_and_a_pt_state_dict_give_the_networks_angle(
 
 
 @pytest.mark.parametrize('name, value, reason', [
-    ('model_card', 'channels', 'input.channels is 1 but the'),
+    ('model_card', 'channels', 'input.channels is 1 (input.color gray) but the'),
     ('card_overrides', '{output.index: 5}', 'output.index 5 is out of range'),
     ('card_overrides', '{input.colour: rgb}', "unknown key 'input.colour'"),
     ('model', 'garbage.onnx', 'garbage.onnx: not a'),

@@ -36,8 +36,9 @@ from ..explain.onnx_vbp import MASK_OUTPUT, graph_input_layout, image_input
 from ..explain.rules import UnsupportedModelError
 from ..interface import message_line
 from .cards import apply_overrides, card_path_for, read_card, spec_from_card
-from .checkpoint import (CARD_KEYS, FORMAT, CheckpointError, ModelSpec, check_fits_in_memory,
-                         check_regular_file, default_model_path)
+from .checkpoint import (CARD_KEYS, COLORS, FORMAT, CheckpointError, ModelSpec,
+                         check_fits_in_memory, check_regular_file, color_channels,
+                         default_model_path)
 from .onnx_batch import free_batch
 from .state_dicts import TORCH_SUFFIXES, fit_state_dict, read_torch_file
 
@@ -438,6 +439,9 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
     for field_name, graph_value in _input_sizes(model, name, spec.input_layout):
         card_value = getattr(spec, field_name)
         if graph_value and graph_value != card_value:
+            if field_name == 'input_channels':
+                raise CheckpointError(f"{source}: {_channels(spec)} but the graph's input "
+                                      f"'{name}' has {_fitting_colors(graph_value)}")
             raise CheckpointError(f"{source}: {CARD_KEYS[field_name]} is {card_value} but the "
                                   f"graph's input '{name}' has {graph_value}")
     counts = []
@@ -452,6 +456,17 @@ def _check_onnx(model: onnx.ModelProto, spec: ModelSpec, source: str) -> int | N
     return sum(counts) or None
 
 
+def _channels(spec: ModelSpec) -> str:
+    """The card's input channels and the colour they follow from (one card key or both)."""
+    return f'input.channels is {spec.input_channels} (input.color {spec.color})'
+
+
+def _fitting_colors(channels: int) -> str:
+    """A network input's channel count, with the card colours that give it."""
+    fitting = [color for color in COLORS if color_channels(color) == channels]
+    return f'{channels}' + (f' (input.color {" or ".join(fitting)})' if fitting else '')
+
+
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     return next(((name, module) for name, module in model.named_modules()
                  if isinstance(module, nn.Conv2d)), None)
@@ -464,8 +479,8 @@ def _check_torch(model: nn.Module, spec: ModelSpec, source: str) -> int:
     first = _first_conv(model)
     if first is not None and first[1].in_channels != spec.input_channels:
         raise CheckpointError(
-            f"{source}: input.channels is {spec.input_channels} but the network's first "
-            f"convolution '{first[0]}' takes {first[1].in_channels}")
+            f"{source}: {_channels(spec)} but the network's first convolution '{first[0]}' "
+            f'takes {_fitting_colors(first[1].in_channels)}')
     blank = torch.zeros(1, spec.input_channels, spec.input_height, spec.input_width)
     parameter = next(model.parameters(), None)
     if parameter is not None:
