@@ -71,6 +71,7 @@ def layouts(gray: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
         'mono8': (gray, 'rgb'), 'mono8 HxWx1': (gray[:, :, None], 'rgb'),
         'mono16': (gray.astype(np.uint16) * 257, 'rgb'),
         'rgb8': (rgb, 'rgb'), 'bgr8': (rgb[:, :, ::-1].copy(), 'bgr'),
+        'rgb16': (rgb.astype(np.uint16) * 257, 'rgb'),
         'rgba8': (rgba, 'rgb'), 'bgra8': (rgba[:, :, [2, 1, 0, 3]].copy(), 'bgr'),
         'float32': (gray.astype(np.float32) / 255.0, 'rgb'),
     }

@@ -10,7 +10,7 @@ import pytest
 
 from vbp_ros.pixels.area import AreaShrink, takes_area_shrink
 from vbp_ros.pixels.encodings import decode_compressed, decode_raw, mask_to_mono8
-from vbp_ros.pixels.frames import FrameError
+from vbp_ros.pixels.frames import FrameError, to_rgb8
 
 RNG = np.random.default_rng(0)
 COLOUR = RNG.integers(0, 255, (6, 10, 3), dtype=np.uint8)
@@ -56,6 +56,22 @@ def test_mono16_padded_rows() -> None:
     data, step = padded(values, 2)
     frame, _ = decode_raw('mono16', 3, 4, step, False, data)
     np.testing.assert_array_equal(frame, values)
+
+
+@pytest.mark.parametrize('big_endian', [False, True])
+@pytest.mark.parametrize('encoding, order', [('rgb16', 'rgb'), ('bgr16', 'bgr'),
+                                             ('16UC3', 'bgr')])
+def test_16_bit_colour_respects_is_bigendian_and_padding(encoding: str, order: str,
+                                                         big_endian: bool) -> None:
+    """16-bit colour, as machine-vision cameras publish it: the samples in native order,
+    the picture the 8-bit frame's."""
+    values = COLOUR.astype(np.uint16) * 257  # 8-bit values across the 16-bit range
+    data, step = padded(values.astype('>u2' if big_endian else '<u2'), 4)
+    frame, got_order = decode_raw(encoding, 6, 10, step, big_endian, data)
+    np.testing.assert_array_equal(frame, values)
+    assert got_order == order and frame.dtype == np.uint16 and frame.dtype.isnative
+    np.testing.assert_array_equal(to_rgb8(frame, order), COLOUR if order == 'rgb' else
+                                  COLOUR[:, :, ::-1])
 
 
 @pytest.mark.parametrize('big_endian', [False, True])

@@ -60,6 +60,8 @@ ENCODINGS = {
     'rgb8': Encoding('u1', 3), 'bgr8': Encoding('u1', 3, 'bgr'),
     'rgba8': Encoding('u1', 4), 'bgra8': Encoding('u1', 4, 'bgr'),
     '8UC3': Encoding('u1', 3, 'bgr'), '8UC4': Encoding('u1', 4, 'bgr'),
+    'rgb16': Encoding('u2', 3), 'bgr16': Encoding('u2', 3, 'bgr'),
+    '16UC3': Encoding('u2', 3, 'bgr'),
     '32FC1': Encoding('f4', 1),
     'yuv422': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
     'uyvy': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
