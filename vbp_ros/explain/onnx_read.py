@@ -323,22 +323,24 @@ class _Reader:
             return getattr(rule, 'nonnegative', False)
         if not all(source in self.nonnegative for source in sources):
             return False
-        constants = [self.graph.constant(i) for i in node.input[1:] if i and i not in sources]
-        if node.op_type == 'Pad':
+        op = node.op_type
+        if op == 'Pad':
             value = (self.graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2]
                      else attribute(node, 'value', 0.0))
             return value is not None and float(np.asarray(value)) >= 0.0
-        if node.op_type == 'BatchNormalization':
+        constants = [self.graph.constant(i) for i in node.input[1:] if i and i not in sources]
+        if op == 'BatchNormalization':
             if len(constants) < 4 or any(c is None for c in constants[:4]):
                 return False
             scale, shift, mean, variance = (np.asarray(c, np.float64) for c in constants[:4])
             factor = scale / np.sqrt(variance + attribute(node, 'epsilon', 1e-5))
             return bool(np.all(factor >= 0) and np.all(shift - mean * factor >= 0))
-        if node.op_type in _ARITHMETIC:  # with constants: nonnegative ones (a positive divisor)
-            return (node.op_type != 'Div' or node.input[0] in sources) and all(
-                c is not None and np.all(np.asarray(c) >= 0) and
-                (node.op_type != 'Div' or np.all(np.asarray(c) > 0)) for c in constants)
-        return node.op_type in _SIGN_KEEPING
+        if op in _ARITHMETIC:  # with constants: nonnegative ones (a positive divisor)
+            if op == 'Div':
+                return node.input[0] in sources and all(
+                    c is not None and np.all(np.asarray(c) > 0) for c in constants)
+            return all(c is not None and np.all(np.asarray(c) >= 0) for c in constants)
+        return op in _SIGN_KEEPING
 
     def _clip_is_nonnegative(self, node: onnx.NodeProto) -> bool:
         if node.op_type != 'Clip':
