@@ -632,3 +632,49 @@ def test_the_readme_python_snippet_for_onnx_files_runs(tmp_path: Path, monkeypat
     with torch.inference_mode():
         expected = model(torch.from_numpy(network_input.astype(np.float32))[None])
     assert result.angle == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+
+
+def quantized_conv(zero_point: tuple[int, int] | None, after: str = '',
+                   output_dtype: int = 0) -> onnx.ModelProto:
+    """'x' (1, 2, 8, 8) -> Conv -> QuantizeLinear -> DequantizeLinear [-> ``after``] -> Flatten,
+    opset 21; ``zero_point`` (its TensorProto type, value) or None for none."""
+    initializers = [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), 'w'),
+                    numpy_helper.from_array(np.asarray(0.1, np.float32), 'scale')]
+    qdq = ['scale']
+    if zero_point is not None:
+        elem_type, value = zero_point
+        initializers.append(numpy_helper.from_array(
+            np.asarray(value, helper.tensor_dtype_to_np_dtype(elem_type)), 'zero_point'))
+        qdq.append('zero_point')
+    nodes = [helper.make_node('Conv', ['x', 'w'], ['z'], name='conv'),
+             helper.make_node('QuantizeLinear', ['z', *qdq], ['q'], name='quantize',
+                              **({'output_dtype': output_dtype} if output_dtype else {})),
+             helper.make_node('DequantizeLinear', ['q', *qdq], ['dq'], name='dequantize')]
+    nodes += [helper.make_node(after, ['dq'], ['features'], name=after.lower())] if after \
+        else [helper.make_node('Identity', ['dq'], ['features'], name='same')]
+    nodes.append(helper.make_node('Flatten', ['features'], ['y'], name='flatten'))
+    graph = helper.make_graph(
+        nodes, 'quantized', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)], ir_version=10)
+
+
+@pytest.mark.parametrize('zero_point, after, output_dtype, kept', [
+    ((TensorProto.UINT8, 0), '', 0, 'clip at 0 of QuantizeLinear'),
+    ((TensorProto.INT8, -128), '', 0, 'clip at 0 of QuantizeLinear'),
+    ((TensorProto.UINT16, 0), '', 0, 'clip at 0 of QuantizeLinear'),
+    ((TensorProto.INT8, 0), '', 0, 'Conv'),
+    ((TensorProto.UINT8, 3), '', 0, 'Conv'),
+    (None, '', 0, 'clip at 0 of QuantizeLinear'),  # no zero point: 0 of uint8
+    (None, '', TensorProto.INT8, 'Conv'),  # 0 of int8: signed
+    ((TensorProto.UINT8, 0), 'Relu', 0, 'Relu')],  # the quantizer kept the ReLU
+    ids=['uint8 0', 'int8 -128', 'uint16 0', 'int8 0', 'uint8 3', 'no zero point',
+         'no zero point, int8', 'ReLU kept'])
+def test_a_quantization_that_clips_at_0_is_the_relu_it_folded(
+        zero_point: tuple[int, int] | None, after: str, output_dtype: int, kept: str) -> None:
+    """A DequantizeLinear whose zero point is its integer type's minimum clips the Conv's
+    output at 0: the ReLU that asymmetric quantization folded into the scales, kept once (not
+    where the ReLU itself follows); any other zero point passes the signed values on, and the
+    last Conv is kept."""
+    plan = plan_visualbackprop(quantized_conv(zero_point, after, output_dtype))
+    assert [tensor.kept.op for tensor in plan.kept_tensors] == [kept]

@@ -12,7 +12,7 @@ from .mask_graph import UnsupportedModelError
 
 __all__ = ['image_input']
 
-_ORT_DOMAIN = 'com.microsoft'  # onnxruntime's own operators
+ORT_DOMAIN = 'com.microsoft'  # onnxruntime's own operators
 
 
 def axes_of(layout: str) -> tuple[int, int, int]:
@@ -67,8 +67,14 @@ class OnnxGraph:
                 value = _constant_node_value(node)
             elif node.domain in ('', 'ai.onnx'):
                 inputs = [self.constant(i) if i else None for i in node.input]
-                if all(v is not None for v, i in zip(inputs, node.input) if i):
-                    value = _evaluate(node, inputs, self.opset)[list(node.output).index(name)]
+                if node.op_type == 'DequantizeLinear' and inputs[0] is not None:
+                    value = _dequantized(node, inputs)  # the reference has it from opset 19
+                elif all(v is not None for v, i in zip(inputs, node.input) if i):
+                    try:
+                        value = _evaluate(node, inputs, self.opset)[
+                            list(node.output).index(name)]
+                    except Exception:  # noqa: BLE001 - not folded: onnxruntime computes it
+                        value = None
         self._constants[name] = value
         return value
 
@@ -92,6 +98,21 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         if attribute.name in ('value_floats', 'value_ints'):
             return np.asarray(list(helper.get_attribute_value(attribute)))
     return None
+
+
+def _dequantized(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> np.ndarray | None:
+    """A DequantizeLinear of constants, (x - zero point) * scale, per tensor or per axis
+    (None for blocked quantization or a scale that is not constant)."""
+    x, scale, zero_point = (inputs + [None, None])[:3]
+    if scale is None or attribute(node, 'block_size', 0):
+        return None
+    if zero_point is None:
+        zero_point = np.zeros_like(scale, dtype=x.dtype)
+    if scale.ndim == 1 and scale.size > 1:  # per axis
+        shape = [1] * x.ndim
+        shape[attribute(node, 'axis', 1) % x.ndim] = scale.size
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return ((x.astype(np.float32) - zero_point.astype(np.float32)) * scale).astype(scale.dtype)
 
 
 def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int | None
@@ -174,12 +195,16 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
 
 def _expand_fused(model: onnx.ModelProto) -> None:
     """Replace onnxruntime's FusedConv (in a graph its optimizer saved) by the Conv, residual
-    Add and activation it fused, and its FusedGemm by the Gemm, so that the reader sees the
-    activation it keeps and shape inference knows every size. The activation's output keeps
-    the fused node's name, the one tensor of the three that the graph computes."""
+    Add and activation it fused, its FusedGemm by the Gemm and its QuickGelu by the gated
+    activation, so that the reader sees the activation it keeps and shape inference knows every
+    size. The activation's output keeps the fused node's name, the one tensor of them that the
+    graph computes."""
     expanded = []
     for node in model.graph.node:
-        if node.domain != _ORT_DOMAIN or node.op_type not in ('FusedConv', 'FusedGemm'):
+        if node.domain == ORT_DOMAIN and node.op_type == 'QuickGelu':
+            expanded += _quick_gelu(model, node)
+            continue
+        if node.domain != ORT_DOMAIN or node.op_type not in ('FusedConv', 'FusedGemm'):
             expanded.append(node)
             continue
         stages = [helper.make_node(node.op_type[len('Fused'):], node.input[:3], [''],
@@ -200,6 +225,19 @@ def _expand_fused(model: onnx.ModelProto) -> None:
         expanded += stages
     model.graph.ClearField('node')
     model.graph.node.extend(expanded)
+
+
+def _quick_gelu(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """onnxruntime's QuickGelu, x * sigmoid(alpha * x) (its fusion of SiLU, alpha 1), as the
+    gated activation it is."""
+    x, output = node.input[0], node.output[0]
+    alpha = f'{output}/alpha'
+    add_initializer(model, numpy_helper.from_array(
+        np.asarray(attribute(node, 'alpha', 1.702), np.float32), alpha))
+    return [helper.make_node('Mul', [x, alpha], [f'{output}/scaled'], name=f'{node.name}/scale'),
+            helper.make_node('Sigmoid', [f'{output}/scaled'], [f'{output}/gate'],
+                             name=f'{node.name}/Sigmoid'),
+            helper.make_node('Mul', [x, f'{output}/gate'], [output], name=node.name)]
 
 
 def _activation(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.NodeProto | None:

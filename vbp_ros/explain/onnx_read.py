@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from .layouts import INPUT_LAYOUTS, NCHW
 from .geometry import AxisGeometry, Geometry
 from .mask_graph import (Activation, Gate, Head, Identity, Ignored, Layout, MaskGraph,
                          MaskGraphBuilder, Rule, Spatial, UnsupportedModelError)
-from .onnx_graph import OnnxGraph, attribute, axes_of
+from .onnx_graph import ORT_DOMAIN, OnnxGraph, attribute, axes_of
 
 __all__ = ['RULES', 'read_mask_graph']
 
@@ -47,6 +48,7 @@ RULES: dict[str, Rule] = {
     **dict.fromkeys(('Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Erf'), Gate()),
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
+_QDQ = {'QuantizeLinear', 'DequantizeLinear'}
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
 # What onnxruntime's quantizers write besides QDQ graphs (QOperator format, dynamic).
 _QUANTIZED = {'DynamicQuantizeLinear', 'QLinearConv', 'QLinearMatMul', 'ConvInteger',
@@ -72,9 +74,15 @@ def _not_in_table(node: onnx.NodeProto, where: str) -> str:
     domain."""
     if node.op_type in _QUANTIZED:
         return (f'{where} in the feature part: a graph quantized in the QOperator format or '
-                'dynamically, whose activations are not tensors of their own; give it quantized '
-                'in the QDQ format (onnxruntime: quantize_static(..., '
-                'quant_format=QuantFormat.QDQ)), or the float graph')
+                'dynamically, or a QDQ graph that onnxruntime optimized and saved, whose '
+                'activations are not tensors of their own; give the graph quantized in the QDQ '
+                'format (onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ)) as the '
+                'quantizer wrote it, or the float graph')
+    if node.domain == ORT_DOMAIN and node.op_type in _QDQ:
+        return (f"{where} of domain '{node.domain}' in the feature part: onnxruntime's own "
+                'quantization operators (quantize_static with UseQDQContribOps, or 4-bit weights '
+                'below opset 21); quantize without them: at opset 21 onnxruntime writes the '
+                'standard QuantizeLinear for 16 and 4 bits')
     if node.domain.startswith('com.microsoft'):
         return (f"{where} of domain '{node.domain}' in the feature part: a graph that "
                 'onnxruntime optimized and saved; give the graph from before its optimization '
@@ -186,7 +194,7 @@ class _Reader:
                 self._add(output, [(features[0], None)], _SIGNED, node, kind)
             return
         if not features and (isinstance(RULES.get(node.op_type), Gate) or (
-                node.op_type in _POINTWISE_CONSTANT and len(gated) == 1 and all(
+                node.op_type in _POINTWISE_CONSTANT | _QDQ and len(gated) == 1 and all(
                     self.graph.constant(i) is not None for i in constants))):
             self.gate_root[node.output[0]] = root
             return
@@ -199,7 +207,7 @@ class _Reader:
         """The tensor before pointwise operations with constants (x of x / sqrt(2))."""
         while tensor in self.producing_node:
             node, rule = self.producing_node[tensor]
-            if rule != 'identity' or node.op_type not in _POINTWISE_CONSTANT:
+            if rule != 'identity' or node.op_type not in _POINTWISE_CONSTANT | _QDQ:
                 break
             variable = [i for i in node.input if self.graph.constant(i) is None]
             if len(variable) != 1:
@@ -301,16 +309,24 @@ class _Reader:
             raise UnsupportedModelError(f'{where}: its bounds come from the image')
 
     def _clips_at_zero(self, node: onnx.NodeProto) -> bool:
-        """Whether a DequantizeLinear of a QuantizeLinear clips at 0 what could be negative:
-        its zero point is its integer type's minimum (absent: 0 of uint8), behind it a Conv."""
+        """Whether a DequantizeLinear of a QuantizeLinear is a ReLU that the quantization
+        folded: its zero point is its integer type's minimum (absent: 0 of the input's type),
+        what was quantized could be negative, a Conv lies behind it, and no ReLU follows (one
+        that the quantizer kept: QDQKeepRemovableActivations)."""
         quantize = self.graph.producer.get(node.input[0])
         if quantize is None or quantize.op_type != 'QuantizeLinear':
             return False
         quantized = quantize.input[0]
-        if quantized not in self.convolved or quantized in self.nonnegative:
+        if quantized not in self.convolved or quantized in self.nonnegative or any(
+                consumer.op_type == 'Relu' or self._clip_is_nonnegative(consumer)
+                for consumer in self.graph.consumers.get(node.output[0], ())):
             return False
-        zero_point = (self.graph.constant(node.input[2]) if len(node.input) > 2 and node.input[2]
-                      else np.zeros(1, np.uint8))
+        if len(node.input) > 2 and node.input[2]:
+            zero_point = self.graph.constant(node.input[2])
+        else:
+            element = self.graph.types.get(node.input[0])
+            zero_point = np.zeros(1, helper.tensor_dtype_to_np_dtype(element)) if element \
+                else None
         if zero_point is None or zero_point.dtype.kind not in 'iu':
             return False
         return bool(np.all(zero_point == np.iinfo(zero_point.dtype).min))
