@@ -165,7 +165,7 @@ def test_bad_and_stale_frames_are_counted_and_the_next_is_answered(engine) -> No
     frames.start()
     try:
         bad = image(frame(5), NOW_NS - 10)
-        bad.encoding = 'bayer_rggb16'
+        bad.encoding = 'nv24'
         offer(frames, bad)
         assert wait_until(lambda: frames.monitor.snapshot().totals['dropped_invalid'] == 1)
         offer(frames, image(frame(6), NOW_NS - 60_000_000))  # 60 ms old
@@ -175,7 +175,7 @@ def test_bad_and_stale_frames_are_counted_and_the_next_is_answered(engine) -> No
     finally:
         assert frames.stop(10.0)
     assert [answer.stamp_ns for answer in port.answers] == [NOW_NS - 1_000_000]
-    assert any('bayer_rggb16' in text for level, text in log.lines if level == 'warning')
+    assert any('nv24' in text for level, text in log.lines if level == 'warning')
     assert any('stale' in text for level, text in log.lines if level == 'warning')
 
 

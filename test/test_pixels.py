@@ -101,6 +101,63 @@ def test_bayer_rggb8_demosaics_to_rgb() -> None:
     assert order == 'rgb' and (centre[:, 0] > 200).all() and (centre[:, 1:] < 60).all()
 
 
+@pytest.mark.parametrize('big_endian', [False, True])
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_16_bit_bayer_demosaics_as_the_8_bit_mosaic(pattern: str, big_endian: bool) -> None:
+    """A 16-bit mosaic (padded rows, either byte order) gives the 8-bit mosaic's picture."""
+    mosaic = RNG.integers(0, 255, (6, 8), dtype=np.uint8)
+    eight, _ = decode_raw(f'bayer_{pattern}8', 6, 8, 8, False, mosaic.tobytes())
+    data, step = padded((mosaic.astype(np.uint16) * 257).astype('>u2' if big_endian else '<u2'),
+                        6)
+    sixteen, order = decode_raw(f'bayer_{pattern}16', 6, 8, step, big_endian, data)
+    assert order == 'rgb' and sixteen.dtype == np.uint16 and sixteen.shape == (6, 8, 3)
+    np.testing.assert_array_equal(to_rgb8(sixteen), eight)
+
+
+@pytest.mark.parametrize('encoding, order', [('rgba16', 'rgb'), ('bgra16', 'bgr'),
+                                             ('16UC4', 'bgr')])
+def test_16_bit_four_channels_lose_the_alpha(encoding: str, order: str) -> None:
+    rgba = RNG.integers(0, 65535, (4, 6, 4), dtype=np.uint16)
+    data, step = padded(rgba.astype('>u2'), 2)
+    frame, got_order = decode_raw(encoding, 4, 6, step, True, data)
+    expected = rgba[:, :, :3] if order == 'rgb' else rgba[:, :, 2::-1]
+    np.testing.assert_array_equal(frame, expected)
+    assert got_order == 'rgb'
+
+
+def semi_planar(rgb: np.ndarray, swap: bool, padding: int) -> tuple[bytes, int, np.ndarray]:
+    """An RGB picture as nv12 (nv21 with ``swap``) data with padded rows, its step, and the
+    RGB picture OpenCV decodes from the same samples in its planar I420 layout."""
+    height, width = rgb.shape[:2]
+    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    quarter = height * width // 4
+    u, v = (i420[height:].reshape(-1)[start:start + quarter] for start in (0, quarter))
+    pairs = np.stack([v, u] if swap else [u, v], axis=1)
+    planes = np.vstack([i420[:height], pairs.reshape(height // 2, width)])
+    data, step = padded(planes, padding)
+    return data, step, cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+
+
+@pytest.mark.parametrize('encoding', ['nv12', 'nv21'])
+@pytest.mark.parametrize('padding', [0, 6])
+def test_nv12_and_nv21_planes(encoding: str, padding: int) -> None:
+    """4:2:0 semi-planar frames as rviz2 reads them: luma rows, then half as many rows of
+    chroma pairs (U V for nv12, V U for nv21), each ``step`` bytes."""
+    data, step, expected = semi_planar(COLOUR, encoding == 'nv21', padding)
+    frame, order = decode_raw(encoding, 6, 10, step, False, data)
+    np.testing.assert_array_equal(frame, expected)
+    assert order == 'rgb'
+
+
+@pytest.mark.parametrize('encoding', ['nv12', 'nv21'])
+def test_a_red_scene_stays_red_in_nv12_and_nv21(encoding: str) -> None:
+    red = np.zeros((4, 8, 3), np.uint8)
+    red[:, :, 0] = 200
+    data, step, _ = semi_planar(red, encoding == 'nv21', 0)
+    frame, _ = decode_raw(encoding, 4, 8, step, False, data)
+    assert (np.abs(frame.astype(int) - [200, 0, 0]) <= 3).all()
+
+
 def test_uyvy_luma_is_the_odd_bytes() -> None:
     """UYVY carries Y at odd byte positions: U=V=128 with Y=200 is a grey of video-range luma
     (200 - 16) * 255 / 219 = 214, where reading U as luma would give 130."""
@@ -112,7 +169,10 @@ def test_uyvy_luma_is_the_odd_bytes() -> None:
 
 
 @pytest.mark.parametrize('fields, message', [
-    (('bayer_rggb16', 4, 4, 8, False, bytes(32)), 'unsupported encoding'),
+    (('nv24', 4, 4, 8, False, bytes(32)), 'unsupported encoding'),
+    (('nv12', 3, 4, 4, False, bytes(16)), 'even height'),
+    (('nv21', 4, 3, 3, False, bytes(18)), 'even width'),
+    (('nv12', 4, 4, 4, False, bytes(16)), 'step x height x 3/2 is 24'),
     (('mono8', 0, 4, 4, False, b''), 'empty image'),
     (('mono8', 4, 0, 0, False, b''), 'empty image'),
     (('mono8', 4, 4, 4, False, bytes(15)), 'data holds 15 bytes'),

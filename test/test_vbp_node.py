@@ -26,7 +26,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from vbp_ros import ModelSpec, authors_net, save_checkpoint  # noqa: E402
 from vbp_ros.engine.build import build_engine  # noqa: E402
-from vbp_ros.pixels.encodings import mask_to_mono8  # noqa: E402
+from vbp_ros.pixels.encodings import decode_raw, mask_to_mono8  # noqa: E402
 
 from bombs import BOMBS  # noqa: E402
 from dds_segments import own_segments, stop  # noqa: E402
@@ -71,6 +71,19 @@ def test_mask_and_angle_equal_the_engine_for_a_known_frame(harness, checkpoint) 
     assert mask.header.frame_id == 'camera_optical'
 
 
+def test_an_nv12_camera_is_answered_with_the_mask_of_its_picture(harness, checkpoint) -> None:
+    """A 4:2:0 camera (Jetson, libcamera): the node reads the luma and chroma planes and
+    answers with the mask of the picture they carry."""
+    gray = camera_frame(6)
+    planes = np.vstack([gray, np.full((240, 640), 128, np.uint8)])  # neutral chroma
+    message = Image(height=480, width=640, encoding='nv12', step=640, data=planes.tobytes())
+    mask = harness.send(message)
+    picture, order = decode_raw('nv12', 480, 640, 640, False, planes.tobytes())
+    expected = build_engine(checkpoint, device='cpu').process(picture, order=order)
+    received = np.frombuffer(mask.data, np.uint8).reshape(125, 640)
+    np.testing.assert_array_equal(received, mask_to_mono8(expected.mask))
+
+
 def test_overlay_only_when_subscribed_with_the_input_header(harness) -> None:
     harness.send(raw(camera_frame(2)))
     harness.spin_until(lambda: harness.latest_diagnostics(), 3.0)
@@ -108,7 +121,7 @@ def test_reliable_bag_playback_qos(harness) -> None:
 
 
 BAD_RAW = {
-    'unsupported encoding': dict(encoding='bayer_rggb16', height=480, width=640, step=1280,
+    'unsupported encoding': dict(encoding='nv24', height=480, width=640, step=1280,
                                  data=bytes(480 * 1280)),
     'data too short': dict(encoding='mono8', height=480, width=640, step=640,
                            data=bytes(480 * 640 - 7)),

@@ -3,7 +3,11 @@
 The meaning of each encoding follows sensor_msgs/image_encodings and cv_bridge: ``data`` holds
 ``height`` rows of ``step`` bytes each (the row may be padded past ``width * pixel size``),
 multi-byte pixels are big-endian when ``is_bigendian`` is set, and ``yuv422``/``uyvy`` is
-U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0; Bayer mosaics are demosaiced to RGB.
+U0 Y0 V0 Y1 while ``yuv422_yuy2``/``yuyv`` is Y0 U0 Y1 V0. ``nv12`` and ``nv21`` (4:2:0,
+as Jetson, libcamera and phone cameras deliver it) are a plane of ``height`` luma rows followed
+by one of ``height / 2`` rows of interleaved U V (nv12) or V U (nv21) samples, both ``step``
+bytes a row, as rviz2 reads them. Bayer mosaics (8 and 16 bits) are demosaiced to RGB; the
+alpha of 16-bit four-channel pixels is dropped.
 cv_bridge itself is not used (it does not work with numpy 2).
 
 Every problem raises :class:`~vbp_ros.pixels.frames.FrameError` with a message naming it, so a
@@ -51,7 +55,27 @@ class Encoding:
     dtype: str
     channels: int
     order: str = 'rgb'
-    colour_code: int | None = None  # demosaicing or YUV conversion to 8-bit colour
+    colour_code: int | None = None  # demosaicing, YUV or alpha-dropping conversion to RGB
+    even: tuple[bool, bool] = (False, False)  # (height, width) must be even
+    chroma_plane: bool = False  # 4:2:0: height / 2 rows of chroma follow the luma rows
+
+    def rows(self, height: int) -> int:
+        """The rows of ``step`` bytes that a frame of ``height`` rows occupies."""
+        return height + height // 2 if self.chroma_plane else height
+
+
+def _yuv(code: int) -> Encoding:
+    """A packed 4:2:2 encoding (two bytes a pixel, one chroma pair for two pixels)."""
+    return Encoding('u1', 2, colour_code=code, even=(False, True))
+
+
+def _semi_planar(code: int) -> Encoding:
+    """A 4:2:0 encoding: a luma plane, then a plane of interleaved chroma pairs."""
+    return Encoding('u1', 1, colour_code=code, even=(True, True), chroma_plane=True)
+
+
+def _bayer(dtype: str, code: int) -> Encoding:
+    return Encoding(dtype, 1, colour_code=code, even=(False, True))
 
 
 ENCODINGS = {
@@ -62,16 +86,19 @@ ENCODINGS = {
     '8UC3': Encoding('u1', 3, 'bgr'), '8UC4': Encoding('u1', 4, 'bgr'),
     'rgb16': Encoding('u2', 3), 'bgr16': Encoding('u2', 3, 'bgr'),
     '16UC3': Encoding('u2', 3, 'bgr'),
+    # Frames have four channels at 8 bits only: the alpha goes at decoding.
+    'rgba16': Encoding('u2', 4, colour_code=cv2.COLOR_RGBA2RGB),
+    'bgra16': Encoding('u2', 4, colour_code=cv2.COLOR_BGRA2RGB),
+    '16UC4': Encoding('u2', 4, colour_code=cv2.COLOR_BGRA2RGB),
     '32FC1': Encoding('f4', 1),
-    'yuv422': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
-    'uyvy': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_UYVY),
-    'yuv422_yuy2': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_YUYV),
-    'yuyv': Encoding('u1', 2, colour_code=cv2.COLOR_YUV2RGB_YUYV),
+    'yuv422': _yuv(cv2.COLOR_YUV2RGB_UYVY), 'uyvy': _yuv(cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': _yuv(cv2.COLOR_YUV2RGB_YUYV), 'yuyv': _yuv(cv2.COLOR_YUV2RGB_YUYV),
+    'nv12': _semi_planar(cv2.COLOR_YUV2RGB_NV12), 'nv21': _semi_planar(cv2.COLOR_YUV2RGB_NV21),
     # OpenCV names a Bayer pattern after its second row: ROS rggb is OpenCV's BG.
-    'bayer_rggb8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerBG2RGB),
-    'bayer_bggr8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerRG2RGB),
-    'bayer_gbrg8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerGR2RGB),
-    'bayer_grbg8': Encoding('u1', 1, colour_code=cv2.COLOR_BayerGB2RGB),
+    **{f'bayer_{pattern}{bits}': _bayer(dtype, code)
+       for pattern, code in (('rggb', cv2.COLOR_BayerBG2RGB), ('bggr', cv2.COLOR_BayerRG2RGB),
+                             ('gbrg', cv2.COLOR_BayerGR2RGB), ('grbg', cv2.COLOR_BayerGB2RGB))
+       for bits, dtype in (('8', 'u1'), ('16', 'u2'))},
 }
 
 
@@ -94,17 +121,19 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     check_pixel_count(width, height)
     sample = np.dtype(layout.dtype)
     row_bytes = width * layout.channels * sample.itemsize
-    if layout.colour_code is not None and width % 2:
-        raise FrameError(f'{encoding} needs an even width, got {width}')
+    for name, length, even in zip(('height', 'width'), (height, width), layout.even):
+        if even and length % 2:
+            raise FrameError(f'{encoding} needs an even {name}, got {length}')
     if step < row_bytes:
         raise FrameError(f'step {step} is smaller than width x pixel size ({row_bytes})')
-    buffer = _bytes(data)
-    if buffer.size != step * height:
-        raise FrameError(f'data holds {buffer.size} bytes, step x height is {step * height}')
-    rows = buffer.reshape(height, step)[:, :row_bytes]
+    buffer, rows = _bytes(data), layout.rows(height)
+    if buffer.size != step * rows:
+        size = 'step x height x 3/2' if layout.chroma_plane else 'step x height'
+        raise FrameError(f'data holds {buffer.size} bytes, {size} is {step * rows}')
     order = ('>' if is_bigendian else '<') if sample.itemsize > 1 else '|'
-    pixels = _as_samples(rows, np.dtype(order + layout.dtype))
-    pixels = pixels.reshape(height, width, layout.channels)
+    pixels = _as_samples(buffer.reshape(rows, step)[:, :row_bytes],
+                         np.dtype(order + layout.dtype))
+    pixels = pixels.reshape(rows, width, layout.channels)
     if layout.channels == 1:
         pixels = pixels[:, :, 0]
     if layout.colour_code is not None:
