@@ -15,6 +15,11 @@ __all__ = ['image_input']
 ORT_DOMAIN = 'com.microsoft'  # onnxruntime's own operators
 
 
+def standard_opset(model: onnx.ModelProto) -> int | None:
+    """The version of the standard ONNX operator set the graph imports (None if none)."""
+    return next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
+
+
 def axes_of(layout: str) -> tuple[int, int, int]:
     """The positions of the channel, height and width axes in a tensor of ``layout``."""
     return tuple(layout.index(axis) for axis in 'chw')
@@ -44,8 +49,7 @@ class OnnxGraph:
             if tensor.HasField('shape'):
                 self.shapes[info.name] = tuple(
                     d.dim_value if d.HasField('dim_value') else None for d in tensor.shape.dim)
-        self.opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
-                          None)
+        self.opset = standard_opset(model)
         self._constants: dict[str, np.ndarray | None] = {}
 
     def name(self, node: onnx.NodeProto) -> str:
@@ -252,8 +256,7 @@ def _activation(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.NodeProto 
     if kind == 'HardSigmoid' and len(params) == 2:
         return helper.make_node(kind, [''], [''], name=name, alpha=params[0], beta=params[1])
     if kind == 'Clip' and len(params) == 2:
-        opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), 1)
-        if opset < 11:
+        if (standard_opset(model) or 1) < 11:
             return helper.make_node(kind, [''], [''], name=name, min=params[0], max=params[1])
         bounds = [f'{node.output[0]}/{bound}' for bound in ('min', 'max')]
         for bound, value in zip(bounds, params):

@@ -232,9 +232,10 @@ class _Reader:
                     'size')
         self.producing_node[output] = (node, rule.kind)
         self.sizes[output], self.layouts[output] = size, layout
-        if node.op_type == 'Conv' or any(source in self.convolved for source, _ in sources):
+        feature_sources = [source for source, _ in sources]
+        if node.op_type == 'Conv' or any(source in self.convolved for source in feature_sources):
             self.convolved.add(output)
-        if self._nonnegative_output(node, rule, [source for source, _ in sources]):
+        if self._nonnegative_output(node, rule, feature_sources):
             self.nonnegative.add(output)
         shape = graph.shapes[output]
         channels = shape[axes_of(layout)[0]] or 0
