@@ -28,7 +28,7 @@ PACKAGE_FILES := setup.py setup.cfg package.xml $(shell find vbp_ros resource la
 
 .PHONY: drive figure2 test test-fast bench fleet-bench node-ceiling gpu-check clean python-venv apt
 
-SETUP := $(VENV)/.package $(VENV)/.ros2launch
+SETUP := $(VENV)/.package $(VENV)/.ros2launch $(VENV)/.ros2lifecycle
 
 drive: $(SETUP)
 	$(BIN)/vbp-drive --duration $(DRIVE_SECONDS) --bag-dir $(DRIVE_DIR)/bag $(DRIVE_ARGS)
@@ -114,6 +114,15 @@ $(VENV)/.ros2launch: $(VENV)/.deps
 	@if [ -f $(UPSTREAM)/install-ros2-launch.sh ]; then \
 		bash $(UPSTREAM)/install-ros2-launch.sh $(BIN)/python && touch $@; \
 	else echo "note: $(UPSTREAM) not found: ros2 launch/run not installed (UPSTREAM=...)"; fi
+
+# `ros2 lifecycle get|set|list|nodes`, the usual way to drive a managed node (vbp_lifecycle_node),
+# is in the same ros2cli snapshot but not among the packages that script installs.
+$(VENV)/.ros2lifecycle: $(VENV)/.ros2launch
+	@if [ -f $(UPSTREAM)/ros2cli.tar.gz ]; then \
+		src=$$(mktemp -d) && tar -xzf $(UPSTREAM)/ros2cli.tar.gz -C $$src ros2cli/ros2lifecycle && \
+		$(BIN)/python -m pip install -q --no-deps --no-build-isolation $$src/ros2cli/ros2lifecycle; \
+		status=$$?; rm -rf $$src; [ $$status -eq 0 ] && touch $@; \
+	fi
 
 # Debian and Ubuntu ship venv/ensurepip separately.
 python-venv:

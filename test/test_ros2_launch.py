@@ -261,23 +261,40 @@ def test_a_camera_failing_at_start_stops_the_drive_cleanly(ros2: Path) -> None:
     assert_gone(launch.started_pids())
 
 
+def lifecycle(ros2: Path, *arguments: str) -> str:
+    """``ros2 lifecycle ARGUMENTS`` (ros2lifecycle, installed by the set-up), as a user types
+    it, without a daemon left behind; its output, after checking that it succeeded."""
+    result = subprocess.run([str(ros2), 'lifecycle', *arguments, '--no-daemon',
+                             '--spin-time', '3'], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result
+    return result.stdout
+
+
 def test_managed_vbp_node_is_configured_and_activated_by_the_launch(ros2: Path) -> None:
     """managed:=true starts vbp_lifecycle_node; launch configures it once it runs and activates
-    it once the configure made it inactive, frames flow; a deactivate by the user stays (the
-    launch used to activate the node again at once), and Ctrl-C stops it cleanly."""
+    it once the configure made it inactive, frames flow. ``ros2 lifecycle`` sees it and drives
+    it: a deactivate by the user stays (the launch used to activate the node again at once), an
+    activate makes frames flow again, and Ctrl-C stops it cleanly."""
+    node = '/managed_drive/vbp'
     with Running(ros2, 'launch', 'vbp_ros', 'drive.launch.py', 'managed:=true',
                  'namespace:=managed_drive') as launch:
         launch.wait_for('configure: now inactive')
         launch.wait_for('activate: now active')
         launch.wait_for('[managed_drive.vbp]: frames of ', timeout=60.0)
-        deactivate = subprocess.run(
-            [str(ros2), 'service', 'call', '/managed_drive/vbp/change_state',
-             'lifecycle_msgs/srv/ChangeState', '{transition: {id: 4}}'],
-            capture_output=True, text=True, timeout=60)
-        assert 'success=True' in deactivate.stdout, deactivate
+        assert node in lifecycle(ros2, 'nodes').split()
+        assert lifecycle(ros2, 'get', node).strip() == 'active [3]'
+        assert 'Transitioning successful' in lifecycle(ros2, 'set', node, 'deactivate')
         launch.wait_for('deactivate: now inactive')
         time.sleep(2.0)
         assert launch.output.count('activate: now active') == 1, launch.output
+        assert lifecycle(ros2, 'get', node).strip() == 'inactive [2]'
+        assert '- activate [3]' in lifecycle(ros2, 'list', node)
+        assert 'Transitioning successful' in lifecycle(ros2, 'set', node, 'activate')
+        launch.wait_for('activate: now active', count=2)
+        angle = subprocess.run(  # published again: a message, not just a state
+            [str(ros2), 'topic', 'echo', '--once', '/managed_drive/steering_angle',
+             'std_msgs/msg/Float32'], capture_output=True, text=True, timeout=60)
+        assert angle.stdout.startswith('data: '), angle
         launch.ctrl_c()
         code = launch.finish()
     assert code == 0, launch.output
