@@ -219,9 +219,23 @@ def _managed_vbp_node(context: LaunchContext) -> list[Action]:
     from launch_ros.event_handlers import OnStateTransition
     from launch_ros.events.lifecycle import ChangeState
     from lifecycle_msgs.msg import Transition
+    from rclpy.exceptions import InvalidHandle
 
-    node = LifecycleNode(package='vbp_ros', executable='vbp_lifecycle_node', namespace='',
-                         **_vbp_node_arguments())
+    class ShutdownSafeLifecycleNode(LifecycleNode):
+        """launch_ros's LifecycleNode, except that a Ctrl-C while a transition waits for the
+        node's change_state service ends the wait: upstream's wait on launch's own ROS node,
+        destroyed by the shutdown under it, raised 'cannot use Destroyable because destruction
+        was requested', and launch exited 1 after a Ctrl-C in the node's first seconds."""
+
+        def _call_change_state(self, request, context: LaunchContext) -> None:
+            try:
+                super()._call_change_state(request, context)
+            except InvalidHandle:
+                if not context.is_shutdown:
+                    raise
+
+    node = ShutdownSafeLifecycleNode(package='vbp_ros', executable='vbp_lifecycle_node',
+                                     namespace='', **_vbp_node_arguments())
 
     def change(transition: int) -> EmitEvent:
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
