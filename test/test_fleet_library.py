@@ -22,7 +22,8 @@ from vbp_ros.data.fleet.discovery import find_bags
 from vbp_ros.data.fleet.reading import BagReadError, ReadOptions, choose_camera, read_segments
 from vbp_ros.explain.attention import STATISTICS, AttentionStatistics
 from vbp_ros.models.loading import load_model
-from vbp_ros.fleet.worker import SegmentWorker, top_rows
+from vbp_ros.fleet.masks import top_rows
+from vbp_ros.fleet.worker import SegmentWorker
 from vbp_ros.data.fleet.results import ResultStore
 from vbp_ros.render.report import write_thumbnail
 from vbp_ros.tools.fleet import PLOT, BagWriter, main as fleet_main

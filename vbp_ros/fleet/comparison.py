@@ -2,8 +2,8 @@
 
 The worker runs its own model on a segment, then hands the segment to :class:`Comparison`,
 which runs the second engine on the segment's ``compared`` inputs (the same frames through the
-second model's preprocessing) with the same functions (:func:`~vbp_ros.fleet.worker.segment_masks`,
-:func:`~vbp_ros.fleet.worker.mask_columns`), so both models' statistics are computed one way.
+second model's preprocessing) with the same functions (:func:`~vbp_ros.fleet.masks.segment_masks`,
+:func:`~vbp_ros.fleet.masks.mask_columns`), so both models' statistics are computed one way.
 Per frame it adds the second model's angle and statistics (suffixed ``_other``), the angle
 difference (other minus this, radians: both engines give road wheel radians, see
 :func:`check_comparable`), the masks' similarity in camera coordinates
@@ -28,7 +28,7 @@ from ..models.preprocess import Preprocessor
 from ..pixels.encodings import encode_jpeg
 from ..pixels.frames import FrameSizeError
 from ..pixels.overlay import network_view_overlay, shrunk_to_width
-from .worker import mask_columns, segment_masks, top_rows
+from .masks import mask_columns, segment_masks, top_rows
 
 TOP_FRAMES = 20  # frames of largest disagreement shown in the report
 THUMBNAIL_WIDTH = 320  # pixels: the report's picture width

@@ -2,13 +2,12 @@
 engine over segments of frames (angles, attention statistics, gallery candidates). Ray-free: a Ray
 actor wraps :class:`SegmentWorker`, and tests use it directly. With ``--compare`` the worker
 hands each segment on to its :class:`~vbp_ros.fleet.comparison.Comparison`, which runs the
-second model with the functions here (:func:`segment_masks`, :func:`mask_columns`)."""
+second model through the same functions (:mod:`vbp_ros.fleet.masks`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +17,9 @@ from ..models.checkpoint import ModelSpec, default_model_path
 from ..engine.build import build_engine
 from ..engine.config import EngineConfig
 from ..engine.engine import VBPEngine
-from ..pixels.frames import Crop
 from ..pixels.overlay import DEFAULT_OVERLAY_ALPHA, network_view_overlay
 from ..data.fleet.reading import BagInfo, Segment
-from ..explain.attention import AttentionStatistics
+from .masks import mask_columns, segment_masks, top_rows
 
 if TYPE_CHECKING:
     from .comparison import Comparison, ComparisonRows
@@ -75,56 +73,6 @@ def gallery_scores(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     vbp_node's attention alarm watches: the mask's share outside the region of interest."""
     return {'error': np.abs(rows['error']), 'off_road': 1.0 - rows['roi_mass'],
             'jump': rows['change']}
-
-
-def top_rows(scores: np.ndarray, count: int) -> np.ndarray:
-    """Positions of the ``count`` largest finite scores, largest first (earlier on ties)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    order = np.argsort(-scores[finite], kind='stable')
-    return finite[order[:count]]
-
-
-def engine_masks(engine: VBPEngine, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W) masks and (N,) angles (radians) of preprocessed planes, in batches of the
-    engine's ``max_batch``."""
-    batch = engine.max_batch
-    results = [result for start in range(0, len(planes), batch)
-               for result in engine.process_planes(planes[start:start + batch])]
-    height, width = engine.preprocess.shape[1:]
-    masks = np.stack([r.mask for r in results]) if results else \
-        np.zeros((0, height, width), np.float32)
-    return masks, np.array([r.angle for r in results], np.float64)
-
-
-def segment_masks(engine: VBPEngine, segment: Segment
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The masks and angles of a segment's frames, and the mask of the frame before them
-    (its context; None for a bag's first segment)."""
-    inputs = segment.planes if segment.context is None or not segment.frames else \
-        np.concatenate([segment.context[None], segment.planes])
-    masks, angles = engine_masks(engine, inputs)
-    if len(masks) > segment.frames:
-        return masks[1:], angles[1:], masks[0]
-    return masks, angles, None
-
-
-def mask_columns(masks: np.ndarray, previous: np.ndarray | None, segment: Segment
-                 ) -> dict[str, np.ndarray]:
-    """The attention statistics of one model's masks of a segment (``previous``: its mask of
-    the frame before them): the run's model and the compared one both go through here."""
-    if segment.camera is None:  # no frames
-        return AttentionStatistics.empty_table()
-    return _attention_statistics(masks.shape[1:], *segment.camera, segment.roi).table(
-        masks, segment.horizon, previous)
-
-
-@lru_cache(maxsize=16)
-def _attention_statistics(mask_shape: tuple[int, int], region: Crop,
-                          frame_shape: tuple[int, int], roi: tuple[float, ...]
-                          ) -> AttentionStatistics:
-    """The statistics of masks of one shape over one crop of one frame size with one region
-    of interest (built once: they precompute grids)."""
-    return AttentionStatistics(mask_shape, region, frame_shape, roi)
 
 
 class SegmentWorker:
