@@ -17,6 +17,11 @@ RUNS ?= $(CURDIR)/runs
 DRIVE_SECONDS ?= 20
 DRIVE_ARGS ?=
 DRIVE_DIR := $(RUNS)/drive/$(shell date +%Y%m%d-%H%M%S)
+# The set-up steps print a line each; what pip and the install script print goes to this log,
+# whose end is shown when a step fails.
+SETUP_LOG := $(VENV)/setup.log
+SHOW_SETUP_LOG = { tail -n 40 $(SETUP_LOG); echo "set-up failed: the whole log is $(SETUP_LOG)"; \
+	exit 1; }
 CHROMIUM := /usr/bin/chromium
 
 # What the PyPI ROS 2 wheels need: ament_index_python looks up packages under this prefix.
@@ -90,8 +95,10 @@ $(VENV)/.deps: requirements.txt
 		{ echo "Python 3.10 or newer is needed (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -r requirements.txt
+	@echo "set-up: the pinned packages of requirements.txt into $(VENV) (the first time takes" \
+		"minutes; log: $(SETUP_LOG))"
+	@{ $(BIN)/python -m pip install --upgrade pip && \
+		$(BIN)/python -m pip install -r requirements.txt; } > $(SETUP_LOG) 2>&1 || $(SHOW_SETUP_LOG)
 	touch $@
 
 # The package itself, installed (not editable) so that data_files reach .venv/share, where
@@ -99,7 +106,9 @@ $(VENV)/.deps: requirements.txt
 # ignores setup.cfg's install_scripts, so the console scripts are copied to .venv/lib/vbp_ros/,
 # where `ros2 run` and `ros2 launch` look for a package's executables (colcon puts them there).
 $(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
-	$(BIN)/python -m pip install --no-deps --force-reinstall .
+	@echo "set-up: vbp_ros into $(VENV)"
+	@$(BIN)/python -m pip install --no-deps --force-reinstall . >> $(SETUP_LOG) 2>&1 || \
+		$(SHOW_SETUP_LOG)
 	rm -rf build *.egg-info
 	rm -rf $(VENV)/lib/vbp_ros && mkdir -p $(VENV)/lib/vbp_ros
 	for exe in $$($(BIN)/python -c "from importlib.metadata import distribution; \
@@ -112,16 +121,21 @@ $(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
 # and so are the tests that run them.
 $(VENV)/.ros2launch: $(VENV)/.deps
 	@if [ -f $(UPSTREAM)/install-ros2-launch.sh ]; then \
-		bash $(UPSTREAM)/install-ros2-launch.sh $(BIN)/python && touch $@; \
+		echo "set-up: ros2 launch and the ros2 command line from $(UPSTREAM)"; \
+		bash $(UPSTREAM)/install-ros2-launch.sh $(BIN)/python >> $(SETUP_LOG) 2>&1 || \
+			$(SHOW_SETUP_LOG); \
+		touch $@; \
 	else echo "note: $(UPSTREAM) not found: ros2 launch/run not installed (UPSTREAM=...)"; fi
 
 # `ros2 lifecycle get|set|list|nodes`, the usual way to drive a managed node (vbp_lifecycle_node),
 # is in the same ros2cli snapshot but not among the packages that script installs.
 $(VENV)/.ros2lifecycle: $(VENV)/.ros2launch
 	@if [ -f $(UPSTREAM)/ros2cli.tar.gz ]; then \
+		echo "set-up: ros2 lifecycle from $(UPSTREAM)"; \
 		src=$$(mktemp -d) && tar -xzf $(UPSTREAM)/ros2cli.tar.gz -C $$src ros2cli/ros2lifecycle && \
-		$(BIN)/python -m pip install -q --no-deps --no-build-isolation $$src/ros2cli/ros2lifecycle; \
-		status=$$?; rm -rf $$src; [ $$status -eq 0 ] && touch $@; \
+		$(BIN)/python -m pip install --no-deps --no-build-isolation $$src/ros2cli/ros2lifecycle \
+			>> $(SETUP_LOG) 2>&1; \
+		status=$$?; rm -rf $$src; [ $$status -eq 0 ] || $(SHOW_SETUP_LOG); touch $@; \
 	fi
 
 # Debian and Ubuntu ship venv/ensurepip separately.
