@@ -94,12 +94,12 @@ $(VENV)/.deps: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), sys.version' || \
 		{ echo "Python 3.10 or newer is needed (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV)
 	@echo "set-up: the pinned packages of requirements.txt into $(VENV) (the first time takes" \
 		"minutes; log: $(SETUP_LOG))"
 	@{ $(BIN)/python -m pip install --upgrade pip && \
 		$(BIN)/python -m pip install -r requirements.txt; } > $(SETUP_LOG) 2>&1 || $(SHOW_SETUP_LOG)
-	touch $@
+	@touch $@
 
 # The package itself, installed (not editable) so that data_files reach .venv/share, where
 # the ament index finds them; re-installed whenever a package file changes. A wheel install
@@ -109,12 +109,12 @@ $(VENV)/.package: $(VENV)/.deps $(PACKAGE_FILES)
 	@echo "set-up: vbp_ros into $(VENV)"
 	@$(BIN)/python -m pip install --no-deps --force-reinstall . >> $(SETUP_LOG) 2>&1 || \
 		$(SHOW_SETUP_LOG)
-	rm -rf build *.egg-info
-	rm -rf $(VENV)/lib/vbp_ros && mkdir -p $(VENV)/lib/vbp_ros
-	for exe in $$($(BIN)/python -c "from importlib.metadata import distribution; \
+	@rm -rf build *.egg-info
+	@rm -rf $(VENV)/lib/vbp_ros && mkdir -p $(VENV)/lib/vbp_ros
+	@for exe in $$($(BIN)/python -c "from importlib.metadata import distribution; \
 		print(*(e.name for e in distribution('vbp_ros').entry_points \
 		if e.group == 'console_scripts'))"); do cp $(BIN)/$$exe $(VENV)/lib/vbp_ros/; done
-	touch $@
+	@touch $@
 
 # The upstream launch system and ros2 CLI (ros2 launch, ros2 run, ros2 topic ...) from the
 # snapshots in ../shared/upstream; without that folder (a clone on its own) they are skipped,
