@@ -184,7 +184,7 @@ def launch_record_and_ctrl_c(ros2: Path, bag: Path, presses: int, *arguments: st
     assert ('/vbp/overlay' in counts) == ('record_overlay:=true' in arguments), counts
     # vbp-review draws every mask's overlay.
     masks, frames = header_stamps(bag, '/vbp/mask'), header_stamps(bag, '/camera/image_raw')
-    assert set(masks) <= set(frames) and frames[0] == masks[0], (frames[:3], masks[:3])
+    assert set(masks) <= set(frames) and frames[0] == masks[0], (frames[:3], masks[:3], output)
     assert_gone(launch.started_pids())
     return output
 

@@ -26,11 +26,13 @@ from .runner import run_node
 SYNTHETIC_MODES = ('drive', 'independent')
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
 # The subscriber count is this writer's view of the match; each reader matches the writer on
-# its own, in its own process, and drops the best-effort frames that arrive before (measured
-# here: a frame published the moment the count was reached missed its subscriber in 3 of 60
-# tries; the reader matched up to 2.5 ms after the writer, unloaded). So frame one waits
-# until the count has held this long.
-SUBSCRIBERS_SETTLE_S = 0.1
+# its own, in its own process, and drops the best-effort frames that arrive before. Measured
+# here with a new process (a fresh participant, as vbp_node at start) subscribing each time:
+# its reader matched a median 70 ms after this writer counted it, and 404 and 407 ms after in 2
+# of 80 tries. With both cores busy, frame one of a recorded launch missed vbp_node in 4 of
+# about 60 launches after 0.1 s, in none of 36 after 1 s. So frame one waits until the count
+# has held this long (a drive's duration counts from frame one).
+SUBSCRIBERS_SETTLE_S = 1.0
 
 
 class RoadCamera(Node):
