@@ -61,6 +61,26 @@ def test_the_newest_frame_is_taken_and_the_replaced_ones_counted(node) -> None:
     source.destroy()
 
 
+def test_a_frame_waiting_at_close_is_taken_once(node) -> None:
+    """vbp_node stops its worker before it unsubscribes: the frame that came while the worker
+    was busy is answered, not destroyed with the subscription."""
+    source = CameraSource(node)
+    source.subscribe('', Image, 'image', qos_profile_sensor_data)
+    source.open()
+    camera = publisher(node, 'image')
+    send(camera, 1, 1)
+    source.close()
+    assert seconds(source.take(5.0)['']) == 1
+    send(camera, 2, 1)
+    started = time.monotonic()
+    assert source.take(5.0) == {} and time.monotonic() - started < 1.0
+    source.open()
+    send(camera, 3, 1)
+    assert seconds(source.take(5.0)['']) == 3
+    assert (source.offered, source.dropped) == (3, 1)  # frame 2 waited, replaced by 3
+    source.destroy()
+
+
 def test_several_cameras_are_gathered_only_while_they_deliver(node) -> None:
     source = CameraSource(node)
     for name in ('front', 'left'):

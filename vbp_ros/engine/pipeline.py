@@ -225,9 +225,10 @@ class FramePipeline:
         self._worker.start()
 
     def stop(self, timeout: float) -> bool:
-        """Stop the worker once it has answered the frames in hand and those waiting (stop
-        the producers first: every frame received is answered or counted); whether it did
-        within ``timeout`` seconds."""
+        """Stop the worker once it has answered the frames in hand and those the source
+        hands after its close (a mailbox hands what waits at every take: stop its producers
+        first), so that every frame received is answered or counted; whether it did within
+        ``timeout`` seconds."""
         if self._worker is None:
             return True
         self._running = False

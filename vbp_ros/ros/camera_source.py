@@ -71,6 +71,7 @@ class CameraSource:
         self._lock = threading.Lock()
         self._wake = GuardCondition(None, None, context=node.context)
         self._closed = True
+        self._drained = True  # since the last close, the frames then waiting were taken
         self._last_sequence: dict[tuple[str, bytes], int] = {}  # (camera, publisher): number
         self._last_frame: dict[str, float] = {}  # camera: monotonic time of its newest
         self.offered = 0  # frames that reached the node: taken, or replaced while waiting
@@ -102,10 +103,11 @@ class CameraSource:
 
     def open(self) -> None:
         """Let :meth:`take` wait for frames again."""
-        self._closed = False
+        self._closed = self._drained = False
 
     def close(self) -> None:
-        """Wake a waiting :meth:`take`; takes return at once until :meth:`open`."""
+        """Wake a waiting :meth:`take`; takes return at once until :meth:`open`, the first
+        of them with the frames then waiting (the worker answers them before it stops)."""
         self._closed = True
         self._wake.trigger()
 
@@ -119,13 +121,12 @@ class CameraSource:
              live_s: float = math.inf) -> dict[str, Arrival]:
         """The newest frame of every camera that has one, waiting up to ``timeout`` seconds
         for a first one, then up to ``gather_s`` for the other cameras that delivered within
-        ``live_s`` (several cameras, one batch); empty after the timeout or once closed."""
+        ``live_s`` (several cameras, one batch); empty after the timeout; once closed, the
+        frames waiting then, once, and nothing after."""
         deadline = time.monotonic() + (math.inf if timeout is None else timeout)
         arrivals: dict[str, Arrival] = {}
         while not self._closed:
-            with self._lock:
-                waiting = {camera: subscription for camera, subscription
-                           in self._subscriptions.items() if camera not in arrivals}
+            waiting = self._waiting(arrivals)
             first = not arrivals
             arrivals.update(self._wait_and_take(waiting, deadline - time.monotonic()))
             now = time.monotonic()
@@ -136,7 +137,16 @@ class CameraSource:
             live = {camera for camera, last in self._last_frame.items() if now - last <= live_s}
             if (arrivals and live <= set(arrivals)) or now >= deadline:
                 return arrivals
+        if not arrivals and not self._drained:
+            self._drained = True
+            arrivals = self._wait_and_take(self._waiting(arrivals), 0.0)
         return arrivals
+
+    def _waiting(self, arrivals: dict[str, Arrival]) -> dict[str, Subscription]:
+        """The subscriptions of the cameras not among ``arrivals``."""
+        with self._lock:
+            return {camera: subscription for camera, subscription
+                    in self._subscriptions.items() if camera not in arrivals}
 
     def _replace(self, camera: str, subscription: Subscription | None) -> None:
         with self._lock:

@@ -194,11 +194,12 @@ class VBPNode(ReleasingLifecycleNode):
             self._cleanup()
 
     def _stop_processing(self) -> None:
-        """Unsubscribe, let the worker finish the frames in hand, close the live view."""
-        for name in self.cameras:
-            self.source.unsubscribe(name)
+        """Let the worker answer the frames in hand and those waiting, unsubscribe, close
+        the live view."""
         if not self.pipeline.stop(WORKER_STOP_S):
             self.get_logger().error(f'worker still busy after {WORKER_STOP_S:.0f} s')
+        for name in self.cameras:
+            self.source.unsubscribe(name)
         if self.outputs is not None and self.outputs.viewer is not None:
             self.outputs.viewer.close()
             self.outputs.viewer = None
