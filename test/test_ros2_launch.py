@@ -284,13 +284,13 @@ LIFECYCLE_TRIES = 3  # a busy machine can take longer than one --spin-time to di
 def lifecycle(ros2: Path, *arguments: str) -> str:
     """``ros2 lifecycle ARGUMENTS`` (ros2lifecycle, installed by the set-up), as a user types
     it, without a daemon left behind; its output, after checking that it succeeded. Without a
-    daemon each call discovers the graph anew within ``--spin-time``: a 'Node not found' (the
-    node or its lifecycle services not discovered yet, nothing done) is tried again, as a user
-    would."""
+    daemon each call discovers the graph anew within ``--spin-time``: a call that found nothing
+    ('Node not found', or an empty answer from ``nodes``: the node or its lifecycle services not
+    discovered yet, nothing done) is tried again, as a user would."""
     for _ in range(LIFECYCLE_TRIES):
         result = subprocess.run([str(ros2), 'lifecycle', *arguments, '--no-daemon',
                                  '--spin-time', '3'], capture_output=True, text=True, timeout=60)
-        if 'Node not found' not in result.stderr:
+        if 'Node not found' not in result.stderr and result.stdout.strip():
             break
     assert result.returncode == 0, result
     return result.stdout
