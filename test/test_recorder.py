@@ -16,6 +16,7 @@ from vbp_ros.data.recording import BagRecording
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
@@ -121,6 +122,29 @@ def test_recorder_writes_what_was_published_and_closes_on_a_signal(node, tmp_pat
     with open_bag(bag) as reader:
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
     assert qos['/rec/vbp/overlay'][0].reliability.name == 'RELIABLE'
+
+
+def test_what_a_publisher_sent_just_before_it_went_is_recorded(node, tmp_path) -> None:
+    """A Ctrl-C stops the publishers and the recorder at once: the recorder keeps recording
+    while a recorded topic has a publisher, and then until a spin brings nothing more (the
+    messages a publisher sent just before it went still wait in the subscription)."""
+    bag = tmp_path / 'bag'
+    angle = node.create_publisher(Float32, 'steering_angle',
+                                  QoSProfile(depth=90, reliability=ReliabilityPolicy.RELIABLE))
+    process = start_recorder(bag)
+    try:
+        wait_subscribed(node, [angle], process)
+        for index in range(90):  # within the subscription's depth (SUBSCRIPTION_DEPTH)
+            angle.publish(Float32(data=index / 1000))
+        assert angle.wait_for_all_acked(Duration(seconds=5.0))  # in the recorder's reader
+        node.destroy_publisher(angle)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=20)[0]
+    finally:
+        dds_segments.stop(process)
+    assert process.returncode == 0, output
+    recorded = [message.data for message in read_back(bag)['/rec/steering_angle']]
+    assert np.allclose(recorded, np.arange(90) / 1000), (len(recorded), output)
 
 
 def test_recorder_matches_a_best_effort_publisher(node, tmp_path) -> None:

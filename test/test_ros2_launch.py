@@ -182,9 +182,11 @@ def launch_record_and_ctrl_c(ros2: Path, bag: Path, presses: int, *arguments: st
     # every mask has its steering angle, and frame one its mask.
     assert counts['/steering_angle'] >= counts['/vbp/mask'], counts
     assert ('/vbp/overlay' in counts) == ('record_overlay:=true' in arguments), counts
-    # vbp-review draws every mask's overlay.
+    # vbp-review draws every mask's overlay. The last frame, which the camera may send after
+    # the Ctrl-C reached vbp_node, has its mask too.
     masks, frames = header_stamps(bag, '/vbp/mask'), header_stamps(bag, '/camera/image_raw')
     assert set(masks) <= set(frames) and frames[0] == masks[0], (frames[:3], masks[:3], output)
+    assert frames[-1] == masks[-1], (frames[-3:], masks[-3:], output)
     assert_gone(launch.started_pids())
     return output
 

@@ -96,6 +96,12 @@ class CameraSource:
         return sorted(subscription.topic_name for subscription in self._subscriptions.values()
                       if subscription.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE)
 
+    def publishers(self) -> int:
+        """How many publishers the subscribed cameras' topics have, together."""
+        with self._lock:
+            topics = [subscription.topic_name for subscription in self._subscriptions.values()]
+        return sum(self._node.count_publishers(topic) for topic in topics)
+
     def topic(self, camera: str) -> str | None:
         """The resolved topic of ``camera``'s subscription, if it has one."""
         subscription = self._subscriptions.get(camera)

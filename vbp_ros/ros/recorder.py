@@ -53,6 +53,9 @@ class Recorder(Node):
                          for topic in self.get_parameter('topics').value}
         self._recorded: set[str] = set()
         self._stop_time: float | None = None
+        # Messages received (/diagnostics aside), and that count when finishing() last asked.
+        self._received = 0
+        self._received_when_asked = -1
         self.get_logger().info(f'recording {", ".join(sorted(self._waiting))} into '
                                f'{self.recording.path}')
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -106,6 +109,8 @@ class Recorder(Node):
         self.get_logger().info(f'recording {topic} ({msgtype})')
 
     def _on_message(self, topic: str, data: bytes) -> None:
+        if topic != DIAGNOSTICS_TOPIC:
+            self._received += 1
         if not self.recording.write(topic, self.get_clock().now().nanoseconds, data):
             self.get_logger().warning(f'dropped a {topic} message: {self._drop_reason()}',
                                       throttle_duration_sec=5.0)
@@ -134,15 +139,17 @@ class Recorder(Node):
 
     def finishing(self) -> bool:
         """After a stop signal: whether to keep recording, because a recorded topic (other
-        than /diagnostics, which every node publishes) still has a publisher; at most
+        than /diagnostics, which every node publishes) still has a publisher, or the last spin
+        still brought its messages (those a publisher sent just before it went); at most
         STOP_GRACE_S. A Ctrl-C stops the whole pipeline at once, and the last frames of a
         node are still on their way when the recorder hears it."""
         now = time.monotonic()
         if self._stop_time is None:
             self._stop_time = now
-        return now - self._stop_time < STOP_GRACE_S and any(
+        previous, self._received_when_asked = self._received_when_asked, self._received
+        return now - self._stop_time < STOP_GRACE_S and (previous != self._received or any(
             self.count_publishers(topic) for topic in self._recorded
-            if topic != DIAGNOSTICS_TOPIC)
+            if topic != DIAGNOSTICS_TOPIC))
 
     def destroy_node(self) -> None:
         """Stop receiving, write what is queued, close the bag, and publish the final counts."""

@@ -33,6 +33,7 @@ its daemon thread (:func:`~vbp_ros.engine.bounded.run_bounded`), so it never hol
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -68,6 +69,9 @@ from .stop import STOPPING
 DIAGNOSTICS_PERIOD_S = 1.0
 WORKER_STOP_S = 30.0  # longest wait for the frame in hand when processing stops
 FINAL_DIAGNOSTICS_S = 1.0  # longest wait for the last /diagnostics to be acknowledged
+# After a stop signal, the longest time the frames of cameras still publishing are answered
+# (vbp_record waits longer for this node's outputs: its own STOP_GRACE_S).
+STOP_GRACE_S = 1.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 # The state each transition leads to when it succeeds.
 GOALS = {'configure': 'inactive', 'activate': 'active', 'deactivate': 'inactive',
@@ -91,6 +95,7 @@ class VBPNode(ReleasingLifecycleNode):
         self.outputs: RosOutputs | None = None
         self.source = CameraSource(self)
         self._input_problem: str | None = None
+        self._stop_time: float | None = None  # of the stop signal, once finishing() is asked
         self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(parameters.normalized)
@@ -213,6 +218,16 @@ class VBPNode(ReleasingLifecycleNode):
         self._candidate = None
         self._discard_prebuilt()
         self.pipeline.release()
+
+    def finishing(self) -> bool:
+        """After a stop signal: whether to keep answering frames, because a camera topic
+        still has a publisher; at most STOP_GRACE_S. A Ctrl-C stops the camera driver at the
+        same moment, and the frames it sends until it notices would go unanswered."""
+        now = time.monotonic()
+        if self._stop_time is None:
+            self._stop_time = now
+        return self.pipeline.running and now - self._stop_time < STOP_GRACE_S and \
+            self.source.publishers() > 0
 
     def destroy_node(self) -> None:
         """Stop the frames and diagnostics, let the worker finish the frame in hand, publish
