@@ -38,6 +38,7 @@ from ..explain.onnx_vbp import (MASK_OUTPUT, add_visualbackprop, figure2_outputs
                                 has_visualbackprop, image_input)
 from ..explain.rules import UnsupportedModelError
 from ..interface import message_line
+from .onnx_fold import fold_normalizations
 
 OPSET = 20
 OPSETS = (7, 23)  # the opsets torch.onnx.export writes, first and last
@@ -196,6 +197,7 @@ class OnnxRuntimeNetwork:
         self.channels_last = spec.input_layout == NHWC
         if with_mask:
             model = with_visualbackprop(model, spec, source, layer_outputs)
+        model = fold_normalizations(model)
         providers = onnxruntime_providers(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

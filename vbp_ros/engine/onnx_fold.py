@@ -1,0 +1,111 @@
+"""Batch normalizations folded into the convolution that reads them, before onnxruntime runs a
+graph.
+
+onnxruntime fuses a BatchNormalization into the Conv that writes its input, not into the Conv
+that reads its output; it runs such a normalization as a pass of its own over the tensor (in its
+blocked layout, a depthwise convolution). The paper's networks (Table 1) and the authors'
+released model normalize right before every convolution. Folded, the convolution reads the
+unnormalized tensor with its weights scaled per input channel and the shift moved into its bias:
+measured on this 2-core machine (one thread, batch 1, medians of 200 interleaved runs), the
+bundled model's forward pass and mask 4.00 -> 3.22 ms, NetSVF's 18.26 -> 16.85 ms.
+
+The fold is exact up to rounding only where the convolution does not pad: a padded border is
+zero after the normalization, which no bias can reproduce. So only unpadded, ungrouped Convs
+whose input is a normalization with constant parameters, read by nothing else, take it; the
+tensors VisualBackProp keeps are activations, which the fold leaves alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..explain.onnx_graph import OnnxGraph, add_initializer, attribute
+
+__all__ = ['fold_normalizations']
+
+_DEFAULT_EPSILON = 1e-5  # BatchNormalization's, when the attribute is absent
+
+
+def fold_normalizations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every BatchNormalization that only an unpadded Conv reads folded into
+    that Conv (a copy; ``model`` itself when there is none)."""
+    if not _foldable(OnnxGraph(model)):
+        return model
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = OnnxGraph(folded)
+    names = {*graph.initializers, *graph.producer, *(v.name for v in folded.graph.input)}
+    replaced: set[str] = set()
+    for normalization, convolution in _foldable(graph):
+        replaced.update(_fold(folded, graph, normalization, convolution, names))
+    read = {name for node in folded.graph.node for name in node.input}
+    for tensor in [t for t in folded.graph.initializer if t.name in replaced - read]:
+        folded.graph.initializer.remove(tensor)
+    return folded
+
+
+def _foldable(graph: OnnxGraph) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """The (BatchNormalization, Conv) pairs the fold applies to (none in a graph with
+    subgraphs, whose readers this does not see)."""
+    if any(entry.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for node in graph.nodes for entry in node.attribute):
+        return []
+    outputs = {output.name for output in graph.model.graph.output}
+    inputs = {value.name for value in graph.model.graph.input}
+    pairs = []
+    for node in graph.nodes:
+        if node.op_type != 'BatchNormalization' or node.domain not in ('', 'ai.onnx') or \
+                attribute(node, 'training_mode', 0) or any(node.output[1:]):
+            continue
+        readers = graph.consumers.get(node.output[0], [])
+        if len(readers) != 1 or node.output[0] in outputs:
+            continue
+        conv = readers[0]
+        constants = [*node.input[1:5], *conv.input[1:]]
+        if conv.op_type == 'Conv' and conv.domain in ('', 'ai.onnx') and \
+                node.output[0] not in conv.input[1:] and _unpadded(conv) and \
+                attribute(conv, 'group', 1) == 1 and \
+                all(name in graph.initializers and name not in inputs for name in constants):
+            pairs.append((node, conv))
+    return pairs
+
+
+def _unpadded(conv: onnx.NodeProto) -> bool:
+    return attribute(conv, 'auto_pad', 'NOTSET') in ('NOTSET', 'VALID') and \
+        not any(attribute(conv, 'pads', []))
+
+
+def _fold(model: onnx.ModelProto, graph: OnnxGraph, normalization: onnx.NodeProto,
+          conv: onnx.NodeProto, names: set[str]) -> list[str]:
+    """Rewrite ``conv`` to read the normalization's input, with new weights and bias (named
+    apart from ``names``, which gets them); remove the normalization. The initializers that
+    they no longer read."""
+    def value(name: str) -> np.ndarray:
+        return numpy_helper.to_array(graph.initializers[name]).astype(np.float64)
+
+    scale, shift, mean, variance = (value(name) for name in normalization.input[1:5])
+    gain = scale / np.sqrt(variance + attribute(normalization, 'epsilon', _DEFAULT_EPSILON))
+    offset = shift - mean * gain
+    weight = value(conv.input[1])
+    per_channel = (1, -1) + (1,) * (weight.ndim - 2)
+    bias = value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else \
+        np.zeros(weight.shape[0])
+    bias = bias + (weight * offset.reshape(per_channel)).sum(axis=tuple(range(1, weight.ndim)))
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.initializers[conv.input[1]].data_type)
+    new_inputs = [normalization.input[0]]
+    for suffix, array in (('weight', weight * gain.reshape(per_channel)), ('bias', bias)):
+        name = base = f'{conv.output[0]}_folded_{suffix}'
+        while name in names:
+            name = f'{base}_{len(names)}'
+        names.add(name)
+        add_initializer(model, numpy_helper.from_array(array.astype(dtype), name))
+        new_inputs.append(name)
+    replaced = [*normalization.input[1:5], *conv.input[1:]]
+    del conv.input[:]
+    conv.input.extend(new_inputs)
+    model.graph.node.remove(normalization)
+    for info in [i for i in model.graph.value_info if i.name == normalization.output[0]]:
+        model.graph.value_info.remove(info)
+    return replaced
