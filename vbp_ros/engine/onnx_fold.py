@@ -17,6 +17,8 @@ tensors VisualBackProp keeps are activations, which the fold leaves alone.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -96,9 +98,9 @@ def _fold(model: onnx.ModelProto, graph: OnnxGraph, normalization: onnx.NodeProt
     dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.initializers[conv.input[1]].data_type)
     new_inputs = [normalization.input[0]]
     for suffix, array in (('weight', weight * gain.reshape(per_channel)), ('bias', bias)):
-        name = base = f'{conv.output[0]}_folded_{suffix}'
-        while name in names:
-            name = f'{base}_{len(names)}'
+        base = f'{conv.output[0]}_folded_{suffix}'
+        name = next(candidate for number in itertools.count()
+                    if (candidate := f'{base}_{number}' if number else base) not in names)
         names.add(name)
         add_initializer(model, numpy_helper.from_array(array.astype(dtype), name))
         new_inputs.append(name)

@@ -12,7 +12,6 @@ that lost messages (a full disk, a backlog beyond ``queue_limit_mb``) ends with 
 from __future__ import annotations
 
 import importlib
-import time
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ..data.recording import COMPRESSIONS, BagRecording, default_bag_dir
 from ..interface import DIAGNOSTICS_TOPIC, RECORDED_TOPICS, RECORDER_NODE, ns_to_stamp
 from .diagnostics import diagnostic_array
 from .runner import run_node
+from .stop import StopGrace
 
 DISCOVERY_PERIOD_S = 0.1  # as rosbag2's --polling-interval: a late topic loses less
 SUBSCRIPTION_DEPTH = 100
@@ -52,7 +52,7 @@ class Recorder(Node):
         self._waiting = {self.resolve_topic_name(topic)
                          for topic in self.get_parameter('topics').value}
         self._recorded: set[str] = set()
-        self._stop_time: float | None = None
+        self._stop_grace = StopGrace(STOP_GRACE_S)
         # Messages received (/diagnostics aside), and that count when finishing() last asked.
         self._received = 0
         self._received_when_asked = -1
@@ -143,11 +143,8 @@ class Recorder(Node):
         still brought its messages (those a publisher sent just before it went); at most
         STOP_GRACE_S. A Ctrl-C stops the whole pipeline at once, and the last frames of a
         node are still on their way when the recorder hears it."""
-        now = time.monotonic()
-        if self._stop_time is None:
-            self._stop_time = now
         previous, self._received_when_asked = self._received_when_asked, self._received
-        return now - self._stop_time < STOP_GRACE_S and (previous != self._received or any(
+        return self._stop_grace.running() and (previous != self._received or any(
             self.count_publishers(topic) for topic in self._recorded
             if topic != DIAGNOSTICS_TOPIC))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Set by the first stop signal: long waits in any thread (a model build) give up.
@@ -47,3 +48,19 @@ class StopRequest:
     def requested(self) -> bool:
         """Whether a stop signal has arrived."""
         return self.signals > 0
+
+
+class StopGrace:
+    """How long a node goes on after a stop signal (finishing its last work): ``seconds``
+    from the first :meth:`running`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._start: float | None = None
+
+    def running(self) -> bool:
+        """Whether the grace still runs; the first call starts it."""
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        return now - self._start < self.seconds

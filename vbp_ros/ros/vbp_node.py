@@ -33,7 +33,6 @@ its daemon thread (:func:`~vbp_ros.engine.bounded.run_bounded`), so it never hol
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -64,7 +63,7 @@ from .parameter_server import SetParameterServer
 from .parameters import ENGINE_PARAMETERS, SUBSCRIPTION_PARAMETERS, network_threads
 from .pipeline_status import pipeline_diagnostics
 from .runner import run_node
-from .stop import STOPPING
+from .stop import STOPPING, StopGrace
 
 DIAGNOSTICS_PERIOD_S = 1.0
 WORKER_STOP_S = 30.0  # longest wait for the frame in hand when processing stops
@@ -95,7 +94,7 @@ class VBPNode(ReleasingLifecycleNode):
         self.outputs: RosOutputs | None = None
         self.source = CameraSource(self)
         self._input_problem: str | None = None
-        self._stop_time: float | None = None  # of the stop signal, once finishing() is asked
+        self._stop_grace = StopGrace(STOP_GRACE_S)
         self.pipeline = FramePipeline(self.source, None, self.get_logger(), self._now_ns)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.add_pre_set_parameters_callback(parameters.normalized)
@@ -223,10 +222,7 @@ class VBPNode(ReleasingLifecycleNode):
         """After a stop signal: whether to keep answering frames, because a camera topic
         still has a publisher; at most STOP_GRACE_S. A Ctrl-C stops the camera driver at the
         same moment, and the frames it sends until it notices would go unanswered."""
-        now = time.monotonic()
-        if self._stop_time is None:
-            self._stop_time = now
-        return self.pipeline.running and now - self._stop_time < STOP_GRACE_S and \
+        return self.pipeline.running and self._stop_grace.running() and \
             self.source.publishers() > 0
 
     def destroy_node(self) -> None:
