@@ -11,7 +11,8 @@ bundled model's forward pass and mask 4.00 -> 3.22 ms, NetSVF's 18.26 -> 16.85 m
 
 The fold is exact up to rounding only where the convolution does not pad: a padded border is
 zero after the normalization, which no bias can reproduce. So only unpadded, ungrouped Convs
-whose input is a normalization with constant parameters, read by nothing else, take it; the
+whose input is a normalization with stored parameters (initializers or Constant nodes), read by
+nothing else, take it; the
 tensors VisualBackProp keeps are activations, which the fold leaves alone.
 """
 
@@ -42,10 +43,24 @@ def fold_normalizations(model: onnx.ModelProto) -> onnx.ModelProto:
     replaced: set[str] = set()
     for normalization, convolution in _foldable(graph):
         replaced.update(_fold(folded, graph, normalization, convolution, names))
-    read = {name for node in folded.graph.node for name in node.input}
-    for tensor in [t for t in folded.graph.initializer if t.name in replaced - read]:
-        folded.graph.initializer.remove(tensor)
+    _drop_unread(folded, replaced)
     return folded
+
+
+def _drop_unread(model: onnx.ModelProto, names: set[str]) -> None:
+    """Remove what stored ``names`` (initializers, Constant and Identity nodes, and what
+    those read in turn) where nothing reads it any more."""
+    keep = {output.name for output in model.graph.output}
+    while names:
+        read = keep | {name for node in model.graph.node for name in node.input}
+        unread = names - read
+        names = set()
+        for node in [n for n in model.graph.node if n.op_type in ('Constant', 'Identity')
+                     and n.output[0] in unread]:
+            model.graph.node.remove(node)
+            names.update(node.input)
+        for tensor in [t for t in model.graph.initializer if t.name in unread]:
+            model.graph.initializer.remove(tensor)
 
 
 def _foldable(graph: OnnxGraph) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
@@ -55,7 +70,6 @@ def _foldable(graph: OnnxGraph) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
            for node in graph.nodes for entry in node.attribute):
         return []
     outputs = {output.name for output in graph.model.graph.output}
-    inputs = {value.name for value in graph.model.graph.input}
     pairs = []
     for node in graph.nodes:
         if node.op_type != 'BatchNormalization' or node.domain not in ('', 'ai.onnx') or \
@@ -69,9 +83,23 @@ def _foldable(graph: OnnxGraph) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
         if conv.op_type == 'Conv' and conv.domain in ('', 'ai.onnx') and \
                 node.output[0] not in conv.input[1:] and _unpadded(conv) and \
                 attribute(conv, 'group', 1) == 1 and \
-                all(name in graph.initializers and name not in inputs for name in constants):
+                all(_stored(graph, name) for name in constants):
             pairs.append((node, conv))
     return pairs
+
+
+def _stored(graph: OnnxGraph, name: str) -> bool:
+    """Whether ``name`` is a value stored in the graph: an initializer or a Constant node's,
+    through Identity nodes (torch's exporter shares equal tensors so), not one computed (a
+    quantized weight's DequantizeLinear stays as it is)."""
+    if any(value.name == name for value in graph.model.graph.input):  # fed at run time
+        return False
+    producer = graph.producer.get(name)
+    if producer is not None and producer.op_type == 'Identity':
+        return _stored(graph, producer.input[0])
+    return name in graph.initializers or (producer is not None and
+                                          producer.op_type == 'Constant' and
+                                          graph.constant(name) is not None)
 
 
 def _unpadded(conv: onnx.NodeProto) -> bool:
@@ -85,7 +113,7 @@ def _fold(model: onnx.ModelProto, graph: OnnxGraph, normalization: onnx.NodeProt
     apart from ``names``, which gets them); remove the normalization. The initializers that
     they no longer read."""
     def value(name: str) -> np.ndarray:
-        return numpy_helper.to_array(graph.initializers[name]).astype(np.float64)
+        return graph.constant(name).astype(np.float64)
 
     scale, shift, mean, variance = (value(name) for name in normalization.input[1:5])
     gain = scale / np.sqrt(variance + attribute(normalization, 'epsilon', _DEFAULT_EPSILON))
@@ -95,7 +123,7 @@ def _fold(model: onnx.ModelProto, graph: OnnxGraph, normalization: onnx.NodeProt
     bias = value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else \
         np.zeros(weight.shape[0])
     bias = bias + (weight * offset.reshape(per_channel)).sum(axis=tuple(range(1, weight.ndim)))
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.initializers[conv.input[1]].data_type)
+    dtype = graph.constant(conv.input[1]).dtype
     new_inputs = [normalization.input[0]]
     for suffix, array in (('weight', weight * gain.reshape(per_channel)), ('bias', bias)):
         base = f'{conv.output[0]}_folded_{suffix}'
