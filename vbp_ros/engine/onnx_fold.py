@@ -6,8 +6,9 @@ that reads its output; it runs such a normalization as a pass of its own over th
 blocked layout, a depthwise convolution). The paper's networks (Table 1) and the authors'
 released model normalize right before every convolution. Folded, the convolution reads the
 unnormalized tensor with its weights scaled per input channel and the shift moved into its bias:
-measured on this 2-core machine (one thread, batch 1, medians of 200 interleaved runs), the
-bundled model's forward pass and mask 4.00 -> 3.22 ms, NetSVF's 18.26 -> 16.85 ms.
+measured on this 2-core machine (one thread, paired, interleaved), the bundled model's
+``VBPEngine.process`` of a 640x480 frame 4.67, 4.48 and 4.46 -> 3.89, 3.66 and 3.71 ms,
+NetSVF's forward pass 17.23 and 16.97 -> 15.73 and 15.50 ms (docs/benchmarks.md).
 
 The fold is exact up to rounding only where the convolution does not pad: a padded border is
 zero after the normalization, which no bias can reproduce. So only unpadded, ungrouped Convs
