@@ -35,14 +35,15 @@ _DEFAULT_EPSILON = 1e-5  # BatchNormalization's, when the attribute is absent
 def fold_normalizations(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with every BatchNormalization that only an unpadded Conv reads folded into
     that Conv (a copy; ``model`` itself when there is none)."""
-    if not _foldable(OnnxGraph(model)):
-        return model
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
     graph = OnnxGraph(folded)
+    pairs = _foldable(graph)
+    if not pairs:
+        return model
     names = {*graph.initializers, *graph.producer, *(v.name for v in folded.graph.input)}
     replaced: set[str] = set()
-    for normalization, convolution in _foldable(graph):
+    for normalization, convolution in pairs:
         replaced.update(_fold(folded, graph, normalization, convolution, names))
     _drop_unread(folded, replaced)
     return folded
