@@ -25,7 +25,7 @@ from vbp_ros.data.fleet.reading import ReadOptions, read_segments
 from vbp_ros.data.synthetic import SyntheticRoads
 from vbp_ros.engine.build import build_engine
 from vbp_ros.models.preprocess import INTERPOLATION_FLAGS, Preprocessor
-from vbp_ros.pixels.area import AreaShrink, takes_area_shrink
+from vbp_ros.pixels.area import AreaShrink, takes_area_shrink, takes_row_shrink
 from vbp_ros.tools import export
 
 SHRINK = (200, 66)  # PilotNet's input from a 640x125 frame: 3.2 and 1.89 times smaller
@@ -261,3 +261,16 @@ def test_a_car_camera_is_shrunk_by_the_two_pass_area_average() -> None:
     assert takes_area_shrink(region, SHRINK)
     np.testing.assert_array_equal(planes, AreaShrink(region.shape, SHRINK)(region)
                                   .transpose(2, 0, 1))
+
+
+def test_the_bundled_models_road_rows_are_halved_as_opencv_halves_them() -> None:
+    """The bundled model's card halves the rows of a 640x480 camera's road (250 rows, 640
+    columns) to its 640x125 input: by whole rows (shrink_rows), and to the same pixels as
+    OpenCV's INTER_AREA, which the model was trained with."""
+    frame = np.random.default_rng(6).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    spec = ModelSpec('', 3, 125, 640, color='rgb', crop=(230, 0, 250, 640),
+                     camera_size=(640, 480))
+    region = frame[230:480]
+    assert takes_row_shrink(region, (640, 125))
+    np.testing.assert_array_equal(Preprocessor(spec).planes(frame), cv2.resize(
+        region, (640, 125), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))

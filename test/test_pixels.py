@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vbp_ros.pixels.area import AreaShrink, takes_area_shrink
+from vbp_ros.pixels.area import AreaShrink, shrink_rows, takes_area_shrink, takes_row_shrink
 from vbp_ros.pixels.encodings import decode_compressed, decode_raw, mask_to_mono8
 from vbp_ros.pixels.frames import FrameError, to_rgb8
 
@@ -274,6 +274,44 @@ def test_area_shrink_gives_each_thread_its_own_working_arrays() -> None:
         results = list(pool.map(lambda i: [shrink(frames[i % 2]) for _ in range(20)], range(4)))
     for index, shrunk in enumerate(results):
         assert all((picture == (10, 200)[index % 2]).all() for picture in shrunk)
+
+
+# (frame shape, rows and columns of its crop): the bundled model's road rows, a cropped view of
+# a car camera's frame (rows 5760 bytes apart), a gray frame, an rgba one.
+ROW_CROPS = [((480, 640, 3), slice(230, 480), slice(0, 640)),
+             ((1080, 1920, 3), slice(100, 1060), slice(37, 1837)),
+             ((480, 640), slice(0, 480), slice(0, 640)),
+             ((720, 1280, 4), slice(0, 720), slice(0, 1280))]
+
+
+@pytest.mark.parametrize('shape, rows, columns', ROW_CROPS)
+@pytest.mark.parametrize('factor', [2, 3, 4, 6])
+def test_shrinking_by_whole_rows_is_opencvs_area_average_pixel_for_pixel(
+        shape, rows, columns, factor: int) -> None:
+    """Even and odd levels side by side, so that many averages are ties (x.5)."""
+    rng = np.random.default_rng(factor)
+    frame = (rng.integers(0, 128, shape) * 2 + rng.integers(0, 2, shape)).astype(np.uint8)
+    region = frame[rows, columns]
+    region = region[:region.shape[0] // factor * factor]
+    size = (region.shape[1], region.shape[0] // factor)
+    assert takes_row_shrink(region, size)
+    shrunk = shrink_rows(region, factor)
+    np.testing.assert_array_equal(shrunk, cv2.resize(region, size,
+                                                     interpolation=cv2.INTER_AREA))
+
+
+@pytest.mark.parametrize('shape, size, taken', [
+    ((250, 640, 3), (640, 125), True),  # the bundled model's road rows halved
+    ((1080, 1920), (1920, 270), True),
+    ((250, 640, 3), (320, 125), False),  # the columns shrink too
+    ((251, 640), (640, 125), False),  # not a whole number of rows
+    ((125, 640), (640, 125), False),  # nothing to shrink
+    ((1080, 1920), (1920, 4), False),  # 270 rows a row: past 16-bit sums
+])
+def test_shrinking_by_whole_rows_is_taken_where_only_whole_rows_shrink(shape, size,
+                                                                       taken) -> None:
+    assert takes_row_shrink(np.zeros(shape, np.uint8), size) is taken
+    assert not takes_row_shrink(np.zeros(shape, np.uint16), size)
 
 
 @pytest.mark.parametrize('shape, size, taken', [

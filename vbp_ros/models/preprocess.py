@@ -2,7 +2,8 @@
 
 Work order, cheapest first: crop (a view), resize to the network input (the card's
 ``input.interpolation``: :data:`INTERPOLATION_FLAGS`; ``area`` shrinking 8-bit frames by an
-uneven factor: :class:`~vbp_ros.pixels.area.AreaShrink`), colour conversion (gray, RGB, BGR or
+uneven factor: :class:`~vbp_ros.pixels.area.AreaShrink`, by whole rows only:
+:func:`~vbp_ros.pixels.area.shrink_rows`), colour conversion (gray, RGB, BGR or
 YUV), then scaling straight into the caller's buffer: ``(pixel * scale - mean) / std`` per
 channel, with pixels as 8-bit values whatever the frame's type. Accepted frames are those of
 :func:`vbp_ros.pixels.frames.check_frame`.
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 
 from .checkpoint import CheckpointError, ModelSpec, color_channels
-from ..pixels.area import AreaShrink, takes_area_shrink
+from ..pixels.area import AreaShrink, shrink_rows, takes_area_shrink, takes_row_shrink
 from ..pixels.frames import (MAX_PIXELS, TO_8BIT, Crop, FrameError, FrameSizeError, check_frame,
                              check_order, same_aspect, to_network_color)
 
@@ -99,6 +100,8 @@ class Preprocessor:
                 interpolation = 'linear'
             elif takes_area_shrink(region, self.size):
                 return self._area_shrink(region.shape)(region)
+            elif takes_row_shrink(region, self.size):
+                return shrink_rows(region, region.shape[0] // self.size[1])
         return cv2.resize(region, self.size, interpolation=INTERPOLATION_FLAGS[interpolation])
 
     def _area_shrink(self, shape: tuple[int, ...]) -> AreaShrink:
