@@ -59,9 +59,10 @@ def takes_row_shrink(source: np.ndarray, size: tuple[int, int]) -> bool:
 
 
 def shrink_rows(source: np.ndarray, factor: int) -> np.ndarray:
-    """The area average of ``source`` (rows, columns[, channels], 8-bit, any row strides) with
-    each ``factor`` consecutive rows averaged into one and the columns kept: what OpenCV's
-    ``INTER_AREA`` gives, several times faster (see the module docstring)."""
+    """The area average of ``source`` (rows, columns[, channels], 8-bit, any row strides; the
+    rows a multiple of ``factor``) with each ``factor`` consecutive rows averaged into one and
+    the columns kept: what OpenCV's ``INTER_AREA`` gives, several times faster (see the module
+    docstring)."""
     if factor == 2:  # (a + b) * 0.5 is exact in float32; OpenCV's rounding
         return cv2.addWeighted(source[0::2], 0.5, source[1::2], 0.5, 0.0)
     sums = np.add(source[0::factor], source[1::factor], dtype=np.uint16)
