@@ -13,8 +13,8 @@ NetSVF's forward pass 17.23 and 16.97 -> 15.73 and 15.50 ms (docs/benchmarks.md)
 The fold is exact up to rounding only where the convolution does not pad: a padded border is
 zero after the normalization, which no bias can reproduce. So only unpadded, ungrouped Convs
 whose input is a normalization with stored parameters (initializers or Constant nodes), read by
-nothing else, take it; the
-tensors VisualBackProp keeps are activations, which the fold leaves alone.
+nothing else, take it; the tensors VisualBackProp keeps are activations, which the fold leaves
+alone.
 """
 
 from __future__ import annotations
@@ -120,19 +120,19 @@ def _fold(model: onnx.ModelProto, graph: OnnxGraph, normalization: onnx.NodeProt
     scale, shift, mean, variance = (value(name) for name in normalization.input[1:5])
     gain = scale / np.sqrt(variance + attribute(normalization, 'epsilon', _DEFAULT_EPSILON))
     offset = shift - mean * gain
-    weight = value(conv.input[1])
+    stored_weight = graph.constant(conv.input[1])
+    weight = stored_weight.astype(np.float64)
     per_channel = (1, -1) + (1,) * (weight.ndim - 2)
     bias = value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else \
         np.zeros(weight.shape[0])
     bias = bias + (weight * offset.reshape(per_channel)).sum(axis=tuple(range(1, weight.ndim)))
-    dtype = graph.constant(conv.input[1]).dtype
     new_inputs = [normalization.input[0]]
     for suffix, array in (('weight', weight * gain.reshape(per_channel)), ('bias', bias)):
         base = f'{conv.output[0]}_folded_{suffix}'
         name = next(candidate for number in itertools.count()
                     if (candidate := f'{base}_{number}' if number else base) not in names)
         names.add(name)
-        add_initializer(model, numpy_helper.from_array(array.astype(dtype), name))
+        add_initializer(model, numpy_helper.from_array(array.astype(stored_weight.dtype), name))
         new_inputs.append(name)
     replaced = [*normalization.input[1:5], *conv.input[1:]]
     del conv.input[:]
