@@ -219,6 +219,26 @@ def test_in_graph_mask_equals_the_rule(name: str, batch: int) -> None:
     assert mask.max() == pytest.approx(1.0) and mask.min() == pytest.approx(0.0)
 
 
+def test_an_identity_on_a_gates_path_is_read_through() -> None:
+    """x * Identity(Sigmoid(x)), as a graph with each Q/DQ pair made an Identity has it, is
+    the SiLU it computes."""
+    model, shape = build('pooling')
+    graph = export_onnx(model, shape)
+    nodes = list(graph.graph.node)
+    for index, node in reversed(list(enumerate(nodes))):
+        if node.op_type == 'Sigmoid':
+            gate = node.output[0]
+            for consumer in nodes:
+                consumer.input[:] = [f'{gate}_kept' if i == gate else i for i in consumer.input]
+            nodes.insert(index + 1, helper.make_node('Identity', [gate], [f'{gate}_kept']))
+    graph.graph.ClearField('node')
+    graph.graph.node.extend(nodes)
+    assert [node.op_type for node in graph.graph.node].count('Identity') == 1
+    x = torch.rand(2, *shape)
+    _, mask = run_with_mask(graph, x.numpy())
+    np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
+
+
 def test_older_opsets_give_the_same_mask() -> None:
     """Opset 17 writes GELU in its erf form, x * (1 + erf(x / sqrt 2)) * 0.5."""
     model, shape = build('activations')

@@ -49,6 +49,9 @@ RULES: dict[str, Rule] = {
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
 _QDQ = {'QuantizeLinear', 'DequantizeLinear'}
+# What a gate's path may pass through besides pointwise operations with constants: the values
+# unchanged (as the quantized network rounds them).
+_VALUE_KEEPING = _QDQ | {'Identity'}
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
 # What onnxruntime's quantizers write besides QDQ graphs (QOperator format, dynamic).
 _QUANTIZED = {'DynamicQuantizeLinear', 'QLinearConv', 'QLinearMatMul', 'ConvInteger',
@@ -194,7 +197,7 @@ class _Reader:
                 self._add(output, [(features[0], None)], _SIGNED, node, kind)
             return
         if not features and (isinstance(RULES.get(node.op_type), Gate) or (
-                node.op_type in _POINTWISE_CONSTANT | _QDQ and len(gated) == 1 and all(
+                node.op_type in _POINTWISE_CONSTANT | _VALUE_KEEPING and len(gated) == 1 and all(
                     self.graph.constant(i) is not None for i in constants))):
             self.gate_root[node.output[0]] = root
             return
@@ -207,7 +210,7 @@ class _Reader:
         """The tensor before pointwise operations with constants (x of x / sqrt(2))."""
         while tensor in self.producing_node:
             node, rule = self.producing_node[tensor]
-            if rule != 'identity' or node.op_type not in _POINTWISE_CONSTANT | _QDQ:
+            if rule != 'identity' or node.op_type not in _POINTWISE_CONSTANT | _VALUE_KEEPING:
                 break
             variable = [i for i in node.input if self.graph.constant(i) is None]
             if len(variable) != 1:
