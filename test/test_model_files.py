@@ -28,10 +28,10 @@ from own_networks import ONNX_CARD
 from vbp_rule import reference_mask
 from vbp_ros.models.checkpoint import CheckpointError
 from vbp_ros.models.loading import load_model
-from vbp_ros.models.networks import mobilenet_v2
+from vbp_ros.models.networks import mobilenet_v2, resnet18
 from vbp_ros.models.onnx_batch import BATCH
 from vbp_ros.engine.build import build_engine
-from vbp_ros.engine.engine import VBPEngine
+from vbp_ros.engine.engine import VBPEngine, output_problem
 from vbp_ros.engine.onnx_backend import export_onnx
 from vbp_ros.explain.onnx_vbp import plan_visualbackprop
 from vbp_ros.models.preprocess import Preprocessor
@@ -445,6 +445,42 @@ def test_a_qdq_quantized_graph_gives_the_mask_of_its_float_network(
         assert result.angle == pytest.approx(math.radians(row[0]), rel=1e-5, abs=1e-7)
         assert np.corrcoef(result.mask.ravel(), float_result.mask.ravel())[0, 1] > 0.99
         assert np.abs(result.mask - float_result.mask).max() < 0.1
+
+
+@pytest.mark.slow
+def test_a_qdq_graph_with_a_pair_for_each_consumer_gives_the_shared_pairs_mask(
+        tmp_path: Path) -> None:
+    """onnxruntime's DedicatedQDQPair (for its QNN backend) quantizes a tensor once per
+    consumer. Read as it stands, ResNet-18's block outputs became two activations each, on
+    different paths, none where a mask may be rescaled: the mask overflowed float32 and every
+    frame was dropped. Repeated pairs are read as one: the plan is the float graph's and the
+    mask the shared pairs' graph's."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    torch.manual_seed(0)
+    plain = export(resnet18().eval(), tmp_path / 'plain.onnx', 1, dynamo=False,
+                   input_names=['x'], dynamic_axes={'x': {0: 'batch'}})
+    _, spec = load_model(plain)
+    calibration = np.stack([Preprocessor(spec)(frame) for frame in (
+        np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        for seed in range(10, 14))])
+    graphs = {}
+    for name, options in (('shared', {}), ('dedicated', {'DedicatedQDQPair': True})):
+        graphs[name] = tmp_path / f'{name}.onnx'
+        quantize_static(str(plain), str(graphs[name]), _Frames('x', calibration),
+                        quant_format=QuantFormat.QDQ, extra_options=options)
+        graphs[name].with_suffix('.yaml').write_text(ONNX_CARD)
+    dedicated = onnx.load(str(graphs['dedicated']))
+    pairs = {name: [node.op_type for node in onnx.load(str(path)).graph.node]
+             .count('DequantizeLinear') for name, path in graphs.items()}
+    assert pairs['dedicated'] > pairs['shared']
+    assert plan_visualbackprop(dedicated).canonical() == \
+        plan_visualbackprop(onnx.load(str(plain))).canonical()
+    results, expected = (build_engine(graphs[name], device='cpu', max_batch=len(FRAMES))
+                         .process_batch(FRAMES) for name in ('dedicated', 'shared'))
+    for result, reference in zip(results, expected):
+        assert output_problem(result, spec) is None
+        assert result.angle == pytest.approx(reference.angle, rel=1e-5)
+        np.testing.assert_allclose(result.mask, reference.mask, atol=1e-5)
 
 
 def weights_in_float(quantized: onnx.ModelProto) -> onnx.ModelProto:

@@ -13,6 +13,7 @@ from .mask_graph import UnsupportedModelError
 __all__ = ['image_input']
 
 ORT_DOMAIN = 'com.microsoft'  # onnxruntime's own operators
+QDQ_OPS = frozenset({'QuantizeLinear', 'DequantizeLinear'})
 
 
 def standard_opset(model: onnx.ModelProto) -> int | None:
@@ -174,6 +175,7 @@ def with_input_size(model: onnx.ModelProto, input_name: str, input_hw: tuple[int
                 dims[axis].dim_value = int(size)
     _fold_small_constants(model)
     _expand_fused(model)
+    _merge_repeated_qdq(model)
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError as error:
@@ -195,6 +197,32 @@ def _fold_small_constants(model: onnx.ModelProto, limit: int = 4096) -> None:
                     add_initializer(model, numpy_helper.from_array(np.asarray(value), name))
     for node in folded:
         model.graph.node.remove(node)
+
+
+def _merge_repeated_qdq(model: onnx.ModelProto) -> None:
+    """Keep one of the QuantizeLinear or DequantizeLinear nodes that repeat another's inputs and
+    attributes (onnxruntime's ``DedicatedQDQPair`` gives each consumer of a tensor its own pair),
+    so that the reader sees one activation where the quantizer wrote several, as in the float
+    graph: read as several, each lay on only some paths to the input, where no mask may be
+    rescaled, and the mask of a ResNet-18 overflowed float32. The graph that runs keeps its
+    nodes; the mask reads the first of each set, which holds the same values."""
+    outputs = {output.name for output in model.graph.output}
+    first: dict[tuple, str] = {}
+    renamed: dict[str, str] = {}
+    kept = []
+    for node in model.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        if node.op_type in QDQ_OPS and node.domain in ('', 'ai.onnx'):
+            key = (node.op_type, tuple(node.input),
+                   tuple(a.SerializeToString() for a in node.attribute))
+            if key in first and node.output[0] not in outputs:
+                renamed[node.output[0]] = first[key]
+                continue
+            first.setdefault(key, node.output[0])
+        kept.append(node)
+    if renamed:
+        model.graph.ClearField('node')
+        model.graph.node.extend(kept)
 
 
 def _expand_fused(model: onnx.ModelProto) -> None:

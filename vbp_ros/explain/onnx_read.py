@@ -18,7 +18,7 @@ from .layouts import INPUT_LAYOUTS, NCHW
 from .geometry import AxisGeometry, Geometry
 from .mask_graph import (Activation, Gate, Head, Identity, Ignored, Layout, MaskGraph,
                          MaskGraphBuilder, Rule, Spatial, UnsupportedModelError)
-from .onnx_graph import ORT_DOMAIN, OnnxGraph, attribute, axes_of
+from .onnx_graph import ORT_DOMAIN, QDQ_OPS, OnnxGraph, attribute, axes_of
 
 __all__ = ['RULES', 'read_mask_graph']
 
@@ -48,10 +48,9 @@ RULES: dict[str, Rule] = {
     **dict.fromkeys(('Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Erf'), Gate()),
 }
 _POINTWISE_CONSTANT = {'Add', 'Sub', 'Mul', 'Div'}  # with a constant operand: affine, pointwise
-_QDQ = {'QuantizeLinear', 'DequantizeLinear'}
 # What a gate's path may pass through besides pointwise operations with constants: the values
 # unchanged (as the quantized network rounds them).
-_VALUE_KEEPING = _QDQ | {'Identity'}
+_VALUE_KEEPING = QDQ_OPS | {'Identity'}
 NCHW_READERS = {'Conv', 'MaxPool', 'AveragePool'}  # read their input as (N, C, H, W)
 # What onnxruntime's quantizers write besides QDQ graphs (QOperator format, dynamic).
 _QUANTIZED = {'DynamicQuantizeLinear', 'QLinearConv', 'QLinearMatMul', 'ConvInteger',
@@ -81,7 +80,7 @@ def _not_in_table(node: onnx.NodeProto, where: str) -> str:
                 'activations are not tensors of their own; give the graph quantized in the QDQ '
                 'format (onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ)) as the '
                 'quantizer wrote it, or the float graph')
-    if node.domain == ORT_DOMAIN and node.op_type in _QDQ:
+    if node.domain == ORT_DOMAIN and node.op_type in QDQ_OPS:
         return (f"{where} of domain '{node.domain}' in the feature part: onnxruntime's own "
                 'quantization operators (quantize_static with UseQDQContribOps, or 4-bit weights '
                 'below opset 21); quantize without them: at opset 21 onnxruntime writes the '
