@@ -330,6 +330,69 @@ def test_deep_networks_do_not_underflow() -> None:
     np.testing.assert_allclose(mask, reference_mask(model, x)[1].numpy(), atol=TOLERANCE)
 
 
+class Branches(nn.Module):
+    """Inception's block: branches ending in ReLUs, concatenated, so that the block's output,
+    the one tensor every path passes, is no activation."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.short = nn.Sequential(nn.Conv2d(channels, channels // 2, 1), nn.ReLU())
+        self.long = nn.Sequential(nn.Conv2d(channels, channels // 2, 1), nn.ReLU(),
+                                  nn.Conv2d(channels // 2, channels // 2, 3, padding=1),
+                                  nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.short(x), self.long(x)], dim=1)
+
+
+class DenseBlock(nn.Module):
+    """DenseNet's block: each layer reads the concatenation of all the maps before it, so no
+    tensor inside is on every path."""
+
+    def __init__(self, channels: int, layers: int, growth: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU())
+            for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = [x]
+        for layer in self.layers:
+            maps.append(layer(torch.cat(maps, dim=1)))
+        return torch.cat(maps, dim=1)
+
+
+def blocks_network(kind: str) -> nn.Module:
+    """Six Inception blocks with growing activations (their masks overflowed float32 between
+    narrow points that were not kept), or a 30-layer dense block of 32 channels a layer (the
+    torch executor's ratio of channel counts between its paths overflowed float32)."""
+    torch.manual_seed(0)
+    body = [Branches(8) for _ in range(6)] if kind == 'inception' else [DenseBlock(8, 30, 32)]
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), *body, nn.Flatten(), nn.LazyLinear(1))
+    model(torch.rand(1, 1, 12, 12))
+    if kind == 'inception':
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.uniform_(module.weight, 0.0, 0.5)
+                nn.init.constant_(module.bias, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize('kind', [pytest.param('inception', marks=pytest.mark.slow), 'dense'])
+def test_blocks_without_kept_narrow_points_keep_a_finite_mask(kind: str) -> None:
+    """Masks are also rescaled at narrow points that merge several masks, and the torch
+    executor divides out its channel counts before they leave float32: both backends give the
+    float64 rule's mask."""
+    model = blocks_network(kind)
+    x = torch.rand(2, 1, 12, 12)
+    expected = reference_mask(model, x)[1].numpy()
+    _, in_graph = run_with_mask(export_onnx(model, (1, 12, 12)), x.numpy())
+    with VisualBackProp(model) as vbp, torch.inference_mode():
+        _, in_torch = vbp(x)
+    np.testing.assert_allclose(in_graph, expected, atol=TOLERANCE)
+    np.testing.assert_allclose(in_torch.numpy(), expected, atol=TOLERANCE)
+
+
 def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
     """On a chain every kept tensor is a narrow point; the shallowest one's mask meets no
     further product, so dividing it by its maximum would guard nothing."""

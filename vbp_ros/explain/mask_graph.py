@@ -147,8 +147,8 @@ class MaskTensor:
     """A tensor that has a mask. ``key`` is the reader's handle (an fx node, an ONNX tensor
     name); ``shape`` its (channels, height, width); ``layout`` its axis order ('nchw' or
     'nhwc'). ``narrow``: every path from the deepest kept tensors to the input passes it;
-    ``rescaled``: its mask is divided by its per-image maximum there (a kept narrow point whose
-    mask meets another product on the way to the input)."""
+    ``rescaled``: its mask is divided by its per-image maximum there (a narrow point, kept or
+    merging several masks, whose mask meets another product on the way to the input)."""
 
     key: Hashable
     name: str
@@ -248,8 +248,9 @@ class MaskGraph:
 def narrow_points(nodes: Sequence[MaskTensor]) -> tuple[list[bool], list[bool]]:
     """Per tensor: whether every path from a deepest kept tensor to the input passes it (path
     counts; Python integers, so exact for any depth), and whether its mask is rescaled there:
-    only kept narrow points, and only where a kept tensor lies between them and the input
-    (after the last product the final min-max removes any per-image factor)."""
+    narrow points that are kept or merge several masks (the output of an Inception block, which
+    is no activation), and only where a kept tensor lies between them and the input (after the
+    last product the final min-max removes any per-image factor)."""
     from_sources = [0] * len(nodes)
     for index in range(len(nodes) - 1, -1, -1):
         node = nodes[index]
@@ -263,7 +264,7 @@ def narrow_points(nodes: Sequence[MaskTensor]) -> tuple[list[bool], list[bool]]:
             to_input[edge.consumer] += to_input[index]
             kept_below[edge.consumer] |= kept_below[index] or node.kept is not None
     narrow = [from_sources[i] * to_input[i] == from_sources[0] for i in range(len(nodes))]
-    rescaled = [narrow[i] and kept_below[i] and node.kept is not None
+    rescaled = [narrow[i] and kept_below[i] and (node.kept is not None or len(node.edges) > 1)
                 for i, node in enumerate(nodes)]
     return narrow, rescaled
 

@@ -60,11 +60,11 @@ where onnxruntime holds the tensor in its plain layout (see :mod:`~vbp_ros.expla
 The mask is ``M(input)``, min-max normalized per image, float32, (N, 1, H, W), as the extra
 graph output :data:`MASK_OUTPUT`; on request (``layer_outputs``: the paper's Figure 2 in
 vbp-inspect) each kept tensor's ``A(t)`` and ``M(t)`` too (:func:`figure2_outputs`).
-Against float32 underflow, masks are divided by their per-image maximum at kept *narrow
-points* (:func:`~vbp_ros.explain.mask_graph.narrow_points`): tensors every path from the deepest
-kept tensors to the input passes, so that every term of every later sum is scaled alike and the
-normalized mask does not change; only where another product still follows on the way to the
-input.
+Against float32 underflow and overflow, masks are divided by their per-image maximum at
+*narrow points* (:func:`~vbp_ros.explain.mask_graph.narrow_points`) that are kept or merge
+several masks: tensors every path from the deepest kept tensors to the input passes, so that
+every term of every later sum is scaled alike and the normalized mask does not change; only
+where another product still follows on the way to the input.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ from .mask_graph import TINY, Edge, MaskGraph
 
 __all__ = ['Plan']
 
+# The keepers write channel sums, not means: a mask is carried multiplied by the product of the
+# channel counts since its last division (its entry's scale). Past this bound the product is
+# divided out (one pass over a small map), so that masks and the ratios of a merge stay within
+# float32 where no narrow point divides them (Inception's and DenseNet's blocks).
+MAX_CARRIED_SCALE = 2.0 ** 16
+
 
 class _Padded:
     """A zero buffer holding (B, 1, h, w) masks with ``margins`` (rows, columns) on both sides:
@@ -228,7 +234,7 @@ class Plan:
                 merged = self._padded(self.sizes[index])
                 self.steps.append(partial(_add_scaled, merged.mask, [
                     (self._made(part).mask, parts[0].scale / part.scale) for part in parts]))
-                entry = _Entry(merged, parts[0].scale, True)
+                entry = self._bounded(_Entry(merged, parts[0].scale, True))
             if node.kept is not None and parts:
                 mask = self._made(entry)
                 if entry.owned:
@@ -238,7 +244,7 @@ class Plan:
                     self.steps.append(partial(torch.mul, mask.mask, kept_maps[index],
                                               out=product.mask))
                     mask = product
-                entry = _Entry(mask, entry.scale * node.kept.channels, True)
+                entry = self._bounded(_Entry(mask, entry.scale * node.kept.channels, True))
             if node.rescaled:  # masks are nonnegative: the margins' zeros change no peak
                 self.steps.append(partial(_divide_by_peak, self._made(entry).full))
                 entry = _Entry(entry.mask, 1.0, True)
@@ -246,6 +252,14 @@ class Plan:
             if node.kept is not None:
                 self.masks[index] = self._made(entry).mask
         self.masks[0] = self._made(entries[0]).mask
+
+    def _bounded(self, entry: _Entry) -> _Entry:
+        """``entry`` (a mask this tensor owns), its scale divided out past
+        :data:`MAX_CARRIED_SCALE`."""
+        if entry.scale <= MAX_CARRIED_SCALE:
+            return entry
+        self.steps.append(partial(entry.mask.mask.mul_, 1.0 / entry.scale))
+        return _Entry(entry.mask, 1.0, True)
 
     def _along(self, edge: Edge, consumer: _Entry, index: int, readers: int) -> _Entry:
         """The consumer's mask brought along an edge to tensor ``index``: a scale-up where the
