@@ -311,6 +311,43 @@ def test_functional_and_module_relus_give_the_same_mask() -> None:
     torch.testing.assert_close(mask_a, mask_b, rtol=0, atol=1e-6)
 
 
+def stochastic_depth(input: torch.Tensor, p: float, mode: str, training: bool = True
+                     ) -> torch.Tensor:
+    """torchvision.ops.stochastic_depth as EfficientNet calls it (torchvision is not installed
+    here): wrapped for torch.fx, the input itself in inference."""
+    return F.dropout(input, p, training) if training else input
+
+
+torch.fx.wrap('stochastic_depth')
+stochastic_depth.__module__ = 'torchvision.ops.stochastic_depth'
+
+
+class StochasticResidual(nn.Module):
+    """EfficientNet's residual block: the branch through stochastic depth, then the add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(x + stochastic_depth(self.branch(x), 0.2, 'row', self.training))
+
+
+def test_torchvisions_stochastic_depth_is_an_identity_edge() -> None:
+    """The rule table holds it by name, as it holds dropout by object: EfficientNet was
+    refused by the torch reader."""
+    torch.manual_seed(3)
+    model = StochasticResidual()
+    model(torch.rand(1, 3, 33, 45))
+    x = torch.rand(2, 3, 33, 45)
+    with VisualBackProp(model.eval()) as vbp:
+        _, mask = vbp(x)
+    np.testing.assert_allclose(mask[:, 0].numpy(), reference_mask(model, x), atol=1e-5)
+
+
 @pytest.mark.parametrize('name', ['resnet18', 'mobilenet_v2', 'commaai'])
 def test_reinitialising_the_head_leaves_the_mask_unchanged(name: str) -> None:
     model = zoo_model(name, {})

@@ -290,7 +290,8 @@ def op_label(node: fx.Node, module: fx.GraphModule) -> str:
         return f'F.{name}'
     if owner in ('_operator', 'operator'):
         return f'operator.{name}'
-    return f'torch.{name}' if owner.startswith('torch') else f'{owner}.{name}'.strip('.')
+    in_torch = owner == 'torch' or owner.startswith('torch.')
+    return f'torch.{name}' if in_torch else f'{owner}.{name}'.strip('.')
 
 
 # -- named layers, read as a chain ---------------------------------------------------------------

@@ -261,7 +261,14 @@ RULES: dict[Any, Rule] = {
                      torch.flatten, F.linear, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
                      torch.reshape, 'flatten', 'view', 'reshape'], _HEAD),
     **dict.fromkeys([torch.mean, torch.sum, torch.amax, 'mean', 'sum', 'amax'], _REDUCTION),
+    # functions of libraries vbp_ros does not import, by module and name (qualified_name)
+    'torchvision.ops.stochastic_depth.stochastic_depth': _IDENTITY,  # EfficientNet's; dropout
 }
+
+
+def qualified_name(function: Any) -> str:
+    """'module.name' of a function, the key of those the table holds without importing them."""
+    return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
 
 
 def rule_for(target: Any) -> Rule | None:
@@ -272,6 +279,9 @@ def rule_for(target: Any) -> Rule | None:
                 return RULES[cls]
         return None
     try:
-        return RULES.get(target)
+        rule = RULES.get(target)
     except TypeError:  # unhashable target
         return None
+    if rule is None and callable(target):
+        rule = RULES.get(qualified_name(target))
+    return rule
