@@ -248,9 +248,10 @@ class MaskGraph:
 def narrow_points(nodes: Sequence[MaskTensor]) -> tuple[list[bool], list[bool]]:
     """Per tensor: whether every path from a deepest kept tensor to the input passes it (path
     counts; Python integers, so exact for any depth), and whether its mask is rescaled there:
-    narrow points that are kept or merge several masks (the output of an Inception block, which
-    is no activation), and only where a kept tensor lies between them and the input (after the
-    last product the final min-max removes any per-image factor)."""
+    kept narrow points where a kept tensor lies between them and the input (after the last
+    product the final min-max removes any per-image factor), and narrow points that merge
+    several masks (an Inception block's output, which is no activation) where two do (one
+    product more cannot leave float32: ResNet's pooled stem is left alone)."""
     from_sources = [0] * len(nodes)
     for index in range(len(nodes) - 1, -1, -1):
         node = nodes[index]
@@ -258,13 +259,17 @@ def narrow_points(nodes: Sequence[MaskTensor]) -> tuple[list[bool], list[bool]]:
                                or int(node.kept is not None))
     to_input = [0] * len(nodes)
     to_input[0] = 1
-    kept_below = [False] * len(nodes)
+    kept_below = [False] * len(nodes)  # a kept tensor on a path to the input
+    two_kept_below = [False] * len(nodes)  # two on one path
     for index, node in enumerate(nodes):
+        kept = node.kept is not None
         for edge in node.edges:
             to_input[edge.consumer] += to_input[index]
-            kept_below[edge.consumer] |= kept_below[index] or node.kept is not None
+            kept_below[edge.consumer] |= kept_below[index] or kept
+            two_kept_below[edge.consumer] |= two_kept_below[index] or (kept and kept_below[index])
     narrow = [from_sources[i] * to_input[i] == from_sources[0] for i in range(len(nodes))]
-    rescaled = [narrow[i] and kept_below[i] and (node.kept is not None or len(node.edges) > 1)
+    rescaled = [narrow[i] and (kept_below[i] if node.kept is not None else
+                               len(node.edges) > 1 and two_kept_below[i])
                 for i, node in enumerate(nodes)]
     return narrow, rescaled
 
