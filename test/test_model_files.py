@@ -26,7 +26,7 @@ from torch import nn
 
 from own_networks import ONNX_CARD
 from vbp_rule import reference_mask
-from vbp_ros.models.checkpoint import CheckpointError
+from vbp_ros.models.checkpoint import CheckpointError, ModelSpec
 from vbp_ros.models.loading import load_model
 from vbp_ros.models.networks import mobilenet_v2, resnet18
 from vbp_ros.models.onnx_batch import BATCH
@@ -388,6 +388,13 @@ class _Frames:
         return next(self.batches, None)
 
 
+def calibration_inputs(spec: ModelSpec, count: int) -> np.ndarray:
+    """The network inputs of ``count`` random camera frames (seeds 10 on), to calibrate a
+    quantizer with."""
+    return np.stack([Preprocessor(spec)(np.random.default_rng(seed).integers(
+        0, 255, (480, 640, 3), dtype=np.uint8)) for seed in range(10, 10 + count)])
+
+
 class QuantizableNet(nn.Module):
     """Conv, BatchNorm and ReLU (the BatchNorm folded at export), then ReLU before BatchNorm
     (NetSVF's order), max pooling and a SiLU: what onnxruntime's static quantization makes QDQ
@@ -427,9 +434,7 @@ def test_a_qdq_quantized_graph_gives_the_mask_of_its_float_network(
     plain = export(network, tmp_path / 'plain.onnx', 1, dynamo=False, input_names=['x'],
                    dynamic_axes={'x': {0: 'batch'}}, opset_version=opset)
     _, spec = load_model(plain)
-    calibration = np.stack([Preprocessor(spec)(frame) for frame in (
-        np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        for seed in range(10, 18))])
+    calibration = calibration_inputs(spec, 8)
     quantized = tmp_path / 'qdq.onnx'
     quantize_static(str(plain), str(quantized), _Frames('x', calibration),
                     quant_format=QuantFormat.QDQ, extra_options=options)
@@ -460,9 +465,7 @@ def test_a_qdq_graph_with_a_pair_for_each_consumer_gives_the_shared_pairs_mask(
     plain = export(resnet18().eval(), tmp_path / 'plain.onnx', 1, dynamo=False,
                    input_names=['x'], dynamic_axes={'x': {0: 'batch'}})
     _, spec = load_model(plain)
-    calibration = np.stack([Preprocessor(spec)(frame) for frame in (
-        np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        for seed in range(10, 14))])
+    calibration = calibration_inputs(spec, 4)
     graphs = {}
     for name, options in (('shared', {}), ('dedicated', {'DedicatedQDQPair': True})):
         graphs[name] = tmp_path / f'{name}.onnx'
@@ -527,9 +530,7 @@ def test_a_graph_with_4_bit_weights_gives_the_mask_of_those_weights(tmp_path: Pa
     plain = export(mobilenet_v2().eval(), tmp_path / 'plain.onnx', 1, dynamo=False,
                    input_names=['x'], dynamic_axes={'x': {0: 'batch'}}, opset_version=21)
     _, spec = load_model(plain)
-    calibration = np.stack([Preprocessor(spec)(frame) for frame in (
-        np.random.default_rng(seed).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        for seed in range(10, 14))])
+    calibration = calibration_inputs(spec, 4)
     quantized = tmp_path / 'int4.onnx'
     quantize_static(str(plain), str(quantized), _Frames('x', calibration),
                     quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt4,
