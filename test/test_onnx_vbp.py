@@ -27,6 +27,8 @@ from vbp_ros.models import networks
 from vbp_ros.models.cards import write_card
 from vbp_ros.models.checkpoint import ModelSpec
 from vbp_ros.models.networks import authors_net, net_svf
+from vbp_ros.explain import onnx_write
+from vbp_ros.explain.geometry import AxisGeometry
 from vbp_ros.explain.rules import UnsupportedModelError
 from vbp_ros.explain.onnx_vbp import (MASK_OUTPUT, RULES, add_visualbackprop, graph_input_layout,
                                       has_visualbackprop, plan_visualbackprop)
@@ -206,9 +208,19 @@ def run_with_mask(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     return run(add_visualbackprop(model), x)
 
 
+def scale_ups_by(form: str, monkeypatch) -> None:
+    """Scale-ups as the writer mixes them ('mixed'), or all by 'conv_transpose' or 'matmul'."""
+    if form != 'mixed':
+        for limit in ('MATMUL_SCALE_UP_PIXELS', 'MATMUL_SCALE_UP_PIXELS_WIDE'):
+            monkeypatch.setattr(onnx_write, limit, 0 if form == 'conv_transpose' else 10**9)
+
+
+@pytest.mark.parametrize('scale_ups', ['mixed', 'conv_transpose', 'matmul'])
 @pytest.mark.parametrize('batch', [1, 3])
 @pytest.mark.parametrize('name', list(NETWORKS))
-def test_in_graph_mask_equals_the_rule(name: str, batch: int) -> None:
+def test_in_graph_mask_equals_the_rule(name: str, batch: int, scale_ups: str,
+                                       monkeypatch) -> None:
+    scale_ups_by(scale_ups, monkeypatch)
     model, shape = build(name)
     x = torch.rand(batch, *shape) * (255.0 if name.startswith('pilotnet') else 1.0)
     output, mask = run_with_mask(export_onnx(model, shape), x.numpy())
@@ -406,19 +418,45 @@ def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
 
 
 def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
-    """The all-ones kernel is separable: a k x k edge is two one-dimensional ConvTransposes,
-    and the 1x1 convolutions of MobileNet's blocks, which change nothing, take none."""
-    model, shape = build('mobilenet')
+    """The all-ones kernel is separable: a k x k edge is two one-dimensional passes,
+    ConvTransposes on large maps and MatMuls on small ones, and the 1x1 convolutions of
+    MobileNet's blocks, which change nothing, take none."""
+    model, shape = build('mobilenet')  # maps on both sides of the MatMul limit
     plan = plan_visualbackprop(export_onnx(model, shape))
-    steps = [e.geometry for t in plan.nodes for e in t.edges if e.geometry]
-    assert sum(step.kernel == (1, 1) and step.stride == (1, 1) for step in steps) >= 4
-    changing = [s for s in steps if s.kernel != (1, 1) or s.stride != (1, 1)]
+    edges = [(e.geometry, plan.nodes[e.consumer].size) for t in plan.nodes for e in t.edges
+             if e.geometry]
+    assert sum(g.kernel == (1, 1) and g.stride == (1, 1) for g, _ in edges) >= 4
+    changing = [size for g, size in edges if g.kernel != (1, 1) or g.stride != (1, 1)]
+    assert all(g.kernel[0] < onnx_write.WIDE_KERNEL for g, _ in edges)
+    small = sum(h * w <= onnx_write.MATMUL_SCALE_UP_PIXELS for h, w in changing)
+    assert 0 < small < len(changing)
     graph = add_visualbackprop(export_onnx(model, shape))
-    kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in graph.graph.node
+    scale_ups = [node for node in graph.graph.node if node.name.startswith('vbp/scale_up')]
+    kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in scale_ups
                if node.op_type == 'ConvTranspose' for a in node.attribute
                if a.name == 'kernel_shape']
-    assert len(kernels) == 2 * len(changing)
+    assert len(kernels) == 2 * (len(changing) - small)
     assert all(1 in kernel for kernel in kernels)
+    assert sum(node.op_type == 'MatMul' for node in scale_ups) == 2 * small
+
+
+@pytest.mark.parametrize('kernel, stride, dilation, pad, target_extra', [
+    (3, 1, 1, 1, 0), (5, 2, 1, 0, 1), (3, 2, 2, 2, -1), (2, 2, 1, -1, 0), (1, 3, 1, 0, -2)])
+def test_the_scale_up_matrix_is_the_all_ones_transposed_convolution(
+        kernel: int, stride: int, dilation: int, pad: int, target_extra: int) -> None:
+    """Padding, dilation, a crop (negative padding) and positions no window reads."""
+    geometry, length = AxisGeometry(kernel, stride, dilation, pad), 7
+    target = geometry.reach(length) - 2 * pad + target_extra
+    m = torch.rand(1, 1, length, dtype=torch.float64)
+    full = F.conv_transpose1d(m, torch.ones(1, 1, kernel, dtype=torch.float64), stride=stride,
+                              dilation=dilation)[0, 0]  # positions -pad ... from the first
+    expected = torch.zeros(target, dtype=torch.float64)
+    start = max(pad, 0)
+    kept = full[start:start + target - max(-pad, 0)]
+    expected[max(-pad, 0):max(-pad, 0) + len(kept)] = kept
+    matrix = geometry.scale_up_matrix(length, target)
+    assert matrix.shape == (target, length)
+    np.testing.assert_allclose(matrix @ m[0, 0].numpy(), expected.numpy(), atol=1e-6)
 
 
 def channel_mean_ops(model: nn.Module, shape: tuple[int, int, int]) -> list[str]:

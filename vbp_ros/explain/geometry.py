@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = ['AxisGeometry', 'Geometry', 'as_pair', 'hw']
 
 
@@ -43,6 +45,18 @@ class AxisGeometry:
         """The output padding of the equivalent ``conv_transpose`` with symmetric padding
         ``pad_before`` (negative: cropped)."""
         return target - (self.reach(length) - 2 * self.pad_before)
+
+    def scale_up_matrix(self, length: int, target: int) -> np.ndarray:
+        """(target, length) float32: entry [j, i] counts the taps by which output ``i`` reads
+        input position ``j``. ``matrix @ m`` is the scale-up of ``m`` (``length`` values) to
+        ``target`` by the all-ones transposed convolution of this geometry."""
+        outputs = np.repeat(np.arange(length), self.kernel)
+        positions = (outputs * self.stride + np.tile(np.arange(self.kernel), length)
+                     * self.dilation - self.pad_before)
+        inside = (positions >= 0) & (positions < target)
+        matrix = np.zeros((target, length), np.float32)
+        np.add.at(matrix, (positions[inside], outputs[inside]), 1.0)
+        return matrix
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ AVERAGED, INTERMEDIATE = 'vbp_averaged/', 'vbp_intermediate/'  # + kept tensor: 
 # would copy them out).
 _PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
 _BLOCK_CHANNELS = 16
+# A mask of up to this many pixels is scaled up along an axis by a MatMul with the axis's
+# scale-up matrix, which multiplies by zeros but costs onnxruntime less than its one-channel
+# ConvTranspose on small maps, and on larger ones for kernels of at least WIDE_KERNEL taps,
+# whose ConvTranspose costs in proportion to them (per edge, on an AVX-512 Xeon: docs/
+# benchmarks.md, "The mask's cost in each backend").
+MATMUL_SCALE_UP_PIXELS = 1024
+MATMUL_SCALE_UP_PIXELS_WIDE = 4096
+WIDE_KERNEL = 5
 
 
 class MaskWriter:
@@ -111,11 +119,26 @@ class MaskWriter:
         # The all-ones kernel is separable: one pass per axis does k instead of k * k additions
         # per pixel (onnxruntime's one-channel ConvTranspose costs in proportion), columns
         # first, as in vbp.py. Axes the edge leaves alone take no node.
+        pixels = source[0] * source[1]
         for axis in (1, 0):
             along = geometry.axes[axis]
             if not along.is_identity or source[axis] != target[axis]:
-                mask = self._scale_up_axis(mask, along, axis, source[axis], target[axis])
+                by_matmul = pixels <= (MATMUL_SCALE_UP_PIXELS_WIDE if along.kernel >= WIDE_KERNEL
+                                       else MATMUL_SCALE_UP_PIXELS)
+                scale_up_axis = self._scale_up_axis_by_matmul if by_matmul else \
+                    self._scale_up_axis
+                mask = scale_up_axis(mask, along, axis, source[axis], target[axis])
         return mask
+
+    def _scale_up_axis_by_matmul(self, mask: str, geometry: AxisGeometry, axis: int,
+                                 source: int, target: int) -> str:
+        """Rows: (target, source) @ mask; columns: mask @ (source, target)."""
+        matrix = geometry.scale_up_matrix(source, target)
+        key = ('scale_up', axis, geometry, source, target)
+        if axis == 0:
+            return self.node('MatMul', [self.constant(key, lambda: matrix), mask], 'scale_up')
+        return self.node('MatMul', [mask, self.constant(key, lambda: matrix.T.copy())],
+                         'scale_up')
 
     def _borders(self, mask: str, geometry: Geometry, source: tuple[int, int],
                  target: tuple[int, int]) -> str:
