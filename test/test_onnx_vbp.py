@@ -210,9 +210,11 @@ def run_with_mask(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 
 def scale_ups_by(form: str, monkeypatch) -> None:
     """Scale-ups as the writer mixes them ('mixed'), or all by 'conv_transpose' or 'matmul'."""
-    if form != 'mixed':
-        for limit in ('MATMUL_SCALE_UP_PIXELS', 'MATMUL_SCALE_UP_PIXELS_WIDE'):
-            monkeypatch.setattr(onnx_write, limit, 0 if form == 'conv_transpose' else 10**9)
+    if form == 'conv_transpose':
+        monkeypatch.setattr(onnx_write, 'MATMUL_SCALE_UP_PIXELS', 0)
+    elif form == 'matmul':
+        monkeypatch.setattr(onnx_write, 'MATMUL_SCALE_UP_PIXELS', 10**9)
+        monkeypatch.setattr(onnx_write, 'WIDE_KERNEL', 1)
 
 
 @pytest.mark.parametrize('scale_ups', ['mixed', 'conv_transpose', 'matmul'])
@@ -417,27 +419,33 @@ def test_masks_are_rescaled_at_narrow_points_where_a_product_follows() -> None:
     assert sum(node.name.startswith('vbp/rescaled') for node in graph.graph.node) == len(kept) - 1
 
 
-def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
-    """The all-ones kernel is separable: a k x k edge is two one-dimensional passes,
-    ConvTransposes on large maps and MatMuls on small ones, and the 1x1 convolutions of
-    MobileNet's blocks, which change nothing, take none."""
-    model, shape = build('mobilenet')  # maps on both sides of the MatMul limit
-    plan = plan_visualbackprop(export_onnx(model, shape))
-    edges = [(e.geometry, plan.nodes[e.consumer].size) for t in plan.nodes for e in t.edges
+def scale_up_nodes(model: nn.Module, shape: tuple[int, int, int]
+                   ) -> tuple[list, list[onnx.NodeProto]]:
+    """The geometries of a network's spatial edges, and its graph's scale-up nodes."""
+    graph = export_onnx(model.eval(), shape)
+    edges = [e.geometry for t in plan_visualbackprop(graph).nodes for e in t.edges
              if e.geometry]
-    assert sum(g.kernel == (1, 1) and g.stride == (1, 1) for g, _ in edges) >= 4
-    changing = [size for g, size in edges if g.kernel != (1, 1) or g.stride != (1, 1)]
-    assert all(g.kernel[0] < onnx_write.WIDE_KERNEL for g, _ in edges)
-    small = sum(h * w <= onnx_write.MATMUL_SCALE_UP_PIXELS for h, w in changing)
-    assert 0 < small < len(changing)
-    graph = add_visualbackprop(export_onnx(model, shape))
-    scale_ups = [node for node in graph.graph.node if node.name.startswith('vbp/scale_up')]
-    kernels = [tuple(onnx.helper.get_attribute_value(a)) for node in scale_ups
-               if node.op_type == 'ConvTranspose' for a in node.attribute
-               if a.name == 'kernel_shape']
-    assert len(kernels) == 2 * (len(changing) - small)
-    assert all(1 in kernel for kernel in kernels)
-    assert sum(node.op_type == 'MatMul' for node in scale_ups) == 2 * small
+    nodes = [node for node in add_visualbackprop(graph).graph.node
+             if node.name.startswith('vbp/scale_up')]
+    return edges, nodes
+
+
+def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
+    """The all-ones kernel is separable: a k x k edge is two one-dimensional passes, and the
+    1x1 convolutions of MobileNet's blocks, which change nothing, take none. Passes of 3
+    taps are ConvTransposes; of 5 or more, MatMuls on masks up to MATMUL_SCALE_UP_PIXELS
+    (PilotNet's 5x5 edges, the largest from 31x98)."""
+    edges, nodes = scale_up_nodes(*build('mobilenet'))
+    assert sum(g.kernel == (1, 1) and g.stride == (1, 1) for g in edges) >= 4
+    changing = [g for g in edges if g.kernel != (1, 1) or g.stride != (1, 1)]
+    assert [node.op_type for node in nodes] == ['ConvTranspose'] * 2 * len(changing)
+    assert all(1 in onnx.helper.get_attribute_value(a) for node in nodes
+               for a in node.attribute if a.name == 'kernel_shape')
+    edges, nodes = scale_up_nodes(networks.build_network('pilotnet_elu'), (3, 66, 200))
+    wide = sum(g.kernel == (5, 5) for g in edges)
+    assert wide == 3 and len(edges) == 5
+    assert sorted(node.op_type for node in nodes) == \
+        ['ConvTranspose'] * 2 * (len(edges) - wide) + ['MatMul'] * 2 * wide
 
 
 @pytest.mark.parametrize('kernel, stride, dilation, pad, target_extra', [

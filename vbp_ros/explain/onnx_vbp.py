@@ -20,9 +20,11 @@ entry per operator type, a rule kind of :mod:`~vbp_ros.explain.mask_graph`:
   by the one-channel all-ones transposed convolution with the node's kernel, strides, dilations
   and pads (explicit or ``auto_pad``), its output padding (or extra end crop, for
   ``ceil_mode``) making the size equal the node's input size exactly. The kernel is separable:
-  two one-dimensional ``ConvTranspose`` nodes, columns then rows, and none along an axis the
-  node leaves alone (1x1 convolutions). A Pad's edge is a ``Slice`` of the mask; a Slice of
-  height or width (a crop with constant bounds and step 1: Keras' Cropping2D, ``x[:, :, a:b]``)
+  two one-dimensional passes, columns then rows, and none along an axis the node leaves alone
+  (1x1 convolutions): each a ``ConvTranspose``, or, along 5 taps or more on small masks, a
+  ``MatMul`` with the axis's scale-up matrix (:meth:`AxisGeometry.scale_up_matrix`), which
+  onnxruntime runs faster there. A Pad's edge is a ``Slice`` of the mask; a Slice of height or
+  width (a crop with constant bounds and step 1: Keras' Cropping2D, ``x[:, :, a:b]``)
   is the mirror, the mask zero-padded back to the Slice's input size; a Slice of channels
   passes the mask unchanged.
 - ``identity`` (BatchNormalization and other normalizations, Dropout, Identity, Cast, pointwise

@@ -29,13 +29,12 @@ AVERAGED, INTERMEDIATE = 'vbp_averaged/', 'vbp_intermediate/'  # + kept tensor: 
 # would copy them out).
 _PLAIN_LAYOUT = {'Elu', 'Selu', 'Celu', 'PRelu', 'Mish', 'ThresholdedRelu'}
 _BLOCK_CHANNELS = 16
-# A mask of up to this many pixels is scaled up along an axis by a MatMul with the axis's
-# scale-up matrix, which multiplies by zeros but costs onnxruntime less than its one-channel
-# ConvTranspose on small maps, and on larger ones for kernels of at least WIDE_KERNEL taps,
-# whose ConvTranspose costs in proportion to them (per edge, on an AVX-512 Xeon: docs/
-# benchmarks.md, "The mask's cost in each backend").
-MATMUL_SCALE_UP_PIXELS = 1024
-MATMUL_SCALE_UP_PIXELS_WIDE = 4096
+# Along an axis of at least WIDE_KERNEL taps, a mask of up to MATMUL_SCALE_UP_PIXELS pixels is
+# scaled up by a MatMul with the axis's scale-up matrix: it multiplies by zeros, but onnxruntime's
+# one-channel ConvTranspose costs in proportion to its taps, more there. Narrower kernels gain
+# at most half a microsecond an edge, and lose on the bundled model (docs/benchmarks.md, "The
+# mask's cost in each backend").
+MATMUL_SCALE_UP_PIXELS = 4096
 WIDE_KERNEL = 5
 
 
@@ -123,8 +122,7 @@ class MaskWriter:
         for axis in (1, 0):
             along = geometry.axes[axis]
             if not along.is_identity or source[axis] != target[axis]:
-                by_matmul = pixels <= (MATMUL_SCALE_UP_PIXELS_WIDE if along.kernel >= WIDE_KERNEL
-                                       else MATMUL_SCALE_UP_PIXELS)
+                by_matmul = along.kernel >= WIDE_KERNEL and pixels <= MATMUL_SCALE_UP_PIXELS
                 scale_up_axis = self._scale_up_axis_by_matmul if by_matmul else \
                     self._scale_up_axis
                 mask = scale_up_axis(mask, along, axis, source[axis], target[axis])
