@@ -448,6 +448,17 @@ def test_scale_ups_are_one_pass_per_axis_that_changes() -> None:
         ['ConvTranspose'] * 2 * (len(edges) - wide) + ['MatMul'] * 2 * wide
 
 
+def test_an_elongated_mask_is_not_given_a_huge_scale_up_matrix() -> None:
+    """One row of 4096 pixels along a 5-tap kernel: within the pixel limit, but its matrix
+    would hold 17 million entries (67 MB in the graph); it stays a ConvTranspose."""
+    model = nn.Sequential(nn.Conv2d(1, 4, (1, 5)), nn.ReLU(), nn.Conv2d(4, 4, (1, 5)), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 4096, 1))
+    shape = (1, 1, 4104)
+    _, nodes = scale_up_nodes(model, shape)
+    assert [node.op_type for node in nodes] == ['ConvTranspose', 'ConvTranspose']
+    assert add_visualbackprop(export_onnx(model.eval(), shape)).ByteSize() < 1 << 20
+
+
 @pytest.mark.parametrize('kernel, stride, dilation, pad, target_extra', [
     (3, 1, 1, 1, 0), (5, 2, 1, 0, 1), (3, 2, 2, 2, -1), (2, 2, 1, -1, 0), (1, 3, 1, 0, -2)])
 def test_the_scale_up_matrix_is_the_all_ones_transposed_convolution(

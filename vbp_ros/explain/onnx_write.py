@@ -33,8 +33,10 @@ _BLOCK_CHANNELS = 16
 # scaled up by a MatMul with the axis's scale-up matrix: it multiplies by zeros, but onnxruntime's
 # one-channel ConvTranspose costs in proportion to its taps, more there. Narrower kernels gain
 # at most half a microsecond an edge, and lose on the bundled model (docs/benchmarks.md, "The
-# mask's cost in each backend").
+# mask's cost in each backend"). The matrix is held to MATMUL_SCALE_UP_ENTRIES entries (256 KB),
+# which an elongated mask (one row of 4096 pixels) would exceed a thousandfold.
 MATMUL_SCALE_UP_PIXELS = 4096
+MATMUL_SCALE_UP_ENTRIES = 1 << 16
 WIDE_KERNEL = 5
 
 
@@ -122,7 +124,8 @@ class MaskWriter:
         for axis in (1, 0):
             along = geometry.axes[axis]
             if not along.is_identity or source[axis] != target[axis]:
-                by_matmul = along.kernel >= WIDE_KERNEL and pixels <= MATMUL_SCALE_UP_PIXELS
+                by_matmul = (along.kernel >= WIDE_KERNEL and pixels <= MATMUL_SCALE_UP_PIXELS
+                             and source[axis] * target[axis] <= MATMUL_SCALE_UP_ENTRIES)
                 scale_up_axis = self._scale_up_axis_by_matmul if by_matmul else \
                     self._scale_up_axis
                 mask = scale_up_axis(mask, along, axis, source[axis], target[axis])
