@@ -214,6 +214,7 @@ def scale_ups_by(form: str, monkeypatch) -> None:
         monkeypatch.setattr(onnx_write, 'MATMUL_SCALE_UP_PIXELS', 0)
     elif form == 'matmul':
         monkeypatch.setattr(onnx_write, 'MATMUL_SCALE_UP_PIXELS', 10**9)
+        monkeypatch.setattr(onnx_write, 'MATMUL_SCALE_UP_ENTRIES', 10**9)
         monkeypatch.setattr(onnx_write, 'WIDE_KERNEL', 1)
 
 

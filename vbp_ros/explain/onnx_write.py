@@ -123,23 +123,25 @@ class MaskWriter:
         pixels = source[0] * source[1]
         for axis in (1, 0):
             along = geometry.axes[axis]
-            if not along.is_identity or source[axis] != target[axis]:
-                by_matmul = (along.kernel >= WIDE_KERNEL and pixels <= MATMUL_SCALE_UP_PIXELS
-                             and source[axis] * target[axis] <= MATMUL_SCALE_UP_ENTRIES)
-                scale_up_axis = self._scale_up_axis_by_matmul if by_matmul else \
-                    self._scale_up_axis
-                mask = scale_up_axis(mask, along, axis, source[axis], target[axis])
+            if along.is_identity and source[axis] == target[axis]:
+                continue
+            if (along.kernel >= WIDE_KERNEL and pixels <= MATMUL_SCALE_UP_PIXELS
+                    and source[axis] * target[axis] <= MATMUL_SCALE_UP_ENTRIES):
+                mask = self._scale_up_axis_by_matmul(mask, along, axis, source[axis],
+                                                     target[axis])
+            else:
+                mask = self._scale_up_axis(mask, along, axis, source[axis], target[axis])
         return mask
 
     def _scale_up_axis_by_matmul(self, mask: str, geometry: AxisGeometry, axis: int,
                                  source: int, target: int) -> str:
         """Rows: (target, source) @ mask; columns: mask @ (source, target)."""
-        matrix = geometry.scale_up_matrix(source, target)
-        key = ('scale_up', axis, geometry, source, target)
-        if axis == 0:
-            return self.node('MatMul', [self.constant(key, lambda: matrix), mask], 'scale_up')
-        return self.node('MatMul', [mask, self.constant(key, lambda: matrix.T.copy())],
-                         'scale_up')
+        def matrix() -> np.ndarray:
+            rows = geometry.scale_up_matrix(source, target)
+            return rows if axis == 0 else rows.T.copy()
+
+        weight = self.constant(('scale_up', axis, geometry, source, target), matrix)
+        return self.node('MatMul', [weight, mask] if axis == 0 else [mask, weight], 'scale_up')
 
     def _borders(self, mask: str, geometry: Geometry, source: tuple[int, int],
                  target: tuple[int, int]) -> str:
